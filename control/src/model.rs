@@ -1,0 +1,103 @@
+//! The control plane's own view of Kubernetes Services and EndpointSlices.
+//!
+//! Manifests on disk (and, later, the API server watchers) are turned into these plain values;
+//! `snapshot` turns them into the data plane's immutable tables. Only what nodegate acts on is
+//! kept, already validated: addresses are parsed, protocols are known, defaults are applied.
+
+use std::net::Ipv4Addr;
+
+/// L4 protocol of a Service port (`spec.ports[].protocol`, default TCP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+/// `spec.type` of a Service. `ExternalName` Services are dropped while loading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServiceType {
+    ClusterIp,
+    NodePort,
+    LoadBalancer,
+}
+
+/// `spec.ports[].targetPort`: a number, or the name of a container port. With EndpointSlices the
+/// endpoint port is taken from the slice (matched by the Service port's name), so this is kept
+/// for information and for slices that carry no port list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetPort {
+    Number(u16),
+    Name(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    /// `name`, empty when the Service has a single unnamed port.
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    /// Allocated node port (NodePort and LoadBalancer Services), if any.
+    pub node_port: Option<u16>,
+    pub target_port: TargetPort,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    pub service_type: ServiceType,
+    /// IPv4 cluster IPs (`spec.clusterIPs`, or `spec.clusterIP`). Empty for headless Services.
+    pub cluster_ips: Vec<Ipv4Addr>,
+    pub ports: Vec<ServicePort>,
+    /// `spec.externalIPs` (IPv4 only).
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `status.loadBalancer.ingress[].ip` (IPv4 only).
+    pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// `spec.externalTrafficPolicy: Local`.
+    pub external_policy_local: bool,
+    /// `spec.internalTrafficPolicy: Local`.
+    pub internal_policy_local: bool,
+    /// `spec.sessionAffinity: ClientIP` with its timeout in seconds (default 10800).
+    pub affinity_timeout_secs: Option<u32>,
+    /// `spec.healthCheckNodePort`, set for LoadBalancer/NodePort Services with Local policy.
+    pub health_check_node_port: Option<u16>,
+}
+
+/// A port of an EndpointSlice (`ports[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointPort {
+    /// Empty when unnamed.
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+/// One endpoint of a slice. Conditions follow the API's defaults: `ready` unset means true,
+/// `serving` unset means `ready`, `terminating` unset means false.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addresses: Vec<Ipv4Addr>,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    pub node_name: Option<String>,
+    pub zone: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSlice {
+    pub namespace: String,
+    pub name: String,
+    /// The owning Service, from the `kubernetes.io/service-name` label.
+    pub service_name: String,
+    pub ports: Vec<EndpointPort>,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// Everything the manifests (or the API server) say about Services.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+}

@@ -1,0 +1,565 @@
+//! Connection tracking: one bounded flow table per worker.
+//!
+//! A flow is stored once, in a preallocated slot, and indexed twice: by the tuple its first
+//! packet carried (`orig`, as sent by the client) and by the tuple replies will carry (`reply`,
+//! as sent by the endpoint after NAT). Every NAT decision is therefore a pair of keys: a packet
+//! matching one direction is rewritten to the reverse of the other direction's key.
+//!
+//! Bounded by construction: slots, the free list and the index are sized at start-up, and the
+//! index is given room for twice its maximum load so hashbrown can always rehash in place; after
+//! start-up no packet allocates. When the table is full, expired flows are reclaimed first
+//! (a bounded scan from a clock hand); if none is found the new flow is refused and counted.
+//! Live flows are never evicted to make room. Timeouts follow Linux nf_conntrack's defaults.
+
+use crate::time::Instant;
+use core::time::Duration;
+use hashbrown::HashMap;
+use std::net::Ipv4Addr;
+
+/// An IPv4 flow tuple. For ICMP echo the identifier stands in the port of the side that chose
+/// it (`sport` of a request, `dport` of a reply), so that a reply's key is the reverse of its
+/// request's, as for TCP and UDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+impl FlowKey {
+    pub fn reverse(&self) -> FlowKey {
+        FlowKey {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+        }
+    }
+}
+
+impl core::fmt::Display for FlowKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} {}:{} -> {}:{}",
+            crate::service::proto_name(self.proto),
+            self.src,
+            self.sport,
+            self.dst,
+            self.dport
+        )
+    }
+}
+
+/// Direction of a packet within its flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dir {
+    /// Same direction as the packet that created the flow.
+    Orig = 0,
+    /// The other way.
+    Reply = 1,
+}
+
+/// TCP connection states (a subset of nf_conntrack's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpState {
+    SynSent,
+    SynRecv,
+    Established,
+    FinWait,
+    CloseWait,
+    LastAck,
+    TimeWait,
+    Close,
+}
+
+/// Flow timeouts. `Default` gives Linux nf_conntrack's defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_syn_sent: Duration,
+    pub tcp_syn_recv: Duration,
+    pub tcp_established: Duration,
+    pub tcp_fin_wait: Duration,
+    pub tcp_close_wait: Duration,
+    pub tcp_last_ack: Duration,
+    pub tcp_time_wait: Duration,
+    pub tcp_close: Duration,
+    /// An established TCP flow picked up mid-stream that has not seen a reply yet.
+    pub tcp_unacknowledged: Duration,
+    /// UDP flow that has not seen a reply.
+    pub udp: Duration,
+    /// UDP flow that has seen traffic both ways.
+    pub udp_stream: Duration,
+    pub icmp: Duration,
+    pub sctp: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Timeouts {
+            tcp_syn_sent: s(120),
+            tcp_syn_recv: s(60),
+            tcp_established: s(432_000),
+            tcp_fin_wait: s(120),
+            tcp_close_wait: s(60),
+            tcp_last_ack: s(30),
+            tcp_time_wait: s(120),
+            tcp_close: s(10),
+            tcp_unacknowledged: s(300),
+            udp: s(30),
+            udp_stream: s(120),
+            icmp: s(30),
+            sctp: s(3600),
+        }
+    }
+}
+
+/// TCP flag bits as they appear in the header's flags byte.
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Marks a flow not created by a Service (never today; kept for plain NAT rules).
+pub const NO_FRONTEND: u32 = u32::MAX;
+
+/// One tracked flow.
+#[derive(Debug, Clone, Copy)]
+pub struct Flow {
+    pub orig: FlowKey,
+    pub reply: FlowKey,
+    pub tcp: TcpState,
+    /// A packet in the reply direction has been seen.
+    pub replied: bool,
+    fin: [bool; 2],
+    pub expires: Instant,
+    /// Index of the frontend in the service table that created the flow.
+    pub frontend: u32,
+    live: bool,
+}
+
+impl Flow {
+    const EMPTY: Flow = Flow {
+        orig: FlowKey {
+            src: Ipv4Addr::UNSPECIFIED,
+            dst: Ipv4Addr::UNSPECIFIED,
+            sport: 0,
+            dport: 0,
+            proto: 0,
+        },
+        reply: FlowKey {
+            src: Ipv4Addr::UNSPECIFIED,
+            dst: Ipv4Addr::UNSPECIFIED,
+            sport: 0,
+            dport: 0,
+            proto: 0,
+        },
+        tcp: TcpState::Close,
+        replied: false,
+        fin: [false; 2],
+        expires: Instant::ZERO,
+        frontend: NO_FRONTEND,
+        live: false,
+    };
+
+    /// The tuple a packet in direction `dir` must carry after translation: the reverse of the
+    /// other direction's key.
+    #[inline]
+    pub fn translated(&self, dir: Dir) -> FlowKey {
+        match dir {
+            Dir::Orig => self.reply.reverse(),
+            Dir::Reply => self.orig.reverse(),
+        }
+    }
+
+    /// The key of direction `dir` (the tuple as it arrives).
+    #[inline]
+    pub fn key(&self, dir: Dir) -> FlowKey {
+        match dir {
+            Dir::Orig => self.orig,
+            Dir::Reply => self.reply,
+        }
+    }
+}
+
+/// Why a flow could not be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CtError {
+    /// Every slot holds a live flow.
+    Full,
+    /// One of the two keys is already in use.
+    Clash,
+}
+
+/// Counters of one flow table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CtStats {
+    pub created: u64,
+    pub expired: u64,
+    pub refused_full: u64,
+}
+
+/// Slots examined when a full table looks for expired flows before refusing a new one.
+const FULL_SCAN: usize = 1024;
+
+/// A worker's flow table.
+pub struct FlowTable {
+    index: HashMap<FlowKey, u32>,
+    slots: Vec<Flow>,
+    free: Vec<u32>,
+    hand: usize,
+    timeouts: Timeouts,
+    stats: CtStats,
+}
+
+impl FlowTable {
+    /// A table for `capacity` flows (at least 1), all memory allocated now.
+    pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable {
+        let capacity = capacity.clamp(1, u32::MAX as usize / 2);
+        FlowTable {
+            // Two keys per flow, and twice that again so tombstones are always cleaned by an
+            // in-place rehash rather than a resize.
+            index: HashMap::with_capacity(capacity * 4),
+            slots: vec![Flow::EMPTY; capacity],
+            free: (0..capacity as u32).rev().collect(),
+            hand: 0,
+            timeouts,
+            stats: CtStats::default(),
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Live flows (some may have expired and not been reclaimed yet).
+    pub fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn stats(&self) -> CtStats {
+        self.stats
+    }
+
+    pub fn timeouts(&self) -> &Timeouts {
+        &self.timeouts
+    }
+
+    /// Finds the flow a packet with tuple `key` belongs to. An expired flow is removed and
+    /// reported as absent.
+    #[inline]
+    pub fn lookup(&mut self, key: &FlowKey, now: Instant) -> Option<(u32, Dir)> {
+        let v = *self.index.get(key)?;
+        let slot = v >> 1;
+        if self.slots[slot as usize].expires <= now {
+            self.remove(slot);
+            self.stats.expired += 1;
+            return None;
+        }
+        let dir = if v & 1 == 0 { Dir::Orig } else { Dir::Reply };
+        Some((slot, dir))
+    }
+
+    /// Whether a key is in use by a flow (expired or not): SNAT port probing.
+    #[inline]
+    pub fn contains(&self, key: &FlowKey) -> bool {
+        self.index.contains_key(key)
+    }
+
+    #[inline]
+    pub fn get(&self, slot: u32) -> &Flow {
+        &self.slots[slot as usize]
+    }
+
+    /// Creates a flow; `tcp_flags` is the first packet's (ignored for other protocols).
+    pub fn insert(
+        &mut self,
+        orig: FlowKey,
+        reply: FlowKey,
+        frontend: u32,
+        tcp_flags: u8,
+        now: Instant,
+    ) -> Result<u32, CtError> {
+        if self.index.contains_key(&orig) || self.index.contains_key(&reply) {
+            return Err(CtError::Clash);
+        }
+        if self.free.is_empty() && self.sweep(now, FULL_SCAN) == 0 {
+            self.stats.refused_full += 1;
+            return Err(CtError::Full);
+        }
+        let Some(slot) = self.free.pop() else {
+            self.stats.refused_full += 1;
+            return Err(CtError::Full);
+        };
+        let tcp = if tcp_flags & tcp_flags::SYN != 0 && tcp_flags & tcp_flags::ACK == 0 {
+            TcpState::SynSent
+        } else {
+            // Picked up mid-stream (Linux's nf_conntrack_tcp_loose).
+            TcpState::Established
+        };
+        let mut flow = Flow {
+            orig,
+            reply,
+            tcp,
+            replied: false,
+            fin: [false; 2],
+            expires: now,
+            frontend,
+            live: true,
+        };
+        flow.expires = now + self.timeout_of(&flow);
+        self.slots[slot as usize] = flow;
+        self.index.insert(orig, slot << 1);
+        self.index.insert(reply, (slot << 1) | 1);
+        self.stats.created += 1;
+        Ok(slot)
+    }
+
+    /// Accounts a packet of an existing flow: advances the TCP state and refreshes the timeout.
+    #[inline]
+    pub fn update(&mut self, slot: u32, dir: Dir, tcp_flags: u8, now: Instant) {
+        let flow = &mut self.slots[slot as usize];
+        if dir == Dir::Reply {
+            flow.replied = true;
+        }
+        if flow.orig.proto == crate::service::PROTO_TCP {
+            flow.tcp = tcp_next(flow.tcp, dir, tcp_flags, &mut flow.fin);
+        }
+        let t = self.timeout_of(&self.slots[slot as usize]);
+        self.slots[slot as usize].expires = now + t;
+    }
+
+    fn timeout_of(&self, flow: &Flow) -> Duration {
+        let t = &self.timeouts;
+        match flow.orig.proto {
+            crate::service::PROTO_TCP => match flow.tcp {
+                TcpState::SynSent => t.tcp_syn_sent,
+                TcpState::SynRecv => t.tcp_syn_recv,
+                TcpState::Established if !flow.replied => t.tcp_unacknowledged,
+                TcpState::Established => t.tcp_established,
+                TcpState::FinWait => t.tcp_fin_wait,
+                TcpState::CloseWait => t.tcp_close_wait,
+                TcpState::LastAck => t.tcp_last_ack,
+                TcpState::TimeWait => t.tcp_time_wait,
+                TcpState::Close => t.tcp_close,
+            },
+            crate::service::PROTO_UDP if flow.replied => t.udp_stream,
+            crate::service::PROTO_UDP => t.udp,
+            crate::service::PROTO_SCTP => t.sctp,
+            _ => t.icmp,
+        }
+    }
+
+    /// Removes a flow and both its keys.
+    pub fn remove(&mut self, slot: u32) {
+        let flow = &mut self.slots[slot as usize];
+        if !flow.live {
+            return;
+        }
+        flow.live = false;
+        let (o, r) = (flow.orig, flow.reply);
+        self.index.remove(&o);
+        self.index.remove(&r);
+        self.free.push(slot);
+    }
+
+    /// Examines up to `budget` slots from the clock hand and removes the expired flows among
+    /// them; returns how many were removed.
+    pub fn sweep(&mut self, now: Instant, budget: usize) -> usize {
+        let n = self.slots.len();
+        let mut removed = 0;
+        for _ in 0..budget.min(n) {
+            let i = self.hand;
+            self.hand = if i + 1 == n { 0 } else { i + 1 };
+            let f = &self.slots[i];
+            if f.live && f.expires <= now {
+                self.remove(i as u32);
+                self.stats.expired += 1;
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Removes every flow `pred` selects (control-plane driven clean-ups); returns the count.
+    pub fn remove_where(&mut self, mut pred: impl FnMut(&Flow) -> bool) -> usize {
+        let mut n = 0;
+        for i in 0..self.slots.len() {
+            if self.slots[i].live && pred(&self.slots[i]) {
+                self.remove(i as u32);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Iterates over live flows.
+    pub fn iter(&self) -> impl Iterator<Item = &Flow> {
+        self.slots.iter().filter(|f| f.live)
+    }
+}
+
+/// The TCP state after a packet with `flags` in direction `dir`.
+fn tcp_next(state: TcpState, dir: Dir, flags: u8, fin: &mut [bool; 2]) -> TcpState {
+    use tcp_flags::*;
+    use TcpState::*;
+    let (syn, ack, f) = (flags & SYN != 0, flags & ACK != 0, flags & FIN != 0);
+    if flags & RST != 0 {
+        return Close;
+    }
+    match state {
+        TimeWait | Close if dir == Dir::Orig && syn && !ack => {
+            // A new connection reusing the tuple (Linux reopens it, keeping the NAT binding).
+            *fin = [false; 2];
+            return SynSent;
+        }
+        SynSent if dir == Dir::Reply && syn => return SynRecv,
+        SynSent => return SynSent,
+        SynRecv if dir == Dir::Orig && ack && !syn && !f => return Established,
+        _ => {}
+    }
+    if f {
+        fin[dir as usize] = true;
+    }
+    match (fin[0], fin[1]) {
+        (true, true) => match state {
+            LastAck | TimeWait if ack && !f => TimeWait,
+            TimeWait => TimeWait,
+            _ => LastAck,
+        },
+        (true, false) => FinWait,
+        (false, true) => CloseWait,
+        (false, false) => state,
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::service::{PROTO_TCP, PROTO_UDP};
+    use tcp_flags::*;
+
+    fn key(sport: u16, proto: u8) -> FlowKey {
+        FlowKey {
+            src: Ipv4Addr::new(192, 168, 1, 10),
+            dst: Ipv4Addr::new(10, 96, 0, 10),
+            sport,
+            dport: 80,
+            proto,
+        }
+    }
+
+    fn reply_of(k: &FlowKey) -> FlowKey {
+        FlowKey {
+            src: Ipv4Addr::new(10, 1, 0, 5),
+            dst: k.src,
+            sport: 8080,
+            dport: k.sport,
+            proto: k.proto,
+        }
+    }
+
+    #[test]
+    fn test_both_directions_find_the_flow() {
+        let mut t = FlowTable::new(16, Timeouts::default());
+        let k = key(1000, PROTO_TCP);
+        let slot = t.insert(k, reply_of(&k), 0, SYN, Instant::ZERO).unwrap();
+        assert_eq!(t.lookup(&k, Instant::ZERO), Some((slot, Dir::Orig)));
+        assert_eq!(t.lookup(&reply_of(&k), Instant::ZERO), Some((slot, Dir::Reply)));
+        let f = t.get(slot);
+        let out = f.translated(Dir::Orig);
+        assert_eq!((out.dst, out.dport), (Ipv4Addr::new(10, 1, 0, 5), 8080));
+        let back = f.translated(Dir::Reply);
+        assert_eq!((back.src, back.sport), (k.dst, 80));
+        assert_eq!(t.insert(k, reply_of(&k), 0, SYN, Instant::ZERO), Err(CtError::Clash));
+    }
+
+    #[test]
+    fn test_tcp_handshake_and_teardown_timeouts() {
+        let to = Timeouts::default();
+        let mut t = FlowTable::new(4, to);
+        let k = key(1, PROTO_TCP);
+        let now = Instant::from_secs(100);
+        let s = t.insert(k, reply_of(&k), 0, SYN, now).unwrap();
+        assert_eq!(t.get(s).tcp, TcpState::SynSent);
+        assert_eq!(t.get(s).expires, now + to.tcp_syn_sent);
+        t.update(s, Dir::Reply, SYN | ACK, now);
+        assert_eq!(t.get(s).tcp, TcpState::SynRecv);
+        t.update(s, Dir::Orig, ACK, now);
+        assert_eq!(t.get(s).tcp, TcpState::Established);
+        assert_eq!(t.get(s).expires, now + to.tcp_established);
+        t.update(s, Dir::Orig, FIN | ACK, now);
+        assert_eq!(t.get(s).tcp, TcpState::FinWait);
+        t.update(s, Dir::Reply, FIN | ACK, now);
+        assert_eq!(t.get(s).tcp, TcpState::LastAck);
+        t.update(s, Dir::Orig, ACK, now);
+        assert_eq!(t.get(s).tcp, TcpState::TimeWait);
+        assert_eq!(t.get(s).expires, now + to.tcp_time_wait);
+        // Reopened by a new SYN.
+        t.update(s, Dir::Orig, SYN, now);
+        assert_eq!(t.get(s).tcp, TcpState::SynSent);
+        t.update(s, Dir::Reply, RST, now);
+        assert_eq!(t.get(s).tcp, TcpState::Close);
+        assert_eq!(t.get(s).expires, now + to.tcp_close);
+    }
+
+    #[test]
+    fn test_udp_timeout_grows_when_replied() {
+        let to = Timeouts::default();
+        let mut t = FlowTable::new(4, to);
+        let k = key(5, PROTO_UDP);
+        let s = t.insert(k, reply_of(&k), 0, 0, Instant::ZERO).unwrap();
+        assert_eq!(t.get(s).expires, Instant::ZERO + to.udp);
+        t.update(s, Dir::Reply, 0, Instant::ZERO);
+        assert_eq!(t.get(s).expires, Instant::ZERO + to.udp_stream);
+        // Expired on lookup after the timeout.
+        let late = Instant::ZERO + to.udp_stream;
+        assert_eq!(t.lookup(&k, late), None);
+        assert!(t.is_empty());
+        assert_eq!(t.stats().expired, 1);
+    }
+
+    #[test]
+    fn test_full_table_reclaims_expired_then_refuses() {
+        let to = Timeouts::default();
+        let mut t = FlowTable::new(2, to);
+        let a = key(1, PROTO_UDP);
+        let b = key(2, PROTO_UDP);
+        let c = key(3, PROTO_UDP);
+        t.insert(a, reply_of(&a), 0, 0, Instant::ZERO).unwrap();
+        let later = Instant::from_secs(20);
+        t.insert(b, reply_of(&b), 0, 0, later).unwrap();
+        // Full of live flows: refused, nothing evicted.
+        assert_eq!(t.insert(c, reply_of(&c), 0, 0, later), Err(CtError::Full));
+        assert_eq!(t.stats().refused_full, 1);
+        assert!(t.lookup(&a, later).is_some());
+        // Once `a` has expired, `c` takes its slot; `b` (still live) stays.
+        let after_a = Instant::ZERO + to.udp;
+        assert!(t.insert(c, reply_of(&c), 0, 0, after_a).is_ok());
+        assert!(t.lookup(&b, after_a).is_some());
+        assert!(t.lookup(&c, after_a).is_some());
+        assert!(!t.contains(&a));
+    }
+
+    #[test]
+    fn test_churn_does_not_grow_the_index() {
+        let mut t = FlowTable::new(64, Timeouts::default());
+        let cap = t.index.capacity();
+        for i in 0..100_000u32 {
+            let k = key((i % 60_000) as u16, PROTO_UDP);
+            let s = t.insert(k, reply_of(&k), 0, 0, Instant::ZERO).unwrap();
+            t.remove(s);
+        }
+        assert_eq!(t.index.capacity(), cap);
+    }
+}

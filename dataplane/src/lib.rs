@@ -1,0 +1,17 @@
+//! nodegate's data plane: frames in, routed and NATed frames out.
+//!
+//! Safe Rust with no I/O: ports are a trait ([`port::Port`]), time is passed in
+//! ([`time::Instant`]), and tables arrive as immutable snapshots ([`tables::Tables`]). See
+//! `docs/architecture.md` for the pipeline and the flow-ownership scheme.
+
+#![forbid(unsafe_code)]
+
+pub mod conntrack;
+pub mod drop;
+pub mod hash;
+pub mod maglev;
+pub mod mbuf;
+pub mod port;
+pub mod route;
+pub mod service;
+pub mod time;

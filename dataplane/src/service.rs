@@ -1,0 +1,217 @@
+//! Service frontends and their backends, as the workers see them: an immutable table built by
+//! the control plane with every policy decision (traffic policy, terminating fallback, reject or
+//! drop) already taken, so the fast path does one hash probe and one Maglev index per new flow.
+
+use crate::maglev::Maglev;
+use hashbrown::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// IP protocol numbers of the L4 protocols a Service can carry.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_SCTP: u8 = 132;
+
+/// What a frontend answers to: protocol, address, port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrontendKey {
+    pub proto: u8,
+    pub addr: Ipv4Addr,
+    pub port: u16,
+}
+
+/// How traffic reached the Service (kube-proxy treats ClusterIP as internal, the rest external).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrontendKind {
+    ClusterIp,
+    NodePort,
+    LoadBalancer,
+    ExternalIp,
+}
+
+impl FrontendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            FrontendKind::ClusterIp => "ClusterIP",
+            FrontendKind::NodePort => "NodePort",
+            FrontendKind::LoadBalancer => "LoadBalancer",
+            FrontendKind::ExternalIp => "externalIP",
+        }
+    }
+}
+
+/// One endpoint address and port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Backend {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    /// The endpoint runs on this node.
+    pub local: bool,
+}
+
+impl Backend {
+    /// Identity bytes for Maglev: address and port.
+    pub fn key(&self) -> [u8; 6] {
+        let a = self.addr.octets();
+        let p = self.port.to_be_bytes();
+        [a[0], a[1], a[2], a[3], p[0], p[1]]
+    }
+}
+
+/// The backends one frontend balances over, with their Maglev table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSet {
+    backends: Vec<Backend>,
+    maglev: Maglev,
+}
+
+impl BackendSet {
+    /// `None` for an empty list. Backends are sorted and deduplicated first, so the table does
+    /// not depend on the order the API server listed them in.
+    pub fn new(mut backends: Vec<Backend>) -> Option<BackendSet> {
+        backends.sort_by_key(|b| (u32::from(b.addr), b.port));
+        backends.dedup_by_key(|b| (b.addr, b.port));
+        if backends.is_empty() {
+            return None;
+        }
+        let keys: Vec<[u8; 6]> = backends.iter().map(Backend::key).collect();
+        Some(BackendSet {
+            maglev: Maglev::build(&keys),
+            backends,
+        })
+    }
+
+    /// The backend for a flow hash.
+    #[inline]
+    pub fn pick(&self, hash: u64) -> &Backend {
+        &self.backends[self.maglev.lookup(hash)]
+    }
+
+    pub fn backends(&self) -> &[Backend] {
+        &self.backends
+    }
+
+    pub fn contains(&self, addr: Ipv4Addr, port: u16) -> bool {
+        self.backends
+            .iter()
+            .any(|b| b.addr == addr && b.port == port)
+    }
+}
+
+/// What a new flow to a frontend gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrontendAction {
+    /// DNAT to one of these backends.
+    Balance(Arc<BackendSet>),
+    /// The Service has no usable endpoint at all: TCP RST or ICMP port unreachable (kube-proxy's
+    /// REJECT).
+    Reject,
+    /// Endpoints exist but the traffic policy allows none of them here (policy Local without a
+    /// local endpoint): drop silently, as kube-proxy does.
+    Drop,
+}
+
+/// A Service port reachable at one address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frontend {
+    pub key: FrontendKey,
+    pub kind: FrontendKind,
+    /// `namespace/name:port` for traces and counters.
+    pub service: Arc<str>,
+    /// Identifies the Service port (shared by all its frontends) for session affinity.
+    pub service_port_id: u32,
+    /// SNAT new flows to the egress port's address (external traffic with policy Cluster).
+    pub snat: bool,
+    /// `sessionAffinity: ClientIP` timeout.
+    pub affinity_secs: Option<u32>,
+    pub action: FrontendAction,
+}
+
+/// Error building a [`ServiceTable`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateFrontend {
+    pub key: FrontendKey,
+    pub first: Arc<str>,
+    pub second: Arc<str>,
+}
+
+impl core::fmt::Display for DuplicateFrontend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{}:{}/{} is claimed by both {} and {}",
+            self.key.addr,
+            self.key.port,
+            proto_name(self.key.proto),
+            self.first,
+            self.second
+        )
+    }
+}
+
+/// Name of an L4 protocol number.
+pub fn proto_name(proto: u8) -> &'static str {
+    match proto {
+        PROTO_TCP => "TCP",
+        PROTO_UDP => "UDP",
+        PROTO_SCTP => "SCTP",
+        1 => "ICMP",
+        _ => "other",
+    }
+}
+
+/// Every frontend of every Service, keyed for the fast path.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceTable {
+    index: HashMap<FrontendKey, u32>,
+    frontends: Vec<Frontend>,
+}
+
+impl ServiceTable {
+    /// Builds the table. Two frontends on the same key are reported; the first one is kept (the
+    /// caller decides whether that is fatal).
+    pub fn new(frontends: Vec<Frontend>) -> (ServiceTable, Vec<DuplicateFrontend>) {
+        let mut table = ServiceTable {
+            index: HashMap::with_capacity(frontends.len()),
+            frontends: Vec::with_capacity(frontends.len()),
+        };
+        let mut dups = Vec::new();
+        for f in frontends {
+            if let Some(&i) = table.index.get(&f.key) {
+                dups.push(DuplicateFrontend {
+                    key: f.key,
+                    first: table.frontends[i as usize].service.clone(),
+                    second: f.service.clone(),
+                });
+                continue;
+            }
+            table.index.insert(f.key, table.frontends.len() as u32);
+            table.frontends.push(f);
+        }
+        (table, dups)
+    }
+
+    #[inline]
+    pub fn lookup(&self, proto: u8, addr: Ipv4Addr, port: u16) -> Option<(u32, &Frontend)> {
+        let key = FrontendKey { proto, addr, port };
+        self.index
+            .get(&key)
+            .map(|&i| (i, &self.frontends[i as usize]))
+    }
+
+    pub fn get(&self, id: u32) -> Option<&Frontend> {
+        self.frontends.get(id as usize)
+    }
+
+    pub fn frontends(&self) -> &[Frontend] {
+        &self.frontends
+    }
+
+    pub fn len(&self) -> usize {
+        self.frontends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frontends.is_empty()
+    }
+}

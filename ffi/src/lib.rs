@@ -1,0 +1,33 @@
+//! Bindings to the operating system and to NICs.
+//!
+//! This is the only crate of nodegate allowed to contain `unsafe` code; every block carries a
+//! `// SAFETY:` comment naming the invariant it relies on. The packet I/O backends (AF_XDP,
+//! AF_PACKET, TAP, DPDK) arrive with the kernel-bypass issue; today it holds CPU pinning, which
+//! goes through the `core_affinity` crate and needs no `unsafe` of its own.
+
+/// Number of CPUs this process may run on.
+pub fn available_cpus() -> Vec<usize> {
+    core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+/// Pins the calling thread to `cpu`. Returns false when the OS refused (the CPU is offline or
+/// outside the process's allowed set); the caller decides whether that is fatal.
+pub fn pin_current_thread(cpu: usize) -> bool {
+    core_affinity::set_for_current(core_affinity::CoreId { id: cpu })
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_pin_to_an_allowed_cpu() {
+        let cpus = available_cpus();
+        assert!(!cpus.is_empty(), "the process must be allowed at least one CPU");
+        assert!(pin_current_thread(cpus[0]));
+    }
+}
