@@ -4,14 +4,14 @@
 //! - [`manifests`]: Kubernetes Service / EndpointSlice manifests from disk into
 //!   [`model::ClusterState`].
 //! - [`model`]: the control plane's own view of Services and EndpointSlices.
-//!
-//! This crate never depends on the data plane; it produces plain values that the binary turns
-//! into data-plane tables.
+//! - [`snapshot`]: configuration plus cluster state into the data plane's immutable tables,
+//!   with every kube-proxy policy decision taken there, once per change.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod manifests;
 pub mod model;
+pub mod snapshot;
 
 pub use config::{
     Cidr, Config, ConfigError, ConntrackConfig, Driver, KubernetesConfig, NeighborConfig,

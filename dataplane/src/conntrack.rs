@@ -475,13 +475,19 @@ mod test {
         let k = key(1000, PROTO_TCP);
         let slot = t.insert(k, reply_of(&k), 0, SYN, Instant::ZERO).unwrap();
         assert_eq!(t.lookup(&k, Instant::ZERO), Some((slot, Dir::Orig)));
-        assert_eq!(t.lookup(&reply_of(&k), Instant::ZERO), Some((slot, Dir::Reply)));
+        assert_eq!(
+            t.lookup(&reply_of(&k), Instant::ZERO),
+            Some((slot, Dir::Reply))
+        );
         let f = t.get(slot);
         let out = f.translated(Dir::Orig);
         assert_eq!((out.dst, out.dport), (Ipv4Addr::new(10, 1, 0, 5), 8080));
         let back = f.translated(Dir::Reply);
         assert_eq!((back.src, back.sport), (k.dst, 80));
-        assert_eq!(t.insert(k, reply_of(&k), 0, SYN, Instant::ZERO), Err(CtError::Clash));
+        assert_eq!(
+            t.insert(k, reply_of(&k), 0, SYN, Instant::ZERO),
+            Err(CtError::Clash)
+        );
     }
 
     #[test]

@@ -36,7 +36,10 @@ impl Maglev {
     /// between 1 and 65535 entries.
     pub fn build<K: AsRef<[u8]>>(keys: &[K]) -> Maglev {
         let n = keys.len();
-        assert!(n > 0 && n < usize::from(u16::MAX), "maglev: 1..65535 backends");
+        assert!(
+            n > 0 && n < usize::from(u16::MAX),
+            "maglev: 1..65535 backends"
+        );
         let m = table_size_for(n);
         let perms: Vec<(usize, usize)> = keys
             .iter()

@@ -139,8 +139,7 @@ impl RouteTable {
                     }
                 }
                 (None, Some(port)) => {
-                    let Some(src) = addrs.iter().find(|a| a.port == port).map(|a| a.address)
-                    else {
+                    let Some(src) = addrs.iter().find(|a| a.port == port).map(|a| a.address) else {
                         return Err(err("the route's port has no IPv4 address".into()));
                     };
                     NextHop {
@@ -189,9 +188,7 @@ impl RouteTable {
     #[inline]
     pub fn lookup(&self, dst: Ipv4Addr) -> Option<&NextHop> {
         let d = u32::from(dst);
-        self.levels
-            .iter()
-            .find_map(|l| l.routes.get(&(d & l.mask)))
+        self.levels.iter().find_map(|l| l.routes.get(&(d & l.mask)))
     }
 
     /// Number of routes.
@@ -253,7 +250,10 @@ mod test {
         let t = table();
         assert_eq!(t.len(), 5);
         let h = t.lookup(ip("10.1.2.3")).unwrap();
-        assert_eq!((h.port, h.via, h.src), (1, Some(ip("192.168.1.9")), ip("192.168.1.1")));
+        assert_eq!(
+            (h.port, h.via, h.src),
+            (1, Some(ip("192.168.1.9")), ip("192.168.1.1"))
+        );
         let h = t.lookup(ip("10.1.3.3")).unwrap();
         assert_eq!((h.port, h.via), (0, Some(ip("10.0.0.2"))));
         let h = t.lookup(ip("10.0.7.7")).unwrap();

@@ -27,7 +27,10 @@ mod test {
     #[test]
     fn test_pin_to_an_allowed_cpu() {
         let cpus = available_cpus();
-        assert!(!cpus.is_empty(), "the process must be allowed at least one CPU");
+        assert!(
+            !cpus.is_empty(),
+            "the process must be allowed at least one CPU"
+        );
         assert!(pin_current_thread(cpus[0]));
     }
 }

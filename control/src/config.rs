@@ -1,0 +1,886 @@
+//! The `nodegate run --config FILE` YAML file.
+//!
+//! The file is read into private serde "raw" structs (unknown fields rejected), then validated
+//! into the plain public values below. Every error names the file, the dotted path of the
+//! offending field (`ports[0].addresses[1]`) and the reason. Relative paths in the file (`rx`,
+//! `tx`, `kubernetes.manifests`) are resolved against the directory of the config file.
+//!
+//! ```yaml
+//! node: { name: node-a, addresses: ["10.0.0.1"] }
+//! workers: 1                 # 1..=64, default 1
+//! cpus: [2]                  # optional, one per worker
+//! ports:
+//!   - name: eth0
+//!     driver: pcap           # pcap | memory | af_xdp | af_packet | tap | dpdk
+//!     rx: in.pcap
+//!     tx: out.pcap
+//!     mac: "02:00:00:00:00:01"
+//!     addresses: ["10.0.0.1/16"]
+//! routes:
+//!   - { prefix: "0.0.0.0/0", via: "10.0.255.254" }
+//! neighbors:
+//!   - { address: "10.0.255.254", mac: "02:00:00:00:00:fe" }
+//! kubernetes: { manifests: manifests }
+//! conntrack: { max_flows: 1048576, timeouts: { tcp_established: 432000, udp: 30 }, affinity_max: 65536 }
+//! snat: { ports: "32768-60999" }
+//! ```
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+
+/// Most ports a configuration may declare.
+pub const MAX_PORTS: usize = 32;
+/// Most worker threads a configuration may ask for.
+pub const MAX_WORKERS: usize = 64;
+
+/// A validated `nodegate run` configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file this configuration was read from (as given to [`Config::load`]).
+    pub file: PathBuf,
+    pub node: NodeConfig,
+    /// Number of forwarding workers, 1..=64.
+    pub workers: usize,
+    /// CPU to pin each worker to; same length as `workers` when given.
+    pub cpus: Option<Vec<usize>>,
+    pub ports: Vec<PortConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub neighbors: Vec<NeighborConfig>,
+    pub kubernetes: KubernetesConfig,
+    pub conntrack: ConntrackConfig,
+    pub snat: SnatConfig,
+}
+
+/// `node:` — who this node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// Kubernetes node name (matched against `nodeName` of endpoints). Never empty.
+    pub name: String,
+    /// The node's own addresses (NodePort destinations). May be empty.
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+/// Packet I/O driver of a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Driver {
+    /// Read from / write to pcap files.
+    Pcap,
+    /// In-memory rings (tests, benchmarks).
+    Memory,
+    AfXdp,
+    AfPacket,
+    Tap,
+    Dpdk,
+}
+
+impl Driver {
+    /// The spelling used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Pcap => "pcap",
+            Driver::Memory => "memory",
+            Driver::AfXdp => "af_xdp",
+            Driver::AfPacket => "af_packet",
+            Driver::Tap => "tap",
+            Driver::Dpdk => "dpdk",
+        }
+    }
+
+    /// Whether the driver attaches to a host interface (and so needs `interface`).
+    pub fn needs_interface(self) -> bool {
+        matches!(
+            self,
+            Driver::AfXdp | Driver::AfPacket | Driver::Tap | Driver::Dpdk
+        )
+    }
+}
+
+impl fmt::Display for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Driver {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "pcap" => Driver::Pcap,
+            "memory" => Driver::Memory,
+            "af_xdp" => Driver::AfXdp,
+            "af_packet" => Driver::AfPacket,
+            "tap" => Driver::Tap,
+            "dpdk" => Driver::Dpdk,
+            other => {
+                return Err(format!(
+                    "unknown driver `{other}`, expected one of `pcap`, `memory`, `af_xdp`, \
+                     `af_packet`, `tap`, `dpdk`"
+                ))
+            }
+        })
+    }
+}
+
+/// `ports[]` — one network port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortConfig {
+    /// Unique name, referenced by `routes[].port` and `neighbors[].port`.
+    pub name: String,
+    pub driver: Driver,
+    /// The port's own MAC (unicast); `None` lets the driver choose.
+    pub mac: Option<[u8; 6]>,
+    /// Interface addresses with their prefix length (host bits kept).
+    pub addresses: Vec<Cidr>,
+    /// pcap input file, resolved against the config file's directory.
+    pub rx: Option<PathBuf>,
+    /// pcap output file, resolved against the config file's directory.
+    pub tx: Option<PathBuf>,
+    /// Host interface (required for af_xdp, af_packet, tap, dpdk).
+    pub interface: Option<String>,
+    /// Number of queues, >= 1 (default 1).
+    pub queues: u16,
+    /// Driver-specific mode string (e.g. `native`, `skb`), passed through unchecked.
+    pub mode: Option<String>,
+}
+
+/// An IPv4 address with a prefix length, `10.0.0.1/16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    pub address: Ipv4Addr,
+    /// 0..=32.
+    pub prefix_len: u8,
+}
+
+impl Cidr {
+    /// The netmask as a host-order integer (`/16` => `0xffff_0000`).
+    pub fn mask(&self) -> u32 {
+        if self.prefix_len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - u32::from(self.prefix_len))
+        }
+    }
+
+    /// The same prefix with the host bits cleared (`10.0.0.1/16` => `10.0.0.0/16`).
+    pub fn network(&self) -> Cidr {
+        Cidr {
+            address: Ipv4Addr::from(u32::from(self.address) & self.mask()),
+            prefix_len: self.prefix_len,
+        }
+    }
+
+    /// Whether `ip` lies inside this prefix.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        (u32::from(ip) & self.mask()) == (u32::from(self.address) & self.mask())
+    }
+}
+
+/// Error of [`Cidr::from_str`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CidrParseError(String);
+
+impl FromStr for Cidr {
+    type Err = CidrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |why: &str| {
+            CidrParseError(format!(
+                "invalid IPv4 CIDR `{s}`: {why} (expected e.g. `10.0.0.1/16`)"
+            ))
+        };
+        let (addr, len) = s.split_once('/').ok_or_else(|| err("missing `/prefix`"))?;
+        let address: Ipv4Addr = addr.parse().map_err(|_| err("bad IPv4 address"))?;
+        if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) || len.len() > 2 {
+            return Err(err("bad prefix length"));
+        }
+        let prefix_len: u8 = len.parse().map_err(|_| err("bad prefix length"))?;
+        if prefix_len > 32 {
+            return Err(err("prefix length must be 0..=32"));
+        }
+        Ok(Cidr {
+            address,
+            prefix_len,
+        })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// `routes[]` — a static route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// Destination prefix, host bits cleared.
+    pub prefix: Cidr,
+    /// Next hop; `None` means directly connected through `port`.
+    pub via: Option<Ipv4Addr>,
+    /// Outgoing port (a configured port name).
+    pub port: Option<String>,
+}
+
+/// `neighbors[]` — a static ARP entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NeighborConfig {
+    pub address: Ipv4Addr,
+    /// Unicast MAC.
+    pub mac: [u8; 6],
+    /// Port the neighbour is reached through (a configured port name).
+    pub port: Option<String>,
+}
+
+/// `kubernetes:`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubernetesConfig {
+    /// Directory of Service / EndpointSlice manifests, resolved against the config file's
+    /// directory.
+    pub manifests: Option<PathBuf>,
+}
+
+/// TCP connection-tracking timeouts in seconds (Linux nf_conntrack defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpTimeouts {
+    pub syn_sent: u32,
+    pub syn_recv: u32,
+    pub established: u32,
+    pub fin_wait: u32,
+    pub close_wait: u32,
+    pub last_ack: u32,
+    pub time_wait: u32,
+    pub close: u32,
+    pub unacknowledged: u32,
+}
+
+impl Default for TcpTimeouts {
+    fn default() -> Self {
+        TcpTimeouts {
+            syn_sent: 120,
+            syn_recv: 60,
+            established: 432_000,
+            fin_wait: 120,
+            close_wait: 60,
+            last_ack: 30,
+            time_wait: 120,
+            close: 10,
+            unacknowledged: 300,
+        }
+    }
+}
+
+/// `conntrack:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConntrackConfig {
+    /// Capacity of the flow table, >= 16 (default 1_048_576).
+    pub max_flows: usize,
+    pub tcp: TcpTimeouts,
+    /// UDP flow seen in one direction only (default 30).
+    pub udp_secs: u32,
+    /// UDP flow seen in both directions (default 120).
+    pub udp_stream_secs: u32,
+    /// ICMP (default 30).
+    pub icmp_secs: u32,
+    /// SCTP, one generic established-like timeout (default 3600).
+    pub sctp_secs: u32,
+    /// Capacity of the session-affinity table, >= 1 (default 65536).
+    pub affinity_max: usize,
+}
+
+impl Default for ConntrackConfig {
+    fn default() -> Self {
+        ConntrackConfig {
+            max_flows: 1_048_576,
+            tcp: TcpTimeouts::default(),
+            udp_secs: 30,
+            udp_stream_secs: 120,
+            icmp_secs: 30,
+            sctp_secs: 3600,
+            affinity_max: 65_536,
+        }
+    }
+}
+
+/// `snat:` — source ports used when masquerading, inclusive range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnatConfig {
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+impl Default for SnatConfig {
+    fn default() -> Self {
+        SnatConfig {
+            port_min: 32768,
+            port_max: 60999,
+        }
+    }
+}
+
+/// A configuration that could not be read, parsed or validated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {field}: {reason}", file.display())]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// Dotted path of the offending field (`ports[0].addresses[1]`), `(document)` for YAML
+    /// syntax errors, `(file)` for I/O errors.
+    pub field: String,
+    pub reason: String,
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (or `-` separated) into six octets.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let sep = if s.contains('-') { '-' } else { ':' };
+    let mut out = [0u8; 6];
+    let mut parts = s.split(sep);
+    for byte in out.iter_mut() {
+        let part = parts.next()?;
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *byte = u8::from_str_radix(part, 16).ok()?;
+    }
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(out)
+}
+
+/// Formats six octets as `aa:bb:cc:dd:ee:ff`.
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
+    )
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_path_buf(),
+            field: "(file)".to_string(),
+            reason: e.to_string(),
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `file` names it in errors and its parent
+    /// directory is the base of relative paths.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let err = |field: String, reason: String| ConfigError {
+            file: file.to_path_buf(),
+            field,
+            reason,
+        };
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| err("(document)".to_string(), e.to_string()))?;
+        let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let (field, reason) = path_error(e.path(), e.inner().to_string());
+            err(field, reason)
+        })?;
+        let base = file.parent().unwrap_or_else(|| Path::new(""));
+        let mut config = raw
+            .validate(base)
+            .map_err(|(field, reason)| err(field, reason))?;
+        config.file = file.to_path_buf();
+        Ok(config)
+    }
+}
+
+/// Turns a serde_path_to_error path and message into (field, reason); a "missing field" error
+/// is reported at the missing field itself rather than at its parent.
+pub(crate) fn path_error(path: &serde_path_to_error::Path, reason: String) -> (String, String) {
+    let mut field = path.to_string();
+    if field == "." {
+        field.clear();
+    }
+    if let Some(rest) = reason.strip_prefix("missing field `") {
+        if let Some(name) = rest.strip_suffix('`') {
+            if !field.is_empty() {
+                field.push('.');
+            }
+            field.push_str(name);
+            return (field, "required field is missing".to_string());
+        }
+    }
+    if field.is_empty() {
+        field = "(document)".to_string();
+    }
+    (field, reason)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw serde structs.
+
+struct Mac([u8; 6]);
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_mac(&s).map(Mac).ok_or_else(|| {
+            de::Error::custom(format!(
+                "invalid MAC address `{s}` (expected six hex octets like `02:00:00:00:00:01`)"
+            ))
+        })
+    }
+}
+
+struct RawCidr(Cidr);
+
+impl<'de> Deserialize<'de> for RawCidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(RawCidr).map_err(de::Error::custom)
+    }
+}
+
+struct RawDriver(Driver);
+
+impl<'de> Deserialize<'de> for RawDriver {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(RawDriver).map_err(de::Error::custom)
+    }
+}
+
+struct Ipv4(Ipv4Addr);
+
+impl<'de> Deserialize<'de> for Ipv4 {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(Ipv4).map_err(|_| {
+            de::Error::custom(format!(
+                "invalid IPv4 address `{s}` (expected e.g. `10.0.0.1`)"
+            ))
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node: RawNode,
+    workers: Option<usize>,
+    cpus: Option<Vec<usize>>,
+    #[serde(default)]
+    ports: Vec<RawPort>,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default)]
+    neighbors: Vec<RawNeighbor>,
+    kubernetes: Option<RawKubernetes>,
+    conntrack: Option<RawConntrack>,
+    snat: Option<RawSnat>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    name: String,
+    #[serde(default)]
+    addresses: Vec<Ipv4>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPort {
+    name: String,
+    driver: RawDriver,
+    mac: Option<Mac>,
+    #[serde(default)]
+    addresses: Vec<RawCidr>,
+    rx: Option<PathBuf>,
+    tx: Option<PathBuf>,
+    interface: Option<String>,
+    queues: Option<u16>,
+    mode: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    prefix: RawCidr,
+    via: Option<Ipv4>,
+    port: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNeighbor {
+    address: Ipv4,
+    mac: Mac,
+    port: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubernetes {
+    manifests: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConntrack {
+    max_flows: Option<usize>,
+    timeouts: Option<RawTimeouts>,
+    affinity_max: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTimeouts {
+    tcp_syn_sent: Option<u32>,
+    tcp_syn_recv: Option<u32>,
+    tcp_established: Option<u32>,
+    tcp_fin_wait: Option<u32>,
+    tcp_close_wait: Option<u32>,
+    tcp_last_ack: Option<u32>,
+    tcp_time_wait: Option<u32>,
+    tcp_close: Option<u32>,
+    tcp_unacknowledged: Option<u32>,
+    udp: Option<u32>,
+    udp_stream: Option<u32>,
+    icmp: Option<u32>,
+    sctp: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSnat {
+    ports: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+type Invalid = (String, String);
+
+fn invalid<T>(field: impl Into<String>, reason: impl Into<String>) -> Result<T, Invalid> {
+    Err((field.into(), reason.into()))
+}
+
+fn is_multicast_mac(mac: &[u8; 6]) -> bool {
+    mac[0] & 1 == 1
+}
+
+fn check_unicast_mac(field: String, mac: &[u8; 6]) -> Result<(), Invalid> {
+    if is_multicast_mac(mac) {
+        return invalid(
+            field,
+            format!(
+                "{} is a multicast/broadcast MAC address; a unicast one is required",
+                format_mac(mac)
+            ),
+        );
+    }
+    if *mac == [0; 6] {
+        return invalid(field, "the all-zero MAC address is not allowed");
+    }
+    Ok(())
+}
+
+fn resolve(base: &Path, p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+impl RawConfig {
+    fn validate(self, base: &Path) -> Result<Config, Invalid> {
+        // node
+        if self.node.name.trim().is_empty() {
+            return invalid("node.name", "must not be empty");
+        }
+        let node = NodeConfig {
+            name: self.node.name,
+            addresses: self.node.addresses.into_iter().map(|a| a.0).collect(),
+        };
+
+        // workers / cpus
+        let workers = self.workers.unwrap_or(1);
+        if !(1..=MAX_WORKERS).contains(&workers) {
+            return invalid(
+                "workers",
+                format!("{workers} is out of range 1..={MAX_WORKERS}"),
+            );
+        }
+        if let Some(cpus) = &self.cpus {
+            if cpus.len() != workers {
+                return invalid(
+                    "cpus",
+                    format!(
+                        "{} CPUs listed for {workers} worker(s); give exactly one CPU per worker",
+                        cpus.len()
+                    ),
+                );
+            }
+            let mut seen = HashSet::new();
+            for (i, cpu) in cpus.iter().enumerate() {
+                if !seen.insert(*cpu) {
+                    return invalid(format!("cpus[{i}]"), format!("CPU {cpu} is listed twice"));
+                }
+            }
+        }
+
+        // ports
+        if self.ports.is_empty() {
+            return invalid("ports", "at least one port is required");
+        }
+        if self.ports.len() > MAX_PORTS {
+            return invalid(
+                "ports",
+                format!(
+                    "{} ports configured; at most {MAX_PORTS} are supported",
+                    self.ports.len()
+                ),
+            );
+        }
+        let mut port_index: HashMap<String, usize> = HashMap::new();
+        let mut ports = Vec::with_capacity(self.ports.len());
+        for (i, p) in self.ports.into_iter().enumerate() {
+            let at = |f: &str| format!("ports[{i}].{f}");
+            if p.name.trim().is_empty() {
+                return invalid(at("name"), "must not be empty");
+            }
+            if let Some(prev) = port_index.get(&p.name) {
+                return invalid(
+                    at("name"),
+                    format!("duplicate port name `{}` (also ports[{prev}])", p.name),
+                );
+            }
+            port_index.insert(p.name.clone(), i);
+            let driver = p.driver.0;
+            if let Some(mac) = &p.mac {
+                check_unicast_mac(at("mac"), &mac.0)?;
+            }
+            let mut addresses: Vec<Cidr> = Vec::with_capacity(p.addresses.len());
+            for (j, a) in p.addresses.into_iter().enumerate() {
+                let c = a.0;
+                let ip = c.address;
+                if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
+                    return invalid(
+                        format!("ports[{i}].addresses[{j}]"),
+                        format!("{c} is not a usable interface address"),
+                    );
+                }
+                if addresses.iter().any(|x| x.address == ip) {
+                    return invalid(
+                        format!("ports[{i}].addresses[{j}]"),
+                        format!("address {ip} is listed twice"),
+                    );
+                }
+                addresses.push(c);
+            }
+            if driver == Driver::Pcap && p.rx.is_none() && p.tx.is_none() {
+                return invalid(
+                    format!("ports[{i}]"),
+                    "a pcap port needs `rx` (input file), `tx` (output file) or both",
+                );
+            }
+            if driver.needs_interface()
+                && p.interface.as_deref().is_none_or(|s| s.trim().is_empty())
+            {
+                return invalid(
+                    at("interface"),
+                    format!("the {driver} driver needs `interface` (a host interface name)"),
+                );
+            }
+            let queues = p.queues.unwrap_or(1);
+            if queues == 0 {
+                return invalid(at("queues"), "must be at least 1");
+            }
+            ports.push(PortConfig {
+                name: p.name,
+                driver,
+                mac: p.mac.map(|m| m.0),
+                addresses,
+                rx: p.rx.map(|x| resolve(base, x)),
+                tx: p.tx.map(|x| resolve(base, x)),
+                interface: p.interface,
+                queues,
+                mode: p.mode,
+            });
+        }
+
+        let check_port_ref = |field: String, name: &Option<String>| -> Result<(), Invalid> {
+            match name {
+                Some(n) if !port_index.contains_key(n) => {
+                    let mut known: Vec<&str> = port_index.keys().map(String::as_str).collect();
+                    known.sort_unstable();
+                    invalid(
+                        field,
+                        format!(
+                            "unknown port `{n}` (configured ports: {})",
+                            known.join(", ")
+                        ),
+                    )
+                }
+                _ => Ok(()),
+            }
+        };
+
+        // routes
+        let mut routes: Vec<RouteConfig> = Vec::with_capacity(self.routes.len());
+        for (i, r) in self.routes.into_iter().enumerate() {
+            let prefix = r.prefix.0.network();
+            let via = r.via.map(|v| v.0);
+            if via.is_none() && r.port.is_none() {
+                return invalid(
+                    format!("routes[{i}]"),
+                    "a route needs `via` (next hop), `port` (directly connected) or both",
+                );
+            }
+            check_port_ref(format!("routes[{i}].port"), &r.port)?;
+            if let Some(v) = via {
+                if v.is_unspecified() || v.is_multicast() || v.is_broadcast() {
+                    return invalid(
+                        format!("routes[{i}].via"),
+                        format!("{v} is not a usable next hop"),
+                    );
+                }
+            }
+            if let Some(j) = routes.iter().position(|x| x.prefix == prefix) {
+                return invalid(
+                    format!("routes[{i}].prefix"),
+                    format!("duplicate route for {prefix} (also routes[{j}])"),
+                );
+            }
+            routes.push(RouteConfig {
+                prefix,
+                via,
+                port: r.port,
+            });
+        }
+
+        // neighbours
+        let mut neighbors: Vec<NeighborConfig> = Vec::with_capacity(self.neighbors.len());
+        for (i, n) in self.neighbors.into_iter().enumerate() {
+            check_unicast_mac(format!("neighbors[{i}].mac"), &n.mac.0)?;
+            check_port_ref(format!("neighbors[{i}].port"), &n.port)?;
+            let address = n.address.0;
+            if let Some(j) = neighbors
+                .iter()
+                .position(|x| x.address == address && x.port == n.port)
+            {
+                return invalid(
+                    format!("neighbors[{i}].address"),
+                    format!("duplicate neighbor {address} (also neighbors[{j}])"),
+                );
+            }
+            neighbors.push(NeighborConfig {
+                address,
+                mac: n.mac.0,
+                port: n.port,
+            });
+        }
+
+        // kubernetes
+        let kubernetes = KubernetesConfig {
+            manifests: self
+                .kubernetes
+                .and_then(|k| k.manifests)
+                .map(|m| resolve(base, m)),
+        };
+
+        // conntrack
+        let mut conntrack = ConntrackConfig::default();
+        if let Some(c) = self.conntrack {
+            if let Some(m) = c.max_flows {
+                if m < 16 {
+                    return invalid(
+                        "conntrack.max_flows",
+                        format!("{m} is below the minimum 16"),
+                    );
+                }
+                conntrack.max_flows = m;
+            }
+            if let Some(m) = c.affinity_max {
+                if m < 1 {
+                    return invalid("conntrack.affinity_max", "must be at least 1");
+                }
+                conntrack.affinity_max = m;
+            }
+            if let Some(t) = c.timeouts {
+                let tcp = &mut conntrack.tcp;
+                let slots: [(&str, Option<u32>, &mut u32); 13] = [
+                    ("tcp_syn_sent", t.tcp_syn_sent, &mut tcp.syn_sent),
+                    ("tcp_syn_recv", t.tcp_syn_recv, &mut tcp.syn_recv),
+                    ("tcp_established", t.tcp_established, &mut tcp.established),
+                    ("tcp_fin_wait", t.tcp_fin_wait, &mut tcp.fin_wait),
+                    ("tcp_close_wait", t.tcp_close_wait, &mut tcp.close_wait),
+                    ("tcp_last_ack", t.tcp_last_ack, &mut tcp.last_ack),
+                    ("tcp_time_wait", t.tcp_time_wait, &mut tcp.time_wait),
+                    ("tcp_close", t.tcp_close, &mut tcp.close),
+                    (
+                        "tcp_unacknowledged",
+                        t.tcp_unacknowledged,
+                        &mut tcp.unacknowledged,
+                    ),
+                    ("udp", t.udp, &mut conntrack.udp_secs),
+                    ("udp_stream", t.udp_stream, &mut conntrack.udp_stream_secs),
+                    ("icmp", t.icmp, &mut conntrack.icmp_secs),
+                    ("sctp", t.sctp, &mut conntrack.sctp_secs),
+                ];
+                for (name, value, slot) in slots {
+                    if let Some(v) = value {
+                        if v == 0 {
+                            return invalid(
+                                format!("conntrack.timeouts.{name}"),
+                                "a timeout must be at least 1 second",
+                            );
+                        }
+                        *slot = v;
+                    }
+                }
+            }
+        }
+
+        // snat
+        let mut snat = SnatConfig::default();
+        if let Some(ports) = self.snat.and_then(|s| s.ports) {
+            snat = parse_port_range(&ports).map_err(|r| ("snat.ports".to_string(), r))?;
+        }
+
+        Ok(Config {
+            file: PathBuf::new(),
+            node,
+            workers,
+            cpus: self.cpus,
+            ports,
+            routes,
+            neighbors,
+            kubernetes,
+            conntrack,
+            snat,
+        })
+    }
+}
+
+fn parse_port_range(s: &str) -> Result<SnatConfig, String> {
+    let bad = || format!("invalid port range `{s}` (expected `MIN-MAX`, e.g. `32768-60999`)");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let port_min: u16 = a.trim().parse().map_err(|_| bad())?;
+    let port_max: u16 = b.trim().parse().map_err(|_| bad())?;
+    if port_min < 1024 {
+        return Err(format!(
+            "range `{s}` starts below 1024; SNAT ports must be 1024..=65535"
+        ));
+    }
+    if port_min >= port_max {
+        return Err(format!(
+            "range `{s}` is empty or reversed; the minimum must be below the maximum"
+        ));
+    }
+    Ok(SnatConfig { port_min, port_max })
+}

@@ -1,0 +1,484 @@
+//! Builds the data plane's immutable [`Tables`] from the configuration and the cluster state.
+//!
+//! Every kube-proxy policy decision is taken here, once per change, so that the workers only
+//! look things up: which endpoints a frontend may use (ready first, serving-and-terminating as a
+//! fallback), `internalTrafficPolicy` for ClusterIPs, `externalTrafficPolicy` for node ports,
+//! load balancer and external IPs (Cluster: any endpoint and SNAT; Local: local endpoints only,
+//! client address kept), and what a frontend without a usable endpoint does (reject when the
+//! Service has no endpoint at all, drop when the policy filtered them all out).
+
+use crate::config::{Config, ConfigError};
+use crate::model::{ClusterState, Endpoint, Protocol, Service, ServicePort, ServiceType};
+use dataplane::route::{PortAddress, RouteTable, StaticRoute};
+use dataplane::service::{
+    Backend, BackendSet, Frontend, FrontendAction, FrontendKey, FrontendKind, ServiceTable,
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+};
+use dataplane::tables::{PortInfo, Tables};
+use dataplane::wire::MacAddr;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// Builds the node part (ports, addresses, routes, static neighbours) and the service table.
+/// Errors name the configuration field at fault; problems in the cluster state that kube-proxy
+/// would also tolerate (two Services claiming one address and port) come back as warnings.
+pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>), ConfigError> {
+    let err = |field: String, reason: String| ConfigError {
+        file: cfg.file.clone(),
+        field,
+        reason,
+    };
+    let ports: Vec<PortInfo> = cfg
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| PortInfo {
+            name: p.name.clone(),
+            mac: MacAddr(p.mac.unwrap_or_else(|| default_mac(i))),
+            addresses: p
+                .addresses
+                .iter()
+                .map(|c| (c.address, c.prefix_len))
+                .collect(),
+        })
+        .collect();
+    let port_id = |name: &str| {
+        cfg.ports
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| i as u16)
+    };
+
+    let addrs: Vec<PortAddress> = cfg
+        .ports
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            p.addresses.iter().map(move |c| PortAddress {
+                port: i as u16,
+                address: c.address,
+                prefix_len: c.prefix_len,
+            })
+        })
+        .collect();
+    let statics: Vec<StaticRoute> = cfg
+        .routes
+        .iter()
+        .map(|r| StaticRoute {
+            prefix: r.prefix.address,
+            prefix_len: r.prefix.prefix_len,
+            via: r.via,
+            port: r.port.as_deref().and_then(port_id),
+        })
+        .collect();
+    let routes = RouteTable::build(&addrs, &statics)
+        .map_err(|e| err(format!("routes[{}]", e.index), e.reason))?;
+
+    let mut neighbors = hashbrown::HashMap::new();
+    for (i, n) in cfg.neighbors.iter().enumerate() {
+        if routes.lookup(n.address).is_none_or(|h| h.via.is_some()) {
+            return Err(err(
+                format!("neighbors[{i}].address"),
+                format!("{} is not on any port's connected prefix", n.address),
+            ));
+        }
+        neighbors.insert(n.address, MacAddr(n.mac));
+    }
+
+    let mut local: Vec<Ipv4Addr> = cfg.node.addresses.clone();
+    for a in &addrs {
+        if !local.contains(&a.address) {
+            local.push(a.address);
+        }
+    }
+
+    let (services, warnings) = service_table(state, &cfg.node.name, &local);
+    Ok((
+        Tables {
+            generation: 0,
+            ports,
+            local,
+            routes,
+            neighbors,
+            services,
+        },
+        warnings,
+    ))
+}
+
+/// A locally administered MAC for a port that has none configured: `02:6e:67:00:00:<i+1>`.
+pub fn default_mac(index: usize) -> [u8; 6] {
+    [
+        0x02,
+        0x6e,
+        0x67,
+        0,
+        (index >> 8) as u8,
+        (index as u8).wrapping_add(1),
+    ]
+}
+
+fn proto_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => PROTO_TCP,
+        Protocol::Udp => PROTO_UDP,
+        Protocol::Sctp => PROTO_SCTP,
+    }
+}
+
+/// One endpoint of one Service port, conditions merged across slices.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    addr: Ipv4Addr,
+    port: u16,
+    ready: bool,
+    serving_terminating: bool,
+    local: bool,
+}
+
+/// The endpoints of `sp` from every slice of `svc`, deduplicated by address (a pod can sit in
+/// two slices while they are being rebalanced; the most ready copy wins).
+fn candidates(state: &ClusterState, svc: &Service, sp: &ServicePort, node: &str) -> Vec<Candidate> {
+    let mut by_addr: BTreeMap<(u32, u16), Candidate> = BTreeMap::new();
+    for slice in state
+        .endpoint_slices
+        .iter()
+        .filter(|s| s.namespace == svc.namespace && s.service_name == svc.name)
+    {
+        let Some(port) = slice
+            .ports
+            .iter()
+            .find(|p| p.name == sp.name && p.protocol == sp.protocol)
+            .map(|p| p.port)
+        else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            // Consumers use the first address only (the API says the rest are ignored).
+            let Some(&addr) = ep.addresses.first() else {
+                continue;
+            };
+            let c = candidate(ep, addr, port, node);
+            by_addr
+                .entry((u32::from(addr), port))
+                .and_modify(|old| {
+                    old.ready |= c.ready;
+                    old.serving_terminating |= c.serving_terminating;
+                    old.local |= c.local;
+                })
+                .or_insert(c);
+        }
+    }
+    by_addr.into_values().collect()
+}
+
+fn candidate(ep: &Endpoint, addr: Ipv4Addr, port: u16, node: &str) -> Candidate {
+    Candidate {
+        addr,
+        port,
+        ready: ep.ready,
+        serving_terminating: ep.serving && ep.terminating,
+        local: ep.node_name.as_deref() == Some(node),
+    }
+}
+
+/// Ready endpoints among `cands` (filtered by `keep`), or if there are none the serving and
+/// terminating ones (kube-proxy's terminating-endpoint fallback).
+fn usable(cands: &[Candidate], keep: impl Fn(&Candidate) -> bool) -> Vec<Backend> {
+    let to_backend = |c: &Candidate| Backend {
+        addr: c.addr,
+        port: c.port,
+        local: c.local,
+    };
+    let ready: Vec<Backend> = cands
+        .iter()
+        .filter(|c| keep(c) && c.ready)
+        .map(to_backend)
+        .collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    cands
+        .iter()
+        .filter(|c| keep(c) && c.serving_terminating)
+        .map(to_backend)
+        .collect()
+}
+
+/// Builds the service table. `local` are the node's addresses (NodePorts listen on each).
+pub fn service_table(
+    state: &ClusterState,
+    node: &str,
+    local: &[Ipv4Addr],
+) -> (ServiceTable, Vec<String>) {
+    let mut frontends = Vec::new();
+    let mut service_port_id = 0u32;
+    let mut services: Vec<&Service> = state.services.iter().collect();
+    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    for svc in services {
+        // Headless Services are DNS-only: kube-proxy programs nothing for them.
+        if svc.cluster_ips.is_empty() {
+            continue;
+        }
+        for sp in &svc.ports {
+            service_port_id += 1;
+            let cands = candidates(state, svc, sp, node);
+            let cluster = BackendSet::new(usable(&cands, |_| true)).map(Arc::new);
+            let local_set = BackendSet::new(usable(&cands, |c| c.local)).map(Arc::new);
+            let action = |local_only: bool| {
+                let chosen = if local_only { &local_set } else { &cluster };
+                match (chosen, &cluster) {
+                    (Some(set), _) => FrontendAction::Balance(set.clone()),
+                    (None, None) => FrontendAction::Reject,
+                    (None, Some(_)) => FrontendAction::Drop,
+                }
+            };
+            let name: Arc<str> = if sp.name.is_empty() {
+                format!("{}/{}:{}", svc.namespace, svc.name, sp.port).into()
+            } else {
+                format!("{}/{}:{}", svc.namespace, svc.name, sp.name).into()
+            };
+            let proto = proto_number(sp.protocol);
+            let mut add = |kind: FrontendKind, addr: Ipv4Addr, port: u16| {
+                let internal = kind == FrontendKind::ClusterIp;
+                let local_only = if internal {
+                    svc.internal_policy_local
+                } else {
+                    svc.external_policy_local
+                };
+                frontends.push(Frontend {
+                    key: FrontendKey { proto, addr, port },
+                    kind,
+                    service: name.clone(),
+                    service_port_id,
+                    snat: !internal && !svc.external_policy_local,
+                    affinity_secs: svc.affinity_timeout_secs,
+                    action: action(local_only),
+                });
+            };
+            for &ip in &svc.cluster_ips {
+                add(FrontendKind::ClusterIp, ip, sp.port);
+            }
+            if matches!(
+                svc.service_type,
+                ServiceType::NodePort | ServiceType::LoadBalancer
+            ) {
+                if let Some(np) = sp.node_port {
+                    for &ip in local {
+                        add(FrontendKind::NodePort, ip, np);
+                    }
+                }
+            }
+            if svc.service_type == ServiceType::LoadBalancer {
+                for &ip in &svc.load_balancer_ips {
+                    add(FrontendKind::LoadBalancer, ip, sp.port);
+                }
+            }
+            for &ip in &svc.external_ips {
+                add(FrontendKind::ExternalIp, ip, sp.port);
+            }
+        }
+    }
+    let (table, dups) = ServiceTable::new(frontends);
+    let warnings = dups
+        .into_iter()
+        .map(|d| format!("{d}; keeping the first"))
+        .collect();
+    (table, warnings)
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use crate::model::{EndpointPort, EndpointSlice, TargetPort};
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    fn service(name: &str, ty: ServiceType, local: bool) -> Service {
+        Service {
+            namespace: "default".into(),
+            name: name.into(),
+            service_type: ty,
+            cluster_ips: vec![ip("10.96.0.10")],
+            ports: vec![ServicePort {
+                name: String::new(),
+                protocol: Protocol::Tcp,
+                port: 80,
+                node_port: Some(30080),
+                target_port: TargetPort::Number(8080),
+            }],
+            external_ips: vec![],
+            load_balancer_ips: vec![ip("203.0.113.10")],
+            external_policy_local: local,
+            internal_policy_local: false,
+            affinity_timeout_secs: None,
+            health_check_node_port: None,
+        }
+    }
+
+    fn ep(addr: &str, node: &str, ready: bool, serving: bool, terminating: bool) -> Endpoint {
+        Endpoint {
+            addresses: vec![ip(addr)],
+            ready,
+            serving,
+            terminating,
+            node_name: Some(node.into()),
+            zone: None,
+        }
+    }
+
+    fn slice(svc: &str, endpoints: Vec<Endpoint>) -> EndpointSlice {
+        EndpointSlice {
+            namespace: "default".into(),
+            name: format!("{svc}-abc"),
+            service_name: svc.into(),
+            ports: vec![EndpointPort {
+                name: String::new(),
+                protocol: Protocol::Tcp,
+                port: 8080,
+            }],
+            endpoints,
+        }
+    }
+
+    fn action_of(t: &ServiceTable, addr: &str, port: u16) -> FrontendAction {
+        t.lookup(PROTO_TCP, ip(addr), port)
+            .unwrap()
+            .1
+            .action
+            .clone()
+    }
+
+    fn addrs(a: &FrontendAction) -> Vec<Ipv4Addr> {
+        match a {
+            FrontendAction::Balance(s) => s.backends().iter().map(|b| b.addr).collect(),
+            _ => vec![],
+        }
+    }
+
+    #[test]
+    fn test_every_frontend_kind_is_programmed() {
+        let state = ClusterState {
+            services: vec![service("web", ServiceType::LoadBalancer, false)],
+            endpoint_slices: vec![slice(
+                "web",
+                vec![ep("10.1.0.5", "node-b", true, true, false)],
+            )],
+        };
+        let (t, warnings) = service_table(&state, "node-a", &[ip("10.0.0.1"), ip("192.168.1.1")]);
+        assert!(warnings.is_empty());
+        // ClusterIP, two node addresses, one LB address.
+        assert_eq!(t.len(), 4);
+        let (_, fe) = t.lookup(PROTO_TCP, ip("192.168.1.1"), 30080).unwrap();
+        assert_eq!(fe.kind, FrontendKind::NodePort);
+        assert!(fe.snat);
+        assert_eq!(addrs(&fe.action), vec![ip("10.1.0.5")]);
+        let (_, fe) = t.lookup(PROTO_TCP, ip("10.96.0.10"), 80).unwrap();
+        assert!(!fe.snat);
+        assert!(t.lookup(PROTO_UDP, ip("10.96.0.10"), 80).is_none());
+    }
+
+    #[test]
+    fn test_local_policy_keeps_client_and_drops_without_local_endpoint() {
+        let state = ClusterState {
+            services: vec![service("web", ServiceType::NodePort, true)],
+            endpoint_slices: vec![slice(
+                "web",
+                vec![ep("10.1.0.5", "node-b", true, true, false)],
+            )],
+        };
+        let (on_a, _) = service_table(&state, "node-a", &[ip("10.0.0.1")]);
+        assert_eq!(action_of(&on_a, "10.0.0.1", 30080), FrontendAction::Drop);
+        // ClusterIP is internal traffic: still any endpoint.
+        assert_eq!(
+            addrs(&action_of(&on_a, "10.96.0.10", 80)),
+            vec![ip("10.1.0.5")]
+        );
+        let (on_b, _) = service_table(&state, "node-b", &[ip("10.0.0.2")]);
+        let (_, fe) = on_b.lookup(PROTO_TCP, ip("10.0.0.2"), 30080).unwrap();
+        assert!(!fe.snat);
+        assert_eq!(addrs(&fe.action), vec![ip("10.1.0.5")]);
+    }
+
+    #[test]
+    fn test_no_endpoints_rejects() {
+        let state = ClusterState {
+            services: vec![service("web", ServiceType::NodePort, true)],
+            endpoint_slices: vec![slice(
+                "web",
+                vec![ep("10.1.0.5", "node-a", false, false, false)],
+            )],
+        };
+        let (t, _) = service_table(&state, "node-a", &[ip("10.0.0.1")]);
+        assert_eq!(action_of(&t, "10.96.0.10", 80), FrontendAction::Reject);
+        assert_eq!(action_of(&t, "10.0.0.1", 30080), FrontendAction::Reject);
+    }
+
+    #[test]
+    fn test_terminating_fallback_only_without_ready() {
+        let eps = vec![
+            ep("10.1.0.5", "node-a", false, true, true),
+            ep("10.1.0.6", "node-a", true, true, false),
+        ];
+        let state = ClusterState {
+            services: vec![service("web", ServiceType::ClusterIp, false)],
+            endpoint_slices: vec![slice("web", eps)],
+        };
+        let (t, _) = service_table(&state, "node-a", &[]);
+        assert_eq!(
+            addrs(&action_of(&t, "10.96.0.10", 80)),
+            vec![ip("10.1.0.6")]
+        );
+        let state = ClusterState {
+            services: vec![service("web", ServiceType::ClusterIp, false)],
+            endpoint_slices: vec![slice(
+                "web",
+                vec![ep("10.1.0.5", "node-a", false, true, true)],
+            )],
+        };
+        let (t, _) = service_table(&state, "node-a", &[]);
+        assert_eq!(
+            addrs(&action_of(&t, "10.96.0.10", 80)),
+            vec![ip("10.1.0.5")]
+        );
+    }
+
+    #[test]
+    fn test_duplicate_endpoint_across_slices_counts_once() {
+        let state = ClusterState {
+            services: vec![service("web", ServiceType::ClusterIp, false)],
+            endpoint_slices: vec![
+                slice("web", vec![ep("10.1.0.5", "node-a", true, true, false)]),
+                slice("web", vec![ep("10.1.0.5", "node-a", false, false, false)]),
+            ],
+        };
+        let (t, _) = service_table(&state, "node-a", &[]);
+        assert_eq!(
+            addrs(&action_of(&t, "10.96.0.10", 80)),
+            vec![ip("10.1.0.5")]
+        );
+    }
+
+    #[test]
+    fn test_headless_is_ignored_and_duplicates_warn() {
+        let mut headless = service("dns", ServiceType::ClusterIp, false);
+        headless.cluster_ips.clear();
+        let mut other = service("web2", ServiceType::ClusterIp, false);
+        other.load_balancer_ips.clear();
+        let state = ClusterState {
+            services: vec![
+                headless,
+                service("web", ServiceType::ClusterIp, false),
+                other,
+            ],
+            endpoint_slices: vec![],
+        };
+        let (t, warnings) = service_table(&state, "node-a", &[]);
+        assert_eq!(t.len(), 1);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("default/web2"), "{warnings:?}");
+    }
+}

@@ -1,0 +1,696 @@
+//! Tests of `control::config`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use control::config::{
+    format_mac, parse_mac, Cidr, Config, ConntrackConfig, Driver, SnatConfig, TcpTimeouts,
+};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/config")
+}
+
+const EXAMPLE: &str = r#"
+node:
+  name: node-a
+  addresses: ["10.0.0.1"]
+workers: 1
+ports:
+  - name: eth0
+    driver: pcap
+    rx: in.pcap
+    tx: out.pcap
+    mac: "02:00:00:00:00:01"
+    addresses: ["10.0.0.1/16"]
+routes:
+  - prefix: "0.0.0.0/0"
+    via: "10.0.255.254"
+  - prefix: "10.1.0.0/16"
+    via: "10.0.0.2"
+neighbors:
+  - address: "10.0.255.254"
+    mac: "02:00:00:00:00:fe"
+  - address: "10.0.0.2"
+    mac: "02:00:00:00:00:02"
+kubernetes:
+  manifests: manifests
+"#;
+
+fn cidr(s: &str) -> Cidr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn example_loads_with_all_values() {
+    let path = fixtures().join("example.yaml");
+    let c = Config::load(&path).unwrap();
+    let dir = fixtures();
+    assert_eq!(c.file, path);
+    assert_eq!(c.node.name, "node-a");
+    assert_eq!(c.node.addresses, vec![Ipv4Addr::new(10, 0, 0, 1)]);
+    assert_eq!(c.workers, 1);
+    assert_eq!(c.cpus, None);
+    assert_eq!(c.ports.len(), 1);
+    let p = &c.ports[0];
+    assert_eq!(p.name, "eth0");
+    assert_eq!(p.driver, Driver::Pcap);
+    assert_eq!(p.rx.as_deref(), Some(dir.join("in.pcap").as_path()));
+    assert_eq!(p.tx.as_deref(), Some(dir.join("out.pcap").as_path()));
+    assert_eq!(p.mac, Some([2, 0, 0, 0, 0, 1]));
+    assert_eq!(
+        p.addresses,
+        vec![Cidr {
+            address: Ipv4Addr::new(10, 0, 0, 1),
+            prefix_len: 16
+        }]
+    );
+    assert_eq!(p.interface, None);
+    assert_eq!(p.queues, 1);
+    assert_eq!(p.mode, None);
+
+    assert_eq!(c.routes.len(), 2);
+    assert_eq!(c.routes[0].prefix, cidr("0.0.0.0/0"));
+    assert_eq!(c.routes[0].via, Some(Ipv4Addr::new(10, 0, 255, 254)));
+    assert_eq!(c.routes[0].port, None);
+    assert_eq!(c.routes[1].prefix, cidr("10.1.0.0/16"));
+    assert_eq!(c.routes[1].via, Some(Ipv4Addr::new(10, 0, 0, 2)));
+
+    assert_eq!(c.neighbors.len(), 2);
+    assert_eq!(c.neighbors[0].address, Ipv4Addr::new(10, 0, 255, 254));
+    assert_eq!(c.neighbors[0].mac, [2, 0, 0, 0, 0, 0xfe]);
+    assert_eq!(c.neighbors[0].port, None);
+    assert_eq!(c.neighbors[1].address, Ipv4Addr::new(10, 0, 0, 2));
+    assert_eq!(c.neighbors[1].mac, [2, 0, 0, 0, 0, 2]);
+
+    assert_eq!(c.kubernetes.manifests, Some(dir.join("manifests")));
+    assert_eq!(c.conntrack, ConntrackConfig::default());
+    assert_eq!(
+        c.snat,
+        SnatConfig {
+            port_min: 32768,
+            port_max: 60999
+        }
+    );
+}
+
+#[test]
+fn defaults_are_the_linux_ones() {
+    let c = ConntrackConfig::default();
+    assert_eq!(c.max_flows, 1_048_576);
+    assert_eq!(
+        c.tcp,
+        TcpTimeouts {
+            syn_sent: 120,
+            syn_recv: 60,
+            established: 432_000,
+            fin_wait: 120,
+            close_wait: 60,
+            last_ack: 30,
+            time_wait: 120,
+            close: 10,
+            unacknowledged: 300,
+        }
+    );
+    assert_eq!(c.udp_secs, 30);
+    assert_eq!(c.udp_stream_secs, 120);
+    assert_eq!(c.icmp_secs, 30);
+    assert_eq!(c.sctp_secs, 3600);
+    assert_eq!(c.affinity_max, 65_536);
+}
+
+#[test]
+fn every_option_loads() {
+    let c = Config::load(&fixtures().join("full.yaml")).unwrap();
+    assert_eq!(c.node.name, "node-b");
+    assert_eq!(c.node.addresses.len(), 2);
+    assert_eq!(c.workers, 2);
+    assert_eq!(c.cpus, Some(vec![2, 3]));
+    let up = &c.ports[0];
+    assert_eq!(up.driver, Driver::AfXdp);
+    assert_eq!(up.interface.as_deref(), Some("enp1s0"));
+    assert_eq!(up.queues, 2);
+    assert_eq!(up.mode.as_deref(), Some("native"));
+    assert_eq!(up.mac, Some([2, 0, 0, 0, 0, 0x0a]));
+    assert_eq!(up.addresses.len(), 2);
+    assert_eq!(c.ports[1].driver, Driver::Memory);
+    assert_eq!(c.ports[1].rx, None);
+    // Host bits of a route prefix are cleared.
+    assert_eq!(c.routes[0].prefix, cidr("10.96.0.0/12"));
+    assert_eq!(c.routes[0].via, None);
+    assert_eq!(c.routes[0].port.as_deref(), Some("uplink"));
+    assert_eq!(c.routes[1].port.as_deref(), Some("uplink"));
+    assert_eq!(c.neighbors[0].port.as_deref(), Some("uplink"));
+    // Absolute paths stay as they are.
+    assert_eq!(
+        c.kubernetes.manifests,
+        Some(PathBuf::from("/etc/nodegate/manifests"))
+    );
+    let ct = c.conntrack;
+    assert_eq!(ct.max_flows, 4096);
+    assert_eq!(ct.affinity_max, 1024);
+    assert_eq!(
+        ct.tcp,
+        TcpTimeouts {
+            syn_sent: 1,
+            syn_recv: 2,
+            established: 3,
+            fin_wait: 4,
+            close_wait: 5,
+            last_ack: 6,
+            time_wait: 7,
+            close: 8,
+            unacknowledged: 9,
+        }
+    );
+    assert_eq!(
+        (ct.udp_secs, ct.udp_stream_secs, ct.icmp_secs, ct.sctp_secs),
+        (10, 11, 12, 13)
+    );
+    assert_eq!(
+        c.snat,
+        SnatConfig {
+            port_min: 40000,
+            port_max: 50000
+        }
+    );
+}
+
+#[test]
+fn all_drivers_parse() {
+    for (name, driver) in [
+        ("pcap", Driver::Pcap),
+        ("memory", Driver::Memory),
+        ("af_xdp", Driver::AfXdp),
+        ("af_packet", Driver::AfPacket),
+        ("tap", Driver::Tap),
+        ("dpdk", Driver::Dpdk),
+    ] {
+        let text = format!(
+            "node: {{name: n}}\nports:\n  - {{name: p, driver: {name}, interface: x, rx: a}}\n"
+        );
+        let c = Config::parse(&text, Path::new("c.yaml")).unwrap();
+        assert_eq!(c.ports[0].driver, driver);
+        assert_eq!(driver.to_string(), name);
+    }
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = Config::parse(
+        "node: {name: n}\nports: [{name: p, driver: memory}]\n",
+        Path::new("c.yaml"),
+    )
+    .unwrap();
+    assert_eq!(c.workers, 1);
+    assert!(c.node.addresses.is_empty());
+    assert!(c.routes.is_empty());
+    assert!(c.neighbors.is_empty());
+    assert_eq!(c.kubernetes.manifests, None);
+    assert_eq!(c.conntrack, ConntrackConfig::default());
+    assert_eq!(c.snat, SnatConfig::default());
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_directory() {
+    let c = Config::parse(EXAMPLE, Path::new("/etc/nodegate/node.yaml")).unwrap();
+    assert_eq!(c.ports[0].rx, Some(PathBuf::from("/etc/nodegate/in.pcap")));
+    assert_eq!(c.ports[0].tx, Some(PathBuf::from("/etc/nodegate/out.pcap")));
+    assert_eq!(
+        c.kubernetes.manifests,
+        Some(PathBuf::from("/etc/nodegate/manifests"))
+    );
+
+    let c = Config::parse(EXAMPLE, Path::new("conf/node.yaml")).unwrap();
+    assert_eq!(c.ports[0].rx, Some(PathBuf::from("conf/in.pcap")));
+    assert_eq!(
+        c.kubernetes.manifests,
+        Some(PathBuf::from("conf/manifests"))
+    );
+
+    // A bare file name: paths stay relative to the working directory.
+    let c = Config::parse(EXAMPLE, Path::new("node.yaml")).unwrap();
+    assert_eq!(c.ports[0].rx, Some(PathBuf::from("in.pcap")));
+
+    // Written to a temporary directory and loaded from there.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub").join("node.yaml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, EXAMPLE).unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.ports[0].tx, Some(dir.path().join("sub/out.pcap")));
+    assert_eq!(
+        c.kubernetes.manifests,
+        Some(dir.path().join("sub/manifests"))
+    );
+}
+
+fn base_with(replace: &str, with: &str) -> String {
+    assert!(EXAMPLE.contains(replace), "{replace:?} not in EXAMPLE");
+    EXAMPLE.replacen(replace, with, 1)
+}
+
+/// Each case: the config text, the expected field, a fragment of the expected reason.
+#[test]
+fn validation_rules_name_the_field() {
+    let append = |extra: &str| format!("{EXAMPLE}{extra}");
+    let cases: Vec<(String, &str, &str)> = vec![
+        // node
+        (
+            base_with("name: node-a", "name: \"\""),
+            "node.name",
+            "empty",
+        ),
+        (
+            base_with("  name: node-a\n", ""),
+            "node.name",
+            "required field is missing",
+        ),
+        (
+            base_with(
+                "addresses: [\"10.0.0.1\"]",
+                "addresses: [\"10.0.0.1\", \"10.0.0\"]",
+            ),
+            "node.addresses[1]",
+            "invalid IPv4 address `10.0.0`",
+        ),
+        (
+            base_with("addresses: [\"10.0.0.1\"]", "adresses: [\"10.0.0.1\"]"),
+            "node.adresses",
+            "unknown field `adresses`, expected `name` or `addresses`",
+        ),
+        // workers / cpus
+        (
+            base_with("workers: 1", "workers: 0"),
+            "workers",
+            "out of range 1..=64",
+        ),
+        (
+            base_with("workers: 1", "workers: 65"),
+            "workers",
+            "out of range",
+        ),
+        (base_with("workers: 1", "workers: -1"), "workers", "invalid"),
+        (
+            base_with("workers: 1", "workers: 2\ncpus: [1]"),
+            "cpus",
+            "one CPU per worker",
+        ),
+        (
+            base_with("workers: 1", "workers: 2\ncpus: [1, 1]"),
+            "cpus[1]",
+            "twice",
+        ),
+        // ports
+        (
+            base_with("driver: pcap", "driver: pcapp"),
+            "ports[0].driver",
+            "unknown driver `pcapp`",
+        ),
+        (
+            base_with("    rx: in.pcap\n    tx: out.pcap\n", ""),
+            "ports[0]",
+            "needs `rx`",
+        ),
+        (
+            base_with("driver: pcap", "driver: af_packet"),
+            "ports[0].interface",
+            "needs `interface`",
+        ),
+        (
+            base_with("driver: pcap", "driver: dpdk\n    interface: \"\""),
+            "ports[0].interface",
+            "needs `interface`",
+        ),
+        (
+            base_with("mac: \"02:00:00:00:00:01\"", "mac: \"01:00:5e:00:00:01\""),
+            "ports[0].mac",
+            "multicast",
+        ),
+        (
+            base_with("mac: \"02:00:00:00:00:01\"", "mac: \"ff:ff:ff:ff:ff:ff\""),
+            "ports[0].mac",
+            "multicast",
+        ),
+        (
+            base_with("mac: \"02:00:00:00:00:01\"", "mac: \"00:00:00:00:00:00\""),
+            "ports[0].mac",
+            "all-zero",
+        ),
+        (
+            base_with("mac: \"02:00:00:00:00:01\"", "mac: \"02:00:00:00:01\""),
+            "ports[0].mac",
+            "invalid MAC address `02:00:00:00:01`",
+        ),
+        (
+            base_with("mac: \"02:00:00:00:00:01\"", "mac: \"02:00:00:00:00:zz\""),
+            "ports[0].mac",
+            "invalid MAC address",
+        ),
+        (
+            base_with("[\"10.0.0.1/16\"]", "[\"10.0.0.1/16\", \"10.0.0.2/33\"]"),
+            "ports[0].addresses[1]",
+            "prefix length must be 0..=32",
+        ),
+        (
+            base_with("[\"10.0.0.1/16\"]", "[\"10.0.0.1/16\", \"10.0.0.2\"]"),
+            "ports[0].addresses[1]",
+            "missing `/prefix`",
+        ),
+        (
+            base_with("[\"10.0.0.1/16\"]", "[\"10.0.0.300/16\"]"),
+            "ports[0].addresses[0]",
+            "bad IPv4 address",
+        ),
+        (
+            base_with("[\"10.0.0.1/16\"]", "[\"fd00::1/64\"]"),
+            "ports[0].addresses[0]",
+            "invalid IPv4 CIDR",
+        ),
+        (
+            base_with("[\"10.0.0.1/16\"]", "[\"224.0.0.1/4\"]"),
+            "ports[0].addresses[0]",
+            "not a usable interface address",
+        ),
+        (
+            base_with("[\"10.0.0.1/16\"]", "[\"10.0.0.1/16\", \"10.0.0.1/24\"]"),
+            "ports[0].addresses[1]",
+            "listed twice",
+        ),
+        (
+            base_with("    driver: pcap\n", "    driver: pcap\n    queues: 0\n"),
+            "ports[0].queues",
+            "at least 1",
+        ),
+        (
+            base_with(
+                "    driver: pcap\n",
+                "    driver: pcap\n    queues: 70000\n",
+            ),
+            "ports[0].queues",
+            "invalid value",
+        ),
+        (
+            base_with("    driver: pcap\n", "    driver: pcap\n    speed: 10\n"),
+            "ports[0].speed",
+            "unknown field `speed`",
+        ),
+        (
+            base_with("  - name: eth0\n", "  - name: \"\"\n"),
+            "ports[0].name",
+            "empty",
+        ),
+        (
+            base_with("routes:", "  - {name: eth0, driver: memory}\nroutes:"),
+            "ports[1].name",
+            "duplicate port name `eth0` (also ports[0])",
+        ),
+        (
+            base_with(
+                "routes:",
+                &format!(
+                    "{}routes:",
+                    (1..=32)
+                        .map(|i| format!("  - {{name: m{i}, driver: memory}}\n"))
+                        .collect::<String>()
+                ),
+            ),
+            "ports",
+            "at most 32",
+        ),
+        (
+            "node: {name: n}\n".to_string(),
+            "ports",
+            "at least one port",
+        ),
+        (
+            "node: {name: n}\nports: []\n".to_string(),
+            "ports",
+            "at least one port",
+        ),
+        (
+            "ports: [{name: p, driver: memory}]\n".to_string(),
+            "node",
+            "required field is missing",
+        ),
+        (
+            "node: {name: n}\nports: [{name: p}]\n".to_string(),
+            "ports[0].driver",
+            "required field is missing",
+        ),
+        // routes
+        (
+            base_with("    via: \"10.0.0.2\"\n", ""),
+            "routes[1]",
+            "needs `via`",
+        ),
+        (
+            base_with("    via: \"10.0.0.2\"\n", "    port: eth1\n"),
+            "routes[1].port",
+            "unknown port `eth1` (configured ports: eth0)",
+        ),
+        (
+            base_with("prefix: \"10.1.0.0/16\"", "prefix: \"0.0.0.0/0\""),
+            "routes[1].prefix",
+            "duplicate route for 0.0.0.0/0 (also routes[0])",
+        ),
+        (
+            base_with("prefix: \"10.1.0.0/16\"", "prefix: \"10.1.0.0\""),
+            "routes[1].prefix",
+            "invalid IPv4 CIDR",
+        ),
+        (
+            base_with("prefix: \"10.1.0.0/16\"", "prefix: \"10.1.0.0/x\""),
+            "routes[1].prefix",
+            "bad prefix length",
+        ),
+        (
+            base_with("via: \"10.0.0.2\"", "via: \"255.255.255.255\""),
+            "routes[1].via",
+            "not a usable next hop",
+        ),
+        (
+            base_with("via: \"10.0.0.2\"", "via: \"gateway\""),
+            "routes[1].via",
+            "invalid IPv4 address",
+        ),
+        // neighbors
+        (
+            base_with("mac: \"02:00:00:00:00:fe\"", "mac: \"03:00:00:00:00:fe\""),
+            "neighbors[0].mac",
+            "multicast",
+        ),
+        (
+            base_with(
+                "mac: \"02:00:00:00:00:02\"",
+                "mac: \"02:00:00:00:00:02\"\n    port: wan",
+            ),
+            "neighbors[1].port",
+            "unknown port `wan`",
+        ),
+        (
+            base_with("address: \"10.0.0.2\"", "address: \"10.0.255.254\""),
+            "neighbors[1].address",
+            "duplicate neighbor 10.0.255.254",
+        ),
+        (
+            base_with("    mac: \"02:00:00:00:00:02\"\n", ""),
+            "neighbors[1].mac",
+            "required field is missing",
+        ),
+        // kubernetes
+        (
+            base_with("manifests: manifests", "manifest: manifests"),
+            "kubernetes.manifest",
+            "unknown field `manifest`, expected `manifests`",
+        ),
+        // conntrack
+        (
+            append("conntrack: {max_flows: 15}\n"),
+            "conntrack.max_flows",
+            "below the minimum 16",
+        ),
+        (
+            append("conntrack: {affinity_max: 0}\n"),
+            "conntrack.affinity_max",
+            "at least 1",
+        ),
+        (
+            append("conntrack: {timeouts: {udp: 0}}\n"),
+            "conntrack.timeouts.udp",
+            "at least 1 second",
+        ),
+        (
+            append("conntrack: {timeouts: {tcp_established: -5}}\n"),
+            "conntrack.timeouts.tcp_established",
+            "invalid value",
+        ),
+        (
+            append("conntrack: {timeouts: {tcp_syn: 5}}\n"),
+            "conntrack.timeouts.tcp_syn",
+            "unknown field `tcp_syn`",
+        ),
+        (
+            append("conntrack: {max_flow: 5}\n"),
+            "conntrack.max_flow",
+            "unknown field `max_flow`",
+        ),
+        // snat
+        (
+            append("snat: {ports: \"1000-2000\"}\n"),
+            "snat.ports",
+            "below 1024",
+        ),
+        (
+            append("snat: {ports: \"40000-40000\"}\n"),
+            "snat.ports",
+            "minimum must be below the maximum",
+        ),
+        (
+            append("snat: {ports: \"50000-40000\"}\n"),
+            "snat.ports",
+            "reversed",
+        ),
+        (
+            append("snat: {ports: \"40000\"}\n"),
+            "snat.ports",
+            "expected `MIN-MAX`",
+        ),
+        (
+            append("snat: {ports: \"40000-70000\"}\n"),
+            "snat.ports",
+            "invalid port range",
+        ),
+        // top level
+        (
+            append("worker: 2\n"),
+            "worker",
+            "unknown field `worker`, expected one of `node`, `workers`",
+        ),
+        (String::new(), "node", "required field is missing"),
+        (
+            "- a\n- b\n".to_string(),
+            "(document)",
+            "invalid type: sequence",
+        ),
+    ];
+    let file = Path::new("/cfg/node.yaml");
+    let mut failures = Vec::new();
+    for (text, field, reason) in &cases {
+        match Config::parse(text, file) {
+            Ok(_) => failures.push(format!("accepted, expected {field}: {reason}\n{text}")),
+            Err(e) => {
+                assert_eq!(e.file, file);
+                if e.field != *field || !e.reason.contains(reason) {
+                    failures.push(format!(
+                        "expected `{field}: ...{reason}...`, got `{}: {}`",
+                        e.field, e.reason
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn error_display_is_file_field_reason() {
+    let text = base_with("mac: \"02:00:00:00:00:01\"", "mac: \"nonsense\"");
+    let e = Config::parse(&text, Path::new("/cfg/node.yaml")).unwrap_err();
+    let shown = e.to_string();
+    assert!(
+        shown.starts_with("/cfg/node.yaml: ports[0].mac: invalid MAC address `nonsense`"),
+        "{shown}"
+    );
+    let as_error: &dyn std::error::Error = &e;
+    assert_eq!(as_error.to_string(), shown);
+}
+
+#[test]
+fn yaml_syntax_error_carries_position() {
+    let text = "node:\n  name: a\n ports: [\n";
+    let e = Config::parse(text, Path::new("bad.yaml")).unwrap_err();
+    assert_eq!(e.field, "(document)");
+    assert!(e.reason.contains("line"), "{}", e.reason);
+    assert!(e.reason.contains("column"), "{}", e.reason);
+
+    let e = Config::parse("node: {name: a\n", Path::new("bad.yaml")).unwrap_err();
+    assert_eq!(e.field, "(document)");
+    assert!(e.reason.contains("line"), "{}", e.reason);
+
+    let e = Config::parse("node: {name: a}\nnode: {name: b}\n", Path::new("dup.yaml")).unwrap_err();
+    assert_eq!(e.field, "(document)");
+    assert!(e.reason.contains("duplicate"), "{}", e.reason);
+}
+
+#[test]
+fn missing_file_is_an_io_error() {
+    let e = Config::load(Path::new("/nonexistent/nodegate.yaml")).unwrap_err();
+    assert_eq!(e.file, PathBuf::from("/nonexistent/nodegate.yaml"));
+    assert_eq!(e.field, "(file)");
+    assert!(e.reason.contains("No such file"), "{}", e.reason);
+}
+
+#[test]
+fn wrong_types_name_the_field() {
+    let e = Config::parse(
+        &base_with("workers: 1", "workers: many"),
+        Path::new("c.yaml"),
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "workers");
+    assert!(e.reason.contains("invalid type"), "{}", e.reason);
+
+    let e = Config::parse(
+        &base_with("addresses: [\"10.0.0.1\"]", "addresses: \"10.0.0.1\""),
+        Path::new("c.yaml"),
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "node.addresses");
+}
+
+#[test]
+fn cidr_parse_display_and_helpers() {
+    let c: Cidr = "10.1.2.3/16".parse().unwrap();
+    assert_eq!(c.address, Ipv4Addr::new(10, 1, 2, 3));
+    assert_eq!(c.prefix_len, 16);
+    assert_eq!(c.to_string(), "10.1.2.3/16");
+    assert_eq!(c.network().to_string(), "10.1.0.0/16");
+    assert_eq!(c.mask(), 0xffff_0000);
+    assert!(c.contains(Ipv4Addr::new(10, 1, 255, 255)));
+    assert!(!c.contains(Ipv4Addr::new(10, 2, 0, 0)));
+    let all: Cidr = "0.0.0.0/0".parse().unwrap();
+    assert_eq!(all.mask(), 0);
+    assert!(all.contains(Ipv4Addr::new(1, 2, 3, 4)));
+    let host: Cidr = "1.2.3.4/32".parse().unwrap();
+    assert_eq!(host.mask(), u32::MAX);
+    for bad in [
+        "",
+        "1.2.3.4",
+        "1.2.3.4/",
+        "1.2.3.4/33",
+        "1.2.3/8",
+        "1.2.3.4/+8",
+        "x/8",
+        "1.2.3.4/8/8",
+    ] {
+        assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn mac_helpers() {
+    assert_eq!(parse_mac("02:00:00:00:00:fe"), Some([2, 0, 0, 0, 0, 0xfe]));
+    assert_eq!(parse_mac("02-00-00-00-00-FE"), Some([2, 0, 0, 0, 0, 0xfe]));
+    for bad in [
+        "",
+        "02:00:00:00:00",
+        "02:00:00:00:00:00:00",
+        "2:0:0:0:0:1",
+        "0g:00:00:00:00:00",
+        "+2:00:00:00:00:00",
+    ] {
+        assert_eq!(parse_mac(bad), None, "{bad}");
+    }
+    assert_eq!(format_mac(&[2, 0, 0, 0xab, 0, 1]), "02:00:00:ab:00:01");
+}

@@ -1,0 +1,701 @@
+//! Tests of `control::manifests`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use control::manifests::{load_dir, load_file, parse_str, ManifestError};
+use control::model::{
+    ClusterState, Endpoint, EndpointPort, Protocol, Service, ServicePort, ServiceType, TargetPort,
+};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/manifests")
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn service<'a>(state: &'a ClusterState, ns: &str, name: &str) -> &'a Service {
+    state
+        .services
+        .iter()
+        .find(|s| s.namespace == ns && s.name == name)
+        .unwrap_or_else(|| panic!("no Service {ns}/{name}"))
+}
+
+fn parse(text: &str) -> Result<ClusterState, ManifestError> {
+    let mut state = ClusterState::default();
+    parse_str(text, Path::new("test.yaml"), &mut state)?;
+    Ok(state)
+}
+
+#[test]
+fn kubectl_list_output() {
+    let mut state = ClusterState::default();
+    load_file(&fixtures().join("kubectl-list.yaml"), &mut state).unwrap();
+
+    let names: Vec<String> = state
+        .services
+        .iter()
+        .map(|s| format!("{}/{}", s.namespace, s.name))
+        .collect();
+    // ExternalName and other-proxy Services are skipped; order is file order.
+    assert_eq!(
+        names,
+        [
+            "shop/web",
+            "shop/ingress",
+            "shop/cache",
+            "default/sticky",
+            "shop/db"
+        ]
+    );
+
+    // NodePort, multi-port, named targetPort.
+    let web = service(&state, "shop", "web");
+    assert_eq!(
+        *web,
+        Service {
+            namespace: "shop".into(),
+            name: "web".into(),
+            service_type: ServiceType::NodePort,
+            cluster_ips: vec![ip("10.96.10.10")],
+            ports: vec![
+                ServicePort {
+                    name: "http".into(),
+                    protocol: Protocol::Tcp,
+                    port: 80,
+                    node_port: Some(30080),
+                    target_port: TargetPort::Number(8080),
+                },
+                ServicePort {
+                    name: "metrics".into(),
+                    protocol: Protocol::Tcp,
+                    port: 9090,
+                    node_port: Some(30090),
+                    target_port: TargetPort::Name("metrics".into()),
+                },
+            ],
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            external_policy_local: false,
+            internal_policy_local: false,
+            affinity_timeout_secs: None,
+            health_check_node_port: None,
+        }
+    );
+
+    // LoadBalancer, dual stack (IPv6 dropped), status ingress (hostname ignored), Local policy.
+    let lb = service(&state, "shop", "ingress");
+    assert_eq!(lb.service_type, ServiceType::LoadBalancer);
+    assert_eq!(lb.cluster_ips, vec![ip("10.96.20.20")]);
+    assert_eq!(lb.external_ips, vec![ip("192.0.2.50")]);
+    assert_eq!(lb.load_balancer_ips, vec![ip("203.0.113.10")]);
+    assert!(lb.external_policy_local);
+    assert!(!lb.internal_policy_local);
+    assert_eq!(lb.health_check_node_port, Some(32000));
+    assert_eq!(lb.ports.len(), 2);
+    assert_eq!(lb.ports[1].protocol, Protocol::Udp);
+    assert_eq!(lb.ports[1].node_port, Some(30443));
+
+    // ClusterIP with ClientIP affinity, protocol defaults, targetPort default, SCTP.
+    let cache = service(&state, "shop", "cache");
+    assert_eq!(cache.service_type, ServiceType::ClusterIp);
+    assert_eq!(cache.cluster_ips, vec![ip("10.96.30.30")]);
+    assert_eq!(cache.affinity_timeout_secs, Some(600));
+    assert!(cache.internal_policy_local);
+    assert_eq!(
+        cache.ports,
+        vec![
+            ServicePort {
+                name: "redis".into(),
+                protocol: Protocol::Tcp,
+                port: 6379,
+                node_port: None,
+                target_port: TargetPort::Number(6379),
+            },
+            ServicePort {
+                name: "dns".into(),
+                protocol: Protocol::Udp,
+                port: 53,
+                node_port: None,
+                target_port: TargetPort::Number(5353),
+            },
+            ServicePort {
+                name: "sig".into(),
+                protocol: Protocol::Sctp,
+                port: 2905,
+                node_port: None,
+                target_port: TargetPort::Number(2905),
+            },
+        ]
+    );
+
+    // Namespace and type defaults, default affinity timeout, unnamed port.
+    let sticky = service(&state, "default", "sticky");
+    assert_eq!(sticky.service_type, ServiceType::ClusterIp);
+    assert_eq!(sticky.affinity_timeout_secs, Some(10_800));
+    assert_eq!(sticky.ports[0].name, "");
+
+    // Headless.
+    let db = service(&state, "shop", "db");
+    assert!(db.cluster_ips.is_empty());
+    assert_eq!(db.ports.len(), 1);
+
+    // Slices: IPv6 slice and the one without a service-name label are skipped.
+    let slices: Vec<&str> = state
+        .endpoint_slices
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(slices, ["web-x7k2p", "ingress-v4", "cache-empty"]);
+
+    let web = &state.endpoint_slices[0];
+    assert_eq!(web.namespace, "shop");
+    assert_eq!(web.service_name, "web");
+    assert_eq!(
+        web.ports,
+        vec![
+            EndpointPort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 8080
+            },
+            EndpointPort {
+                name: "metrics".into(),
+                protocol: Protocol::Tcp,
+                port: 9100
+            },
+        ]
+    );
+    let ep =
+        |a: &str, ready, serving, terminating, node: Option<&str>, zone: Option<&str>| Endpoint {
+            addresses: vec![ip(a)],
+            ready,
+            serving,
+            terminating,
+            node_name: node.map(String::from),
+            zone: zone.map(String::from),
+        };
+    assert_eq!(
+        web.endpoints,
+        vec![
+            ep(
+                "10.244.1.10",
+                true,
+                true,
+                false,
+                Some("node-a"),
+                Some("zone-1")
+            ),
+            // Terminating but still serving.
+            ep(
+                "10.244.2.11",
+                false,
+                true,
+                true,
+                Some("node-b"),
+                Some("zone-2")
+            ),
+            // serving defaults to ready.
+            ep("10.244.2.12", false, false, false, Some("node-b"), None),
+            // Empty conditions: ready, serving, not terminating.
+            ep("10.244.3.13", true, true, false, None, None),
+            // No conditions at all: the same.
+            ep("10.244.3.14", true, true, false, None, None),
+        ]
+    );
+
+    // Protocol default, port with null number skipped.
+    let ingress = &state.endpoint_slices[1];
+    assert_eq!(ingress.service_name, "ingress");
+    assert_eq!(
+        ingress.ports,
+        vec![
+            EndpointPort {
+                name: "https".into(),
+                protocol: Protocol::Tcp,
+                port: 8443
+            },
+            EndpointPort {
+                name: "quic".into(),
+                protocol: Protocol::Udp,
+                port: 8443
+            },
+        ]
+    );
+
+    let empty = &state.endpoint_slices[2];
+    assert!(empty.ports.is_empty());
+    assert!(empty.endpoints.is_empty());
+}
+
+#[test]
+fn directory_of_files() {
+    let state = load_dir(&fixtures().join("cluster")).unwrap();
+    let names: Vec<String> = state
+        .services
+        .iter()
+        .map(|s| format!("{}/{}", s.namespace, s.name))
+        .collect();
+    assert_eq!(names, ["default/api", "kube-system/dns"]);
+    let api = service(&state, "default", "api");
+    assert_eq!(api.ports[0].target_port, TargetPort::Number(6443));
+
+    let slices: Vec<String> = state
+        .endpoint_slices
+        .iter()
+        .map(|s| format!("{}/{}->{}", s.namespace, s.name, s.service_name))
+        .collect();
+    // Sorted by path: 20-slices.json before nested/30-api-slice.yml.
+    assert_eq!(slices, ["kube-system/dns-abcde->dns", "default/api-1->api"]);
+    let dns = &state.endpoint_slices[0];
+    assert_eq!(dns.ports.len(), 2);
+    assert_eq!(dns.ports[0].protocol, Protocol::Udp);
+    assert_eq!(dns.endpoints[0].node_name.as_deref(), Some("node-a"));
+}
+
+#[test]
+fn load_dir_is_deterministic() {
+    let a = load_dir(&fixtures().join("cluster")).unwrap();
+    let b = load_dir(&fixtures().join("cluster")).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn whole_fixture_tree_loads() {
+    let state = load_dir(&fixtures()).unwrap();
+    assert_eq!(state.services.len(), 7);
+    assert_eq!(state.endpoint_slices.len(), 5);
+}
+
+#[test]
+fn empty_and_missing_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(load_dir(dir.path()).unwrap(), ClusterState::default());
+
+    let missing = dir.path().join("nope");
+    let e = load_dir(&missing).unwrap_err();
+    assert_eq!(e.file, missing);
+    assert_eq!(e.field, "(directory)");
+    assert!(e.reason.contains("No such file"), "{}", e.reason);
+
+    let file = dir.path().join("file.yaml");
+    std::fs::write(&file, "").unwrap();
+    let e = load_dir(&file).unwrap_err();
+    assert_eq!(e.reason, "not a directory");
+
+    // An empty file is fine.
+    assert_eq!(load_dir(dir.path()).unwrap(), ClusterState::default());
+}
+
+#[test]
+fn multi_document_and_empty_documents() {
+    let state = parse(
+        "---\n---\n# only a comment\n---\napiVersion: v1\nkind: Service\nmetadata: {name: a}\n\
+         spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: b, namespace: x}\nspec: {ports: [{port: 81}]}\n...\n",
+    )
+    .unwrap();
+    assert_eq!(state.services.len(), 2);
+    assert_eq!(state.services[1].namespace, "x");
+    assert!(state.services[1].cluster_ips.is_empty());
+    assert!(parse("").unwrap().services.is_empty());
+}
+
+#[test]
+fn typed_lists_and_other_kinds() {
+    let state = parse(
+        r#"
+apiVersion: v1
+kind: ServiceList
+items:
+- metadata: {name: a}
+  spec: {clusterIP: 10.96.0.1, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Pod, metadata: {name: p}}
+- {apiVersion: serving.knative.dev/v1, kind: Service, metadata: {name: knative}}
+- {apiVersion: discovery.k8s.io/v1beta1, kind: EndpointSlice, metadata: {name: old}}
+- {apiVersion: v1, kind: Service, metadata: {name: b}, spec: {clusterIP: 10.96.0.2}}
+---
+apiVersion: v1
+kind: List
+items: []
+"#,
+    )
+    .unwrap();
+    let names: Vec<&str> = state.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+}
+
+#[test]
+fn legacy_only_local_and_headless_label() {
+    let state = parse(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: np}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.5
+  externalTrafficPolicy: OnlyLocal
+  ports: [{port: 80, nodePort: 30000, targetPort: 0}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: headless-abc
+  labels: {kubernetes.io/service-name: db, service.kubernetes.io/headless: ""}
+addressType: IPv4
+endpoints: [{addresses: ["10.244.0.9"]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: fqdn
+  labels: {kubernetes.io/service-name: ext}
+addressType: FQDN
+endpoints: [{addresses: ["db.example.com"]}]
+"#,
+    )
+    .unwrap();
+    assert!(state.services[0].external_policy_local);
+    assert_eq!(
+        state.services[0].ports[0].target_port,
+        TargetPort::Number(80)
+    );
+    assert!(state.endpoint_slices.is_empty());
+}
+
+#[test]
+fn duplicate_service_across_files_names_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {clusterIP: 10.96.0.1}\n";
+    std::fs::write(dir.path().join("a.yaml"), svc).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), format!("---\n{svc}")).unwrap();
+    let e = load_dir(dir.path()).unwrap_err();
+    assert_eq!(e.file, dir.path().join("b.yaml"));
+    assert_eq!(e.field, "document 1 (Service shop/web)");
+    assert!(
+        e.reason.contains(&format!(
+            "already defined in {}",
+            dir.path().join("a.yaml").display()
+        )),
+        "{}",
+        e.reason
+    );
+
+    // Through parse_str into a state that already has it.
+    let mut state = parse(svc).unwrap();
+    let e = parse_str(svc, Path::new("again.yaml"), &mut state).unwrap_err();
+    assert!(
+        e.reason.contains("duplicate Service shop/web"),
+        "{}",
+        e.reason
+    );
+
+    // Same slice twice in one file.
+    let slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: s, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\n";
+    let e = parse(&format!("{slice}---\n{slice}")).unwrap_err();
+    assert_eq!(e.field, "document 2 (EndpointSlice default/s)");
+    assert!(
+        e.reason.contains("duplicate EndpointSlice default/s"),
+        "{}",
+        e.reason
+    );
+}
+
+/// Each case: manifest text, expected field, fragment of the reason.
+#[test]
+fn errors_name_file_field_and_reason() {
+    let svc = |spec: &str| {
+        format!(
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {{name: p}}\n\
+             - apiVersion: v1\n  kind: Service\n  metadata: {{name: web, namespace: shop}}\n  spec: {spec}\n"
+        )
+    };
+    let slice = |body: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: x}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: web-1, labels: {{kubernetes.io/service-name: web}}}}\n{body}\n"
+        )
+    };
+    const LOC: &str = "document 1: items[1] (Service shop/web)";
+    const SLICE: &str = "document 2 (EndpointSlice default/web-1)";
+    let cases: Vec<(String, String, &str)> = vec![
+        (
+            svc("{clusterIP: 10.96.0.300}"),
+            format!("{LOC}: spec.clusterIP"),
+            "invalid IP address `10.96.0.300`",
+        ),
+        (
+            svc("{clusterIPs: [10.96.0.1, bogus]}"),
+            format!("{LOC}: spec.clusterIPs[1]"),
+            "invalid IP address `bogus`",
+        ),
+        (
+            svc("{externalIPs: [1.2.3]}"),
+            format!("{LOC}: spec.externalIPs[0]"),
+            "invalid IP address",
+        ),
+        (
+            format!(
+                "{}  status: {{loadBalancer: {{ingress: [{{ip: 1.2.3.4}}, {{ip: nope}}]}}}}\n",
+                svc("{type: LoadBalancer}")
+            ),
+            format!("{LOC}: status.loadBalancer.ingress[1].ip"),
+            "invalid IP address `nope`",
+        ),
+        (
+            svc("{ports: [{port: 80}, {port: 53, protocol: ICMP}]}"),
+            format!("{LOC}: spec.ports[1].protocol"),
+            "unsupported protocol `ICMP`",
+        ),
+        (
+            svc("{ports: [{port: 70000}]}"),
+            format!("{LOC}: spec.ports[0].port"),
+            "70000 is out of range 1..=65535",
+        ),
+        (
+            svc("{ports: [{port: 0}]}"),
+            format!("{LOC}: spec.ports[0].port"),
+            "out of range",
+        ),
+        (
+            svc("{ports: [{name: a}]}"),
+            format!("{LOC}: spec.ports[0].port"),
+            "out of range",
+        ),
+        (
+            svc("{ports: [{port: 80, nodePort: 99999}]}"),
+            format!("{LOC}: spec.ports[0].nodePort"),
+            "out of range",
+        ),
+        (
+            svc("{ports: [{port: 80, targetPort: -1}]}"),
+            format!("{LOC}: spec.ports[0].targetPort"),
+            "out of range",
+        ),
+        (
+            svc("{ports: [{port: \"80\"}]}"),
+            format!("{LOC}: spec.ports[0].port"),
+            "invalid type: string \"80\", expected i32",
+        ),
+        (
+            svc("{ports: {port: 80}}"),
+            format!("{LOC}: spec.ports"),
+            "invalid type",
+        ),
+        (
+            svc("{ports: [{port: 80}, {port: 80}]}"),
+            format!("{LOC}: spec.ports[1]"),
+            "duplicate of spec.ports[0]",
+        ),
+        (
+            svc("{type: Magic}"),
+            format!("{LOC}: spec.type"),
+            "unknown Service type `Magic`",
+        ),
+        (
+            svc("{externalTrafficPolicy: Nearest}"),
+            format!("{LOC}: spec.externalTrafficPolicy"),
+            "unknown policy `Nearest`",
+        ),
+        (
+            svc("{internalTrafficPolicy: Nearest}"),
+            format!("{LOC}: spec.internalTrafficPolicy"),
+            "unknown policy",
+        ),
+        (
+            svc("{sessionAffinity: Cookie}"),
+            format!("{LOC}: spec.sessionAffinity"),
+            "unknown session affinity `Cookie`",
+        ),
+        (
+            svc("{sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 86401}}}"),
+            format!("{LOC}: spec.sessionAffinityConfig.clientIP.timeoutSeconds"),
+            "86401 is out of range 1..=86400",
+        ),
+        (
+            svc("{sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}}"),
+            format!("{LOC}: spec.sessionAffinityConfig.clientIP.timeoutSeconds"),
+            "out of range",
+        ),
+        (
+            svc("{healthCheckNodePort: 65536}"),
+            format!("{LOC}: spec.healthCheckNodePort"),
+            "out of range",
+        ),
+        (
+            svc("{selector: [a, b]}"),
+            format!("{LOC}: spec.selector"),
+            "invalid type",
+        ),
+        (
+            "apiVersion: v1\nkind: Service\nmetadata: {namespace: x}\n".to_string(),
+            "document 1: metadata.name".to_string(),
+            "required field is missing",
+        ),
+        (
+            "apiVersion: v1\nmetadata: {name: x}\n".to_string(),
+            "document 1: kind".to_string(),
+            "required field is missing",
+        ),
+        (
+            "apiVersion: v1\nkind: 5\n".to_string(),
+            "document 1: kind".to_string(),
+            "expected a string",
+        ),
+        (
+            "- a\n- b\n".to_string(),
+            "document 1".to_string(),
+            "expected a Kubernetes object (a mapping), found a sequence",
+        ),
+        (
+            "apiVersion: v1\nkind: List\nitems: {a: 1}\n".to_string(),
+            "document 1: items".to_string(),
+            "expected a sequence",
+        ),
+        (
+            "apiVersion: v1\nkind: List\nitems: [5]\n".to_string(),
+            "document 1: items[0]".to_string(),
+            "found a number",
+        ),
+        (
+            "apiVersion: v1\nkind: List\nitems: [{metadata: {name: a}}]\n".to_string(),
+            "document 1: items[0]: kind".to_string(),
+            "required field is missing",
+        ),
+        // EndpointSlices.
+        (
+            slice("addressType: IPv4\nendpoints: [{addresses: [10.0.0.1, 10.0.0.256]}]"),
+            format!("{SLICE}: endpoints[0].addresses[1]"),
+            "invalid IPv4 address `10.0.0.256`",
+        ),
+        (
+            slice("addressType: IPv4\nendpoints: [{addresses: [\"fd00::1\"]}]"),
+            format!("{SLICE}: endpoints[0].addresses[0]"),
+            "invalid IPv4 address",
+        ),
+        (
+            slice("addressType: IPv4\nports: [{port: 80, protocol: tcp}]"),
+            format!("{SLICE}: ports[0].protocol"),
+            "unsupported protocol `tcp`",
+        ),
+        (
+            slice("addressType: IPv4\nports: [{port: 80}, {port: 65536}]"),
+            format!("{SLICE}: ports[1].port"),
+            "out of range",
+        ),
+        (
+            slice("addressType: IPv4\nendpoints: [{addresses: 10.0.0.1}]"),
+            format!("{SLICE}: endpoints[0].addresses"),
+            "invalid type",
+        ),
+        (
+            slice("addressType: IPv4\nendpoints: [{addresses: [10.0.0.1], conditions: {ready: yes}}]"),
+            format!("{SLICE}: endpoints[0].conditions.ready"),
+            "invalid type",
+        ),
+        (
+            slice("endpoints: []"),
+            format!("{SLICE}: addressType"),
+            "required field is missing",
+        ),
+        (
+            slice("addressType: IPv4\nendpoints: [{conditions: {}}]"),
+            format!("{SLICE}: endpoints[0].addresses"),
+            "at least one address",
+        ),
+    ];
+    let file = Path::new("/m/svc.yaml");
+    let mut failures = Vec::new();
+    for (text, field, reason) in &cases {
+        let mut state = ClusterState::default();
+        match parse_str(text, file, &mut state) {
+            Ok(()) => failures.push(format!("accepted, expected {field}: {reason}\n{text}")),
+            Err(e) => {
+                assert_eq!(e.file, file);
+                if e.field != *field || !e.reason.contains(reason) {
+                    failures.push(format!(
+                        "expected `{field}: ...{reason}...`, got `{}: {}`",
+                        e.field, e.reason
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn error_display() {
+    let text = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: p}}\n\
+                - apiVersion: v1\n  kind: Service\n  metadata: {name: web}\n  spec: {ports: [{port: 1}, {port: 99999}]}\n";
+    let mut state = ClusterState::default();
+    let e = parse_str(text, Path::new("/m/a.yaml"), &mut state).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "/m/a.yaml: document 1: items[1] (Service default/web): spec.ports[1].port: \
+         99999 is out of range 1..=65535"
+    );
+    let _: &dyn std::error::Error = &e;
+}
+
+#[test]
+fn yaml_syntax_error() {
+    let mut state = ClusterState::default();
+    let e = parse_str(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\nkind: [Service\nmetadata: {}\n",
+        Path::new("test.yaml"),
+        &mut state,
+    )
+    .unwrap_err();
+    // Nothing of the file is kept.
+    assert_eq!(state, ClusterState::default());
+    assert_eq!(e.file, PathBuf::from("test.yaml"));
+    assert_eq!(e.field, "document 2");
+    assert!(e.reason.contains("line"), "{}", e.reason);
+    assert!(e.reason.contains("column"), "{}", e.reason);
+
+    let e = parse("a: 1\n  b: 2\n").unwrap_err();
+    assert_eq!(e.field, "document 1");
+    assert!(e.reason.contains("line 2"), "{}", e.reason);
+}
+
+#[test]
+fn errors_in_directories_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("b.json"),
+        "{\"kind\": \"Service\", \"apiVersion\": \"v1\",\n \"metadata\": {\"name\": \"b\"},\n}",
+    )
+    .unwrap();
+    let e = load_dir(dir.path()).unwrap_err();
+    assert_eq!(e.file, dir.path().join("b.json"));
+    assert_eq!(e.field, "document 1");
+    assert!(e.reason.contains("line 3"), "{}", e.reason);
+
+    std::fs::write(
+        dir.path().join("b.json"),
+        r#"{"kind": "Service", "apiVersion": "v1", "metadata": {"name": "b"}, "spec": {"ports": [{"port": "x"}]}}"#,
+    )
+    .unwrap();
+    let e = load_dir(dir.path()).unwrap_err();
+    assert_eq!(e.file, dir.path().join("b.json"));
+    assert_eq!(
+        e.field,
+        "document 1 (Service default/b): spec.ports[0].port"
+    );
+    assert!(e.reason.contains("invalid type"), "{}", e.reason);
+}

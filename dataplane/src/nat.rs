@@ -1,0 +1,195 @@
+//! NAT44 rewrites on an IPv4 packet in place, with checksums updated incrementally (RFC 1624).
+//!
+//! A flow's NAT is fully described by its two conntrack keys ([`crate::conntrack::Flow`]): a
+//! packet is rewritten from the tuple it carries to [`Flow::translated`]. Only the fields that
+//! change are touched, and each checksum is patched once per changed field. SCTP's CRC32c is not
+//! a ones'-complement sum, so SCTP packets get a full recomputation instead.
+//!
+//! ICMP errors quote the packet that caused them; when that packet belongs to a NATed flow the
+//! quote is translated back too ([`translate_icmp_error`]), so the client sees an error about the
+//! packet it sent, as Linux's `nf_nat_icmp_reply_translation` does.
+
+use crate::conntrack::{Dir, Flow, FlowKey};
+use crate::service::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use crate::wire::checksum::{self, update16, update32};
+use crate::wire::{icmpv4, Icmpv4Packet, Ipv4Packet, SctpPacket, TcpPacket, UdpPacket};
+use std::net::Ipv4Addr;
+
+/// IP protocol number of ICMPv4.
+pub const PROTO_ICMP: u8 = 1;
+
+/// Rewrites a whole IPv4 packet (`ip` starts at the IPv4 header and holds `total_len` bytes,
+/// already validated) so that its tuple becomes `to`. `from` is the tuple it carries now.
+pub fn rewrite(ip: &mut [u8], from: &FlowKey, to: &FlowKey) {
+    let (hl, total) = {
+        let p = Ipv4Packet::new_unchecked(&*ip);
+        (usize::from(p.header_len()), usize::from(p.total_len()))
+    };
+    rewrite_addresses(ip, from.src, to.src, from.dst, to.dst);
+    let l4 = &mut ip[hl..total];
+    rewrite_l4(l4, from, to, false);
+}
+
+/// Changes the IPv4 header's addresses, patching its checksum.
+fn rewrite_addresses(
+    ip: &mut [u8],
+    old_src: Ipv4Addr,
+    src: Ipv4Addr,
+    old_dst: Ipv4Addr,
+    dst: Ipv4Addr,
+) {
+    let mut p = Ipv4Packet::new_unchecked(ip);
+    let mut c = p.checksum();
+    if old_src != src {
+        c = update32(c, old_src.octets(), src.octets());
+        p.set_src_addr(src);
+    }
+    if old_dst != dst {
+        c = update32(c, old_dst.octets(), dst.octets());
+        p.set_dst_addr(dst);
+    }
+    p.set_checksum(c);
+}
+
+/// Rewrites ports (or the ICMP echo identifier) and patches the L4 checksum for the address and
+/// port changes. `quoted` marks an L4 header quoted inside an ICMP error, which may be cut short:
+/// fields beyond the quote are left alone.
+fn rewrite_l4(l4: &mut [u8], from: &FlowKey, to: &FlowKey, quoted: bool) {
+    let addr_delta = |mut c: u16| {
+        if from.src != to.src {
+            c = update32(c, from.src.octets(), to.src.octets());
+        }
+        if from.dst != to.dst {
+            c = update32(c, from.dst.octets(), to.dst.octets());
+        }
+        c
+    };
+    match from.proto {
+        PROTO_TCP if l4.len() >= 4 => {
+            let mut t = TcpPacket::new_unchecked(&mut *l4);
+            t.set_src_port(to.sport);
+            t.set_dst_port(to.dport);
+            if l4.len() >= 18 {
+                let mut t = TcpPacket::new_unchecked(&mut *l4);
+                let mut c = addr_delta(t.checksum());
+                c = update16(c, from.sport, to.sport);
+                c = update16(c, from.dport, to.dport);
+                t.set_checksum(c);
+            }
+        }
+        PROTO_UDP if l4.len() >= 4 => {
+            let mut u = UdpPacket::new_unchecked(&mut *l4);
+            u.set_src_port(to.sport);
+            u.set_dst_port(to.dport);
+            if l4.len() >= 8 {
+                let mut u = UdpPacket::new_unchecked(&mut *l4);
+                let old = u.checksum();
+                // A zero UDP checksum means "none" and stays zero.
+                if old != 0 {
+                    let mut c = addr_delta(old);
+                    c = update16(c, from.sport, to.sport);
+                    c = update16(c, from.dport, to.dport);
+                    u.set_checksum(if c == 0 { 0xffff } else { c });
+                }
+            }
+        }
+        PROTO_SCTP if l4.len() >= 4 => {
+            let mut s = SctpPacket::new_unchecked(&mut *l4);
+            s.set_src_port(to.sport);
+            s.set_dst_port(to.dport);
+            if !quoted && l4.len() >= 12 {
+                SctpPacket::new_unchecked(&mut *l4).fill_checksum();
+            }
+        }
+        PROTO_ICMP if l4.len() >= 8 => {
+            let mut i = Icmpv4Packet::new_unchecked(&mut *l4);
+            let (old_id, new_id) = if i.msg_type() == icmpv4::msg_type::ECHO_REQUEST {
+                (from.sport, to.sport)
+            } else {
+                (from.dport, to.dport)
+            };
+            if old_id != new_id {
+                let c = update16(i.checksum(), old_id, new_id);
+                i.set_echo_ident(new_id);
+                i.set_checksum(c);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Reads the tuple of an IPv4 packet quoted in an ICMP error (`quote` starts at the quoted IPv4
+/// header; only its header and the first 8 bytes of L4 are required). For a quoted echo the
+/// identifier is placed as in [`FlowKey`].
+pub fn quoted_key(quote: &[u8]) -> Option<FlowKey> {
+    if quote.len() < 20 || quote[0] >> 4 != 4 {
+        return None;
+    }
+    let p = Ipv4Packet::new_unchecked(quote);
+    let hl = usize::from(p.header_len());
+    if hl < 20 || quote.len() < hl + 8 || p.frag_offset() != 0 {
+        return None;
+    }
+    let proto = u8::from(p.next_header());
+    let l4 = &quote[hl..];
+    let (sport, dport) = match proto {
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP => (
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ),
+        PROTO_ICMP => {
+            let id = u16::from_be_bytes([l4[4], l4[5]]);
+            match l4[0] {
+                icmpv4::msg_type::ECHO_REQUEST => (id, 0),
+                icmpv4::msg_type::ECHO_REPLY => (0, id),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(FlowKey {
+        src: p.src_addr(),
+        dst: p.dst_addr(),
+        sport,
+        dport,
+        proto,
+    })
+}
+
+/// Translates an ICMP error travelling in direction `dir` of `flow` (the error was looked up by
+/// the reverse of its quoted tuple). `ip` is the whole outer IPv4 packet. The outer source and
+/// destination are translated where they are the flow's own addresses (an error from a router
+/// in between keeps that router's address), the quote becomes the packet as the far side sent
+/// it, and the ICMP checksum is recomputed over the message.
+pub fn translate_icmp_error(ip: &mut [u8], flow: &Flow, dir: Dir) {
+    let inbound = flow.key(dir);
+    let out = flow.translated(dir);
+    let (hl, total, src, dst) = {
+        let p = Ipv4Packet::new_unchecked(&*ip);
+        (
+            usize::from(p.header_len()),
+            usize::from(p.total_len()),
+            p.src_addr(),
+            p.dst_addr(),
+        )
+    };
+    let new_src = if src == inbound.src { out.src } else { src };
+    let new_dst = if dst == inbound.dst { out.dst } else { dst };
+    rewrite_addresses(ip, src, new_src, dst, new_dst);
+
+    // The quote: as sent it was the translated packet of the other direction, i.e. the reverse
+    // of `inbound`; it must become the reverse of `out`.
+    let icmp = &mut ip[hl..total];
+    let quote_start = 8;
+    let quote = &mut icmp[quote_start..];
+    let qhl = usize::from(Ipv4Packet::new_unchecked(&*quote).header_len());
+    let q_from = inbound.reverse();
+    let q_to = out.reverse();
+    rewrite_addresses(quote, q_from.src, q_to.src, q_from.dst, q_to.dst);
+    rewrite_l4(&mut quote[qhl..], &q_from, &q_to, true);
+
+    let mut i = Icmpv4Packet::new_unchecked(icmp);
+    i.set_checksum(0);
+    let c = !checksum::data(i.into_inner());
+    Icmpv4Packet::new_unchecked(&mut ip[hl..total]).set_checksum(c);
+}

@@ -1,0 +1,1122 @@
+//! A worker: one poll-mode loop's worth of state and the pipeline it runs over each burst.
+//!
+//! ```text
+//!  rx burst ─► eth-input ─┬─► arp-input ──────────────────────────────► tx (reply) / learn
+//!                         ├─► ip6-input ─► drop (IPv6 forwarding not configured yet)
+//!                         └─► ip4-input ─► steer ─► ct-lookup ─┬─ hit ─► nat44 ─► ip4-forward
+//!                                            │                  └─ miss ─► svc-lookup
+//!                               handoff ◄────┘   svc-lookup ─┬─ Balance ─► ct-create ─► nat44-dnat(+snat) ─► ip4-forward
+//!                                                            ├─ Reject ─► tcp-rst / icmp-unreachable
+//!                                                            ├─ Drop (policy Local, none here)
+//!                                                            └─ none ─► ip4-local (echo) / ip4-forward
+//!  ip4-forward ─► ttl ─► ip4-lookup ─► neighbour ─┬─► tx batch per port
+//!                                                  └─► hold + ARP request
+//! ```
+//!
+//! Every flow is owned by exactly one worker (see `docs/architecture.md`): a frame that reaches
+//! the wrong worker is handed to its owner through a lock-free queue before it touches any flow
+//! state. Nothing here allocates, locks or reads a clock: buffers come from the pool, tables
+//! were sized at start-up, and `now` is passed in once per burst.
+
+use crate::conntrack::{tcp_flags, CtError, FlowKey, FlowTable, Timeouts};
+use crate::drop::DropReason;
+use crate::hash::{addr_hash, flow_hash};
+use crate::mbuf::{Mbuf, Pool, PoolCache};
+use crate::nat::{self, PROTO_ICMP};
+use crate::neighbor::{AffinityTable, NeighborCache};
+use crate::port::{Port, PortId, BURST};
+use crate::route::NextHop;
+use crate::service::{Frontend, FrontendAction, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use crate::tables::{TableReader, Tables};
+use crate::time::Instant;
+use crate::wire::{
+    icmpv4, ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, Icmpv4Packet, IpProtocol,
+    Ipv4Packet, Ipv4Repr, Ipv6Packet, MacAddr, SctpPacket, TcpPacket, UdpPacket,
+};
+use core::time::Duration;
+use crossbeam_queue::ArrayQueue;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// Length of an untagged Ethernet header: the IPv4 header starts here.
+const L2: usize = 14;
+/// Frames a worker's transmit batch for one port can hold before it must be flushed.
+const TX_BATCH: usize = 1024;
+/// Bytes of the offending packet quoted in an ICMP error (RFC 1812 §4.3.2.3: up to 576 total).
+const ICMP_QUOTE_MAX: usize = 576 - 28;
+/// Expired flows looked for per timer tick.
+const SWEEP_BUDGET: usize = 256;
+/// How often timers run.
+const TIMER_PERIOD: Duration = Duration::from_millis(10);
+/// ARP retry period and give-up time for held frames.
+const ARP_RETRY: Duration = Duration::from_secs(1);
+const ARP_GIVE_UP: Duration = Duration::from_secs(3);
+
+/// Static settings of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// This worker's index, `0..workers`.
+    pub id: usize,
+    pub workers: usize,
+    /// Flow table capacity of this worker.
+    pub max_flows: usize,
+    pub timeouts: Timeouts,
+    /// The node's SNAT port range, split evenly between the workers.
+    pub snat_ports: (u16, u16),
+    pub affinity_max: usize,
+    pub neighbor_max: usize,
+    /// Frames held while their next hop is being resolved.
+    pub hold_max: usize,
+    /// ICMP errors per second this worker may send (a burst of a tenth of that is allowed).
+    pub icmp_rate: u32,
+}
+
+impl WorkerConfig {
+    pub fn new(id: usize, workers: usize) -> WorkerConfig {
+        WorkerConfig {
+            id,
+            workers: workers.max(1),
+            max_flows: 65_536,
+            timeouts: Timeouts::default(),
+            snat_ports: (32768, 60999),
+            affinity_max: 65_536,
+            neighbor_max: 4096,
+            hold_max: 256,
+            icmp_rate: 1000,
+        }
+    }
+
+    /// The slice of the SNAT range worker `w` allocates from.
+    fn snat_chunk(&self, w: usize) -> (u16, u16) {
+        let (lo, hi) = (u32::from(self.snat_ports.0), u32::from(self.snat_ports.1));
+        let n = self.workers as u32;
+        let size = ((hi - lo + 1) / n).max(1);
+        let start = lo + size * w as u32;
+        let end = if w + 1 == self.workers {
+            hi
+        } else {
+            start + size - 1
+        };
+        (start.min(hi) as u16, end.min(hi) as u16)
+    }
+
+    /// The worker that allocated SNAT port `port`, if it is in the range.
+    fn snat_owner(&self, port: u16) -> Option<usize> {
+        let (lo, hi) = self.snat_ports;
+        if port < lo || port > hi {
+            return None;
+        }
+        let size = ((u32::from(hi) - u32::from(lo) + 1) / self.workers as u32).max(1);
+        Some((((u32::from(port) - u32::from(lo)) / size) as usize).min(self.workers - 1))
+    }
+}
+
+/// A frame moved from one worker to another.
+pub struct Handoff {
+    pub m: Mbuf,
+    pub port: PortId,
+    /// A copy of an ARP frame sent to every worker so each neighbour cache learns; the
+    /// receiving worker only learns from it.
+    pub learn_only: bool,
+}
+
+/// The handoff queues of all workers: one bounded multi-producer queue into each worker.
+pub struct Fabric {
+    queues: Vec<ArrayQueue<Handoff>>,
+}
+
+impl Fabric {
+    pub fn new(workers: usize, depth: usize) -> Arc<Fabric> {
+        Arc::new(Fabric {
+            queues: (0..workers.max(1))
+                .map(|_| ArrayQueue::new(depth.max(1)))
+                .collect(),
+        })
+    }
+
+    /// Frames waiting for any worker.
+    pub fn pending(&self) -> usize {
+        self.queues.iter().map(|q| q.len()).sum()
+    }
+}
+
+/// Counters of one worker: plain integers, only this worker writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStats {
+    /// Frames received per port.
+    pub rx: Vec<u64>,
+    /// Frames transmitted per port.
+    pub tx: Vec<u64>,
+    /// Frames dropped per [`DropReason`] (index by `reason as usize`).
+    pub drops: [u64; DropReason::COUNT],
+    pub handoff_out: u64,
+    pub handoff_in: u64,
+    pub arp_replies: u64,
+    pub arp_requests: u64,
+    pub icmp_sent: u64,
+    pub tcp_resets_sent: u64,
+}
+
+impl WorkerStats {
+    fn new(ports: usize) -> WorkerStats {
+        WorkerStats {
+            rx: vec![0; ports],
+            tx: vec![0; ports],
+            drops: [0; DropReason::COUNT],
+            handoff_out: 0,
+            handoff_in: 0,
+            arp_replies: 0,
+            arp_requests: 0,
+            icmp_sent: 0,
+            tcp_resets_sent: 0,
+        }
+    }
+
+    pub fn drop_count(&self, r: DropReason) -> u64 {
+        self.drops[r as usize]
+    }
+}
+
+/// What happens to a frame after classification.
+enum Action {
+    Tx(PortId),
+    Drop(DropReason),
+    /// Consumed without being an error (an ARP reply we learned from).
+    Free,
+    Handoff(usize),
+    Hold {
+        nh: Ipv4Addr,
+        port: PortId,
+    },
+}
+
+struct Held {
+    nh: Ipv4Addr,
+    port: PortId,
+    m: Mbuf,
+    since: Instant,
+    asked: Instant,
+}
+
+/// The parts of an IPv4 packet the pipeline decides on.
+struct Ip4Meta {
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: u8,
+    ttl: u8,
+    l4: usize,
+    /// Any fragment (first or not).
+    fragmented: bool,
+}
+
+/// One worker's state. See the module doc for the pipeline.
+pub struct Worker {
+    cfg: WorkerConfig,
+    tables: TableReader,
+    ct: FlowTable,
+    affinity: AffinityTable,
+    neigh: NeighborCache,
+    held: Vec<Held>,
+    pool: PoolCache,
+    tx: Vec<Vec<Mbuf>>,
+    rx_burst: Vec<Mbuf>,
+    fabric: Arc<Fabric>,
+    snat_chunk: (u16, u16),
+    snat_cursor: u32,
+    stats: WorkerStats,
+    icmp_tokens: u32,
+    icmp_refill: Instant,
+    next_timer: Instant,
+    now: Instant,
+}
+
+impl Worker {
+    /// A worker for `ports` ports. Every table is allocated here, once.
+    pub fn new(
+        cfg: WorkerConfig,
+        tables: TableReader,
+        pool: Arc<Pool>,
+        fabric: Arc<Fabric>,
+        ports: usize,
+    ) -> Worker {
+        let snat_chunk = cfg.snat_chunk(cfg.id);
+        Worker {
+            ct: FlowTable::new(cfg.max_flows, cfg.timeouts),
+            affinity: AffinityTable::new(cfg.affinity_max),
+            neigh: NeighborCache::new(cfg.neighbor_max),
+            held: Vec::with_capacity(cfg.hold_max),
+            pool: PoolCache::new(pool),
+            tx: (0..ports).map(|_| Vec::with_capacity(TX_BATCH)).collect(),
+            rx_burst: Vec::with_capacity(BURST),
+            fabric,
+            snat_chunk,
+            snat_cursor: 0,
+            stats: WorkerStats::new(ports),
+            icmp_tokens: (cfg.icmp_rate / 10).max(1),
+            icmp_refill: Instant::ZERO,
+            next_timer: Instant::ZERO,
+            now: Instant::ZERO,
+            tables,
+            cfg,
+        }
+    }
+
+    pub fn id(&self) -> usize {
+        self.cfg.id
+    }
+
+    pub fn stats(&self) -> &WorkerStats {
+        &self.stats
+    }
+
+    pub fn flows(&self) -> &FlowTable {
+        &self.ct
+    }
+
+    /// The tables this worker forwards with now.
+    pub fn tables(&self) -> &Arc<Tables> {
+        self.tables.get()
+    }
+
+    /// Frames waiting in this worker's transmit batches.
+    pub fn tx_pending(&self) -> usize {
+        self.tx.iter().map(Vec::len).sum()
+    }
+
+    /// The buffer cache, for drivers that need buffers to receive into.
+    pub fn pool(&mut self) -> &mut PoolCache {
+        &mut self.pool
+    }
+
+    /// One turn of a poll-mode loop: receive a burst from each port, take handed-over frames,
+    /// run timers, transmit. Returns the number of frames received or taken over.
+    pub fn poll(&mut self, ports: &mut [Box<dyn Port>], now: Instant) -> usize {
+        let mut work = 0;
+        let mut burst = core::mem::take(&mut self.rx_burst);
+        for (i, p) in ports.iter_mut().enumerate() {
+            let n = p.rx_burst(&mut self.pool, &mut burst, BURST);
+            if n > 0 {
+                work += n;
+                self.process_rx(i as PortId, &mut burst, now);
+            }
+        }
+        self.rx_burst = burst;
+        work += self.poll_handoff(now);
+        self.timers(now);
+        self.flush(ports);
+        work
+    }
+
+    /// Runs a received burst through the pipeline; `burst` is left empty.
+    pub fn process_rx(&mut self, port: PortId, burst: &mut Vec<Mbuf>, now: Instant) {
+        self.now = now;
+        self.tables.refresh();
+        let t = self.tables.get().clone();
+        if let Some(c) = self.stats.rx.get_mut(usize::from(port)) {
+            *c += burst.len() as u64;
+        }
+        for m in burst.drain(..) {
+            self.process_frame(&t, m, port, false, false);
+        }
+    }
+
+    /// Processes up to one burst of frames handed over by other workers; returns how many.
+    pub fn poll_handoff(&mut self, now: Instant) -> usize {
+        self.now = now;
+        self.tables.refresh();
+        let t = self.tables.get().clone();
+        let fabric = self.fabric.clone();
+        let q = &fabric.queues[self.cfg.id];
+        let mut n = 0;
+        while n < BURST {
+            let Some(h) = q.pop() else { break };
+            n += 1;
+            if !h.learn_only {
+                self.stats.handoff_in += 1;
+            }
+            self.process_frame(&t, h.m, h.port, true, h.learn_only);
+        }
+        n
+    }
+
+    /// Hands every batched frame to its port; frames a port cannot take are dropped (`tx-full`).
+    pub fn flush(&mut self, ports: &mut [Box<dyn Port>]) {
+        for (i, port) in ports.iter_mut().enumerate() {
+            let Some(batch) = self.tx.get_mut(i) else {
+                break;
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let sent = port.tx_burst(&mut self.pool, batch);
+            self.stats.tx[i] += sent as u64;
+            for m in batch.drain(..) {
+                self.stats.drops[DropReason::TxFull as usize] += 1;
+                self.pool.free(m);
+            }
+        }
+    }
+
+    /// Periodic work: expiring flows, retrying ARP, giving up on unresolved next hops.
+    pub fn timers(&mut self, now: Instant) {
+        self.now = now;
+        if now < self.next_timer {
+            return;
+        }
+        self.next_timer = now + TIMER_PERIOD;
+        self.ct.sweep(now, SWEEP_BUDGET);
+        if self.held.is_empty() {
+            return;
+        }
+        let t = self.tables.get().clone();
+        for m in self
+            .held
+            .extract_if(.., |h| now.saturating_since(h.since) >= ARP_GIVE_UP)
+        {
+            self.stats.drops[DropReason::NeighTimeout as usize] += 1;
+            self.pool.free(m.m);
+        }
+        let mut i = 0;
+        while i < self.held.len() {
+            let (nh, port, asked) = (self.held[i].nh, self.held[i].port, self.held[i].asked);
+            if now.saturating_since(asked) >= ARP_RETRY {
+                for h in self.held.iter_mut().filter(|h| h.nh == nh) {
+                    h.asked = now;
+                }
+                self.send_arp_request(&t, nh, port);
+            }
+            i += 1;
+        }
+    }
+
+    fn count(&mut self, r: DropReason) {
+        self.stats.drops[r as usize] += 1;
+    }
+
+    fn process_frame(&mut self, t: &Tables, mut m: Mbuf, port: PortId, steered: bool, learn: bool) {
+        let action = self.eth_input(t, &mut m, port, steered, learn);
+        match action {
+            Action::Tx(p) => match self.tx.get_mut(usize::from(p)) {
+                Some(batch) if batch.len() < TX_BATCH => batch.push(m),
+                _ => {
+                    self.count(DropReason::TxFull);
+                    self.pool.free(m);
+                }
+            },
+            Action::Drop(r) => {
+                self.count(r);
+                self.pool.free(m);
+            }
+            Action::Free => self.pool.free(m),
+            Action::Handoff(w) => {
+                let h = Handoff {
+                    m,
+                    port,
+                    learn_only: false,
+                };
+                match self.fabric.queues[w].push(h) {
+                    Ok(()) => self.stats.handoff_out += 1,
+                    Err(h) => {
+                        self.count(DropReason::HandoffFull);
+                        self.pool.free(h.m);
+                    }
+                }
+            }
+            Action::Hold { nh, port } => self.hold(t, nh, port, m),
+        }
+    }
+
+    // ---- eth-input -------------------------------------------------------------------------
+
+    fn eth_input(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        steered: bool,
+        learn: bool,
+    ) -> Action {
+        let Ok(eth) = EthernetFrame::new_checked(&m[..]) else {
+            return Action::Drop(DropReason::EthMalformed);
+        };
+        let Some(pinfo) = t.ports.get(usize::from(port)) else {
+            return Action::Drop(DropReason::EthNotForUs);
+        };
+        let dst = eth.dst_addr();
+        if dst != pinfo.mac && !dst.is_multicast() {
+            return Action::Drop(DropReason::EthNotForUs);
+        }
+        if eth.src_addr() == pinfo.mac {
+            return Action::Drop(DropReason::EthSourceIsOurs);
+        }
+        match eth.ethertype() {
+            EtherType::Arp => {
+                if self.cfg.workers > 1 && !steered {
+                    self.copy_to_other_workers(m, port);
+                }
+                self.arp_input(t, m, port, learn)
+            }
+            EtherType::Ipv4 if dst == pinfo.mac => self.ip4_input(t, m, port, steered),
+            EtherType::Ipv4 => Action::Drop(DropReason::Ip4Local),
+            EtherType::Ipv6 => self.ip6_input(m),
+            EtherType::Vlan | EtherType::QinQ => Action::Drop(DropReason::EthVlanTagged),
+            _ => Action::Drop(DropReason::EthUnknownType),
+        }
+    }
+
+    fn copy_to_other_workers(&mut self, m: &Mbuf, port: PortId) {
+        for w in 0..self.cfg.workers {
+            if w == self.cfg.id {
+                continue;
+            }
+            let Some(mut c) = self.pool.alloc() else {
+                self.count(DropReason::NoBuffer);
+                return;
+            };
+            c.copy_from(m);
+            let h = Handoff {
+                m: c,
+                port,
+                learn_only: true,
+            };
+            if let Err(h) = self.fabric.queues[w].push(h) {
+                self.count(DropReason::HandoffFull);
+                self.pool.free(h.m);
+            }
+        }
+    }
+
+    // ---- arp-input -------------------------------------------------------------------------
+
+    fn arp_input(&mut self, t: &Tables, m: &mut Mbuf, port: PortId, learn_only: bool) -> Action {
+        let repr = match ArpPacket::new_checked(&m[L2..]).and_then(|p| ArpRepr::parse(&p)) {
+            Ok(r) => r,
+            Err(_) => return Action::Drop(DropReason::ArpMalformed),
+        };
+        let target = repr.target_protocol_addr;
+        let sender = repr.source_protocol_addr;
+        let for_us = t.is_local(target);
+        let waiting = self.held.iter().any(|h| h.nh == sender);
+        if !sender.is_unspecified() && (for_us || waiting || self.neigh.knows(sender)) {
+            self.neigh
+                .learn(sender, repr.source_hardware_addr, self.now);
+            if waiting {
+                self.release_held(t, sender, repr.source_hardware_addr);
+            }
+        }
+        if learn_only {
+            return Action::Free;
+        }
+        match repr.operation {
+            ArpOperation::Request if for_us => {
+                let mac = t.ports[usize::from(port)].mac;
+                let reply = ArpRepr {
+                    operation: ArpOperation::Reply,
+                    source_hardware_addr: mac,
+                    source_protocol_addr: target,
+                    target_hardware_addr: repr.source_hardware_addr,
+                    target_protocol_addr: sender,
+                };
+                write_eth(m, repr.source_hardware_addr, mac, EtherType::Arp);
+                reply.emit(&mut ArpPacket::new_unchecked(
+                    &mut m.buffer_mut()[L2..L2 + 28],
+                ));
+                m.set_len(L2 + 28);
+                self.stats.arp_replies += 1;
+                Action::Tx(port)
+            }
+            ArpOperation::Reply => Action::Free,
+            _ => Action::Drop(DropReason::ArpNotForUs),
+        }
+    }
+
+    fn send_arp_request(&mut self, t: &Tables, nh: Ipv4Addr, port: PortId) {
+        let Some(pinfo) = t.ports.get(usize::from(port)) else {
+            return;
+        };
+        let src = t
+            .routes
+            .lookup(nh)
+            .map(|h| h.src)
+            .or_else(|| t.port_address(port))
+            .unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let Some(mut m) = self.pool.alloc() else {
+            self.count(DropReason::NoBuffer);
+            return;
+        };
+        let req = ArpRepr {
+            operation: ArpOperation::Request,
+            source_hardware_addr: pinfo.mac,
+            source_protocol_addr: src,
+            target_hardware_addr: MacAddr([0; 6]),
+            target_protocol_addr: nh,
+        };
+        m.set_len(L2 + 28);
+        write_eth(&mut m, MacAddr::BROADCAST, pinfo.mac, EtherType::Arp);
+        req.emit(&mut ArpPacket::new_unchecked(&mut m[L2..L2 + 28]));
+        match self.tx.get_mut(usize::from(port)) {
+            Some(batch) if batch.len() < TX_BATCH => {
+                batch.push(m);
+                self.stats.arp_requests += 1;
+            }
+            _ => {
+                self.count(DropReason::TxFull);
+                self.pool.free(m);
+            }
+        }
+    }
+
+    fn hold(&mut self, t: &Tables, nh: Ipv4Addr, port: PortId, m: Mbuf) {
+        if self.held.len() >= self.cfg.hold_max {
+            self.count(DropReason::NeighUnresolved);
+            self.pool.free(m);
+            return;
+        }
+        let first = !self.held.iter().any(|h| h.nh == nh);
+        let asked = self
+            .held
+            .iter()
+            .find(|h| h.nh == nh)
+            .map_or(self.now, |h| h.asked);
+        self.held.push(Held {
+            nh,
+            port,
+            m,
+            since: self.now,
+            asked,
+        });
+        if first {
+            self.send_arp_request(t, nh, port);
+        }
+    }
+
+    fn release_held(&mut self, t: &Tables, nh: Ipv4Addr, mac: MacAddr) {
+        let mut released = core::mem::take(&mut self.held);
+        for mut h in released.extract_if(.., |h| h.nh == nh) {
+            let src = t.ports[usize::from(h.port)].mac;
+            write_eth(&mut h.m, mac, src, EtherType::Ipv4);
+            match self.tx.get_mut(usize::from(h.port)) {
+                Some(batch) if batch.len() < TX_BATCH => batch.push(h.m),
+                _ => {
+                    self.stats.drops[DropReason::TxFull as usize] += 1;
+                    self.pool.free(h.m);
+                }
+            }
+        }
+        self.held = released;
+    }
+
+    // ---- ip6-input -------------------------------------------------------------------------
+
+    fn ip6_input(&mut self, m: &Mbuf) -> Action {
+        let Ok(ip) = Ipv6Packet::new_checked(&m[L2..]) else {
+            return Action::Drop(DropReason::Ip6Malformed);
+        };
+        if ip.hop_limit() <= 1 {
+            return Action::Drop(DropReason::Ip6HopLimitExceeded);
+        }
+        Action::Drop(DropReason::Ip6NoRoute)
+    }
+
+    // ---- ip4-input -------------------------------------------------------------------------
+
+    fn ip4_input(&mut self, t: &Tables, m: &mut Mbuf, port: PortId, steered: bool) -> Action {
+        let meta = {
+            let Ok(ip) = Ipv4Packet::new_checked(&m[L2..]) else {
+                return Action::Drop(DropReason::Ip4Malformed);
+            };
+            if !ip.verify_checksum() {
+                return Action::Drop(DropReason::Ip4BadChecksum);
+            }
+            let total = usize::from(ip.total_len());
+            let meta = Ip4Meta {
+                src: ip.src_addr(),
+                dst: ip.dst_addr(),
+                proto: u8::from(ip.next_header()),
+                ttl: ip.hop_limit(),
+                l4: L2 + ip.header_len(),
+                fragmented: ip.more_frags() || ip.frag_offset() != 0,
+            };
+            (meta, total, ip.frag_offset() != 0)
+        };
+        let (meta, total, later_fragment) = meta;
+        // Ethernet padding is not part of the packet.
+        m.set_len(L2 + total);
+        if later_fragment {
+            return self.ip4_no_l4(t, m, port, &meta);
+        }
+        if meta.src.is_multicast() || meta.src.is_broadcast() || t.is_local(meta.src) {
+            return Action::Drop(DropReason::Ip4BadSource);
+        }
+        if meta.dst.is_multicast() || meta.dst.is_broadcast() {
+            return Action::Drop(DropReason::Ip4Local);
+        }
+
+        // The flow tuple: the packet's own, or for an ICMP error the reverse of the quote's.
+        let mut icmp_error = false;
+        let mut flags = 0u8;
+        let l4 = &m[meta.l4..];
+        let own = |sport, dport| {
+            Some(FlowKey {
+                src: meta.src,
+                dst: meta.dst,
+                sport,
+                dport,
+                proto: meta.proto,
+            })
+        };
+        let key = match meta.proto {
+            PROTO_TCP => match TcpPacket::new_checked(l4) {
+                Ok(p) => {
+                    flags = p.flags();
+                    own(p.src_port(), p.dst_port())
+                }
+                Err(_) => return Action::Drop(DropReason::L4Malformed),
+            },
+            PROTO_UDP => match UdpPacket::new_checked(l4) {
+                Ok(p) => own(p.src_port(), p.dst_port()),
+                Err(_) => return Action::Drop(DropReason::L4Malformed),
+            },
+            PROTO_SCTP => match SctpPacket::new_checked(l4) {
+                Ok(p) => own(p.src_port(), p.dst_port()),
+                Err(_) => return Action::Drop(DropReason::L4Malformed),
+            },
+            PROTO_ICMP => match Icmpv4Packet::new_checked(l4) {
+                Ok(p) => match p.msg_type() {
+                    icmpv4::msg_type::ECHO_REQUEST => own(p.echo_ident(), 0),
+                    icmpv4::msg_type::ECHO_REPLY => own(0, p.echo_ident()),
+                    ty if icmpv4::is_error(ty) => {
+                        let q = nat::quoted_key(p.data()).map(|q| q.reverse());
+                        icmp_error = q.is_some();
+                        q
+                    }
+                    _ => None,
+                },
+                Err(_) => return Action::Drop(DropReason::L4Malformed),
+            },
+            _ => None,
+        };
+        let Some(key) = key else {
+            return self.ip4_no_l4(t, m, port, &meta);
+        };
+
+        if self.cfg.workers > 1 && !steered {
+            let owner = self.owner_of(t, &key);
+            if owner != self.cfg.id {
+                return Action::Handoff(owner);
+            }
+        }
+
+        // Forwarded traffic with no hop left: answer with the packet as it arrived.
+        if meta.ttl <= 1 && !t.is_local(meta.dst) {
+            return self.icmp_error(
+                t,
+                m,
+                port,
+                &meta,
+                icmpv4::msg_type::TIME_EXCEEDED,
+                0,
+                DropReason::Ip4TtlExceeded,
+            );
+        }
+
+        // ct-lookup
+        if let Some((slot, dir)) = self.ct.lookup(&key, self.now) {
+            if meta.fragmented {
+                return Action::Drop(DropReason::Ip4Fragment);
+            }
+            if icmp_error {
+                let flow = *self.ct.get(slot);
+                nat::translate_icmp_error(&mut m[L2..], &flow, dir);
+            } else {
+                self.ct.update(slot, dir, flags, self.now);
+                let to = self.ct.get(slot).translated(dir);
+                nat::rewrite(&mut m[L2..], &key, &to);
+            }
+            return self.ip4_forward(t, m);
+        }
+
+        // svc-lookup
+        if !icmp_error && meta.proto != PROTO_ICMP {
+            if let Some((id, fe)) = t.services.lookup(key.proto, key.dst, key.dport) {
+                if meta.fragmented {
+                    return Action::Drop(DropReason::Ip4Fragment);
+                }
+                return self.svc_new_flow(t, m, port, &meta, &key, id, fe, flags);
+            }
+        }
+        self.ip4_no_l4(t, m, port, &meta)
+    }
+
+    /// Packets that no flow and no Service claims: the node's own, or plain forwarding.
+    fn ip4_no_l4(&mut self, t: &Tables, m: &mut Mbuf, port: PortId, meta: &Ip4Meta) -> Action {
+        if t.is_local(meta.dst) {
+            if meta.fragmented {
+                return Action::Drop(DropReason::Ip4Fragment);
+            }
+            return self.ip4_local(t, m, meta);
+        }
+        if meta.ttl <= 1 {
+            return self.icmp_error(
+                t,
+                m,
+                port,
+                meta,
+                icmpv4::msg_type::TIME_EXCEEDED,
+                0,
+                DropReason::Ip4TtlExceeded,
+            );
+        }
+        self.ip4_forward(t, m)
+    }
+
+    /// The worker that owns the flow `key` belongs to (see `docs/architecture.md`):
+    /// replies to SNATed flows by SNAT port range, new Service flows by client address, and
+    /// everything else (un-SNATed replies, plain traffic) by destination address, which for a
+    /// reply is the client.
+    fn owner_of(&self, t: &Tables, key: &FlowKey) -> usize {
+        let n = self.cfg.workers;
+        if t.is_local(key.dst) {
+            if let Some(w) = self.cfg.snat_owner(key.dport) {
+                return w;
+            }
+        }
+        if key.proto != PROTO_ICMP && t.services.lookup(key.proto, key.dst, key.dport).is_some() {
+            return (addr_hash(u32::from(key.src)) % n as u64) as usize;
+        }
+        (addr_hash(u32::from(key.dst)) % n as u64) as usize
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn svc_new_flow(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        meta: &Ip4Meta,
+        key: &FlowKey,
+        frontend_id: u32,
+        fe: &Frontend,
+        flags: u8,
+    ) -> Action {
+        let set = match &fe.action {
+            FrontendAction::Balance(set) => set,
+            FrontendAction::Drop => return Action::Drop(DropReason::SvcNoLocalEndpoint),
+            FrontendAction::Reject => {
+                self.count(DropReason::SvcRejected);
+                return self.reject(t, m, port, meta, key, flags);
+            }
+        };
+        if key.proto == PROTO_TCP && flags & tcp_flags::RST != 0 {
+            return Action::Drop(DropReason::CtInvalid);
+        }
+        let remembered = fe.affinity_secs.and_then(|_| {
+            self.affinity
+                .lookup(fe.service_port_id, key.src, self.now)
+                .filter(|(a, p)| set.contains(*a, *p))
+        });
+        let (baddr, bport) = remembered.unwrap_or_else(|| {
+            let b = set.pick(flow_hash(
+                u32::from(key.src),
+                u32::from(key.dst),
+                key.sport,
+                key.dport,
+                key.proto,
+            ));
+            (b.addr, b.port)
+        });
+        let Some(hop) = t.routes.lookup(baddr).copied() else {
+            return Action::Drop(DropReason::Ip4NoRoute);
+        };
+        // Hairpin: a client reaching itself through the Service is SNATed (kube-proxy does the
+        // same) or its reply would bypass us.
+        let snat = fe.snat || key.src == baddr;
+        let mut reply = FlowKey {
+            src: baddr,
+            dst: if snat { hop.src } else { key.src },
+            sport: bport,
+            dport: key.sport,
+            proto: key.proto,
+        };
+        if snat || self.ct.contains(&reply) {
+            match self.alloc_port(&reply) {
+                Some(p) => reply.dport = p,
+                None => return Action::Drop(DropReason::SnatExhausted),
+            }
+        }
+        match self.ct.insert(*key, reply, frontend_id, flags, self.now) {
+            Ok(_) => {}
+            Err(CtError::Full) => return Action::Drop(DropReason::CtFull),
+            Err(CtError::Clash) => return Action::Drop(DropReason::CtInvalid),
+        }
+        if let Some(secs) = fe.affinity_secs {
+            self.affinity.record(
+                fe.service_port_id,
+                key.src,
+                (baddr, bport),
+                Duration::from_secs(u64::from(secs)),
+                self.now,
+            );
+        }
+        nat::rewrite(&mut m[L2..], key, &reply.reverse());
+        self.ip4_forward(t, m)
+    }
+
+    /// A free port in this worker's SNAT slice for a reply tuple like `reply`.
+    fn alloc_port(&mut self, reply: &FlowKey) -> Option<u16> {
+        let (lo, hi) = self.snat_chunk;
+        let size = u32::from(hi) - u32::from(lo) + 1;
+        for _ in 0..size.min(64) {
+            let p = lo + (self.snat_cursor % size) as u16;
+            self.snat_cursor = self.snat_cursor.wrapping_add(1);
+            let candidate = FlowKey { dport: p, ..*reply };
+            if !self.ct.contains(&candidate) {
+                return Some(p);
+            }
+        }
+        None
+    }
+
+    /// kube-proxy's REJECT for a Service without endpoints: TCP RST, else ICMP port
+    /// unreachable, sent from the Service address.
+    fn reject(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        meta: &Ip4Meta,
+        key: &FlowKey,
+        flags: u8,
+    ) -> Action {
+        if key.proto != PROTO_TCP {
+            return self.icmp_error_from(
+                t,
+                m,
+                port,
+                meta,
+                key.dst,
+                icmpv4::msg_type::DST_UNREACHABLE,
+                icmpv4::msg_code::PORT_UNREACHABLE,
+                None,
+            );
+        }
+        if flags & tcp_flags::RST != 0 {
+            return Action::Free;
+        }
+        let (seq, ack, payload) = {
+            let ip = Ipv4Packet::new_unchecked(&m[L2..]);
+            let tcp = TcpPacket::new_unchecked(ip.payload());
+            (
+                tcp.seq_number(),
+                tcp.ack_number(),
+                tcp.payload().len() as u32,
+            )
+        };
+        let (rst_seq, rst_ack, rst_flags) = if flags & tcp_flags::ACK != 0 {
+            (ack, 0, tcp_flags::RST)
+        } else {
+            let len = payload
+                + u32::from(flags & tcp_flags::SYN != 0)
+                + u32::from(flags & tcp_flags::FIN != 0);
+            (0, seq.wrapping_add(len), tcp_flags::RST | tcp_flags::ACK)
+        };
+        let ip_len = 20 + 20;
+        let repr = Ipv4Repr {
+            src_addr: key.dst,
+            dst_addr: key.src,
+            next_header: IpProtocol::Tcp,
+            payload_len: 20,
+            hop_limit: 64,
+        };
+        m.set_len(L2 + ip_len);
+        let buf = &mut m[L2..];
+        buf.fill(0);
+        repr.emit(&mut Ipv4Packet::new_unchecked(&mut *buf));
+        {
+            let mut tcp = TcpPacket::new_unchecked(&mut buf[20..]);
+            tcp.set_src_port(key.dport);
+            tcp.set_dst_port(key.sport);
+            tcp.set_seq_number(rst_seq);
+            tcp.set_ack_number(rst_ack);
+            tcp.set_header_len(20);
+            tcp.set_flags(rst_flags);
+            tcp.set_window_len(0);
+            tcp.fill_checksum_v4(key.dst, key.src);
+        }
+        self.stats.tcp_resets_sent += 1;
+        self.ip4_output_local(t, m, key.src)
+    }
+
+    /// Packets for the node itself: ICMP echo is answered, the rest has no host path yet.
+    fn ip4_local(&mut self, t: &Tables, m: &mut Mbuf, meta: &Ip4Meta) -> Action {
+        if meta.proto == PROTO_ICMP {
+            let is_echo = Icmpv4Packet::new_checked(&m[meta.l4..])
+                .is_ok_and(|p| p.msg_type() == icmpv4::msg_type::ECHO_REQUEST && p.msg_code() == 0);
+            if is_echo {
+                {
+                    let mut ip = Ipv4Packet::new_unchecked(&mut m[L2..]);
+                    ip.set_src_addr(meta.dst);
+                    ip.set_dst_addr(meta.src);
+                    ip.set_hop_limit(64);
+                    ip.fill_checksum();
+                }
+                let mut icmp = Icmpv4Packet::new_unchecked(&mut m[meta.l4..]);
+                icmp.set_msg_type(icmpv4::msg_type::ECHO_REPLY);
+                icmp.fill_checksum();
+                self.stats.icmp_sent += 1;
+                return self.ip4_output_local(t, m, meta.src);
+            }
+        }
+        Action::Drop(DropReason::Ip4Local)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn icmp_error(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        meta: &Ip4Meta,
+        ty: u8,
+        code: u8,
+        reason: DropReason,
+    ) -> Action {
+        let src = t
+            .routes
+            .lookup(meta.src)
+            .map(|h| h.src)
+            .or_else(|| t.port_address(port));
+        match src {
+            Some(src) => self.icmp_error_from(t, m, port, meta, src, ty, code, Some(reason)),
+            None => Action::Drop(reason),
+        }
+    }
+
+    /// Turns the frame into an ICMP error about itself, sent from `src` back to its source.
+    /// `reason`, if given, is counted as the original frame's drop reason.
+    #[allow(clippy::too_many_arguments)]
+    fn icmp_error_from(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        _port: PortId,
+        meta: &Ip4Meta,
+        src: Ipv4Addr,
+        ty: u8,
+        code: u8,
+        reason: Option<DropReason>,
+    ) -> Action {
+        if let Some(r) = reason {
+            self.count(r);
+        }
+        // Never an error about an error, nor about a non-first fragment.
+        if meta.proto == PROTO_ICMP {
+            let is_err = Icmpv4Packet::new_checked(&m[meta.l4..])
+                .is_ok_and(|p| icmpv4::is_error(p.msg_type()));
+            if is_err {
+                return Action::Free;
+            }
+        }
+        if !self.icmp_allowed() {
+            return Action::Drop(DropReason::IcmpRateLimited);
+        }
+        let quote_len = (m.len() - L2).min(ICMP_QUOTE_MAX);
+        let mut quote = [0u8; ICMP_QUOTE_MAX];
+        quote[..quote_len].copy_from_slice(&m[L2..L2 + quote_len]);
+        let repr = Ipv4Repr {
+            src_addr: src,
+            dst_addr: meta.src,
+            next_header: IpProtocol::Icmp,
+            payload_len: 8 + quote_len,
+            hop_limit: 64,
+        };
+        m.set_len(L2 + 20 + 8 + quote_len);
+        let buf = &mut m[L2..];
+        repr.emit(&mut Ipv4Packet::new_unchecked(&mut *buf));
+        {
+            let mut icmp = Icmpv4Packet::new_unchecked(&mut buf[20..]);
+            icmp.set_msg_type(ty);
+            icmp.set_msg_code(code);
+            icmp.set_rest_of_header(0);
+            icmp.data_mut()[..quote_len].copy_from_slice(&quote[..quote_len]);
+            icmp.fill_checksum();
+        }
+        self.stats.icmp_sent += 1;
+        self.ip4_output_local(t, m, meta.src)
+    }
+
+    fn icmp_allowed(&mut self) -> bool {
+        let burst = (self.cfg.icmp_rate / 10).max(1);
+        let elapsed = self.now.saturating_since(self.icmp_refill);
+        let add = (elapsed.as_nanos() * u128::from(self.cfg.icmp_rate) / 1_000_000_000) as u32;
+        if add > 0 {
+            self.icmp_tokens = (self.icmp_tokens + add).min(burst);
+            self.icmp_refill = self.now;
+        }
+        if self.icmp_tokens == 0 {
+            return false;
+        }
+        self.icmp_tokens -= 1;
+        true
+    }
+
+    // ---- ip4-forward / ip4-output ------------------------------------------------------------
+
+    /// Decrements the TTL and routes a transit packet.
+    fn ip4_forward(&mut self, t: &Tables, m: &mut Mbuf) -> Action {
+        let (dst, ttl, proto) = {
+            let ip = Ipv4Packet::new_unchecked(&m[L2..]);
+            (ip.dst_addr(), ip.hop_limit(), u8::from(ip.next_header()))
+        };
+        if ttl <= 1 {
+            return Action::Drop(DropReason::Ip4TtlExceeded);
+        }
+        let Some(hop) = t.routes.lookup(dst).copied() else {
+            return Action::Drop(DropReason::Ip4NoRoute);
+        };
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut m[L2..]);
+            let old = u16::from_be_bytes([ttl, proto]);
+            let new = u16::from_be_bytes([ttl - 1, proto]);
+            let c = crate::wire::checksum::update16(ip.checksum(), old, new);
+            ip.set_hop_limit(ttl - 1);
+            ip.set_checksum(c);
+        }
+        self.ip4_output(t, m, hop, dst)
+    }
+
+    /// Routes a packet the node originates (no TTL change).
+    fn ip4_output_local(&mut self, t: &Tables, m: &mut Mbuf, dst: Ipv4Addr) -> Action {
+        match t.routes.lookup(dst).copied() {
+            Some(hop) => self.ip4_output(t, m, hop, dst),
+            None => Action::Drop(DropReason::Ip4NoRoute),
+        }
+    }
+
+    /// Resolves the next hop and writes the Ethernet header.
+    #[inline]
+    fn ip4_output(&mut self, t: &Tables, m: &mut Mbuf, hop: NextHop, dst: Ipv4Addr) -> Action {
+        let nh = hop.neighbor_for(dst);
+        let mac = match t.neighbors.get(&nh) {
+            Some(mac) => Some(*mac),
+            None => self.neigh.lookup(nh, self.now),
+        };
+        match mac {
+            Some(mac) => {
+                let src = t.ports[usize::from(hop.port)].mac;
+                write_eth(m, mac, src, EtherType::Ipv4);
+                Action::Tx(hop.port)
+            }
+            None => Action::Hold { nh, port: hop.port },
+        }
+    }
+}
+
+/// Writes an untagged Ethernet header at the start of the frame.
+#[inline]
+fn write_eth(m: &mut Mbuf, dst: MacAddr, src: MacAddr, ethertype: EtherType) {
+    let mut eth = EthernetFrame::new_unchecked(&mut m[..]);
+    eth.set_dst_addr(dst);
+    eth.set_src_addr(src);
+    eth.set_ethertype(ethertype);
+}
