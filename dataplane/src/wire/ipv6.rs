@@ -21,6 +21,7 @@ mod field {
     pub const DST_ADDR: Range<usize> = 24..40;
     pub const PAYLOAD: usize = 40;
     pub const VERSION_SHIFT: u32 = 28;
+    pub const VERSION_MASK: u32 = 0xf;
     pub const TC_SHIFT: u32 = 20;
     pub const TC_MASK: u32 = 0xff;
     pub const FLOW_MASK: u32 = 0x000f_ffff;
@@ -138,8 +139,8 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
 
     /// Sets the version field.
     pub fn set_version(&mut self, value: u8) {
-        let w = self.first_word() & !(0xf << field::VERSION_SHIFT);
-        self.set_first_word(w | (u32::from(value & 0xf) << field::VERSION_SHIFT))
+        let w = self.first_word() & !(field::VERSION_MASK << field::VERSION_SHIFT);
+        self.set_first_word(w | ((u32::from(value) & field::VERSION_MASK) << field::VERSION_SHIFT))
     }
 
     /// Sets the traffic class.

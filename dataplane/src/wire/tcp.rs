@@ -25,6 +25,8 @@ mod field {
     pub const OPTIONS: usize = 20;
     pub const DATA_OFF_SHIFT: u32 = 4;
     pub const DATA_OFF_UNIT: usize = 4;
+    /// Reserved bits and the (historic) NS flag below the data offset.
+    pub const RESERVED_MASK: u8 = 0x0f;
 }
 
 /// Flag bits of the TCP flags byte (byte 13), RFC 9293 / RFC 3168.
@@ -244,7 +246,7 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> TcpPacket<T> {
     pub fn set_header_len(&mut self, value: usize) {
         let b = &mut self.buffer.as_mut()[field::DATA_OFF];
         let words = (value / field::DATA_OFF_UNIT) as u8;
-        *b = (*b & 0x0f) | (words << field::DATA_OFF_SHIFT);
+        *b = (*b & field::RESERVED_MASK) | (words << field::DATA_OFF_SHIFT);
     }
 
     /// Sets the window size.

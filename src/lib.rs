@@ -1,0 +1,11 @@
+//! The `nodegate` binary's library: the runtime that wires configuration, control plane and
+//! data plane together, the pcap driver, statistics and frame tracing. `main.rs` is a thin
+//! command-line front end over this; integration tests drive it directly.
+
+#![forbid(unsafe_code)]
+
+pub mod node;
+pub mod pcap;
+pub mod run;
+pub mod stats;
+pub mod trace;

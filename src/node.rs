@@ -1,0 +1,222 @@
+//! A whole data plane instance: workers, their handoff fabric, the buffer pool, the ports and
+//! the table publisher. Two ways to drive it:
+//!
+//! - lockstep ([`Node::run_until_idle`], [`Node::inject`]): one thread steps every worker in
+//!   turn until no frame is left in flight. Deterministic, so pcap replays and golden tests give
+//!   the same output every time, and still exercises handoff between workers.
+//! - threaded ([`spawn_workers`]): one poll-mode thread per worker, each optionally pinned to a
+//!   CPU, each with its own port queues, running until told to stop.
+
+use control::config::Config;
+use dataplane::conntrack::Timeouts;
+use dataplane::mbuf::{Mbuf, Pool};
+use dataplane::port::{MemoryPeer, MemoryPort, Port, PortId};
+use dataplane::tables::{TablePublisher, Tables};
+use dataplane::time::{Instant, MonotonicClock};
+use dataplane::worker::{Fabric, Worker, WorkerConfig};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Depth of each worker's inbound handoff queue.
+const HANDOFF_DEPTH: usize = 4096;
+
+/// Per-worker settings derived from a configuration.
+pub fn worker_configs(cfg: &Config) -> Vec<WorkerConfig> {
+    let n = cfg.workers.max(1);
+    let ct = &cfg.conntrack;
+    let s = |secs: u32| Duration::from_secs(u64::from(secs));
+    let timeouts = Timeouts {
+        tcp_syn_sent: s(ct.tcp.syn_sent),
+        tcp_syn_recv: s(ct.tcp.syn_recv),
+        tcp_established: s(ct.tcp.established),
+        tcp_fin_wait: s(ct.tcp.fin_wait),
+        tcp_close_wait: s(ct.tcp.close_wait),
+        tcp_last_ack: s(ct.tcp.last_ack),
+        tcp_time_wait: s(ct.tcp.time_wait),
+        tcp_close: s(ct.tcp.close),
+        tcp_unacknowledged: s(ct.tcp.unacknowledged),
+        udp: s(ct.udp_secs),
+        udp_stream: s(ct.udp_stream_secs),
+        icmp: s(ct.icmp_secs),
+        sctp: s(ct.sctp_secs),
+    };
+    (0..n)
+        .map(|id| {
+            let mut w = WorkerConfig::new(id, n);
+            w.max_flows = (ct.max_flows / n).max(16);
+            w.timeouts = timeouts;
+            w.snat_ports = (cfg.snat.port_min, cfg.snat.port_max);
+            w.affinity_max = (ct.affinity_max / n).max(1);
+            w
+        })
+        .collect()
+}
+
+/// A data plane instance driven in lockstep from one thread.
+pub struct Node {
+    publisher: TablePublisher,
+    workers: Vec<Worker>,
+    fabric: Arc<Fabric>,
+    pool: Arc<Pool>,
+    ports: Vec<Box<dyn Port>>,
+    next_rx: usize,
+}
+
+impl Node {
+    /// Builds the workers (allocating every table now) over `ports`.
+    pub fn new(
+        configs: Vec<WorkerConfig>,
+        tables: Tables,
+        ports: Vec<Box<dyn Port>>,
+        pool_size: usize,
+    ) -> Node {
+        let publisher = TablePublisher::new(tables);
+        let pool = Pool::new(pool_size);
+        let fabric = Fabric::new(configs.len(), HANDOFF_DEPTH);
+        let n_ports = ports.len();
+        let workers = configs
+            .into_iter()
+            .map(|c| Worker::new(c, publisher.reader(), pool.clone(), fabric.clone(), n_ports))
+            .collect();
+        Node {
+            publisher,
+            workers,
+            fabric,
+            pool,
+            ports,
+            next_rx: 0,
+        }
+    }
+
+    /// A node whose ports are in-memory rings; returns the far ends.
+    pub fn with_memory_ports(
+        configs: Vec<WorkerConfig>,
+        tables: Tables,
+        pool_size: usize,
+    ) -> (Node, Vec<MemoryPeer>) {
+        let mut ports: Vec<Box<dyn Port>> = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..tables.ports.len() {
+            let (p, peer) = MemoryPort::pair(4096);
+            ports.push(Box::new(p));
+            peers.push(peer);
+        }
+        (Node::new(configs, tables, ports, pool_size), peers)
+    }
+
+    pub fn publisher(&self) -> &TablePublisher {
+        &self.publisher
+    }
+
+    pub fn workers(&self) -> &[Worker] {
+        &self.workers
+    }
+
+    pub fn ports_mut(&mut self) -> &mut [Box<dyn Port>] {
+        &mut self.ports
+    }
+
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// A buffer holding `frame`, from the pool.
+    pub fn frame(&self, frame: &[u8]) -> Option<Mbuf> {
+        let mut m = self.pool.get()?;
+        m.copy_from(frame).then_some(m)
+    }
+
+    /// Gives received frames to the next worker in turn (as a NIC queue would), then lets every
+    /// worker run until nothing is in flight.
+    pub fn inject(&mut self, port: PortId, frames: &mut Vec<Mbuf>, now: Instant) {
+        let w = self.next_rx;
+        self.next_rx = (self.next_rx + 1) % self.workers.len();
+        self.workers[w].process_rx(port, frames, now);
+        self.run_until_idle(now);
+    }
+
+    /// Polls every worker (ports, handoffs, timers, transmit) until a full round does no work.
+    pub fn run_until_idle(&mut self, now: Instant) {
+        loop {
+            let mut work = 0;
+            for w in &mut self.workers {
+                work += w.poll(&mut self.ports, now);
+            }
+            if work == 0 && self.fabric.pending() == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Workers, for statistics at exit.
+    pub fn into_parts(self) -> (Vec<Worker>, Vec<Box<dyn Port>>, TablePublisher) {
+        (self.workers, self.ports, self.publisher)
+    }
+}
+
+/// How an idle worker waits: spin for `spin` empty polls, then sleep `sleep` per empty poll.
+#[derive(Debug, Clone, Copy)]
+pub struct IdlePolicy {
+    pub spin: u32,
+    pub sleep: Duration,
+}
+
+impl Default for IdlePolicy {
+    fn default() -> Self {
+        IdlePolicy {
+            spin: 1024,
+            sleep: Duration::from_micros(50),
+        }
+    }
+}
+
+/// Runs each worker on its own thread with its own port queues until `stop` is set; returns the
+/// workers (with their counters) when they have stopped.
+pub fn spawn_workers(
+    workers: Vec<Worker>,
+    ports: Vec<Vec<Box<dyn Port>>>,
+    cpus: Option<Vec<usize>>,
+    idle: IdlePolicy,
+    stop: Arc<AtomicBool>,
+) -> Vec<JoinHandle<Worker>> {
+    let clock = MonotonicClock::new();
+    workers
+        .into_iter()
+        .zip(ports)
+        .enumerate()
+        .map(|(i, (mut w, mut ports))| {
+            let stop = stop.clone();
+            let cpu = cpus.as_ref().and_then(|c| c.get(i).copied());
+            std::thread::Builder::new()
+                .name(format!("nodegate-w{i}"))
+                .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        if !ffi::pin_current_thread(cpu) {
+                            tracing::warn!(worker = i, cpu, "could not pin worker");
+                        }
+                    }
+                    let mut idle_polls = 0u32;
+                    while !stop.load(Ordering::Relaxed) {
+                        if w.poll(&mut ports, clock.now()) > 0 {
+                            idle_polls = 0;
+                        } else {
+                            idle_polls = idle_polls.saturating_add(1);
+                            if idle_polls > idle.spin {
+                                std::thread::sleep(idle.sleep);
+                            } else {
+                                std::hint::spin_loop();
+                            }
+                        }
+                    }
+                    // Drain what is in flight, then hand the worker back.
+                    for _ in 0..16 {
+                        w.poll(&mut ports, clock.now());
+                    }
+                    w
+                })
+                .expect("spawning a worker thread")
+        })
+        .collect()
+}

@@ -1,0 +1,235 @@
+//! `nodegate run`: load the configuration and manifests, build the tables, and forward.
+//!
+//! With pcap ports the run replays every input file in timestamp order (several pcap ports are
+//! merged), with the data plane clock following the capture's timestamps, and exits when the
+//! input is exhausted.
+
+use crate::node::{worker_configs, Node};
+use crate::pcap::{PcapReader, PcapTxPort, PcapWriter, Record, ReplayClock};
+use crate::stats::Stats;
+use control::config::{Config, Driver};
+use control::model::ClusterState;
+use dataplane::drop::DropReason;
+use dataplane::port::{Port, PortId, BURST};
+use dataplane::time::Instant;
+use std::path::PathBuf;
+
+/// Buffers in the pool of a replay run.
+const REPLAY_POOL: usize = 16 * 1024;
+/// Frames whose timestamps lie this close together are processed as one burst.
+const BURST_WINDOW_NS: u64 = 1_000_000;
+
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    pub stats_json: Option<PathBuf>,
+    /// Print every received and transmitted frame, and why a frame was dropped.
+    pub trace: bool,
+}
+
+/// Why a run could not start or finish. Each message names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{0}")]
+    Config(#[from] control::config::ConfigError),
+    #[error("{0}")]
+    Manifest(#[from] control::manifests::ManifestError),
+    #[error("{0}")]
+    Pcap(#[from] crate::pcap::PcapError),
+    #[error("{}: {reason}", path.display())]
+    Io { path: PathBuf, reason: String },
+    #[error("writing a pcap file failed: {0}")]
+    Write(String),
+}
+
+/// Loads the configuration and the manifests it names (no manifests: no Services).
+pub fn load(path: &std::path::Path) -> Result<(Config, ClusterState), RunError> {
+    let cfg = Config::load(path)?;
+    let state = match &cfg.kubernetes.manifests {
+        Some(dir) => control::manifests::load_dir(dir)?,
+        None => ClusterState::default(),
+    };
+    Ok((cfg, state))
+}
+
+/// Runs to completion and returns the final counters (also written to `--stats-json`).
+pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
+    let (cfg, state) = load(&opts.config)?;
+    let (tables, warnings) = control::snapshot::build(&cfg, &state)?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    tracing::info!(
+        services = state.services.len(),
+        endpoint_slices = state.endpoint_slices.len(),
+        frontends = tables.services.len(),
+        routes = tables.routes.len(),
+        "tables built"
+    );
+
+    let clock = ReplayClock::default();
+    let write_error = crate::pcap::WriteError::default();
+    let mut ports: Vec<Box<dyn Port>> = Vec::new();
+    let mut inputs: Vec<(PortId, PcapReader)> = Vec::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let field = |reason: String| control::config::ConfigError {
+            file: cfg.file.clone(),
+            field: format!("ports[{i}].driver"),
+            reason,
+        };
+        match p.driver {
+            Driver::Pcap => {
+                let writer = match &p.tx {
+                    Some(path) => Some(PcapWriter::create(path).map_err(|e| RunError::Io {
+                        path: path.clone(),
+                        reason: format!("cannot create: {e}"),
+                    })?),
+                    None => None,
+                };
+                if let Some(rx) = &p.rx {
+                    inputs.push((i as PortId, PcapReader::open(rx)?));
+                }
+                ports.push(Box::new(PcapTxPort::new(
+                    &p.name,
+                    writer,
+                    clock.clone(),
+                    opts.trace,
+                    write_error.clone(),
+                )));
+                tracing::info!(port = %p.name, driver = "pcap", "port up");
+            }
+            Driver::Memory => {
+                return Err(field(
+                    "the memory driver has no outside end; it is for tests and benchmarks".into(),
+                )
+                .into())
+            }
+            other => {
+                return Err(field(format!(
+                    "driver `{other}` is not available in this build yet; use `pcap`"
+                ))
+                .into())
+            }
+        }
+    }
+
+    let mut node = Node::new(worker_configs(&cfg), tables, ports, REPLAY_POOL);
+    tracing::info!(workers = cfg.workers, "ready");
+    let now = replay(&mut node, inputs, &clock, opts.trace, &write_error)?;
+    node.run_until_idle(now);
+    if let Some(e) = write_error.get() {
+        return Err(RunError::Write(e.clone()));
+    }
+
+    let (workers, ports, publisher) = node.into_parts();
+    let stats = Stats::gather(&workers, &publisher.current());
+    drop(ports);
+    if let Some(path) = &opts.stats_json {
+        let json = serde_json::to_string_pretty(&stats).expect("stats serialise");
+        std::fs::write(path, json + "\n").map_err(|e| RunError::Io {
+            path: path.clone(),
+            reason: format!("cannot write: {e}"),
+        })?;
+    }
+    Ok(stats)
+}
+
+/// Feeds every input to the node in timestamp order; returns the last timestamp.
+fn replay(
+    node: &mut Node,
+    inputs: Vec<(PortId, PcapReader)>,
+    clock: &ReplayClock,
+    trace: bool,
+    write_error: &crate::pcap::WriteError,
+) -> Result<Instant, RunError> {
+    let mut readers: Vec<(PortId, PcapReader, Option<Record>)> = Vec::new();
+    for (port, mut r) in inputs {
+        let first = r.next_record()?;
+        readers.push((port, r, first));
+    }
+    let mut now = Instant::ZERO;
+    let mut seen = 0u64;
+    let mut burst = Vec::with_capacity(BURST);
+    loop {
+        let Some(i) = (0..readers.len())
+            .filter(|&i| readers[i].2.is_some())
+            .min_by_key(|&i| readers[i].2.as_ref().map(|r| r.time))
+        else {
+            break;
+        };
+        let others_next = (0..readers.len())
+            .filter(|&j| j != i)
+            .filter_map(|j| readers[j].2.as_ref().map(|r| r.time))
+            .min();
+        let port = readers[i].0;
+        let start = readers[i].2.as_ref().map(|r| r.time).unwrap_or_default();
+        let limit = if trace { 1 } else { BURST };
+        while burst.len() < limit {
+            let Some(rec) = readers[i].2.take() else {
+                break;
+            };
+            if others_next.is_some_and(|o| rec.time > o)
+                || rec.time.as_nanos().saturating_sub(start.as_nanos()) > BURST_WINDOW_NS
+            {
+                readers[i].2 = Some(rec);
+                break;
+            }
+            seen += 1;
+            now = now.max(rec.time);
+            if trace {
+                println!(
+                    "#{seen} t={}.{:06} rx {:<6} {}",
+                    rec.time.as_nanos() / 1_000_000_000,
+                    (rec.time.as_nanos() % 1_000_000_000) / 1000,
+                    node_port_name(node, port),
+                    crate::trace::describe(&rec.data)
+                );
+            }
+            match node.frame(&rec.data) {
+                Some(m) => burst.push(m),
+                None => tracing::warn!(
+                    frame = seen,
+                    len = rec.data.len(),
+                    "frame too large for a buffer; skipped"
+                ),
+            }
+            readers[i].2 = readers[i].1.next_record()?;
+        }
+        clock.set(now);
+        let before = trace.then(|| drop_totals(node));
+        node.inject(port, &mut burst, now);
+        if let Some(e) = write_error.get() {
+            return Err(RunError::Write(e.clone()));
+        }
+        if let Some(before) = before {
+            let after = drop_totals(node);
+            for r in DropReason::ALL {
+                let d = after[*r as usize] - before[*r as usize];
+                if d > 0 {
+                    println!("  drop   {} ({})", r.name(), r.description());
+                }
+            }
+        }
+    }
+    tracing::info!(frames = seen, "input exhausted");
+    Ok(now)
+}
+
+fn node_port_name(node: &Node, port: PortId) -> String {
+    node.publisher()
+        .current()
+        .ports
+        .get(usize::from(port))
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| format!("port{port}"))
+}
+
+fn drop_totals(node: &Node) -> [u64; DropReason::COUNT] {
+    let mut t = [0; DropReason::COUNT];
+    for w in node.workers() {
+        for (i, v) in w.stats().drops.iter().enumerate() {
+            t[i] += v;
+        }
+    }
+    t
+}

@@ -1,0 +1,171 @@
+//! Counters gathered from the workers: the `--stats-json` file and the summary `run` prints.
+//! The schema is documented in `docs/configuration.md`.
+
+use dataplane::drop::DropReason;
+use dataplane::tables::Tables;
+use dataplane::worker::Worker;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PortStats {
+    pub name: String,
+    pub rx: u64,
+    pub tx: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WorkerReport {
+    pub id: usize,
+    pub rx: u64,
+    pub tx: u64,
+    pub dropped: u64,
+    /// Every drop reason, zero or not, so the schema does not depend on the traffic.
+    pub drops: BTreeMap<&'static str, u64>,
+    pub flows: usize,
+    pub flows_created: u64,
+    pub flows_expired: u64,
+    pub flows_refused_full: u64,
+    pub handoff_in: u64,
+    pub handoff_out: u64,
+    pub arp_replies: u64,
+    pub arp_requests: u64,
+    pub icmp_sent: u64,
+    pub tcp_resets_sent: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TableReport {
+    pub generation: u64,
+    pub frontends: usize,
+    pub routes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Stats {
+    pub ports: Vec<PortStats>,
+    pub workers: Vec<WorkerReport>,
+    pub total: WorkerReport,
+    pub tables: TableReport,
+}
+
+impl Stats {
+    pub fn gather(workers: &[Worker], tables: &Tables) -> Stats {
+        let mut ports: Vec<PortStats> = tables
+            .ports
+            .iter()
+            .map(|p| PortStats {
+                name: p.name.clone(),
+                rx: 0,
+                tx: 0,
+            })
+            .collect();
+        let mut reports = Vec::new();
+        for w in workers {
+            let s = w.stats();
+            for (i, p) in ports.iter_mut().enumerate() {
+                p.rx += s.rx.get(i).copied().unwrap_or(0);
+                p.tx += s.tx.get(i).copied().unwrap_or(0);
+            }
+            let ct = w.flows().stats();
+            reports.push(WorkerReport {
+                id: w.id(),
+                rx: s.rx.iter().sum(),
+                tx: s.tx.iter().sum(),
+                dropped: s.drops.iter().sum(),
+                drops: DropReason::ALL
+                    .iter()
+                    .map(|r| (r.name(), s.drop_count(*r)))
+                    .collect(),
+                flows: w.flows().len(),
+                flows_created: ct.created,
+                flows_expired: ct.expired,
+                flows_refused_full: ct.refused_full,
+                handoff_in: s.handoff_in,
+                handoff_out: s.handoff_out,
+                arp_replies: s.arp_replies,
+                arp_requests: s.arp_requests,
+                icmp_sent: s.icmp_sent,
+                tcp_resets_sent: s.tcp_resets_sent,
+            });
+        }
+        let mut total = WorkerReport {
+            id: usize::MAX,
+            rx: 0,
+            tx: 0,
+            dropped: 0,
+            drops: DropReason::ALL.iter().map(|r| (r.name(), 0)).collect(),
+            flows: 0,
+            flows_created: 0,
+            flows_expired: 0,
+            flows_refused_full: 0,
+            handoff_in: 0,
+            handoff_out: 0,
+            arp_replies: 0,
+            arp_requests: 0,
+            icmp_sent: 0,
+            tcp_resets_sent: 0,
+        };
+        for r in &reports {
+            total.rx += r.rx;
+            total.tx += r.tx;
+            total.dropped += r.dropped;
+            for (k, v) in &r.drops {
+                *total.drops.entry(k).or_default() += v;
+            }
+            total.flows += r.flows;
+            total.flows_created += r.flows_created;
+            total.flows_expired += r.flows_expired;
+            total.flows_refused_full += r.flows_refused_full;
+            total.handoff_in += r.handoff_in;
+            total.handoff_out += r.handoff_out;
+            total.arp_replies += r.arp_replies;
+            total.arp_requests += r.arp_requests;
+            total.icmp_sent += r.icmp_sent;
+            total.tcp_resets_sent += r.tcp_resets_sent;
+        }
+        Stats {
+            ports,
+            workers: reports,
+            total,
+            tables: TableReport {
+                generation: tables.generation,
+                frontends: tables.services.len(),
+                routes: tables.routes.len(),
+            },
+        }
+    }
+
+    /// A short human summary.
+    pub fn summary(&self) -> String {
+        let t = &self.total;
+        let mut s = String::new();
+        for p in &self.ports {
+            s.push_str(&format!(
+                "port {:<8} rx {:>8}  tx {:>8}\n",
+                p.name, p.rx, p.tx
+            ));
+        }
+        s.push_str(&format!(
+            "flows: {} live, {} created, {} expired, {} refused (table full)\n",
+            t.flows, t.flows_created, t.flows_expired, t.flows_refused_full
+        ));
+        s.push_str(&format!(
+            "sent by the node: {} ARP replies, {} ARP requests, {} ICMP, {} TCP RST\n",
+            t.arp_replies, t.arp_requests, t.icmp_sent, t.tcp_resets_sent
+        ));
+        s.push_str(&format!("dropped: {}\n", t.dropped));
+        for r in DropReason::ALL {
+            let n = t.drops.get(r.name()).copied().unwrap_or(0);
+            if n > 0 {
+                s.push_str(&format!(
+                    "  {:<24} {:>8}  {}\n",
+                    r.name(),
+                    n,
+                    r.description()
+                ));
+            }
+        }
+        s
+    }
+}
