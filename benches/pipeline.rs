@@ -1,1 +1,153 @@
-fn main() {}
+//! The whole pipeline (parse, conntrack, NAT, checksums, route, rewrite) on 64-byte frames,
+//! one worker, against a `macswap` baseline (receive, swap MACs, transmit) measured in the same
+//! run. See docs/benchmarks.md for how to read the numbers.
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use dataplane::mbuf::{Mbuf, Pool};
+use dataplane::port::{Port, BURST};
+use dataplane::tables::TablePublisher;
+use dataplane::time::Instant;
+use dataplane::worker::{Fabric, Worker};
+
+#[path = "common.rs"]
+mod common;
+
+/// Flows are 64-byte frames; a flow id picks its client address and port.
+fn make_worker(max_flows: usize, syn_timeout: u32) -> (Worker, Vec<Box<dyn Port>>) {
+    let (cfg, tables) = common::tables(max_flows, syn_timeout);
+    let publisher = TablePublisher::new(tables);
+    let pool = Pool::new(4096);
+    let fabric = Fabric::new(1, 64);
+    let wcfg = nodegate::node::worker_configs(&cfg).remove(0);
+    let w = Worker::new(wcfg, publisher.reader(), pool, fabric, 1);
+    let ports: Vec<Box<dyn Port>> = vec![Box::new(common::Sink)];
+    (w, ports)
+}
+
+/// Runs one burst of frames `ids` through the worker and transmits the result.
+fn burst(
+    w: &mut Worker,
+    ports: &mut [Box<dyn Port>],
+    frames: &[[u8; 64]],
+    ids: &[u32],
+    rx: &mut Vec<Mbuf>,
+    now: Instant,
+) {
+    for &i in ids {
+        let mut m = w.pool().alloc().expect("pool");
+        m.copy_from(&frames[i as usize]);
+        rx.push(m);
+    }
+    w.process_rx(0, rx, now);
+    w.flush(ports);
+}
+
+/// A fixed pseudo-random visiting order over `n` flows (so 1M flows miss the caches, as
+/// real traffic does).
+fn order(n: u32, len: usize) -> Vec<u32> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % u64::from(n)) as u32
+        })
+        .collect()
+}
+
+fn established(
+    c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    flows: u32,
+) {
+    let (mut w, mut ports) = make_worker(flows as usize * 2, 120);
+    let syns: Vec<[u8; 64]> = (0..flows).map(|f| common::frame(f, 0x02)).collect();
+    let acks: Vec<[u8; 64]> = (0..flows).map(|f| common::frame(f, 0x10)).collect();
+    let mut rx = Vec::with_capacity(BURST);
+    let all: Vec<u32> = (0..flows).collect();
+    for chunk in all.chunks(BURST) {
+        burst(&mut w, &mut ports, &syns, chunk, &mut rx, Instant::ZERO);
+    }
+    assert_eq!(w.flows().len(), flows as usize, "every flow established");
+    let visit = order(flows, 1 << 20);
+    let mut pos = 0usize;
+    c.bench_function(format!("established/{flows}"), |b| {
+        b.iter(|| {
+            let ids = &visit[pos..pos + BURST];
+            pos = (pos + BURST) % (visit.len() - BURST);
+            burst(
+                &mut w,
+                &mut ports,
+                &acks,
+                black_box(ids),
+                &mut rx,
+                Instant::from_secs(1),
+            );
+        })
+    });
+    assert_eq!(w.stats().tx[0], w.stats().rx[0], "nothing dropped");
+}
+
+fn pipeline(c: &mut Criterion) {
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Elements(BURST as u64));
+
+    // Baseline: the same frame copy in and out, with only a MAC swap in between.
+    {
+        let pool = Pool::new(1024);
+        let mut cache = dataplane::mbuf::PoolCache::new(pool);
+        let frame = common::frame(1, 0x10);
+        let mut sink = common::Sink;
+        let mut rx: Vec<Mbuf> = Vec::with_capacity(BURST);
+        g.bench_function("macswap", |b| {
+            b.iter(|| {
+                for _ in 0..BURST {
+                    let mut m = cache.alloc().expect("pool");
+                    m.copy_from(black_box(&frame));
+                    rx.push(m);
+                }
+                for m in rx.iter_mut() {
+                    let (d, s) = m.split_at_mut(6);
+                    d.swap_with_slice(&mut s[..6]);
+                }
+                sink.tx_burst(&mut cache, &mut rx);
+            })
+        });
+    }
+
+    established(&mut g, 10_000);
+    established(&mut g, 1_000_000);
+
+    // Every frame a new flow: SYNs from ever-new client tuples, flows expiring after 1 s of
+    // data plane time (1 ms per burst), so the table stays bounded in steady state.
+    {
+        let (mut w, mut ports) = make_worker(1 << 17, 1);
+        let span = 1u32 << 22;
+        let syns: Vec<[u8; 64]> = (0..span).map(|f| common::frame(f, 0x02)).collect();
+        let mut rx = Vec::with_capacity(BURST);
+        let mut next = 0u32;
+        let mut t = 0u64;
+        g.bench_function("new_connections", |b| {
+            b.iter_batched_ref(
+                || (),
+                |_| {
+                    let ids: [u32; BURST] = core::array::from_fn(|i| (next + i as u32) % span);
+                    next = next.wrapping_add(BURST as u32);
+                    t += 1_000_000;
+                    let now = Instant::from_nanos(t);
+                    burst(&mut w, &mut ports, &syns, &ids, &mut rx, now);
+                    w.timers(now);
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        let refused = w.flows().stats().refused_full;
+        let created = w.flows().stats().created;
+        assert!(created > 0);
+        eprintln!("new_connections: {created} flows created, {refused} refused (table full)");
+    }
+    g.finish();
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);

@@ -19,13 +19,24 @@ use std::net::Ipv4Addr;
 /// An IPv4 flow tuple. For ICMP echo the identifier stands in the port of the side that chose
 /// it (`sport` of a request, `dport` of a reply), so that a reply's key is the reverse of its
 /// request's, as for TCP and UDP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowKey {
     pub src: Ipv4Addr,
     pub dst: Ipv4Addr,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
+}
+
+impl core::hash::Hash for FlowKey {
+    /// Two word-sized writes instead of five field-by-field ones: this hash is on every packet.
+    #[inline]
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64((u64::from(u32::from(self.src)) << 32) | u64::from(u32::from(self.dst)));
+        state.write_u64(
+            (u64::from(self.sport) << 32) | (u64::from(self.dport) << 16) | u64::from(self.proto),
+        );
+    }
 }
 
 impl FlowKey {

@@ -23,7 +23,7 @@ pub const PROTO_ICMP: u8 = 1;
 pub fn rewrite(ip: &mut [u8], from: &FlowKey, to: &FlowKey) {
     let (hl, total) = {
         let p = Ipv4Packet::new_unchecked(&*ip);
-        (usize::from(p.header_len()), usize::from(p.total_len()))
+        (p.header_len(), usize::from(p.total_len()))
     };
     rewrite_addresses(ip, from.src, to.src, from.dst, to.dst);
     let l4 = &mut ip[hl..total];
@@ -126,7 +126,7 @@ pub fn quoted_key(quote: &[u8]) -> Option<FlowKey> {
         return None;
     }
     let p = Ipv4Packet::new_unchecked(quote);
-    let hl = usize::from(p.header_len());
+    let hl = p.header_len();
     if hl < 20 || quote.len() < hl + 8 || p.frag_offset() != 0 {
         return None;
     }
@@ -167,7 +167,7 @@ pub fn translate_icmp_error(ip: &mut [u8], flow: &Flow, dir: Dir) {
     let (hl, total, src, dst) = {
         let p = Ipv4Packet::new_unchecked(&*ip);
         (
-            usize::from(p.header_len()),
+            p.header_len(),
             usize::from(p.total_len()),
             p.src_addr(),
             p.dst_addr(),
@@ -182,7 +182,7 @@ pub fn translate_icmp_error(ip: &mut [u8], flow: &Flow, dir: Dir) {
     let icmp = &mut ip[hl..total];
     let quote_start = 8;
     let quote = &mut icmp[quote_start..];
-    let qhl = usize::from(Ipv4Packet::new_unchecked(&*quote).header_len());
+    let qhl = Ipv4Packet::new_unchecked(&*quote).header_len();
     let q_from = inbound.reverse();
     let q_to = out.reverse();
     rewrite_addresses(quote, q_from.src, q_to.src, q_from.dst, q_to.dst);

@@ -369,12 +369,16 @@ impl Worker {
             return;
         }
         let t = self.tables.get().clone();
-        for m in self
-            .held
-            .extract_if(.., |h| now.saturating_since(h.since) >= ARP_GIVE_UP)
-        {
-            self.stats.drops[DropReason::NeighTimeout as usize] += 1;
-            self.pool.free(m.m);
+        // (`Vec::extract_if` needs Rust 1.87; the MSRV is 1.85.)
+        let mut i = 0;
+        while i < self.held.len() {
+            if now.saturating_since(self.held[i].since) >= ARP_GIVE_UP {
+                let h = self.held.remove(i);
+                self.stats.drops[DropReason::NeighTimeout as usize] += 1;
+                self.pool.free(h.m);
+            } else {
+                i += 1;
+            }
         }
         let mut i = 0;
         while i < self.held.len() {
@@ -591,8 +595,13 @@ impl Worker {
     }
 
     fn release_held(&mut self, t: &Tables, nh: Ipv4Addr, mac: MacAddr) {
-        let mut released = core::mem::take(&mut self.held);
-        for mut h in released.extract_if(.., |h| h.nh == nh) {
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].nh != nh {
+                i += 1;
+                continue;
+            }
+            let mut h = self.held.remove(i);
             let src = t.ports[usize::from(h.port)].mac;
             write_eth(&mut h.m, mac, src, EtherType::Ipv4);
             match self.tx.get_mut(usize::from(h.port)) {
@@ -603,7 +612,6 @@ impl Worker {
                 }
             }
         }
-        self.held = released;
     }
 
     // ---- ip6-input -------------------------------------------------------------------------
@@ -707,8 +715,18 @@ impl Worker {
             }
         }
 
-        // Forwarded traffic with no hop left: answer with the packet as it arrived.
-        if meta.ttl <= 1 && !t.is_local(meta.dst) {
+        // Forwarded traffic with no hop left: answer with the packet as it arrived. Traffic to
+        // one of the node's own addresses is forwarded too when a flow or a Service (NodePort)
+        // claims it, and must not create a flow it cannot send (Linux drops the unconfirmed
+        // conntrack entry and answers time exceeded from the forward path).
+        let forwarded = |ct: &FlowTable| {
+            !t.is_local(meta.dst)
+                || ct.contains(&key)
+                || (!icmp_error
+                    && meta.proto != PROTO_ICMP
+                    && t.services.lookup(key.proto, key.dst, key.dport).is_some())
+        };
+        if meta.ttl <= 1 && forwarded(&self.ct) {
             return self.icmp_error(
                 t,
                 m,

@@ -1,0 +1,112 @@
+//! Shared set-up for the benchmarks: a one-port node with a ClusterIP Service of 16 endpoints,
+//! built through the same control-plane code as `nodegate run`.
+
+use control::config::Config;
+use control::model::ClusterState;
+use dataplane::mbuf::{Mbuf, PoolCache};
+use dataplane::port::Port;
+use dataplane::tables::Tables;
+use std::path::Path;
+
+pub const VIP: [u8; 4] = [10, 96, 0, 10];
+pub const NODE_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
+pub fn tables(max_flows: usize, syn_timeout: u32) -> (Config, Tables) {
+    let yaml = format!(
+        r#"
+node: {{name: node-a, addresses: ["10.0.0.1"]}}
+workers: 1
+ports:
+  - {{name: eth0, driver: memory, mac: "02:00:00:00:00:01", addresses: ["10.0.0.1/16"]}}
+routes:
+  - {{prefix: "0.0.0.0/0", via: "10.0.0.2"}}
+neighbors:
+  - {{address: "10.0.0.2", mac: "02:00:00:00:00:02"}}
+conntrack:
+  max_flows: {max_flows}
+  timeouts: {{tcp_syn_sent: {syn_timeout}}}
+"#
+    );
+    let cfg = Config::parse(&yaml, Path::new("/bench/nodegate.yaml")).expect("bench config");
+    let mut eps = String::new();
+    for i in 0..16 {
+        eps.push_str(&format!(
+            "  - addresses: [\"10.1.{}.{}\"]\n    conditions: {{ready: true}}\n    nodeName: node-b\n",
+            i / 200,
+            i % 200 + 10
+        ));
+    }
+    let manifests = format!(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: default}}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{{port: 80, protocol: TCP, targetPort: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-1
+  namespace: default
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{{name: "", port: 8080, protocol: TCP}}]
+endpoints:
+{eps}"#
+    );
+    let mut state = ClusterState::default();
+    control::manifests::parse_str(&manifests, Path::new("/bench/m.yaml"), &mut state)
+        .expect("bench manifests");
+    let (tables, _) = control::snapshot::build(&cfg, &state).expect("bench tables");
+    (cfg, tables)
+}
+
+/// A 64-byte TCP frame from client `flow` (a unique address per flow id, up to 2^24 ids) to the
+/// Service, with valid checksums.
+pub fn frame(flow: u32, flags: u8) -> [u8; 64] {
+    let src = [100 + (flow >> 24) as u8, (flow >> 16) as u8, (flow >> 8) as u8, flow as u8];
+    let sport = 1024 + (flow.wrapping_mul(7) & 0x3fff) as u16;
+    let mut f = [0u8; 64];
+    f[0..6].copy_from_slice(&NODE_MAC);
+    f[6..12].copy_from_slice(&PEER_MAC);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    let ip = &mut f[14..34];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&40u16.to_be_bytes());
+    ip[6] = 0x40;
+    ip[8] = 64;
+    ip[9] = 6;
+    ip[12..16].copy_from_slice(&src);
+    ip[16..20].copy_from_slice(&VIP);
+    let c = !dataplane::wire::checksum::data(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    let tcp = &mut f[34..54];
+    tcp[0..2].copy_from_slice(&sport.to_be_bytes());
+    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
+    tcp[12] = 5 << 4;
+    tcp[13] = flags;
+    tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    dataplane::wire::TcpPacket::new_unchecked(&mut f[34..54])
+        .fill_checksum_v4(src.into(), VIP.into());
+    f
+}
+
+/// A port that accepts everything and recycles the buffers.
+pub struct Sink;
+
+impl Port for Sink {
+    fn rx_burst(&mut self, _: &mut PoolCache, _: &mut Vec<Mbuf>, _: usize) -> usize {
+        0
+    }
+    fn tx_burst(&mut self, pool: &mut PoolCache, burst: &mut Vec<Mbuf>) -> usize {
+        let n = burst.len();
+        for m in burst.drain(..) {
+            pool.free(m);
+        }
+        n
+    }
+}
