@@ -1205,11 +1205,13 @@ mod fuzz {
 
 // ---- 16. Multi-worker -------------------------------------------------------------------------
 
+/// Source address, source port, destination address, destination port.
+type Tuple = (Ipv4Addr, u16, Ipv4Addr, u16);
+
 fn multi_worker(workers: usize) {
     let mut h = Harness::new(workers, "", &base());
     // flow id -> (client tuple, translated tuple)
-    let mut translated: HashMap<(Ipv4Addr, u16, Ipv4Addr, u16), (Ipv4Addr, u16, Ipv4Addr, u16)> =
-        HashMap::new();
+    let mut translated: HashMap<Tuple, Tuple> = HashMap::new();
     let mut clients = Vec::new();
     for i in 0..150u32 {
         // External clients to the NodePort (SNAT), on two node addresses.

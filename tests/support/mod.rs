@@ -59,9 +59,7 @@ pub fn ingress_of(src: Ipv4Addr) -> (usize, [u8; 6], [u8; 6]) {
     let o = src.octets();
     if o[0] == 10 && o[1] == 2 && o[2] == 0 {
         (ETH1, pod_mac(src), MAC1)
-    } else if o[0] == 10 && o[1] == 1 {
-        (ETH0, NODE_B_MAC, MAC0)
-    } else if src == NODE_B {
+    } else if (o[0] == 10 && o[1] == 1) || src == NODE_B {
         (ETH0, NODE_B_MAC, MAC0)
     } else {
         (ETH0, GW_MAC, MAC0)
