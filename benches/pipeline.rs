@@ -9,7 +9,6 @@ use dataplane::tables::TablePublisher;
 use dataplane::time::Instant;
 use dataplane::worker::{Fabric, Worker};
 
-#[path = "common.rs"]
 mod common;
 
 /// Flows are 64-byte frames; a flow id picks its client address and port.

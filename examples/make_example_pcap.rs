@@ -19,6 +19,7 @@ const NODE_IP: [u8; 4] = [10, 0, 0, 1];
 const POD_CLIENT: [u8; 4] = [10, 1, 0, 9];
 const BACKEND: [u8; 4] = [10, 1, 0, 5];
 
+#[allow(clippy::too_many_arguments)]
 fn tcp(
     src_mac: [u8; 6],
     src: [u8; 4],

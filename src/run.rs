@@ -150,13 +150,10 @@ fn replay(
     let mut now = Instant::ZERO;
     let mut seen = 0u64;
     let mut burst = Vec::with_capacity(BURST);
-    loop {
-        let Some(i) = (0..readers.len())
-            .filter(|&i| readers[i].2.is_some())
-            .min_by_key(|&i| readers[i].2.as_ref().map(|r| r.time))
-        else {
-            break;
-        };
+    while let Some(i) = (0..readers.len())
+        .filter(|&i| readers[i].2.is_some())
+        .min_by_key(|&i| readers[i].2.as_ref().map(|r| r.time))
+    {
         let others_next = (0..readers.len())
             .filter(|&j| j != i)
             .filter_map(|j| readers[j].2.as_ref().map(|r| r.time))

@@ -1117,16 +1117,21 @@ fn account(frames: &[Vec<u8>]) {
     let tx: u64 = s.tx.iter().sum();
     let drops: u64 = s.drops.iter().sum();
     assert_eq!(tx as usize, out.len());
-    let answers = out
+    // Answers the node generated about a frame it counted as dropped: RSTs and ICMP errors
+    // (`icmp_sent` also counts echo replies, recognised as type 0 from a node address).
+    let local = h.node.publisher().current().local.clone();
+    let echo_replies = out
         .iter()
         .filter(|o| {
             let b = &o.bytes;
             b.len() > 34
                 && b[12..14] == [8, 0]
-                && ((b[23] == 1 && matches!(b[34], 3 | 11))
-                    || (b[23] == 6 && b[34 + 13] & RST != 0))
+                && b[23] == 1
+                && b[34] == 0
+                && local.contains(&Ipv4Addr::new(b[26], b[27], b[28], b[29]))
         })
         .count() as u64;
+    let answers = s.tcp_resets_sent + s.icmp_sent - echo_replies;
     let originated = s.arp_requests;
     let double = s.drops[DropReason::IcmpRateLimited as usize];
     let consumed = (rx + originated + answers + double) as i64 - (tx + drops) as i64;

@@ -1,9 +1,11 @@
 //! Bindings to the operating system and to NICs.
 //!
 //! This is the only crate of nodegate allowed to contain `unsafe` code; every block carries a
-//! `// SAFETY:` comment naming the invariant it relies on. The packet I/O backends (AF_XDP,
-//! AF_PACKET, TAP, DPDK) arrive with the kernel-bypass issue; today it holds CPU pinning, which
-//! goes through the `core_affinity` crate and needs no `unsafe` of its own.
+//! `// SAFETY:` comment naming the invariant it relies on, and every wrapper exposed here is safe
+//! to call with any argument. The packet I/O backends (AF_XDP, AF_PACKET, TAP, DPDK) arrive with
+//! the kernel-bypass issue; today it holds CPU pinning, huge-page advice and cache prefetch.
+
+pub mod memory;
 
 /// Number of CPUs this process may run on.
 pub fn available_cpus() -> Vec<usize> {

@@ -1,5 +1,7 @@
 //! Shared set-up for the benchmarks: a one-port node with a ClusterIP Service of 16 endpoints,
-//! built through the same control-plane code as `nodegate run`.
+//! built through the same control-plane code as `nodegate run`. Each bench uses part of it.
+
+#![allow(dead_code)]
 
 use control::config::Config;
 use control::model::ClusterState;
@@ -67,7 +69,12 @@ endpoints:
 /// A 64-byte TCP frame from client `flow` (a unique address per flow id, up to 2^24 ids) to the
 /// Service, with valid checksums.
 pub fn frame(flow: u32, flags: u8) -> [u8; 64] {
-    let src = [100 + (flow >> 24) as u8, (flow >> 16) as u8, (flow >> 8) as u8, flow as u8];
+    let src = [
+        100 + (flow >> 24) as u8,
+        (flow >> 16) as u8,
+        (flow >> 8) as u8,
+        flow as u8,
+    ];
     let sport = 1024 + (flow.wrapping_mul(7) & 0x3fff) as u16;
     let mut f = [0u8; 64];
     f[0..6].copy_from_slice(&NODE_MAC);
