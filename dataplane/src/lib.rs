@@ -8,6 +8,7 @@
 
 pub mod conntrack;
 pub mod drop;
+pub mod flowindex;
 pub mod hash;
 pub mod maglev;
 pub mod mbuf;

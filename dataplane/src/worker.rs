@@ -199,6 +199,7 @@ struct Held {
 }
 
 /// The parts of an IPv4 packet the pipeline decides on.
+#[derive(Clone, Copy)]
 struct Ip4Meta {
     src: Ipv4Addr,
     dst: Ipv4Addr,
@@ -207,6 +208,25 @@ struct Ip4Meta {
     l4: usize,
     /// Any fragment (first or not).
     fragmented: bool,
+    /// A fragment after the first: no L4 header.
+    later_fragment: bool,
+}
+
+/// What classification found out about a frame. The first pass over a burst classifies every
+/// frame and prefetches the flow-table lines it will need; the second pass decides.
+#[derive(Clone, Copy)]
+enum Class {
+    Drop(DropReason),
+    Arp,
+    Ip6,
+    Ip4 {
+        meta: Ip4Meta,
+        /// The flow tuple: the packet's own, or for an ICMP error the reverse of the quote's.
+        key: Option<FlowKey>,
+        /// TCP flags (0 for other protocols).
+        flags: u8,
+        icmp_error: bool,
+    },
 }
 
 /// One worker's state. See the module doc for the pipeline.
@@ -308,6 +328,10 @@ impl Worker {
     }
 
     /// Runs a received burst through the pipeline; `burst` is left empty.
+    ///
+    /// Frames go through in groups of [`BURST`]: first every frame of the group is classified
+    /// and its flow-index bucket prefetched, then the flow slots are prefetched, then each frame
+    /// is decided and rewritten — so the cache misses of a group overlap instead of queueing.
     pub fn process_rx(&mut self, port: PortId, burst: &mut Vec<Mbuf>, now: Instant) {
         self.now = now;
         self.tables.refresh();
@@ -315,8 +339,26 @@ impl Worker {
         if let Some(c) = self.stats.rx.get_mut(usize::from(port)) {
             *c += burst.len() as u64;
         }
-        for m in burst.drain(..) {
-            self.process_frame(&t, m, port, false, false);
+        let mut classes = [Class::Drop(DropReason::EthMalformed); BURST];
+        let mut hashes = [0u64; BURST];
+        while !burst.is_empty() {
+            let n = burst.len().min(BURST);
+            for (i, m) in burst[..n].iter_mut().enumerate() {
+                classes[i] = self.classify(&t, m, port);
+                if let Class::Ip4 { key: Some(k), .. } = &classes[i] {
+                    hashes[i] = self.ct.prefetch(k);
+                }
+            }
+            for i in 0..n {
+                if let Class::Ip4 { key: Some(_), .. } = classes[i] {
+                    self.ct.prefetch_slot(hashes[i]);
+                }
+            }
+            for (i, mut m) in burst.drain(..n).enumerate() {
+                let action =
+                    self.decide(&t, &mut m, port, classes[i], Some(hashes[i]), false, false);
+                self.apply(&t, m, port, action);
+            }
         }
     }
 
@@ -397,8 +439,15 @@ impl Worker {
         self.stats.drops[r as usize] += 1;
     }
 
+    /// Runs one frame through the whole pipeline (frames handed over by other workers).
     fn process_frame(&mut self, t: &Tables, mut m: Mbuf, port: PortId, steered: bool, learn: bool) {
-        let action = self.eth_input(t, &mut m, port, steered, learn);
+        let class = self.classify(t, &mut m, port);
+        let action = self.decide(t, &mut m, port, class, None, steered, learn);
+        self.apply(t, m, port, action);
+    }
+
+    /// Carries out a decision: the frame is queued for transmission, freed, handed over or held.
+    fn apply(&mut self, t: &Tables, m: Mbuf, port: PortId, action: Action) {
         match action {
             Action::Tx(p) => match self.tx.get_mut(usize::from(p)) {
                 Some(batch) if batch.len() < TX_BATCH => batch.push(m),
@@ -432,39 +481,65 @@ impl Worker {
 
     // ---- eth-input -------------------------------------------------------------------------
 
-    fn eth_input(
+    /// eth-input and ip4-input's parsing: validates headers and extracts the flow tuple,
+    /// changing nothing but the frame's length (Ethernet padding is trimmed).
+    fn classify(&self, t: &Tables, m: &mut Mbuf, port: PortId) -> Class {
+        let Ok(eth) = EthernetFrame::new_checked(&m[..]) else {
+            return Class::Drop(DropReason::EthMalformed);
+        };
+        let Some(pinfo) = t.ports.get(usize::from(port)) else {
+            return Class::Drop(DropReason::EthNotForUs);
+        };
+        let dst = eth.dst_addr();
+        if dst != pinfo.mac && !dst.is_multicast() {
+            return Class::Drop(DropReason::EthNotForUs);
+        }
+        if eth.src_addr() == pinfo.mac {
+            return Class::Drop(DropReason::EthSourceIsOurs);
+        }
+        match eth.ethertype() {
+            EtherType::Arp => Class::Arp,
+            EtherType::Ipv4 if dst == pinfo.mac => classify_ip4(t, m),
+            EtherType::Ipv4 => Class::Drop(DropReason::Ip4Local),
+            EtherType::Ipv6 => Class::Ip6,
+            EtherType::Vlan | EtherType::QinQ => Class::Drop(DropReason::EthVlanTagged),
+            _ => Class::Drop(DropReason::EthUnknownType),
+        }
+    }
+
+    /// Decides what happens to a classified frame; `hash` is the flow hash when the burst pass
+    /// already computed it.
+    #[allow(clippy::too_many_arguments)]
+    fn decide(
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
         port: PortId,
+        class: Class,
+        hash: Option<u64>,
         steered: bool,
         learn: bool,
     ) -> Action {
-        let Ok(eth) = EthernetFrame::new_checked(&m[..]) else {
-            return Action::Drop(DropReason::EthMalformed);
-        };
-        let Some(pinfo) = t.ports.get(usize::from(port)) else {
-            return Action::Drop(DropReason::EthNotForUs);
-        };
-        let dst = eth.dst_addr();
-        if dst != pinfo.mac && !dst.is_multicast() {
-            return Action::Drop(DropReason::EthNotForUs);
-        }
-        if eth.src_addr() == pinfo.mac {
-            return Action::Drop(DropReason::EthSourceIsOurs);
-        }
-        match eth.ethertype() {
-            EtherType::Arp => {
+        match class {
+            Class::Drop(r) => Action::Drop(r),
+            Class::Arp => {
                 if self.cfg.workers > 1 && !steered {
                     self.copy_to_other_workers(m, port);
                 }
                 self.arp_input(t, m, port, learn)
             }
-            EtherType::Ipv4 if dst == pinfo.mac => self.ip4_input(t, m, port, steered),
-            EtherType::Ipv4 => Action::Drop(DropReason::Ip4Local),
-            EtherType::Ipv6 => self.ip6_input(m),
-            EtherType::Vlan | EtherType::QinQ => Action::Drop(DropReason::EthVlanTagged),
-            _ => Action::Drop(DropReason::EthUnknownType),
+            Class::Ip6 => self.ip6_input(m),
+            Class::Ip4 {
+                meta,
+                key,
+                flags,
+                icmp_error,
+            } => match key {
+                Some(key) if !meta.later_fragment => {
+                    self.ip4_flow(t, m, port, &meta, key, flags, icmp_error, hash, steered)
+                }
+                _ => self.ip4_no_l4(t, m, port, &meta),
+            },
         }
     }
 
@@ -628,86 +703,21 @@ impl Worker {
 
     // ---- ip4-input -------------------------------------------------------------------------
 
-    fn ip4_input(&mut self, t: &Tables, m: &mut Mbuf, port: PortId, steered: bool) -> Action {
-        let meta = {
-            let Ok(ip) = Ipv4Packet::new_checked(&m[L2..]) else {
-                return Action::Drop(DropReason::Ip4Malformed);
-            };
-            if !ip.verify_checksum() {
-                return Action::Drop(DropReason::Ip4BadChecksum);
-            }
-            let total = usize::from(ip.total_len());
-            let meta = Ip4Meta {
-                src: ip.src_addr(),
-                dst: ip.dst_addr(),
-                proto: u8::from(ip.next_header()),
-                ttl: ip.hop_limit(),
-                l4: L2 + ip.header_len(),
-                fragmented: ip.more_frags() || ip.frag_offset() != 0,
-            };
-            (meta, total, ip.frag_offset() != 0)
-        };
-        let (meta, total, later_fragment) = meta;
-        // Ethernet padding is not part of the packet.
-        m.set_len(L2 + total);
-        if later_fragment {
-            return self.ip4_no_l4(t, m, port, &meta);
-        }
-        if meta.src.is_multicast() || meta.src.is_broadcast() || t.is_local(meta.src) {
-            return Action::Drop(DropReason::Ip4BadSource);
-        }
-        if meta.dst.is_multicast() || meta.dst.is_broadcast() {
-            return Action::Drop(DropReason::Ip4Local);
-        }
-
-        // The flow tuple: the packet's own, or for an ICMP error the reverse of the quote's.
-        let mut icmp_error = false;
-        let mut flags = 0u8;
-        let l4 = &m[meta.l4..];
-        let own = |sport, dport| {
-            Some(FlowKey {
-                src: meta.src,
-                dst: meta.dst,
-                sport,
-                dport,
-                proto: meta.proto,
-            })
-        };
-        let key = match meta.proto {
-            PROTO_TCP => match TcpPacket::new_checked(l4) {
-                Ok(p) => {
-                    flags = p.flags();
-                    own(p.src_port(), p.dst_port())
-                }
-                Err(_) => return Action::Drop(DropReason::L4Malformed),
-            },
-            PROTO_UDP => match UdpPacket::new_checked(l4) {
-                Ok(p) => own(p.src_port(), p.dst_port()),
-                Err(_) => return Action::Drop(DropReason::L4Malformed),
-            },
-            PROTO_SCTP => match SctpPacket::new_checked(l4) {
-                Ok(p) => own(p.src_port(), p.dst_port()),
-                Err(_) => return Action::Drop(DropReason::L4Malformed),
-            },
-            PROTO_ICMP => match Icmpv4Packet::new_checked(l4) {
-                Ok(p) => match p.msg_type() {
-                    icmpv4::msg_type::ECHO_REQUEST => own(p.echo_ident(), 0),
-                    icmpv4::msg_type::ECHO_REPLY => own(0, p.echo_ident()),
-                    ty if icmpv4::is_error(ty) => {
-                        let q = nat::quoted_key(p.data()).map(|q| q.reverse());
-                        icmp_error = q.is_some();
-                        q
-                    }
-                    _ => None,
-                },
-                Err(_) => return Action::Drop(DropReason::L4Malformed),
-            },
-            _ => None,
-        };
-        let Some(key) = key else {
-            return self.ip4_no_l4(t, m, port, &meta);
-        };
-
+    /// A packet with a flow tuple: steer, ct-lookup, nat44, svc-lookup.
+    #[allow(clippy::too_many_arguments)]
+    fn ip4_flow(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        meta: &Ip4Meta,
+        key: FlowKey,
+        flags: u8,
+        icmp_error: bool,
+        hash: Option<u64>,
+        steered: bool,
+    ) -> Action {
+        let meta = *meta;
         if self.cfg.workers > 1 && !steered {
             let owner = self.owner_of(t, &key);
             if owner != self.cfg.id {
@@ -739,7 +749,11 @@ impl Worker {
         }
 
         // ct-lookup
-        if let Some((slot, dir)) = self.ct.lookup(&key, self.now) {
+        let found = match hash {
+            Some(h) => self.ct.lookup_hashed(&key, h, self.now),
+            None => self.ct.lookup(&key, self.now),
+        };
+        if let Some((slot, dir)) = found {
             if meta.fragmented {
                 return Action::Drop(DropReason::Ip4Fragment);
             }
@@ -1127,6 +1141,82 @@ impl Worker {
             }
             None => Action::Hold { nh, port: hop.port },
         }
+    }
+}
+
+/// ip4-input: header, checksum and source checks, padding trimmed, flow tuple extracted.
+fn classify_ip4(t: &Tables, m: &mut Mbuf) -> Class {
+    let (meta, total) = {
+        let Ok(ip) = Ipv4Packet::new_checked(&m[L2..]) else {
+            return Class::Drop(DropReason::Ip4Malformed);
+        };
+        if !ip.verify_checksum() {
+            return Class::Drop(DropReason::Ip4BadChecksum);
+        }
+        let meta = Ip4Meta {
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
+            proto: u8::from(ip.next_header()),
+            ttl: ip.hop_limit(),
+            l4: L2 + ip.header_len(),
+            fragmented: ip.more_frags() || ip.frag_offset() != 0,
+            later_fragment: ip.frag_offset() != 0,
+        };
+        (meta, usize::from(ip.total_len()))
+    };
+    // Ethernet padding is not part of the packet.
+    m.set_len(L2 + total);
+    let ip4 = |key, flags, icmp_error| Class::Ip4 {
+        meta,
+        key,
+        flags,
+        icmp_error,
+    };
+    if meta.later_fragment {
+        return ip4(None, 0, false);
+    }
+    if meta.src.is_multicast() || meta.src.is_broadcast() || t.is_local(meta.src) {
+        return Class::Drop(DropReason::Ip4BadSource);
+    }
+    if meta.dst.is_multicast() || meta.dst.is_broadcast() {
+        return Class::Drop(DropReason::Ip4Local);
+    }
+    let own = |sport, dport| {
+        Some(FlowKey {
+            src: meta.src,
+            dst: meta.dst,
+            sport,
+            dport,
+            proto: meta.proto,
+        })
+    };
+    let l4 = &m[meta.l4..];
+    match meta.proto {
+        PROTO_TCP => match TcpPacket::new_checked(l4) {
+            Ok(p) => ip4(own(p.src_port(), p.dst_port()), p.flags(), false),
+            Err(_) => Class::Drop(DropReason::L4Malformed),
+        },
+        PROTO_UDP => match UdpPacket::new_checked(l4) {
+            Ok(p) => ip4(own(p.src_port(), p.dst_port()), 0, false),
+            Err(_) => Class::Drop(DropReason::L4Malformed),
+        },
+        PROTO_SCTP => match SctpPacket::new_checked(l4) {
+            Ok(p) => ip4(own(p.src_port(), p.dst_port()), 0, false),
+            Err(_) => Class::Drop(DropReason::L4Malformed),
+        },
+        PROTO_ICMP => match Icmpv4Packet::new_checked(l4) {
+            Ok(p) => match p.msg_type() {
+                icmpv4::msg_type::ECHO_REQUEST => ip4(own(p.echo_ident(), 0), 0, false),
+                icmpv4::msg_type::ECHO_REPLY => ip4(own(0, p.echo_ident()), 0, false),
+                ty if icmpv4::is_error(ty) => match nat::quoted_key(p.data()) {
+                    Some(q) => ip4(Some(q.reverse()), 0, true),
+                    None => ip4(None, 0, false),
+                },
+                _ => ip4(None, 0, false),
+            },
+            Err(_) => Class::Drop(DropReason::L4Malformed),
+        },
+        _ => ip4(None, 0, false),
     }
 }
 
