@@ -68,7 +68,7 @@ fn established(
         burst(&mut w, &mut ports, &syns, chunk, &mut rx, Instant::ZERO);
     }
     assert_eq!(w.flows().len(), flows as usize, "every flow established");
-    let visit = order(flows, 1 << 20);
+    let visit = order(flows, 1 << 16);
     let mut pos = 0usize;
     c.bench_function(format!("established/{flows}"), |b| {
         b.iter(|| {
