@@ -32,6 +32,8 @@ pub struct WorkerReport {
     pub arp_requests: u64,
     pub icmp_sent: u64,
     pub tcp_resets_sent: u64,
+    pub nd_solicitations: u64,
+    pub nd_advertisements: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -87,6 +89,8 @@ impl Stats {
                 arp_requests: s.arp_requests,
                 icmp_sent: s.icmp_sent,
                 tcp_resets_sent: s.tcp_resets_sent,
+                nd_solicitations: s.nd_solicitations,
+                nd_advertisements: s.nd_advertisements,
             });
         }
         let mut total = WorkerReport {
@@ -105,6 +109,8 @@ impl Stats {
             arp_requests: 0,
             icmp_sent: 0,
             tcp_resets_sent: 0,
+            nd_solicitations: 0,
+            nd_advertisements: 0,
         };
         for r in &reports {
             total.rx += r.rx;
@@ -123,6 +129,8 @@ impl Stats {
             total.arp_requests += r.arp_requests;
             total.icmp_sent += r.icmp_sent;
             total.tcp_resets_sent += r.tcp_resets_sent;
+            total.nd_solicitations += r.nd_solicitations;
+            total.nd_advertisements += r.nd_advertisements;
         }
         Stats {
             ports,
@@ -151,8 +159,14 @@ impl Stats {
             t.flows, t.flows_created, t.flows_expired, t.flows_refused_full
         ));
         s.push_str(&format!(
-            "sent by the node: {} ARP replies, {} ARP requests, {} ICMP, {} TCP RST\n",
-            t.arp_replies, t.arp_requests, t.icmp_sent, t.tcp_resets_sent
+            "sent by the node: {} ARP replies, {} ARP requests, {} neighbour advertisements, \
+             {} neighbour solicitations, {} ICMP, {} TCP RST\n",
+            t.arp_replies,
+            t.arp_requests,
+            t.nd_advertisements,
+            t.nd_solicitations,
+            t.icmp_sent,
+            t.tcp_resets_sent
         ));
         s.push_str(&format!("dropped: {}\n", t.dropped));
         for r in DropReason::ALL {

@@ -15,19 +15,25 @@
 //!     rx: in.pcap
 //!     tx: out.pcap
 //!     mac: "02:00:00:00:00:01"
-//!     addresses: ["10.0.0.1/16"]
+//!     addresses: ["10.0.0.1/16", "fd00::1/64"]   # IPv4 and IPv6, mixed
 //! routes:
 //!   - { prefix: "0.0.0.0/0", via: "10.0.255.254" }
+//!   - { prefix: "::/0", via: "fd00::fffe" }
 //! neighbors:
 //!   - { address: "10.0.255.254", mac: "02:00:00:00:00:fe" }
+//!   - { address: "fd00::fffe", mac: "02:00:00:00:00:fe" }
 //! kubernetes: { manifests: manifests }
 //! conntrack: { max_flows: 1048576, timeouts: { tcp_established: 432000, udp: 30 }, affinity_max: 65536 }
 //! snat: { ports: "32768-60999" }
 //! ```
+//!
+//! IPv6 entries share the YAML lists with IPv4 ones but land in separate fields
+//! ([`PortConfig::addresses6`], [`Config::routes6`], [`Config::neighbors6`]); each IPv6 route and
+//! neighbour remembers its position in the YAML list so later errors name the right field.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -50,8 +56,14 @@ pub struct Config {
     /// CPU to pin each worker to; same length as `workers` when given.
     pub cpus: Option<Vec<usize>>,
     pub ports: Vec<PortConfig>,
+    /// IPv4 static routes, in file order.
     pub routes: Vec<RouteConfig>,
+    /// IPv4 static neighbours, in file order.
     pub neighbors: Vec<NeighborConfig>,
+    /// IPv6 static routes (the IPv6 entries of the YAML `routes` list).
+    pub routes6: Vec<Route6Config>,
+    /// IPv6 static neighbours (the IPv6 entries of the YAML `neighbors` list).
+    pub neighbors6: Vec<Neighbor6Config>,
     pub kubernetes: KubernetesConfig,
     pub conntrack: ConntrackConfig,
     pub snat: SnatConfig,
@@ -136,8 +148,10 @@ pub struct PortConfig {
     pub driver: Driver,
     /// The port's own MAC (unicast); `None` lets the driver choose.
     pub mac: Option<[u8; 6]>,
-    /// Interface addresses with their prefix length (host bits kept).
+    /// IPv4 interface addresses with their prefix length (host bits kept).
     pub addresses: Vec<Cidr>,
+    /// IPv6 interface addresses (the IPv6 entries of the same YAML `addresses` list).
+    pub addresses6: Vec<Cidr6>,
     /// pcap input file, resolved against the config file's directory.
     pub rx: Option<PathBuf>,
     /// pcap output file, resolved against the config file's directory.
@@ -216,6 +230,94 @@ impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.address, self.prefix_len)
     }
+}
+
+/// An IPv6 address with a prefix length, `fd00::1/64`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr6 {
+    pub address: Ipv6Addr,
+    /// 0..=128.
+    pub prefix_len: u8,
+}
+
+impl Cidr6 {
+    /// The netmask as an integer (`/64` => the upper 64 bits set).
+    pub fn mask(&self) -> u128 {
+        if self.prefix_len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(self.prefix_len.min(128)))
+        }
+    }
+
+    /// The same prefix with the host bits cleared (`fd00::1/64` => `fd00::/64`).
+    pub fn network(&self) -> Cidr6 {
+        Cidr6 {
+            address: Ipv6Addr::from(u128::from(self.address) & self.mask()),
+            prefix_len: self.prefix_len,
+        }
+    }
+
+    /// Whether `ip` lies inside this prefix.
+    pub fn contains(&self, ip: Ipv6Addr) -> bool {
+        (u128::from(ip) & self.mask()) == (u128::from(self.address) & self.mask())
+    }
+}
+
+impl FromStr for Cidr6 {
+    type Err = CidrParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |why: &str| {
+            CidrParseError(format!(
+                "invalid IPv6 CIDR `{s}`: {why} (expected e.g. `fd00::1/64`)"
+            ))
+        };
+        let (addr, len) = s.split_once('/').ok_or_else(|| err("missing `/prefix`"))?;
+        let address: Ipv6Addr = addr.parse().map_err(|_| err("bad IPv6 address"))?;
+        if len.is_empty() || !len.bytes().all(|b| b.is_ascii_digit()) || len.len() > 3 {
+            return Err(err("bad prefix length"));
+        }
+        let prefix_len: u8 = len.parse().map_err(|_| err("bad prefix length"))?;
+        if prefix_len > 128 {
+            return Err(err("prefix length must be 0..=128"));
+        }
+        Ok(Cidr6 {
+            address,
+            prefix_len,
+        })
+    }
+}
+
+impl fmt::Display for Cidr6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// `routes[]` — an IPv6 static route (prefix and `via` are IPv6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route6Config {
+    /// Position in the YAML `routes` list (for error messages: `routes[index]`).
+    pub index: usize,
+    /// Destination prefix, host bits cleared.
+    pub prefix: Cidr6,
+    /// Next hop; `None` means directly connected through `port`.
+    pub via: Option<Ipv6Addr>,
+    /// Outgoing port (a configured port name); required for a link-local `via`.
+    pub port: Option<String>,
+}
+
+/// `neighbors[]` — a static IPv6 neighbour (NDP) entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbor6Config {
+    /// Position in the YAML `neighbors` list (for error messages: `neighbors[index]`).
+    pub index: usize,
+    pub address: Ipv6Addr,
+    /// Unicast MAC.
+    pub mac: [u8; 6],
+    /// Port the neighbour is reached through (a configured port name).
+    pub port: Option<String>,
 }
 
 /// `routes[]` — a static route.
@@ -434,12 +536,45 @@ impl<'de> Deserialize<'de> for Mac {
     }
 }
 
-struct RawCidr(Cidr);
+/// An IPv4 or IPv6 prefix: IPv6 when the text holds a `:`.
+enum RawAnyCidr {
+    V4(Cidr),
+    V6(Cidr6),
+}
 
-impl<'de> Deserialize<'de> for RawCidr {
+impl<'de> Deserialize<'de> for RawAnyCidr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        s.parse().map(RawCidr).map_err(de::Error::custom)
+        if s.contains(':') {
+            s.parse().map(RawAnyCidr::V6).map_err(de::Error::custom)
+        } else {
+            s.parse().map(RawAnyCidr::V4).map_err(de::Error::custom)
+        }
+    }
+}
+
+/// An IPv4 or IPv6 address: IPv6 when the text holds a `:`.
+enum RawAnyIp {
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+}
+
+impl<'de> Deserialize<'de> for RawAnyIp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.contains(':') {
+            s.parse().map(RawAnyIp::V6).map_err(|_| {
+                de::Error::custom(format!(
+                    "invalid IPv6 address `{s}` (expected e.g. `fd00::1`)"
+                ))
+            })
+        } else {
+            s.parse().map(RawAnyIp::V4).map_err(|_| {
+                de::Error::custom(format!(
+                    "invalid IPv4 address `{s}` (expected e.g. `10.0.0.1`)"
+                ))
+            })
+        }
     }
 }
 
@@ -497,7 +632,7 @@ struct RawPort {
     driver: RawDriver,
     mac: Option<Mac>,
     #[serde(default)]
-    addresses: Vec<RawCidr>,
+    addresses: Vec<RawAnyCidr>,
     rx: Option<PathBuf>,
     tx: Option<PathBuf>,
     interface: Option<String>,
@@ -508,15 +643,15 @@ struct RawPort {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRoute {
-    prefix: RawCidr,
-    via: Option<Ipv4>,
+    prefix: RawAnyCidr,
+    via: Option<RawAnyIp>,
     port: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawNeighbor {
-    address: Ipv4,
+    address: RawAnyIp,
     mac: Mac,
     port: Option<String>,
 }
@@ -665,8 +800,28 @@ impl RawConfig {
                 check_unicast_mac(at("mac"), &mac.0)?;
             }
             let mut addresses: Vec<Cidr> = Vec::with_capacity(p.addresses.len());
+            let mut addresses6: Vec<Cidr6> = Vec::new();
             for (j, a) in p.addresses.into_iter().enumerate() {
-                let c = a.0;
+                let c = match a {
+                    RawAnyCidr::V4(c) => c,
+                    RawAnyCidr::V6(c) => {
+                        let ip = c.address;
+                        if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+                            return invalid(
+                                format!("ports[{i}].addresses[{j}]"),
+                                format!("{c} is not a usable interface address"),
+                            );
+                        }
+                        if addresses6.iter().any(|x| x.address == ip) {
+                            return invalid(
+                                format!("ports[{i}].addresses[{j}]"),
+                                format!("address {ip} is listed twice"),
+                            );
+                        }
+                        addresses6.push(c);
+                        continue;
+                    }
+                };
                 let ip = c.address;
                 if ip.is_unspecified() || ip.is_multicast() || ip.is_broadcast() {
                     return invalid(
@@ -705,6 +860,7 @@ impl RawConfig {
                 driver,
                 mac: p.mac.map(|m| m.0),
                 addresses,
+                addresses6,
                 rx: p.rx.map(|x| resolve(base, x)),
                 tx: p.tx.map(|x| resolve(base, x)),
                 interface: p.interface,
@@ -732,9 +888,29 @@ impl RawConfig {
 
         // routes
         let mut routes: Vec<RouteConfig> = Vec::with_capacity(self.routes.len());
+        let mut routes6: Vec<Route6Config> = Vec::new();
         for (i, r) in self.routes.into_iter().enumerate() {
-            let prefix = r.prefix.0.network();
-            let via = r.via.map(|v| v.0);
+            let prefix = match r.prefix {
+                RawAnyCidr::V4(c) => c.network(),
+                RawAnyCidr::V6(c) => {
+                    routes6.push(validate_route6(i, c.network(), r.via, r.port, &routes6)?);
+                    check_port_ref(
+                        format!("routes[{i}].port"),
+                        &routes6[routes6.len() - 1].port,
+                    )?;
+                    continue;
+                }
+            };
+            let via = match r.via {
+                None => None,
+                Some(RawAnyIp::V4(v)) => Some(v),
+                Some(RawAnyIp::V6(v)) => {
+                    return invalid(
+                        format!("routes[{i}].via"),
+                        format!("{v} is an IPv6 next hop for the IPv4 prefix {prefix}"),
+                    )
+                }
+            };
             if via.is_none() && r.port.is_none() {
                 return invalid(
                     format!("routes[{i}]"),
@@ -751,6 +927,8 @@ impl RawConfig {
                 }
             }
             if let Some(j) = routes.iter().position(|x| x.prefix == prefix) {
+                // Report the YAML position of the earlier route, IPv6 entries counted.
+                let j = yaml_index(j, routes6.iter().map(|r| r.index));
                 return invalid(
                     format!("routes[{i}].prefix"),
                     format!("duplicate route for {prefix} (also routes[{j}])"),
@@ -765,14 +943,42 @@ impl RawConfig {
 
         // neighbours
         let mut neighbors: Vec<NeighborConfig> = Vec::with_capacity(self.neighbors.len());
+        let mut neighbors6: Vec<Neighbor6Config> = Vec::new();
         for (i, n) in self.neighbors.into_iter().enumerate() {
             check_unicast_mac(format!("neighbors[{i}].mac"), &n.mac.0)?;
             check_port_ref(format!("neighbors[{i}].port"), &n.port)?;
-            let address = n.address.0;
+            let address = match n.address {
+                RawAnyIp::V4(a) => a,
+                RawAnyIp::V6(address) => {
+                    if address.is_unspecified() || address.is_multicast() || address.is_loopback() {
+                        return invalid(
+                            format!("neighbors[{i}].address"),
+                            format!("{address} is not a usable neighbor address"),
+                        );
+                    }
+                    if let Some(x) = neighbors6
+                        .iter()
+                        .find(|x| x.address == address && x.port == n.port)
+                    {
+                        return invalid(
+                            format!("neighbors[{i}].address"),
+                            format!("duplicate neighbor {address} (also neighbors[{}])", x.index),
+                        );
+                    }
+                    neighbors6.push(Neighbor6Config {
+                        index: i,
+                        address,
+                        mac: n.mac.0,
+                        port: n.port,
+                    });
+                    continue;
+                }
+            };
             if let Some(j) = neighbors
                 .iter()
                 .position(|x| x.address == address && x.port == n.port)
             {
+                let j = yaml_index(j, neighbors6.iter().map(|n| n.index));
                 return invalid(
                     format!("neighbors[{i}].address"),
                     format!("duplicate neighbor {address} (also neighbors[{j}])"),
@@ -860,11 +1066,78 @@ impl RawConfig {
             ports,
             routes,
             neighbors,
+            routes6,
+            neighbors6,
             kubernetes,
             conntrack,
             snat,
         })
     }
+}
+
+/// The YAML list position of the `k`-th IPv4 entry, given the positions of the IPv6 entries
+/// (ascending) in the same list.
+fn yaml_index(k: usize, v6: impl Iterator<Item = usize>) -> usize {
+    let mut pos = k;
+    for i in v6 {
+        if i <= pos {
+            pos += 1;
+        } else {
+            break;
+        }
+    }
+    pos
+}
+
+fn validate_route6(
+    i: usize,
+    prefix: Cidr6,
+    via: Option<RawAnyIp>,
+    port: Option<String>,
+    seen: &[Route6Config],
+) -> Result<Route6Config, Invalid> {
+    let via = match via {
+        None => None,
+        Some(RawAnyIp::V6(v)) => Some(v),
+        Some(RawAnyIp::V4(v)) => {
+            return invalid(
+                format!("routes[{i}].via"),
+                format!("{v} is an IPv4 next hop for the IPv6 prefix {prefix}"),
+            )
+        }
+    };
+    if via.is_none() && port.is_none() {
+        return invalid(
+            format!("routes[{i}]"),
+            "a route needs `via` (next hop), `port` (directly connected) or both",
+        );
+    }
+    if let Some(v) = via {
+        if v.is_unspecified() || v.is_multicast() || v.is_loopback() {
+            return invalid(
+                format!("routes[{i}].via"),
+                format!("{v} is not a usable next hop"),
+            );
+        }
+        if v.is_unicast_link_local() && port.is_none() {
+            return invalid(
+                format!("routes[{i}].port"),
+                format!("the link-local next hop {v} needs `port` (the link it is on)"),
+            );
+        }
+    }
+    if let Some(r) = seen.iter().find(|x| x.prefix == prefix) {
+        return invalid(
+            format!("routes[{i}].prefix"),
+            format!("duplicate route for {prefix} (also routes[{}])", r.index),
+        );
+    }
+    Ok(Route6Config {
+        index: i,
+        prefix,
+        via,
+        port,
+    })
 }
 
 fn parse_port_range(s: &str) -> Result<SnatConfig, String> {

@@ -9,6 +9,7 @@
 
 use crate::config::{Config, ConfigError};
 use crate::model::{ClusterState, Endpoint, Protocol, Service, ServicePort, ServiceType};
+use dataplane::ip6::{Ip6Item, Ip6Tables, PortAddress6, StaticNeighbor6, StaticRoute6};
 use dataplane::route::{PortAddress, RouteTable, StaticRoute};
 use dataplane::service::{
     Backend, BackendSet, Frontend, FrontendAction, FrontendKey, FrontendKind, ServiceTable,
@@ -72,12 +73,15 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
             port: r.port.as_deref().and_then(port_id),
         })
         .collect();
-    let routes = RouteTable::build(&addrs, &statics)
-        .map_err(|e| err(format!("routes[{}]", e.index), e.reason))?;
+    let routes = RouteTable::build(&addrs, &statics).map_err(|e| {
+        let at = yaml_index(e.index, cfg.routes6.iter().map(|r| r.index));
+        err(format!("routes[{at}]"), e.reason)
+    })?;
 
     let mut neighbors = hashbrown::HashMap::new();
     for (i, n) in cfg.neighbors.iter().enumerate() {
         if routes.lookup(n.address).is_none_or(|h| h.via.is_some()) {
+            let i = yaml_index(i, cfg.neighbors6.iter().map(|n| n.index));
             return Err(err(
                 format!("neighbors[{i}].address"),
                 format!("{} is not on any port's connected prefix", n.address),
@@ -93,6 +97,8 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
         }
     }
 
+    let ip6 = ip6_tables(cfg, &port_id)?;
+
     let (services, warnings) = service_table(state, &cfg.node.name, &local);
     Ok((
         Tables {
@@ -102,9 +108,79 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
             routes,
             neighbors,
             services,
+            ip6,
         },
         warnings,
     ))
+}
+
+/// The position in the YAML list of its `k`-th IPv4 entry, given the (ascending) positions of
+/// the IPv6 entries of the same list.
+fn yaml_index(k: usize, v6: impl Iterator<Item = usize>) -> usize {
+    let mut pos = k;
+    for i in v6 {
+        if i <= pos {
+            pos += 1;
+        } else {
+            break;
+        }
+    }
+    pos
+}
+
+/// The IPv6 part: port addresses, `routes6`, `neighbors6`. Errors name the YAML entry
+/// (`routes[i]`, `neighbors[i].address`) by its position in the file's list.
+fn ip6_tables(
+    cfg: &Config,
+    port_id: &dyn Fn(&str) -> Option<u16>,
+) -> Result<Ip6Tables, ConfigError> {
+    let addrs: Vec<PortAddress6> = cfg
+        .ports
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            p.addresses6.iter().map(move |c| PortAddress6 {
+                port: i as u16,
+                address: c.address,
+                prefix_len: c.prefix_len,
+            })
+        })
+        .collect();
+    let statics: Vec<StaticRoute6> = cfg
+        .routes6
+        .iter()
+        .map(|r| StaticRoute6 {
+            prefix: r.prefix.address,
+            prefix_len: r.prefix.prefix_len,
+            via: r.via,
+            port: r.port.as_deref().and_then(port_id),
+        })
+        .collect();
+    let neighbors: Vec<StaticNeighbor6> = cfg
+        .neighbors6
+        .iter()
+        .map(|n| StaticNeighbor6 {
+            address: n.address,
+            mac: MacAddr(n.mac),
+        })
+        .collect();
+    Ip6Tables::build(cfg.ports.len(), &addrs, &statics, &neighbors, &[]).map_err(|e| {
+        let field = match e.item {
+            Ip6Item::Route => cfg
+                .routes6
+                .get(e.index)
+                .map_or_else(|| "routes".to_string(), |r| format!("routes[{}]", r.index)),
+            Ip6Item::Neighbor => cfg.neighbors6.get(e.index).map_or_else(
+                || "neighbors".to_string(),
+                |n| format!("neighbors[{}].address", n.index),
+            ),
+        };
+        ConfigError {
+            file: cfg.file.clone(),
+            field,
+            reason: e.reason,
+        }
+    })
 }
 
 /// A locally administered MAC for a port that has none configured: `02:6e:67:00:00:<i+1>`.
@@ -356,6 +432,64 @@ mod test {
         match a {
             FrontendAction::Balance(s) => s.backends().iter().map(|b| b.addr).collect(),
             _ => vec![],
+        }
+    }
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, std::path::Path::new("c.yaml")).unwrap()
+    }
+
+    #[test]
+    fn test_ip6_tables_from_config() {
+        let cfg = parse(
+            "node: {name: n}\nports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\", \"fd00::1/64\"]}\n  - {name: b, driver: memory, addresses: [\"fd01::1/64\"]}\nroutes:\n  - {prefix: \"::/0\", via: \"fd01::fe\"}\n  - {prefix: \"0.0.0.0/0\", via: \"10.0.0.254\"}\nneighbors:\n  - {address: \"fd01::fe\", mac: \"02:00:00:00:00:fe\"}\n",
+        );
+        let (t, _) = build(&cfg, &ClusterState::default()).unwrap();
+        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        assert_eq!(t.ip6.routes.len(), 3);
+        let hop = t.ip6.routes.lookup(v6("2001:db8::1")).unwrap();
+        assert_eq!(
+            (hop.port, hop.via, hop.src),
+            (1, Some(v6("fd01::fe")), v6("fd01::1"))
+        );
+        assert_eq!(t.ip6.local, vec![v6("fd00::1"), v6("fd01::1")]);
+        assert_eq!(t.ip6.port_address(0), Some(v6("fd00::1")));
+        assert_eq!(t.ip6.neighbors.len(), 1);
+        // IPv4 is unchanged by the IPv6 entries around it.
+        assert_eq!(t.routes.len(), 2);
+        assert_eq!(t.local, vec![ip("10.0.0.1")]);
+    }
+
+    #[test]
+    fn test_ip6_errors_name_the_yaml_entry() {
+        let base = "node: {name: n}\nports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\", \"fd00::1/64\"]}\n";
+        let cases = [
+            (
+                "routes:\n  - {prefix: \"10.9.0.0/16\", via: \"10.0.0.2\"}\n  - {prefix: \"::/0\", via: \"fd99::1\"}\n",
+                "routes[1]",
+                "gateway fd99::1 is not on any port's connected prefix",
+            ),
+            (
+                "routes:\n  - {prefix: \"::/0\", via: \"fd00::2\"}\n  - {prefix: \"0.0.0.0/0\", via: \"10.9.9.9\"}\n",
+                "routes[1]",
+                "gateway 10.9.9.9",
+            ),
+            (
+                "neighbors:\n  - {address: \"10.0.0.2\", mac: \"02:00:00:00:00:02\"}\n  - {address: \"fd55::2\", mac: \"02:00:00:00:00:02\"}\n",
+                "neighbors[1].address",
+                "fd55::2 is not on any port's connected prefix",
+            ),
+            (
+                "neighbors:\n  - {address: \"fd00::2\", mac: \"02:00:00:00:00:02\"}\n  - {address: \"10.9.0.2\", mac: \"02:00:00:00:00:02\"}\n",
+                "neighbors[1].address",
+                "10.9.0.2 is not on any port's connected prefix",
+            ),
+        ];
+        for (extra, field, reason) in cases {
+            let cfg = parse(&format!("{base}{extra}"));
+            let e = build(&cfg, &ClusterState::default()).unwrap_err();
+            assert_eq!(e.field, field, "{extra}");
+            assert!(e.reason.contains(reason), "{}", e.reason);
         }
     }
 

@@ -254,6 +254,7 @@ fn base_with(replace: &str, with: &str) -> String {
 #[test]
 fn validation_rules_name_the_field() {
     let append = |extra: &str| format!("{EXAMPLE}{extra}");
+    let add_route = |extra: &str| base_with("neighbors:\n", &format!("{extra}neighbors:\n"));
     let cases: Vec<(String, &str, &str)> = vec![
         // node
         (
@@ -362,10 +363,29 @@ fn validation_rules_name_the_field() {
             "ports[0].addresses[0]",
             "bad IPv4 address",
         ),
+        // (IPv6 port addresses are accepted since IPv6 forwarding: see `ipv6_entries_load`.)
         (
-            base_with("[\"10.0.0.1/16\"]", "[\"fd00::1/64\"]"),
+            base_with("[\"10.0.0.1/16\"]", "[\"fd00::1/129\"]"),
             "ports[0].addresses[0]",
-            "invalid IPv4 CIDR",
+            "invalid IPv6 CIDR `fd00::1/129`: prefix length must be 0..=128",
+        ),
+        (
+            base_with("[\"10.0.0.1/16\"]", "[\"10.0.0.1/16\", \"fd00:::1/64\"]"),
+            "ports[0].addresses[1]",
+            "bad IPv6 address",
+        ),
+        (
+            base_with("[\"10.0.0.1/16\"]", "[\"10.0.0.1/16\", \"ff02::1/64\"]"),
+            "ports[0].addresses[1]",
+            "not a usable interface address",
+        ),
+        (
+            base_with(
+                "[\"10.0.0.1/16\"]",
+                "[\"fd00::1/64\", \"10.0.0.1/16\", \"fd00::1/48\"]",
+            ),
+            "ports[0].addresses[2]",
+            "address fd00::1 is listed twice",
         ),
         (
             base_with("[\"10.0.0.1/16\"]", "[\"224.0.0.1/4\"]"),
@@ -474,7 +494,90 @@ fn validation_rules_name_the_field() {
             "routes[1].via",
             "invalid IPv4 address",
         ),
+        (
+            add_route("  - {prefix: \"fd10::/48\", via: \"10.0.0.2\"}\n"),
+            "routes[2].via",
+            "IPv4 next hop for the IPv6 prefix fd10::/48",
+        ),
+        (
+            add_route("  - {prefix: \"10.9.0.0/16\", via: \"fd00::2\"}\n"),
+            "routes[2].via",
+            "IPv6 next hop for the IPv4 prefix 10.9.0.0/16",
+        ),
+        (
+            add_route("  - {prefix: \"fd10::/48\", via: \"fe80::1\"}\n"),
+            "routes[2].port",
+            "link-local next hop fe80::1 needs `port`",
+        ),
+        (
+            add_route("  - {prefix: \"fd10::/48\", via: \"ff02::1\"}\n"),
+            "routes[2].via",
+            "not a usable next hop",
+        ),
+        (
+            add_route("  - {prefix: \"fd10::/48\", via: \"fd00::x\"}\n"),
+            "routes[2].via",
+            "invalid IPv6 address `fd00::x`",
+        ),
+        (
+            add_route("  - {prefix: \"fd10::/48\"}\n"),
+            "routes[2]",
+            "needs `via`",
+        ),
+        (
+            add_route("  - {prefix: \"fd10::/48\", port: eth9}\n"),
+            "routes[2].port",
+            "unknown port `eth9`",
+        ),
+        (
+            add_route(
+                "  - {prefix: \"fd10::1/48\", port: eth0}\n  - {prefix: \"fd10::/48\", via: \"fd00::2\"}\n",
+            ),
+            "routes[3].prefix",
+            "duplicate route for fd10::/48 (also routes[2])",
+        ),
+        (
+            base_with(
+                "routes:\n",
+                "routes:\n  - {prefix: \"::/0\", via: \"fd00::2\"}\n",
+            )
+            .replacen("prefix: \"10.1.0.0/16\"", "prefix: \"0.0.0.0/0\"", 1),
+            "routes[2].prefix",
+            "duplicate route for 0.0.0.0/0 (also routes[1])",
+        ),
+        (
+            base_with("prefix: \"10.1.0.0/16\"", "prefix: \"fd00::/200\""),
+            "routes[1].prefix",
+            "invalid IPv6 CIDR",
+        ),
         // neighbors
+        (
+            base_with("address: \"10.0.0.2\"", "address: \"ff02::1\""),
+            "neighbors[1].address",
+            "not a usable neighbor address",
+        ),
+        (
+            base_with("address: \"10.0.0.2\"", "address: \"fd00::zz\""),
+            "neighbors[1].address",
+            "invalid IPv6 address",
+        ),
+        (
+            base_with(
+                "neighbors:\n",
+                "neighbors:\n  - {address: \"fd00::2\", mac: \"02:00:00:00:00:02\"}\n  - {address: \"fd00::2\", mac: \"02:00:00:00:00:03\"}\n",
+            ),
+            "neighbors[1].address",
+            "duplicate neighbor fd00::2 (also neighbors[0])",
+        ),
+        (
+            base_with(
+                "neighbors:\n",
+                "neighbors:\n  - {address: \"fd00::2\", mac: \"02:00:00:00:00:02\"}\n",
+            )
+            .replacen("address: \"10.0.0.2\"", "address: \"10.0.255.254\"", 1),
+            "neighbors[2].address",
+            "duplicate neighbor 10.0.255.254 (also neighbors[1])",
+        ),
         (
             base_with("mac: \"02:00:00:00:00:fe\"", "mac: \"03:00:00:00:00:fe\""),
             "neighbors[0].mac",
@@ -693,4 +796,82 @@ fn mac_helpers() {
         assert_eq!(parse_mac(bad), None, "{bad}");
     }
     assert_eq!(format_mac(&[2, 0, 0, 0xab, 0, 1]), "02:00:00:ab:00:01");
+}
+
+const IPV6: &str = r#"
+node: {name: node-a}
+ports:
+  - name: eth0
+    driver: memory
+    addresses: ["fd00::1/64", "10.0.0.1/16", "fe80::1/64"]
+  - name: eth1
+    driver: memory
+    addresses: ["fd01::1/64"]
+routes:
+  - {prefix: "fd10::5/48", via: "fd01::fe"}
+  - {prefix: "0.0.0.0/0", via: "10.0.255.254"}
+  - {prefix: "::/0", via: "fe80::fffe", port: eth0}
+neighbors:
+  - {address: "fd01::fe", mac: "02:00:00:00:00:fe"}
+  - {address: "10.0.255.254", mac: "02:00:00:00:00:fd", port: eth0}
+"#;
+
+#[test]
+fn ipv6_entries_load() {
+    use control::config::Cidr6;
+    use std::net::Ipv6Addr;
+    let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+    let c = Config::parse(IPV6, Path::new("c.yaml")).unwrap();
+    let p = &c.ports[0];
+    assert_eq!(p.addresses, vec![cidr("10.0.0.1/16")]);
+    assert_eq!(
+        p.addresses6,
+        vec![
+            Cidr6 {
+                address: v6("fd00::1"),
+                prefix_len: 64
+            },
+            "fe80::1/64".parse().unwrap()
+        ]
+    );
+    assert_eq!(c.ports[1].addresses6.len(), 1);
+    // IPv4 entries stay where they were; IPv6 ones remember their YAML position.
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(c.routes[0].prefix, cidr("0.0.0.0/0"));
+    assert_eq!(c.routes6.len(), 2);
+    assert_eq!(c.routes6[0].index, 0);
+    assert_eq!(
+        c.routes6[0].prefix.to_string(),
+        "fd10::/48",
+        "host bits cleared"
+    );
+    assert_eq!(c.routes6[0].via, Some(v6("fd01::fe")));
+    assert_eq!(c.routes6[1].index, 2);
+    assert_eq!(c.routes6[1].port.as_deref(), Some("eth0"));
+    assert_eq!(c.neighbors.len(), 1);
+    assert_eq!(c.neighbors6.len(), 1);
+    assert_eq!(c.neighbors6[0].address, v6("fd01::fe"));
+    assert_eq!(c.neighbors6[0].mac, [2, 0, 0, 0, 0, 0xfe]);
+    assert_eq!(c.neighbors6[0].index, 0);
+
+    let e: Cidr6 = "fd00:1::7/32".parse().unwrap();
+    assert_eq!(e.network().to_string(), "fd00:1::/32");
+    assert!(e.contains(v6("fd00:1:ffff::1")));
+    assert!(!e.contains(v6("fd00:2::1")));
+    for bad in [
+        "",
+        "fd00::1",
+        "fd00::1/",
+        "fd00::1/129",
+        "x/8",
+        "fd00::1/+8",
+        "10.0.0.1/8",
+    ] {
+        assert!(bad.parse::<Cidr6>().is_err(), "{bad}");
+    }
+
+    // The example without IPv6 has empty IPv6 fields.
+    let c = Config::parse(EXAMPLE, Path::new("c.yaml")).unwrap();
+    assert!(c.ports[0].addresses6.is_empty());
+    assert!(c.routes6.is_empty() && c.neighbors6.is_empty());
 }

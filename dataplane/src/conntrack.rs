@@ -347,6 +347,19 @@ impl FlowTable {
         if self.contains(&orig) || self.contains(&reply) {
             return Err(CtError::Clash);
         }
+        self.insert_new(orig, reply, frontend, tcp_flags, now)
+    }
+
+    /// [`FlowTable::insert`] for a caller that has just seen both keys missing (the pipeline
+    /// looked up `orig` and probed `reply`): skips checking again.
+    pub fn insert_new(
+        &mut self,
+        orig: FlowKey,
+        reply: FlowKey,
+        frontend: u32,
+        tcp_flags: u8,
+        now: Instant,
+    ) -> Result<u32, CtError> {
         if self.free.is_empty() && self.sweep(now, FULL_SCAN) == 0 {
             self.stats.refused_full += 1;
             return Err(CtError::Full);

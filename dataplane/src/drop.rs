@@ -54,6 +54,11 @@ drop_reasons! {
     Ip6HopLimitExceeded = ("ip6-hop-limit-exceeded", "IPv6 hop limit reached zero (ICMPv6 sent)"),
     Ip6NoRoute = ("ip6-no-route", "no route to the IPv6 destination"),
     Ip6Local = ("ip6-local", "IPv6 addressed to the node, not handled"),
+    Ip6BadSource = ("ip6-bad-source", "IPv6 source is multicast, unspecified or ours"),
+    Ip6Multicast = ("ip6-multicast", "IPv6 multicast destination that is not neighbour discovery"),
+    Ip6LinkLocal = ("ip6-link-local", "link-local IPv6 source or destination; not forwarded"),
+    Ip6NdpInvalid = ("ip6-ndp-invalid", "neighbour solicitation/advertisement fails RFC 4861 checks"),
+    Ip6NsNotForUs = ("ip6-ns-not-for-us", "neighbour solicitation for an address that is not ours"),
     // svc-lookup
     SvcRejected = ("svc-rejected", "Service has no endpoints (TCP RST / ICMP unreachable sent)"),
     SvcNoLocalEndpoint = ("svc-no-local-endpoint", "traffic policy Local and no local endpoint"),
@@ -63,7 +68,7 @@ drop_reasons! {
     SnatExhausted = ("snat-exhausted", "no free SNAT port for this destination"),
     // neighbour
     NeighUnresolved = ("neigh-unresolved", "next hop unresolved and its hold queue is full"),
-    NeighTimeout = ("neigh-timeout", "next hop did not answer ARP in time"),
+    NeighTimeout = ("neigh-timeout", "next hop did not answer ARP or neighbour solicitation in time"),
     // worker
     HandoffFull = ("handoff-full", "owning worker's handoff queue full"),
     NoBuffer = ("no-buffer", "buffer pool empty"),

@@ -10,6 +10,7 @@ pub mod conntrack;
 pub mod drop;
 pub mod flowindex;
 pub mod hash;
+pub mod ip6;
 pub mod maglev;
 pub mod mbuf;
 pub mod nat;

@@ -7,6 +7,7 @@
 //! slow worker only delays its own switch. Flows already tracked keep the endpoint they were
 //! given, whatever the new snapshot says.
 
+use crate::ip6::Ip6Tables;
 use crate::port::PortId;
 use crate::route::RouteTable;
 use crate::service::ServiceTable;
@@ -37,6 +38,8 @@ pub struct Tables {
     /// Static neighbours; learned ones live in each worker.
     pub neighbors: HashMap<Ipv4Addr, MacAddr>,
     pub services: ServiceTable,
+    /// IPv6 routes, static neighbours and addresses (routed only: no Services).
+    pub ip6: Ip6Tables,
 }
 
 impl Tables {

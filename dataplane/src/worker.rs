@@ -21,6 +21,7 @@
 use crate::conntrack::{tcp_flags, CtError, FlowKey, FlowTable, Timeouts};
 use crate::drop::DropReason;
 use crate::hash::{addr_hash, flow_hash};
+use crate::ip6::{self, Ip6Config, Ip6State, Ip6Verdict};
 use crate::mbuf::{Mbuf, Pool, PoolCache};
 use crate::nat::{self, PROTO_ICMP};
 use crate::neighbor::{AffinityTable, NeighborCache};
@@ -31,7 +32,7 @@ use crate::tables::{TableReader, Tables};
 use crate::time::Instant;
 use crate::wire::{
     icmpv4, ArpOperation, ArpPacket, ArpRepr, EtherType, EthernetFrame, Icmpv4Packet, IpProtocol,
-    Ipv4Packet, Ipv4Repr, Ipv6Packet, MacAddr, SctpPacket, TcpPacket, UdpPacket,
+    Ipv4Packet, Ipv4Repr, MacAddr, SctpPacket, TcpPacket, UdpPacket,
 };
 use core::time::Duration;
 use crossbeam_queue::ArrayQueue;
@@ -155,6 +156,9 @@ pub struct WorkerStats {
     pub arp_requests: u64,
     pub icmp_sent: u64,
     pub tcp_resets_sent: u64,
+    /// IPv6 neighbour solicitations and advertisements sent.
+    pub nd_solicitations: u64,
+    pub nd_advertisements: u64,
 }
 
 impl WorkerStats {
@@ -169,6 +173,8 @@ impl WorkerStats {
             arp_requests: 0,
             icmp_sent: 0,
             tcp_resets_sent: 0,
+            nd_solicitations: 0,
+            nd_advertisements: 0,
         }
     }
 
@@ -237,6 +243,9 @@ pub struct Worker {
     affinity: AffinityTable,
     neigh: NeighborCache,
     held: Vec<Held>,
+    ip6: Ip6State,
+    /// An IPv6 frame was handled since the IPv6 counters were last merged.
+    ip6_seen: bool,
     pool: PoolCache,
     tx: Vec<Vec<Mbuf>>,
     rx_burst: Vec<Mbuf>,
@@ -265,6 +274,12 @@ impl Worker {
             affinity: AffinityTable::new(cfg.affinity_max),
             neigh: NeighborCache::new(cfg.neighbor_max),
             held: Vec::with_capacity(cfg.hold_max),
+            ip6: Ip6State::new(Ip6Config {
+                neighbor_max: cfg.neighbor_max,
+                hold_max: cfg.hold_max,
+                icmp_rate: cfg.icmp_rate,
+            }),
+            ip6_seen: false,
             pool: PoolCache::new(pool),
             tx: (0..ports).map(|_| Vec::with_capacity(TX_BATCH)).collect(),
             rx_burst: Vec::with_capacity(BURST),
@@ -360,6 +375,21 @@ impl Worker {
                 self.apply(&t, m, port, action);
             }
         }
+        self.merge_ip6_counters();
+    }
+
+    /// Folds the IPv6 module's counters into this worker's, when it has handled anything.
+    fn merge_ip6_counters(&mut self) {
+        if !core::mem::take(&mut self.ip6_seen) {
+            return;
+        }
+        let c = self.ip6.take_counters();
+        for (d, n) in self.stats.drops.iter_mut().zip(c.drops) {
+            *d += n;
+        }
+        self.stats.icmp_sent += c.icmp_sent;
+        self.stats.nd_solicitations += c.ns_sent;
+        self.stats.nd_advertisements += c.na_sent;
     }
 
     /// Processes up to one burst of frames handed over by other workers; returns how many.
@@ -378,6 +408,7 @@ impl Worker {
             }
             self.process_frame(&t, h.m, h.port, true, h.learn_only);
         }
+        self.merge_ip6_counters();
         n
     }
 
@@ -407,6 +438,13 @@ impl Worker {
         }
         self.next_timer = now + TIMER_PERIOD;
         self.ct.sweep(now, SWEEP_BUDGET);
+        if self.ip6.held() > 0 {
+            let t = self.tables.get().clone();
+            let Worker { ip6, pool, tx, .. } = self;
+            ip6.timers(&t, now, pool, &mut |p, f| queue_tx(tx, p, f));
+            self.ip6_seen = true;
+            self.merge_ip6_counters();
+        }
         if self.held.is_empty() {
             return;
         }
@@ -528,7 +566,12 @@ impl Worker {
                 }
                 self.arp_input(t, m, port, learn)
             }
-            Class::Ip6 => self.ip6_input(m),
+            Class::Ip6 => {
+                if self.cfg.workers > 1 && !steered && ip6::is_ndp(m) {
+                    self.copy_to_other_workers(m, port);
+                }
+                self.ip6_input(t, m, port, learn)
+            }
             Class::Ip4 {
                 meta,
                 key,
@@ -691,14 +734,22 @@ impl Worker {
 
     // ---- ip6-input -------------------------------------------------------------------------
 
-    fn ip6_input(&mut self, m: &Mbuf) -> Action {
-        let Ok(ip) = Ipv6Packet::new_checked(&m[L2..]) else {
-            return Action::Drop(DropReason::Ip6Malformed);
-        };
-        if ip.hop_limit() <= 1 {
-            return Action::Drop(DropReason::Ip6HopLimitExceeded);
+    /// IPv6 is routed (no Service NAT): see [`crate::ip6`].
+    fn ip6_input(&mut self, t: &Tables, m: &mut Mbuf, port: PortId, learn_only: bool) -> Action {
+        self.ip6_seen = true;
+        let Worker {
+            ip6, pool, tx, now, ..
+        } = self;
+        let mut out = |p: PortId, f: Mbuf| queue_tx(tx, p, f);
+        if learn_only {
+            ip6.learn_only(t, &m[..], port, *now, pool, &mut out);
+            return Action::Free;
         }
-        Action::Drop(DropReason::Ip6NoRoute)
+        match ip6.input(t, m, port, *now, pool, &mut out) {
+            Ip6Verdict::Tx(p) => Action::Tx(p),
+            Ip6Verdict::Drop(r) => Action::Drop(r),
+            Ip6Verdict::Free | Ip6Verdict::Held => Action::Free,
+        }
     }
 
     // ---- ip4-input -------------------------------------------------------------------------
@@ -876,7 +927,11 @@ impl Worker {
                 None => return Action::Drop(DropReason::SnatExhausted),
             }
         }
-        match self.ct.insert(*key, reply, frontend_id, flags, self.now) {
+        // `key` missed in ct-lookup and `reply` was just probed free.
+        match self
+            .ct
+            .insert_new(*key, reply, frontend_id, flags, self.now)
+        {
             Ok(_) => {}
             Err(CtError::Full) => return Action::Drop(DropReason::CtFull),
             Err(CtError::Clash) => return Action::Drop(DropReason::CtInvalid),
@@ -1217,6 +1272,17 @@ fn classify_ip4(t: &Tables, m: &mut Mbuf) -> Class {
             Err(_) => Class::Drop(DropReason::L4Malformed),
         },
         _ => ip4(None, 0, false),
+    }
+}
+
+/// Queues a frame the node generated on a port's transmit batch; gives it back when full.
+fn queue_tx(tx: &mut [Vec<Mbuf>], port: PortId, m: Mbuf) -> Result<(), Mbuf> {
+    match tx.get_mut(usize::from(port)) {
+        Some(batch) if batch.len() < TX_BATCH => {
+            batch.push(m);
+            Ok(())
+        }
+        _ => Err(m),
     }
 }
 
