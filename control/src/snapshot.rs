@@ -89,6 +89,8 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
         }
         neighbors.insert(n.address, MacAddr(n.mac));
     }
+    let mut routes = routes;
+    routes.resolve_static(|gw| neighbors.get(&gw).copied());
 
     let mut local: Vec<Ipv4Addr> = cfg.node.addresses.clone();
     for a in &addrs {

@@ -5,6 +5,7 @@
 //! lengths, so this is a few probes per packet (and flows cache nothing that could go stale).
 
 use crate::port::PortId;
+use crate::wire::MacAddr;
 use hashbrown::HashMap;
 use std::net::Ipv4Addr;
 
@@ -17,6 +18,9 @@ pub struct NextHop {
     pub via: Option<Ipv4Addr>,
     /// The port address used as source for traffic the node originates or SNATs on this route.
     pub src: Ipv4Addr,
+    /// The gateway's link-layer address when it is a static neighbour, resolved when the table
+    /// is built so the fast path skips the neighbour lookup ([`RouteTable::resolve_static`]).
+    pub gateway_mac: Option<MacAddr>,
 }
 
 impl NextHop {
@@ -105,6 +109,7 @@ impl RouteTable {
                 port: a.port,
                 via: None,
                 src: a.address,
+                gateway_mac: None,
             };
             table.insert(a.address, a.prefix_len, hop);
         }
@@ -142,6 +147,7 @@ impl RouteTable {
                         port: c.port,
                         via: Some(via),
                         src: c.src,
+                        gateway_mac: None,
                     }
                 }
                 (None, Some(port)) => {
@@ -152,6 +158,7 @@ impl RouteTable {
                         port,
                         via: None,
                         src,
+                        gateway_mac: None,
                     }
                 }
                 (None, None) => return Err(err("a route needs `via` or `port`".into())),
@@ -166,6 +173,18 @@ impl RouteTable {
             }
         }
         Ok(table)
+    }
+
+    /// Records the link-layer address of every gateway that `static_mac` knows (the static
+    /// neighbours), so forwarding through it needs no neighbour lookup.
+    pub fn resolve_static(&mut self, static_mac: impl Fn(Ipv4Addr) -> Option<MacAddr>) {
+        let fill = |hop: &mut NextHop| hop.gateway_mac = hop.via.and_then(&static_mac);
+        for l in &mut self.levels {
+            l.routes.values_mut().for_each(fill);
+        }
+        for (_, _, hop) in &mut self.linear {
+            fill(hop);
+        }
     }
 
     fn insert(&mut self, prefix: Ipv4Addr, len: u8, hop: NextHop) {
@@ -310,6 +329,20 @@ mod test {
             }
         }
         assert_eq!(small.lookup(ip("11.0.0.1")), None);
+    }
+
+    #[test]
+    fn test_static_gateways_are_resolved_in_place() {
+        let mut t = table();
+        let mac = MacAddr([2, 0, 0, 0, 0, 2]);
+        t.resolve_static(|a| (a == ip("10.0.0.2")).then_some(mac));
+        assert_eq!(t.lookup(ip("10.1.3.3")).unwrap().gateway_mac, Some(mac));
+        assert_eq!(t.lookup(ip("8.8.8.8")).unwrap().gateway_mac, None);
+        assert_eq!(
+            t.lookup(ip("10.0.7.7")).unwrap().gateway_mac,
+            None,
+            "connected"
+        );
     }
 
     #[test]

@@ -1184,9 +1184,12 @@ impl Worker {
     #[inline]
     fn ip4_output(&mut self, t: &Tables, m: &mut Mbuf, hop: NextHop, dst: Ipv4Addr) -> Action {
         let nh = hop.neighbor_for(dst);
-        let mac = match t.neighbors.get(&nh) {
-            Some(mac) => Some(*mac),
-            None => self.neigh.lookup(nh, self.now),
+        let mac = match hop.gateway_mac {
+            Some(mac) => Some(mac),
+            None => match t.neighbors.get(&nh) {
+                Some(mac) => Some(*mac),
+                None => self.neigh.lookup(nh, self.now),
+            },
         };
         match mac {
             Some(mac) => {
