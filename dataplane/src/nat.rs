@@ -193,3 +193,139 @@ pub fn translate_icmp_error(ip: &mut [u8], flow: &Flow, dir: Dir) {
     let c = !checksum::data(i.into_inner());
     Icmpv4Packet::new_unchecked(&mut ip[hl..total]).set_checksum(c);
 }
+
+#[cfg(test)]
+mod test {
+    use super::*;
+    use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    /// An etherparse-built IPv4 packet.
+    fn build(b: etherparse::PacketBuilderStep<etherparse::UdpHeader>, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        b.write(&mut f, payload).unwrap();
+        f
+    }
+
+    fn ones_complement_ok(bytes: &[u8]) -> bool {
+        etherparse::checksum::Sum16BitWords::new()
+            .add_slice(bytes)
+            .ones_complement()
+            == 0
+    }
+
+    #[test]
+    fn test_echo_identifier_is_translated_with_valid_checksum() {
+        let mut f = Vec::new();
+        PacketBuilder::ipv4([10, 1, 0, 9], [10, 96, 0, 10], 64)
+            .icmpv4_echo_request(0x1234, 7)
+            .write(&mut f, b"ping payload")
+            .unwrap();
+        let from = FlowKey {
+            src: ip("10.1.0.9"),
+            dst: ip("10.96.0.10"),
+            sport: 0x1234,
+            dport: 0,
+            proto: PROTO_ICMP,
+        };
+        let to = FlowKey {
+            src: ip("10.0.0.1"),
+            dst: ip("10.1.0.5"),
+            sport: 40000,
+            dport: 0,
+            proto: PROTO_ICMP,
+        };
+        rewrite(&mut f, &from, &to);
+        let p = SlicedPacket::from_ip(&f).unwrap();
+        let Some(TransportSlice::Icmpv4(icmp)) = p.transport else {
+            panic!("ICMP expected")
+        };
+        assert_eq!(
+            icmp.icmp_type(),
+            etherparse::Icmpv4Type::EchoRequest(etherparse::IcmpEchoHeader { id: 40000, seq: 7 })
+        );
+        assert!(ones_complement_ok(&f[20..]), "ICMP checksum");
+        let h = etherparse::Ipv4HeaderSlice::from_slice(&f)
+            .unwrap()
+            .to_header();
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        assert_eq!(quoted_key(&f), Some(to));
+    }
+
+    #[test]
+    fn test_udp_rewrite_keeps_zero_checksum_and_fixes_others() {
+        let b = || PacketBuilder::ipv4([198, 51, 100, 7], [10, 0, 0, 1], 64).udp(5000, 30053);
+        let from = FlowKey {
+            src: ip("198.51.100.7"),
+            dst: ip("10.0.0.1"),
+            sport: 5000,
+            dport: 30053,
+            proto: PROTO_UDP,
+        };
+        let to = FlowKey {
+            src: ip("10.2.0.1"),
+            dst: ip("10.2.0.5"),
+            sport: 32768,
+            dport: 53,
+            proto: PROTO_UDP,
+        };
+        let mut with = build(b(), b"query");
+        rewrite(&mut with, &from, &to);
+        let ih = etherparse::Ipv4HeaderSlice::from_slice(&with)
+            .unwrap()
+            .to_header();
+        let u = etherparse::UdpHeaderSlice::from_slice(&with[20..])
+            .unwrap()
+            .to_header();
+        assert_eq!((u.source_port, u.destination_port), (32768, 53));
+        assert_eq!(u.checksum, u.calc_checksum_ipv4(&ih, &with[28..]).unwrap());
+        let mut without = build(b(), b"query");
+        without[26] = 0;
+        without[27] = 0;
+        rewrite(&mut without, &from, &to);
+        assert_eq!(&without[26..28], &[0, 0], "a zero UDP checksum stays zero");
+    }
+
+    #[test]
+    fn test_sctp_crc_recomputed() {
+        // IPv4 + SCTP common header + one 4-byte chunk header.
+        let mut f = vec![0u8; 20 + 16];
+        {
+            let mut p = Ipv4Packet::new_unchecked(&mut f[..]);
+            p.set_version(4);
+            p.set_header_len(20);
+            p.set_total_len(36);
+            p.set_hop_limit(64);
+            p.set_next_header(crate::wire::IpProtocol::Sctp);
+            p.set_src_addr(ip("10.1.0.9"));
+            p.set_dst_addr(ip("10.96.0.30"));
+            p.fill_checksum();
+        }
+        {
+            let mut s = SctpPacket::new_unchecked(&mut f[20..]);
+            s.set_src_port(4000);
+            s.set_dst_port(3868);
+            s.fill_checksum();
+        }
+        let from = FlowKey {
+            src: ip("10.1.0.9"),
+            dst: ip("10.96.0.30"),
+            sport: 4000,
+            dport: 3868,
+            proto: PROTO_SCTP,
+        };
+        let to = FlowKey {
+            dst: ip("10.1.0.77"),
+            dport: 13868,
+            ..from
+        };
+        rewrite(&mut f, &from, &to);
+        let s = SctpPacket::new_checked(&f[20..]).unwrap();
+        assert_eq!(s.dst_port(), 13868);
+        assert!(s.verify_checksum());
+        assert!(Ipv4Packet::new_checked(&f[..]).unwrap().verify_checksum());
+    }
+}
