@@ -452,18 +452,32 @@ impl FlowTable {
     }
 
     /// Examines up to `budget` slots from the clock hand and removes the expired flows among
-    /// them; returns how many were removed.
+    /// them; returns how many were removed. Expired flows are collected a few at a time and
+    /// their index buckets prefetched before any is removed, so the removals' cache misses
+    /// overlap.
     pub fn sweep(&mut self, now: Instant, budget: usize) -> usize {
+        const BATCH: usize = 16;
         let n = self.slots.len();
         let mut removed = 0;
-        for _ in 0..budget.min(n) {
+        let mut found = [0u32; BATCH];
+        let mut k = 0;
+        for step in 0..budget.min(n) {
             let i = self.hand;
             self.hand = if i + 1 == n { 0 } else { i + 1 };
             let f = &self.slots[i];
             if f.live && f.expires <= now {
-                self.remove(i as u32);
-                self.stats.expired += 1;
-                removed += 1;
+                self.index.prefetch(self.index.hash(&f.orig));
+                self.index.prefetch(self.index.hash(&f.reply));
+                found[k] = i as u32;
+                k += 1;
+            }
+            if k == BATCH || (step + 1 == budget.min(n) && k > 0) {
+                for &slot in &found[..k] {
+                    self.remove(slot);
+                }
+                self.stats.expired += k as u64;
+                removed += k;
+                k = 0;
             }
         }
         removed
@@ -633,6 +647,35 @@ mod test {
         assert!(t.lookup(&b, after_a).is_some());
         assert!(t.lookup(&c, after_a).is_some());
         assert!(!t.contains(&a));
+    }
+
+    #[test]
+    fn test_sweep_removes_every_expired_flow_in_batches() {
+        let to = Timeouts::default();
+        let mut t = FlowTable::new(100, to);
+        for i in 0..100u16 {
+            let k = key(i, PROTO_UDP);
+            // Odd flows are created later and outlive the sweep.
+            let at = if i % 2 == 0 {
+                Instant::ZERO
+            } else {
+                Instant::from_secs(20)
+            };
+            t.insert(k, reply_of(&k), 0, 0, at).unwrap();
+        }
+        let now = Instant::ZERO + to.udp;
+        assert_eq!(
+            t.sweep(now, 37),
+            19,
+            "a budget of 37 slots holds 19 expired flows"
+        );
+        assert_eq!(t.sweep(now, 1000), 31);
+        assert_eq!(t.len(), 50);
+        assert_eq!(t.stats().expired, 50);
+        for i in 0..100u16 {
+            let k = key(i, PROTO_UDP);
+            assert_eq!(t.contains(&k), i % 2 == 1, "flow {i}");
+        }
     }
 
     #[test]
