@@ -1077,7 +1077,7 @@ impl RawConfig {
 
 /// The YAML list position of the `k`-th IPv4 entry, given the positions of the IPv6 entries
 /// (ascending) in the same list.
-fn yaml_index(k: usize, v6: impl Iterator<Item = usize>) -> usize {
+pub(crate) fn yaml_index(k: usize, v6: impl Iterator<Item = usize>) -> usize {
     let mut pos = k;
     for i in v6 {
         if i <= pos {

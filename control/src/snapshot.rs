@@ -7,7 +7,7 @@
 //! client address kept), and what a frontend without a usable endpoint does (reject when the
 //! Service has no endpoint at all, drop when the policy filtered them all out).
 
-use crate::config::{Config, ConfigError};
+use crate::config::{yaml_index, Config, ConfigError};
 use crate::model::{ClusterState, Endpoint, Protocol, Service, ServicePort, ServiceType};
 use dataplane::ip6::{Ip6Item, Ip6Tables, PortAddress6, StaticNeighbor6, StaticRoute6};
 use dataplane::route::{PortAddress, RouteTable, StaticRoute};
@@ -114,20 +114,6 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
         },
         warnings,
     ))
-}
-
-/// The position in the YAML list of its `k`-th IPv4 entry, given the (ascending) positions of
-/// the IPv6 entries of the same list.
-fn yaml_index(k: usize, v6: impl Iterator<Item = usize>) -> usize {
-    let mut pos = k;
-    for i in v6 {
-        if i <= pos {
-            pos += 1;
-        } else {
-            break;
-        }
-    }
-    pos
 }
 
 /// The IPv6 part: port addresses, `routes6`, `neighbors6`. Errors name the YAML entry

@@ -15,8 +15,9 @@
 //! here reads a clock or allocates after start-up: buffers come from the caller's pool.
 
 use crate::drop::DropReason;
+use crate::lpm::{Bits, PrefixTable};
 use crate::mbuf::{Mbuf, PoolCache};
-use crate::neighbor::NEIGHBOR_LIFETIME;
+use crate::neighbor::NeighborCache;
 use crate::port::PortId;
 use crate::route::RouteError;
 use crate::tables::Tables;
@@ -94,11 +95,7 @@ pub struct StaticNeighbor6 {
 
 /// Netmask for an IPv6 prefix length (0..=128).
 pub fn netmask6(prefix_len: u8) -> u128 {
-    if prefix_len == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(prefix_len.min(128)))
-    }
+    u128::mask(prefix_len)
 }
 
 /// `fe80::/10`.
@@ -126,18 +123,11 @@ pub fn multicast_mac(a: Ipv6Addr) -> MacAddr {
     MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
 }
 
-#[derive(Debug, Clone, Default)]
-struct Level6 {
-    len: u8,
-    mask: u128,
-    routes: HashMap<u128, NextHop6>,
-}
-
 /// An immutable IPv6 longest-prefix-match table (same scheme as [`crate::route::RouteTable`]:
 /// one hash probe per distinct prefix length present, longest first).
 #[derive(Debug, Clone, Default)]
 pub struct Route6Table {
-    levels: Vec<Level6>,
+    prefixes: PrefixTable<u128, NextHop6>,
 }
 
 impl Route6Table {
@@ -234,45 +224,18 @@ impl Route6Table {
     }
 
     fn insert(&mut self, prefix: Ipv6Addr, len: u8, hop: NextHop6) {
-        let len = len.min(128);
-        let mask = netmask6(len);
-        let pos = match self.levels.iter().position(|l| l.len <= len) {
-            Some(i) if self.levels[i].len == len => i,
-            Some(i) => {
-                self.levels.insert(
-                    i,
-                    Level6 {
-                        len,
-                        mask,
-                        routes: HashMap::new(),
-                    },
-                );
-                i
-            }
-            None => {
-                self.levels.push(Level6 {
-                    len,
-                    mask,
-                    routes: HashMap::new(),
-                });
-                self.levels.len() - 1
-            }
-        };
-        self.levels[pos]
-            .routes
-            .insert(u128::from(prefix) & mask, hop);
+        self.prefixes.insert(u128::from(prefix), len, hop);
     }
 
     /// The longest-prefix match for `dst`.
     #[inline]
     pub fn lookup(&self, dst: Ipv6Addr) -> Option<&NextHop6> {
-        let d = u128::from(dst);
-        self.levels.iter().find_map(|l| l.routes.get(&(d & l.mask)))
+        self.prefixes.lookup(u128::from(dst))
     }
 
     /// Number of routes.
     pub fn len(&self) -> usize {
-        self.levels.iter().map(|l| l.routes.len()).sum()
+        self.prefixes.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -452,54 +415,8 @@ impl Ip6Counters {
     }
 }
 
-/// A worker's learned IPv6 neighbours (bounded; stops learning when full of live entries).
-pub struct Neighbor6Cache {
-    entries: HashMap<Ipv6Addr, (MacAddr, Instant)>,
-    capacity: usize,
-}
-
-impl Neighbor6Cache {
-    pub fn new(capacity: usize) -> Neighbor6Cache {
-        Neighbor6Cache {
-            entries: HashMap::with_capacity(capacity * 2),
-            capacity,
-        }
-    }
-
-    /// The link-layer address of `ip`, if known and fresh.
-    #[inline]
-    pub fn lookup(&self, ip: Ipv6Addr, now: Instant) -> Option<MacAddr> {
-        match self.entries.get(&ip) {
-            Some((mac, expires)) if *expires > now => Some(*mac),
-            _ => None,
-        }
-    }
-
-    /// The entry for `ip`, fresh or not.
-    pub fn get(&self, ip: Ipv6Addr) -> Option<MacAddr> {
-        self.entries.get(&ip).map(|(m, _)| *m)
-    }
-
-    /// Records `ip` at `mac`. False when the cache is full of other live entries.
-    pub fn learn(&mut self, ip: Ipv6Addr, mac: MacAddr, now: Instant) -> bool {
-        if self.entries.len() >= self.capacity && !self.entries.contains_key(&ip) {
-            self.entries.retain(|_, (_, exp)| *exp > now);
-            if self.entries.len() >= self.capacity {
-                return false;
-            }
-        }
-        self.entries.insert(ip, (mac, now + NEIGHBOR_LIFETIME));
-        true
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-}
+/// A worker's learned IPv6 neighbours.
+pub type Neighbor6Cache = NeighborCache<Ipv6Addr>;
 
 /// What the worker does with the frame after [`Ip6State::input`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,7 @@ pub mod drop;
 pub mod flowindex;
 pub mod hash;
 pub mod ip6;
+pub mod lpm;
 pub mod maglev;
 pub mod mbuf;
 pub mod nat;

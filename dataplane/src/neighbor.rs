@@ -11,14 +11,14 @@ use std::net::Ipv4Addr;
 /// How long a learned neighbour is trusted without being heard from.
 pub const NEIGHBOR_LIFETIME: Duration = Duration::from_secs(600);
 
-/// A worker's learned neighbours.
-pub struct NeighborCache {
-    entries: HashMap<Ipv4Addr, (MacAddr, Instant)>,
+/// A worker's learned neighbours (ARP for IPv4, neighbour discovery for IPv6).
+pub struct NeighborCache<A = Ipv4Addr> {
+    entries: HashMap<A, (MacAddr, Instant)>,
     capacity: usize,
 }
 
-impl NeighborCache {
-    pub fn new(capacity: usize) -> NeighborCache {
+impl<A: Copy + Eq + core::hash::Hash> NeighborCache<A> {
+    pub fn new(capacity: usize) -> NeighborCache<A> {
         NeighborCache {
             entries: HashMap::with_capacity(capacity * 2),
             capacity,
@@ -27,7 +27,7 @@ impl NeighborCache {
 
     /// The link-layer address of `ip`, if known and fresh.
     #[inline]
-    pub fn lookup(&self, ip: Ipv4Addr, now: Instant) -> Option<MacAddr> {
+    pub fn lookup(&self, ip: A, now: Instant) -> Option<MacAddr> {
         match self.entries.get(&ip) {
             Some((mac, expires)) if *expires > now => Some(*mac),
             _ => None,
@@ -35,12 +35,17 @@ impl NeighborCache {
     }
 
     /// Whether an entry (fresh or not) exists for `ip`.
-    pub fn knows(&self, ip: Ipv4Addr) -> bool {
+    pub fn knows(&self, ip: A) -> bool {
         self.entries.contains_key(&ip)
     }
 
+    /// The entry for `ip`, fresh or not.
+    pub fn get(&self, ip: A) -> Option<MacAddr> {
+        self.entries.get(&ip).map(|(m, _)| *m)
+    }
+
     /// Records `ip` at `mac`. Returns false when the cache is full of other live entries.
-    pub fn learn(&mut self, ip: Ipv4Addr, mac: MacAddr, now: Instant) -> bool {
+    pub fn learn(&mut self, ip: A, mac: MacAddr, now: Instant) -> bool {
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&ip) {
             self.entries.retain(|_, (_, exp)| *exp > now);
             if self.entries.len() >= self.capacity {

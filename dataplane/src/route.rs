@@ -4,9 +4,9 @@
 //! lengths present, longest first, with one hash probe each; a node has a handful of distinct
 //! lengths, so this is a few probes per packet (and flows cache nothing that could go stale).
 
+use crate::lpm::{Bits, PrefixTable};
 use crate::port::PortId;
 use crate::wire::MacAddr;
-use hashbrown::HashMap;
 use std::net::Ipv4Addr;
 
 /// Where a routed packet goes next.
@@ -64,24 +64,13 @@ impl std::error::Error for RouteError {}
 
 /// Netmask for a prefix length (0..=32).
 pub fn netmask(prefix_len: u8) -> u32 {
-    if prefix_len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix_len.min(32)))
-    }
+    u32::mask(prefix_len)
 }
 
 /// Whether `addr` lies in `prefix/len`.
 pub fn prefix_contains(prefix: Ipv4Addr, len: u8, addr: Ipv4Addr) -> bool {
     let m = netmask(len);
     u32::from(prefix) & m == u32::from(addr) & m
-}
-
-#[derive(Debug, Clone, Default)]
-struct Level {
-    len: u8,
-    mask: u32,
-    routes: HashMap<u32, NextHop>,
 }
 
 /// Up to this many routes are searched linearly (one compare each, all in two or three cache
@@ -91,8 +80,7 @@ const LINEAR_MAX: usize = 16;
 /// An immutable longest-prefix-match table.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    /// Non-empty levels, longest prefix first.
-    levels: Vec<Level>,
+    prefixes: PrefixTable<u32, NextHop>,
     /// The same routes, longest prefix first, when there are few: `(mask, network, hop)`.
     linear: Vec<(u32, u32, NextHop)>,
 }
@@ -166,11 +154,11 @@ impl RouteTable {
             table.insert(r.prefix, r.prefix_len, hop);
         }
         if table.len() <= LINEAR_MAX {
-            for l in &table.levels {
-                for (net, hop) in &l.routes {
-                    table.linear.push((l.mask, *net, *hop));
-                }
-            }
+            table.linear = table
+                .prefixes
+                .iter()
+                .map(|(mask, net, hop)| (mask, net, *hop))
+                .collect();
         }
         Ok(table)
     }
@@ -179,41 +167,14 @@ impl RouteTable {
     /// neighbours), so forwarding through it needs no neighbour lookup.
     pub fn resolve_static(&mut self, static_mac: impl Fn(Ipv4Addr) -> Option<MacAddr>) {
         let fill = |hop: &mut NextHop| hop.gateway_mac = hop.via.and_then(&static_mac);
-        for l in &mut self.levels {
-            l.routes.values_mut().for_each(fill);
-        }
+        self.prefixes.values_mut().for_each(fill);
         for (_, _, hop) in &mut self.linear {
             fill(hop);
         }
     }
 
     fn insert(&mut self, prefix: Ipv4Addr, len: u8, hop: NextHop) {
-        let mask = netmask(len);
-        let pos = match self.levels.iter().position(|l| l.len <= len) {
-            Some(i) if self.levels[i].len == len => i,
-            Some(i) => {
-                self.levels.insert(
-                    i,
-                    Level {
-                        len,
-                        mask,
-                        routes: HashMap::new(),
-                    },
-                );
-                i
-            }
-            None => {
-                self.levels.push(Level {
-                    len,
-                    mask,
-                    routes: HashMap::new(),
-                });
-                self.levels.len() - 1
-            }
-        };
-        self.levels[pos]
-            .routes
-            .insert(u32::from(prefix) & mask, hop);
+        self.prefixes.insert(u32::from(prefix), len, hop);
     }
 
     /// The longest-prefix match for `dst`.
@@ -227,12 +188,12 @@ impl RouteTable {
                 .find(|(mask, net, _)| d & mask == *net)
                 .map(|(_, _, hop)| hop);
         }
-        self.levels.iter().find_map(|l| l.routes.get(&(d & l.mask)))
+        self.prefixes.lookup(d)
     }
 
     /// Number of routes.
     pub fn len(&self) -> usize {
-        self.levels.iter().map(|l| l.routes.len()).sum()
+        self.prefixes.len()
     }
 
     pub fn is_empty(&self) -> bool {
