@@ -150,6 +150,7 @@ fn ip6_tables(
         .map(|n| StaticNeighbor6 {
             address: n.address,
             mac: MacAddr(n.mac),
+            port: n.port.as_deref().and_then(port_id),
         })
         .collect();
     Ip6Tables::build(cfg.ports.len(), &addrs, &statics, &neighbors, &[]).map_err(|e| {

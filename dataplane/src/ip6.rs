@@ -91,6 +91,9 @@ pub struct StaticRoute6 {
 pub struct StaticNeighbor6 {
     pub address: Ipv6Addr,
     pub mac: MacAddr,
+    /// The port the neighbour is on; required for link-local addresses (the same `fe80::1`
+    /// can be a different router on every link), else the port of its connected prefix.
+    pub port: Option<PortId>,
 }
 
 /// Netmask for an IPv6 prefix length (0..=128).
@@ -278,7 +281,8 @@ impl std::error::Error for Ip6TablesError {}
 pub struct Ip6Tables {
     pub routes: Route6Table,
     /// Static neighbours; learned ones live in each worker's [`Ip6State`].
-    pub neighbors: HashMap<Ipv6Addr, MacAddr>,
+    /// Static neighbours by (port, address): link-local addresses repeat across links.
+    pub neighbors: HashMap<(PortId, Ipv6Addr), MacAddr>,
     /// IPv6 addresses with prefix lengths, per port (index = port id).
     pub port_addresses: Vec<Vec<(Ipv6Addr, u8)>>,
     /// The node's own IPv6 addresses (every port address, plus extra node addresses).
@@ -313,15 +317,38 @@ impl Ip6Tables {
         })?;
         let mut map = HashMap::new();
         for (index, n) in neighbors.iter().enumerate() {
-            let connected = routes.lookup(n.address).is_some_and(|h| h.via.is_none());
-            if !is_link_local(n.address) && !connected {
-                return Err(Ip6TablesError {
-                    item: Ip6Item::Neighbor,
-                    index,
-                    reason: format!("{} is not on any port's connected prefix", n.address),
-                });
-            }
-            map.insert(n.address, n.mac);
+            let err = |reason: String| Ip6TablesError {
+                item: Ip6Item::Neighbor,
+                index,
+                reason,
+            };
+            let connected = routes
+                .lookup(n.address)
+                .filter(|h| h.via.is_none())
+                .map(|h| h.port);
+            let port = match (n.port, connected) {
+                (Some(p), Some(c)) if p != c && !is_link_local(n.address) => {
+                    return Err(err(format!(
+                        "{} is on another port's connected prefix",
+                        n.address
+                    )))
+                }
+                (Some(p), _) => p,
+                (None, Some(_)) if is_link_local(n.address) => {
+                    return Err(err(format!("link-local {} needs `port`", n.address)))
+                }
+                (None, Some(c)) => c,
+                (None, None) if is_link_local(n.address) => {
+                    return Err(err(format!("link-local {} needs `port`", n.address)))
+                }
+                (None, None) => {
+                    return Err(err(format!(
+                        "{} is not on any port's connected prefix",
+                        n.address
+                    )))
+                }
+            };
+            map.insert((port, n.address), n.mac);
         }
         let mut local: Vec<Ipv6Addr> = Vec::new();
         for a in node_addresses
@@ -415,8 +442,9 @@ impl Ip6Counters {
     }
 }
 
-/// A worker's learned IPv6 neighbours.
-pub type Neighbor6Cache = NeighborCache<Ipv6Addr>;
+/// A worker's learned IPv6 neighbours, by (port, address): link-local addresses repeat across
+/// links.
+pub type Neighbor6Cache = NeighborCache<(PortId, Ipv6Addr)>;
 
 /// What the worker does with the frame after [`Ip6State::input`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -593,7 +621,7 @@ impl Ip6State {
             return;
         }
         if let Ok(Some(ndp)) = parse_ndp(frame) {
-            self.ndp_learn(t, &ndp, pool, tx);
+            self.ndp_learn(t, &ndp, in_port, pool, tx);
         }
     }
 
@@ -623,7 +651,11 @@ impl Ip6State {
         for i in 0..self.held.len() {
             let (nh, port, asked) = (self.held[i].nh, self.held[i].port, self.held[i].asked);
             if now.saturating_since(asked) >= NS_RETRY {
-                for h in self.held.iter_mut().filter(|h| h.nh == nh) {
+                for h in self
+                    .held
+                    .iter_mut()
+                    .filter(|h| h.nh == nh && h.port == port)
+                {
                     h.asked = now;
                 }
                 self.send_ns(t, nh, port, pool, tx);
@@ -648,7 +680,7 @@ impl Ip6State {
             Err(r) => return Ip6Verdict::Drop(r),
         };
         let for_us = t.ip6.is_local(ndp.target);
-        self.ndp_learn(t, &ndp, pool, tx);
+        self.ndp_learn(t, &ndp, in_port, pool, tx);
         if !ndp.solicit {
             return Ip6Verdict::Free;
         }
@@ -694,6 +726,7 @@ impl Ip6State {
         &mut self,
         t: &Tables,
         ndp: &Ndp,
+        port: PortId,
         pool: &mut PoolCache,
         tx: &mut dyn FnMut(PortId, Mbuf) -> Result<(), Mbuf>,
     ) {
@@ -703,8 +736,8 @@ impl Ip6State {
         if ip.is_unspecified() || t.ip6.is_local(ip) {
             return;
         }
-        let waiting = self.held.iter().any(|h| h.nh == ip);
-        let known = self.neigh.get(ip);
+        let waiting = self.held.iter().any(|h| h.nh == ip && h.port == port);
+        let known = self.neigh.get((port, ip));
         let wanted = if ndp.solicit {
             t.ip6.is_local(ndp.target) || waiting || known.is_some()
         } else {
@@ -715,15 +748,16 @@ impl Ip6State {
         if !wanted {
             return;
         }
-        self.neigh.learn(ip, mac, self.now);
+        self.neigh.learn((port, ip), mac, self.now);
         if waiting {
-            self.release_held(t, ip, mac, pool, tx);
+            self.release_held(t, port, ip, mac, pool, tx);
         }
     }
 
     fn release_held(
         &mut self,
         t: &Tables,
+        port: PortId,
         nh: Ipv6Addr,
         mac: MacAddr,
         pool: &mut PoolCache,
@@ -731,7 +765,7 @@ impl Ip6State {
     ) {
         let mut i = 0;
         while i < self.held.len() {
-            if self.held[i].nh != nh {
+            if self.held[i].nh != nh || self.held[i].port != port {
                 i += 1;
                 continue;
             }
@@ -904,9 +938,9 @@ impl Ip6State {
             return Ip6Verdict::Drop(DropReason::Ip6NoRoute);
         };
         let nh = hop.neighbor_for(dst);
-        let mac = match t.ip6.neighbors.get(&nh) {
+        let mac = match t.ip6.neighbors.get(&(hop.port, nh)) {
             Some(mac) => Some(*mac),
-            None => self.neigh.lookup(nh, self.now),
+            None => self.neigh.lookup((hop.port, nh), self.now),
         };
         match mac {
             Some(mac) => {
@@ -933,7 +967,11 @@ impl Ip6State {
             return Ip6Verdict::Drop(DropReason::NoBuffer);
         };
         let frame = core::mem::replace(m, empty);
-        let asked = self.held.iter().find(|h| h.nh == nh).map(|h| h.asked);
+        let asked = self
+            .held
+            .iter()
+            .find(|h| h.nh == nh && h.port == port)
+            .map(|h| h.asked);
         self.held.push(Held6 {
             nh,
             port,
@@ -1197,6 +1235,7 @@ mod test {
         let neighbors = [StaticNeighbor6 {
             address: ip("fd01::fe"),
             mac: GW,
+            port: None,
         }];
         Tables {
             ports: vec![port("p0", MAC0), port("p1", MAC1)],
@@ -1393,6 +1432,7 @@ mod test {
         let bad = [StaticNeighbor6 {
             address: ip("fd55::1"),
             mac: GW,
+            port: None,
         }];
         let e = Ip6Tables::build(1, &addrs, &[], &bad, &[]).unwrap_err();
         assert_eq!((e.item, e.index), (Ip6Item::Neighbor, 0));
@@ -1434,7 +1474,9 @@ mod test {
         assert!(icmp6_checksum_ok(&m[L2..]));
         // The solicitor was learned.
         assert_eq!(
-            rig.st.neighbors().lookup(ip("fe80::99"), Instant::ZERO),
+            rig.st
+                .neighbors()
+                .lookup((0, ip("fe80::99")), Instant::ZERO),
             Some(HOST)
         );
         assert_eq!(rig.st.counters().na_sent, 1);
@@ -1560,7 +1602,7 @@ mod test {
         assert_eq!(
             rig.st
                 .neighbors()
-                .lookup(ip("fd00::5"), Instant::from_secs(1)),
+                .lookup((0, ip("fd00::5")), Instant::from_secs(1)),
             Some(n5)
         );
         // The next frame goes straight out.
@@ -1591,7 +1633,7 @@ mod test {
     #[test]
     fn test_time_exceeded() {
         let mut rig = Rig::new(Ip6Config::default());
-        rig.st.neigh.learn(ip("fd00::99"), HOST, Instant::ZERO);
+        rig.st.neigh.learn((0, ip("fd00::99")), HOST, Instant::ZERO);
         let f = udp_frame(MAC0, "fd00::99", "fd10::7", 1, 30);
         let (v, m) = rig.input(&f, 0, Instant::ZERO);
         assert_eq!(v, Ip6Verdict::Tx(0));
@@ -1652,7 +1694,7 @@ mod test {
             icmp_rate: 10,
             ..Ip6Config::default()
         });
-        rig.st.neigh.learn(ip("fd00::99"), HOST, Instant::ZERO);
+        rig.st.neigh.learn((0, ip("fd00::99")), HOST, Instant::ZERO);
         let f = udp_frame(MAC0, "fd00::99", "fd10::7", 1, 30);
         assert_eq!(rig.input(&f, 0, Instant::ZERO).0, Ip6Verdict::Tx(0));
         assert_eq!(
@@ -1665,7 +1707,7 @@ mod test {
     #[test]
     fn test_echo_reply() {
         let mut rig = Rig::new(Ip6Config::default());
-        rig.st.neigh.learn(ip("fd00::99"), HOST, Instant::ZERO);
+        rig.st.neigh.learn((0, ip("fd00::99")), HOST, Instant::ZERO);
         let req = [128, 0, 0, 0, 0x12, 0x34, 0, 7, 0xaa, 0xbb, 0xcc];
         let f = icmp_frame(MAC0, HOST, ip("fd00::99"), ip("fd00::1"), 60, &req);
         let (v, m) = rig.input(&f, 0, Instant::ZERO);
