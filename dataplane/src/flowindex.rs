@@ -69,7 +69,9 @@ impl FlowIndex {
     pub fn hash(&self, k: &FlowKey) -> u64 {
         let a = (u64::from(u32::from(k.src)) << 32) | u64::from(u32::from(k.dst));
         let b = (u64::from(k.sport) << 32) | (u64::from(k.dport) << 16) | u64::from(k.proto);
-        mix64(mix64(a ^ self.seed).wrapping_add(b))
+        // One multiply folds the ports in, one SplitMix64 finaliser mixes: every input bit
+        // reaches both the bucket bits (low) and the signature bits (high).
+        mix64((a ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b)
     }
 
     #[inline]
