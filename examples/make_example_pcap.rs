@@ -84,16 +84,8 @@ fn arp(
     f
 }
 
-fn main() {
-    let out: PathBuf = std::env::args()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/examples/basic/in.pcap"
-            ))
-        });
+/// The example's frames: (timestamp in µs, what it is, the frame).
+fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
     let mut ping = Vec::new();
     PacketBuilder::ethernet2(GATEWAY, NODE)
         .ipv4(CLIENT, NODE_IP, 60)
@@ -102,8 +94,7 @@ fn main() {
         .unwrap();
     let mut truncated = tcp(GATEWAY, CLIENT, NODE_IP, 40001, 30080, 64, "S", 1, 0);
     truncated.truncate(14 + 12);
-
-    let frames: Vec<(u64, &str, Vec<u8>)> = vec![
+    vec![
         (
             1_000_000,
             "gateway asks for the node's MAC",
@@ -205,7 +196,22 @@ fn main() {
             tcp(GATEWAY, CLIENT, BACKEND, 40003, 8080, 1, "S", 1, 0),
         ),
         (1_080_000, "a truncated IPv4 frame", truncated),
-    ];
+    ]
+}
+
+fn default_path() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/basic/in.pcap"
+    ))
+}
+
+fn main() {
+    let out: PathBuf = std::env::args()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(default_path);
+    let frames = frames();
     let mut w = PcapWriter::create(&out).expect("create pcap");
     for (us, what, f) in &frames {
         w.write(Instant::from_micros(*us), f).expect("write");
@@ -213,4 +219,28 @@ fn main() {
     }
     w.flush().unwrap();
     println!("wrote {} frames to {}", frames.len(), out.display());
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    /// The capture shipped in the repository is what this generator writes.
+    #[test]
+    fn shipped_capture_is_up_to_date() {
+        let shipped = nodegate::pcap::PcapReader::read_all(&default_path()).unwrap();
+        let want = frames();
+        assert_eq!(
+            shipped.len(),
+            want.len(),
+            "regenerate with: cargo run --example make_example_pcap"
+        );
+        for (rec, (us, what, f)) in shipped.iter().zip(&want) {
+            assert_eq!(rec.time, Instant::from_micros(*us), "{what}");
+            assert_eq!(
+                &rec.data, f,
+                "{what}: regenerate with: cargo run --example make_example_pcap"
+            );
+        }
+    }
 }
