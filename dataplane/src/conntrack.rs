@@ -153,6 +153,8 @@ pub struct Flow {
     pub expires: Instant,
     /// Index of the frontend in the service table that created the flow.
     pub frontend: u32,
+    /// Checksum deltas of the translation in each direction (index by [`Dir`]).
+    pub delta: [crate::nat::Delta; 2],
     live: bool,
 }
 
@@ -177,6 +179,7 @@ impl Flow {
         fin: [false; 2],
         expires: Instant::ZERO,
         frontend: NO_FRONTEND,
+        delta: [crate::nat::Delta { ip: 0, l4: 0 }; 2],
         live: false,
     };
 
@@ -382,6 +385,10 @@ impl FlowTable {
             fin: [false; 2],
             expires: now,
             frontend,
+            delta: [
+                crate::nat::Delta::new(&orig, &reply.reverse()),
+                crate::nat::Delta::new(&reply, &orig.reverse()),
+            ],
             live: true,
         };
         flow.expires = now + self.timeout_of(&flow);
@@ -580,6 +587,11 @@ mod test {
             t.insert(k, reply_of(&k), 0, SYN, Instant::ZERO),
             Err(CtError::Clash)
         );
+    }
+
+    #[test]
+    fn test_flow_fits_one_cache_line() {
+        assert_eq!(core::mem::size_of::<Flow>(), 64);
     }
 
     #[test]

@@ -813,8 +813,13 @@ impl Worker {
                 nat::translate_icmp_error(&mut m[L2..], &flow, dir);
             } else {
                 self.ct.update(slot, dir, flags, self.now);
-                let to = self.ct.get(slot).translated(dir);
-                nat::rewrite(&mut m[L2..], &key, &to);
+                let flow = self.ct.get(slot);
+                nat::rewrite_with(
+                    &mut m[L2..],
+                    &key,
+                    &flow.translated(dir),
+                    flow.delta[dir as usize],
+                );
             }
             return self.ip4_forward(t, m);
         }
@@ -928,14 +933,14 @@ impl Worker {
             }
         }
         // `key` missed in ct-lookup and `reply` was just probed free.
-        match self
+        let slot = match self
             .ct
             .insert_new(*key, reply, frontend_id, flags, self.now)
         {
-            Ok(_) => {}
+            Ok(slot) => slot,
             Err(CtError::Full) => return Action::Drop(DropReason::CtFull),
             Err(CtError::Clash) => return Action::Drop(DropReason::CtInvalid),
-        }
+        };
         if let Some(secs) = fe.affinity_secs {
             self.affinity.record(
                 fe.service_port_id,
@@ -945,7 +950,8 @@ impl Worker {
                 self.now,
             );
         }
-        nat::rewrite(&mut m[L2..], key, &reply.reverse());
+        let delta = self.ct.get(slot).delta[0];
+        nat::rewrite_with(&mut m[L2..], key, &reply.reverse(), delta);
         self.ip4_forward(t, m)
     }
 

@@ -48,10 +48,12 @@ pub fn sum(data: &[u8]) -> u32 {
 }
 
 /// Folds a running sum into 16 bits with end-around carry (not inverted).
-pub fn fold(mut sum: u32) -> u16 {
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
+#[inline]
+pub fn fold(sum: u32) -> u16 {
+    // Two end-around carries always suffice for a 32-bit sum: the first leaves at most
+    // 0xffff + 0xffff = 0x1fffe, the second at most 0xfffe + 1.
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
     sum as u16
 }
 

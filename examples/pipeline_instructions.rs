@@ -1,0 +1,135 @@
+//! A noise-free companion to `benches/pipeline.rs`: runs established and new-connection bursts
+//! through one worker so that `valgrind --tool=callgrind` can count the instructions the
+//! pipeline executes per frame (instruction counts do not depend on what else the machine
+//! does). See docs/benchmarks.md:
+//!
+//!     cargo build --release --example pipeline_instructions
+//!     valgrind --tool=callgrind --toggle-collect='*measured*' \
+//!         target/release/examples/pipeline_instructions
+
+use dataplane::mbuf::{Mbuf, Pool};
+use dataplane::port::{Port, BURST};
+use dataplane::tables::TablePublisher;
+use dataplane::time::Instant;
+use dataplane::worker::{Fabric, Worker};
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+const FLOWS: u32 = 10_000;
+const BURSTS: u32 = 1_000;
+
+fn run(
+    w: &mut Worker,
+    ports: &mut [Box<dyn Port>],
+    frames: &[[u8; 64]],
+    rx: &mut Vec<Mbuf>,
+    first: u32,
+    now: Instant,
+) {
+    for i in 0..BURST as u32 {
+        let mut m = w.pool().alloc().expect("pool");
+        m.copy_from(&frames[((first + i) % frames.len() as u32) as usize]);
+        rx.push(m);
+    }
+    w.process_rx(0, rx, now);
+    w.flush(ports);
+}
+
+#[inline(never)]
+fn measured_established(
+    w: &mut Worker,
+    ports: &mut [Box<dyn Port>],
+    acks: &[[u8; 64]],
+    rx: &mut Vec<Mbuf>,
+) {
+    for b in 0..BURSTS {
+        run(
+            w,
+            ports,
+            acks,
+            rx,
+            b * BURST as u32 * 7,
+            Instant::from_secs(1),
+        );
+    }
+}
+
+/// The harness alone: the same frames copied in and transmitted, MACs swapped.
+#[inline(never)]
+fn measured_macswap(
+    w: &mut Worker,
+    ports: &mut [Box<dyn Port>],
+    acks: &[[u8; 64]],
+    rx: &mut Vec<Mbuf>,
+) {
+    for b in 0..BURSTS {
+        let first = b * BURST as u32 * 7;
+        for i in 0..BURST as u32 {
+            let mut m = w.pool().alloc().expect("pool");
+            m.copy_from(&acks[((first + i) % acks.len() as u32) as usize]);
+            let (d, s) = m.split_at_mut(6);
+            d.swap_with_slice(&mut s[..6]);
+            rx.push(m);
+        }
+        ports[0].tx_burst(w.pool(), rx);
+    }
+}
+
+#[inline(never)]
+fn measured_new(
+    w: &mut Worker,
+    ports: &mut [Box<dyn Port>],
+    syns: &[[u8; 64]],
+    rx: &mut Vec<Mbuf>,
+) {
+    for b in 0..BURSTS {
+        run(
+            w,
+            ports,
+            syns,
+            rx,
+            FLOWS + b * BURST as u32,
+            Instant::from_secs(2),
+        );
+    }
+}
+
+fn main() {
+    let (cfg, tables) = common::tables(4 * FLOWS as usize + 2 * (BURSTS as usize * BURST), 120);
+    let publisher = TablePublisher::new(tables);
+    let wcfg = nodegate::node::worker_configs(&cfg).remove(0);
+    let mut w = Worker::new(
+        wcfg,
+        publisher.reader(),
+        Pool::new(4096),
+        Fabric::new(1, 64),
+        1,
+    );
+    let mut ports: Vec<Box<dyn Port>> = vec![Box::new(common::Sink)];
+    let total = FLOWS + BURSTS * BURST as u32;
+    let syns: Vec<[u8; 64]> = (0..total).map(|f| common::frame(f, 0x02)).collect();
+    let acks: Vec<[u8; 64]> = (0..FLOWS).map(|f| common::frame(f, 0x10)).collect();
+    let mut rx = Vec::with_capacity(BURST);
+    for b in 0..FLOWS.div_ceil(BURST as u32) {
+        run(
+            &mut w,
+            &mut ports,
+            &syns[..FLOWS as usize],
+            &mut rx,
+            b * BURST as u32,
+            Instant::ZERO,
+        );
+    }
+    assert_eq!(w.flows().len(), FLOWS as usize);
+    measured_macswap(&mut w, &mut ports, &acks, &mut rx);
+    measured_established(&mut w, &mut ports, &acks, &mut rx);
+    measured_new(&mut w, &mut ports, &syns, &mut rx);
+    let frames = u64::from(BURSTS) * BURST as u64;
+    assert_eq!(
+        w.flows().len(),
+        (FLOWS + BURSTS * BURST as u32) as usize,
+        "every SYN made a flow"
+    );
+    println!("{frames} established and {frames} new-connection frames processed");
+}
