@@ -230,6 +230,7 @@ pub struct FlowTable {
     free: Vec<u32>,
     hand: usize,
     timeouts: Timeouts,
+    nanos: TimeoutNanos,
     stats: CtStats,
 }
 
@@ -246,6 +247,7 @@ impl FlowTable {
             slots,
             free: (0..capacity as u32).rev().collect(),
             hand: 0,
+            nanos: TimeoutNanos::new(&timeouts),
             timeouts,
             stats: CtStats::default(),
         }
@@ -391,7 +393,7 @@ impl FlowTable {
             ],
             live: true,
         };
-        flow.expires = now + self.timeout_of(&flow);
+        flow.expires = self.expiry(&flow, now);
         let (ho, hr) = (self.index.hash(&orig), self.index.hash(&reply));
         if !self.index.insert(ho, slot << 1) {
             self.free.push(slot);
@@ -419,31 +421,69 @@ impl FlowTable {
         if flow.orig.proto == crate::service::PROTO_TCP {
             flow.tcp = tcp_next(flow.tcp, dir, tcp_flags, &mut flow.fin);
         }
-        let t = self.timeout_of(&self.slots[slot as usize]);
-        self.slots[slot as usize].expires = now + t;
+        let expires = self.expiry(&self.slots[slot as usize], now);
+        self.slots[slot as usize].expires = expires;
     }
 
-    fn timeout_of(&self, flow: &Flow) -> Duration {
-        let t = &self.timeouts;
-        match flow.orig.proto {
-            crate::service::PROTO_TCP => match flow.tcp {
-                TcpState::SynSent => t.tcp_syn_sent,
-                TcpState::SynRecv => t.tcp_syn_recv,
-                TcpState::Established if !flow.replied => t.tcp_unacknowledged,
-                TcpState::Established => t.tcp_established,
-                TcpState::FinWait => t.tcp_fin_wait,
-                TcpState::CloseWait => t.tcp_close_wait,
-                TcpState::LastAck => t.tcp_last_ack,
-                TcpState::TimeWait => t.tcp_time_wait,
-                TcpState::Close => t.tcp_close,
-            },
-            crate::service::PROTO_UDP if flow.replied => t.udp_stream,
-            crate::service::PROTO_UDP => t.udp,
-            crate::service::PROTO_SCTP => t.sctp,
-            _ => t.icmp,
+    /// The instant a flow in `flow`'s state expires if nothing more is seen from `now`.
+    #[inline]
+    fn expiry(&self, flow: &Flow, now: Instant) -> Instant {
+        Instant::from_nanos(now.as_nanos().saturating_add(self.nanos.of(flow)))
+    }
+}
+
+/// [`Timeouts`] in nanoseconds, so refreshing a flow's expiry on every packet is one add.
+#[derive(Debug, Clone, Copy)]
+struct TimeoutNanos {
+    t: [u64; 13],
+}
+
+impl TimeoutNanos {
+    fn new(t: &Timeouts) -> TimeoutNanos {
+        let ns = |d: Duration| d.as_nanos().min(u128::from(u64::MAX)) as u64;
+        TimeoutNanos {
+            t: [
+                ns(t.tcp_syn_sent),
+                ns(t.tcp_syn_recv),
+                ns(t.tcp_unacknowledged),
+                ns(t.tcp_established),
+                ns(t.tcp_fin_wait),
+                ns(t.tcp_close_wait),
+                ns(t.tcp_last_ack),
+                ns(t.tcp_time_wait),
+                ns(t.tcp_close),
+                ns(t.udp_stream),
+                ns(t.udp),
+                ns(t.sctp),
+                ns(t.icmp),
+            ],
         }
     }
 
+    #[inline]
+    fn of(&self, flow: &Flow) -> u64 {
+        let i = match flow.orig.proto {
+            crate::service::PROTO_TCP => match flow.tcp {
+                TcpState::SynSent => 0,
+                TcpState::SynRecv => 1,
+                TcpState::Established if !flow.replied => 2,
+                TcpState::Established => 3,
+                TcpState::FinWait => 4,
+                TcpState::CloseWait => 5,
+                TcpState::LastAck => 6,
+                TcpState::TimeWait => 7,
+                TcpState::Close => 8,
+            },
+            crate::service::PROTO_UDP if flow.replied => 9,
+            crate::service::PROTO_UDP => 10,
+            crate::service::PROTO_SCTP => 11,
+            _ => 12,
+        };
+        self.t[i]
+    }
+}
+
+impl FlowTable {
     /// Removes a flow and both its keys.
     pub fn remove(&mut self, slot: u32) {
         let flow = &mut self.slots[slot as usize];

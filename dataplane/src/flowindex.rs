@@ -102,7 +102,7 @@ impl FlowIndex {
     }
 
     /// The first value whose signature matches and for which `is_match` holds.
-    #[inline]
+    #[inline(always)]
     pub fn find(&self, hash: u64, mut is_match: impl FnMut(u32) -> bool) -> Option<u32> {
         let sig = Self::sig(hash);
         let mut b = self.home(hash);

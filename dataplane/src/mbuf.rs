@@ -151,6 +151,7 @@ impl PoolCache {
     }
 
     /// An empty buffer, or `None` when the whole pool is exhausted.
+    #[inline]
     pub fn alloc(&mut self) -> Option<Mbuf> {
         if self.cache.is_empty() {
             for _ in 0..CACHE_BULK {
@@ -163,6 +164,7 @@ impl PoolCache {
         self.cache.pop()
     }
 
+    #[inline]
     pub fn free(&mut self, mut m: Mbuf) {
         m.len = 0;
         if self.cache.len() >= CACHE_BULK * 2 {

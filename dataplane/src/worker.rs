@@ -1156,6 +1156,7 @@ impl Worker {
     // ---- ip4-forward / ip4-output ------------------------------------------------------------
 
     /// Decrements the TTL and routes a transit packet.
+    #[inline]
     fn ip4_forward(&mut self, t: &Tables, m: &mut Mbuf) -> Action {
         let (dst, ttl, proto) = {
             let ip = Ipv4Packet::new_unchecked(&m[L2..]);
@@ -1187,7 +1188,7 @@ impl Worker {
     }
 
     /// Resolves the next hop and writes the Ethernet header.
-    #[inline]
+    #[inline(always)]
     fn ip4_output(&mut self, t: &Tables, m: &mut Mbuf, hop: NextHop, dst: Ipv4Addr) -> Action {
         let nh = hop.neighbor_for(dst);
         let mac = match hop.gateway_mac {
