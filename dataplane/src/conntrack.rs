@@ -418,7 +418,11 @@ impl FlowTable {
         if dir == Dir::Reply {
             flow.replied = true;
         }
-        if flow.orig.proto == crate::service::PROTO_TCP {
+        // Most packets are data or ACKs of an established connection: no state change.
+        let plain = tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) == 0;
+        if flow.orig.proto == crate::service::PROTO_TCP
+            && !(plain && flow.tcp == TcpState::Established)
+        {
             flow.tcp = tcp_next(flow.tcp, dir, tcp_flags, &mut flow.fin);
         }
         let expires = self.expiry(&self.slots[slot as usize], now);

@@ -51,7 +51,7 @@ macro_rules! enum_with_unknown {
         pub enum $name:ident($ty:ty) {
             $(
                 $( #[$variant_attr:meta] )*
-                $variant:ident = $value:expr
+                $variant:ident = $value:literal
             ),+ $(,)?
         }
     ) => {
@@ -67,15 +67,17 @@ macro_rules! enum_with_unknown {
         }
 
         impl ::core::convert::From<$ty> for $name {
+            #[inline]
             fn from(value: $ty) -> Self {
                 match value {
-                    $( v if v == $value => $name::$variant, )+
+                    $( $value => $name::$variant, )+
                     other => $name::Unknown(other),
                 }
             }
         }
 
         impl ::core::convert::From<$name> for $ty {
+            #[inline]
             fn from(value: $name) -> Self {
                 match value {
                     $( $name::$variant => $value, )+
