@@ -70,7 +70,21 @@ fn established(
     for chunk in all.chunks(BURST) {
         burst(&mut w, &mut ports, &syns, chunk, &mut rx, Instant::ZERO);
     }
-    assert_eq!(w.flows().len(), flows as usize, "every flow established");
+    assert_eq!(w.flows().len(), flows as usize, "every flow created");
+    // Complete every handshake: SYN-ACK from the endpoint, then the ACKs below.
+    let synacks = common::syn_acks(w.flows());
+    for chunk in all.chunks(BURST) {
+        burst(&mut w, &mut ports, &synacks, chunk, &mut rx, Instant::ZERO);
+    }
+    for chunk in all.chunks(BURST) {
+        burst(&mut w, &mut ports, &acks, chunk, &mut rx, Instant::ZERO);
+    }
+    let established = w
+        .flows()
+        .iter()
+        .filter(|f| f.tcp == dataplane::conntrack::TcpState::Established)
+        .count();
+    assert_eq!(established, flows as usize, "every flow established");
     let visit = order(flows, RING);
     let mut pos = 0usize;
     c.bench_function(format!("established/{flows}"), |b| {

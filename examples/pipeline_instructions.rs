@@ -122,6 +122,27 @@ fn main() {
         );
     }
     assert_eq!(w.flows().len(), FLOWS as usize);
+    let synacks = common::syn_acks(w.flows());
+    for b in 0..FLOWS.div_ceil(BURST as u32) {
+        run(
+            &mut w,
+            &mut ports,
+            &synacks,
+            &mut rx,
+            b * BURST as u32,
+            Instant::ZERO,
+        );
+    }
+    for b in 0..FLOWS.div_ceil(BURST as u32) {
+        run(
+            &mut w,
+            &mut ports,
+            &acks,
+            &mut rx,
+            b * BURST as u32,
+            Instant::ZERO,
+        );
+    }
     measured_macswap(&mut w, &mut ports, &acks, &mut rx);
     measured_established(&mut w, &mut ports, &acks, &mut rx);
     measured_new(&mut w, &mut ports, &syns, &mut rx);

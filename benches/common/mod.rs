@@ -8,6 +8,7 @@ use control::model::ClusterState;
 use dataplane::mbuf::{Mbuf, PoolCache};
 use dataplane::port::Port;
 use dataplane::tables::Tables;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 pub const VIP: [u8; 4] = [10, 96, 0, 10];
@@ -76,6 +77,11 @@ pub fn frame(flow: u32, flags: u8) -> [u8; 64] {
         flow as u8,
     ];
     let sport = 1024 + (flow.wrapping_mul(7) & 0x3fff) as u16;
+    tcp_frame(src.into(), VIP.into(), sport, 80, flags)
+}
+
+/// A 64-byte TCP frame with valid checksums, arriving from the peer.
+pub fn tcp_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> [u8; 64] {
     let mut f = [0u8; 64];
     f[0..6].copy_from_slice(&NODE_MAC);
     f[6..12].copy_from_slice(&PEER_MAC);
@@ -86,20 +92,28 @@ pub fn frame(flow: u32, flags: u8) -> [u8; 64] {
     ip[6] = 0x40;
     ip[8] = 64;
     ip[9] = 6;
-    ip[12..16].copy_from_slice(&src);
-    ip[16..20].copy_from_slice(&VIP);
+    ip[12..16].copy_from_slice(&src.octets());
+    ip[16..20].copy_from_slice(&dst.octets());
     let c = !dataplane::wire::checksum::data(&f[14..34]);
     f[24..26].copy_from_slice(&c.to_be_bytes());
     let tcp = &mut f[34..54];
     tcp[0..2].copy_from_slice(&sport.to_be_bytes());
-    tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+    tcp[2..4].copy_from_slice(&dport.to_be_bytes());
     tcp[4..8].copy_from_slice(&1u32.to_be_bytes());
     tcp[12] = 5 << 4;
     tcp[13] = flags;
     tcp[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    dataplane::wire::TcpPacket::new_unchecked(&mut f[34..54])
-        .fill_checksum_v4(src.into(), VIP.into());
+    dataplane::wire::TcpPacket::new_unchecked(&mut f[34..54]).fill_checksum_v4(src, dst);
     f
+}
+
+/// SYN-ACKs from the endpoints for every flow in `flows` (as the reply direction carries them),
+/// to complete the handshakes in benchmark set-ups.
+pub fn syn_acks(flows: &dataplane::conntrack::FlowTable) -> Vec<[u8; 64]> {
+    flows
+        .iter()
+        .map(|f| tcp_frame(f.reply.src, f.reply.dst, f.reply.sport, f.reply.dport, 0x12))
+        .collect()
 }
 
 /// A port that accepts everything and recycles the buffers.
