@@ -409,10 +409,7 @@ impl Loader {
 
         match obj_kind {
             ObjKind::Service => {
-                let svc: core::Service = serde_path_to_error::deserialize(value).map_err(|e| {
-                    let (f, r) = path_error(e.path(), e.inner().to_string());
-                    (at(&f), r)
-                })?;
+                let svc: core::Service = deserialize_at(value, &at)?;
                 let Some(svc) = convert_service(svc, &namespace, &name, &at(""))
                     .map_err(|(f, r)| (at(&f), r))?
                 else {
@@ -429,11 +426,7 @@ impl Loader {
                 state.services.push(svc);
             }
             ObjKind::EndpointSlice => {
-                let slice: discovery::EndpointSlice = serde_path_to_error::deserialize(value)
-                    .map_err(|e| {
-                        let (f, r) = path_error(e.path(), e.inner().to_string());
-                        (at(&f), r)
-                    })?;
+                let slice: discovery::EndpointSlice = deserialize_at(value, &at)?;
                 let Some(slice) = convert_slice(slice, &namespace, &name, &at(""))
                     .map_err(|(f, r)| (at(&f), r))?
                 else {
@@ -804,4 +797,15 @@ fn convert_slice(
         ports,
         endpoints,
     }))
+}
+
+/// Deserialises a Kubernetes object; an error names the field at its full location.
+fn deserialize_at<T: serde::de::DeserializeOwned>(
+    value: Value,
+    at: &dyn Fn(&str) -> String,
+) -> Result<T, (String, String)> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let (f, r) = path_error(e.path(), e.inner().to_string());
+        (at(&f), r)
+    })
 }
