@@ -42,8 +42,9 @@ fn measured_established(
     ports: &mut [Box<dyn Port>],
     acks: &[[u8; 64]],
     rx: &mut Vec<Mbuf>,
+    bursts: u32,
 ) {
-    for b in 0..BURSTS {
+    for b in 0..bursts {
         run(
             w,
             ports,
@@ -62,8 +63,9 @@ fn measured_macswap(
     ports: &mut [Box<dyn Port>],
     acks: &[[u8; 64]],
     rx: &mut Vec<Mbuf>,
+    bursts: u32,
 ) {
-    for b in 0..BURSTS {
+    for b in 0..bursts {
         let first = b * BURST as u32 * 7;
         for i in 0..BURST as u32 {
             let mut m = w.pool().alloc().expect("pool");
@@ -82,21 +84,24 @@ fn measured_new(
     ports: &mut [Box<dyn Port>],
     syns: &[[u8; 64]],
     rx: &mut Vec<Mbuf>,
+    flows: u32,
+    bursts: u32,
 ) {
-    for b in 0..BURSTS {
+    for b in 0..bursts {
         run(
             w,
             ports,
             syns,
             rx,
-            FLOWS + b * BURST as u32,
+            flows + b * BURST as u32,
             Instant::from_secs(2),
         );
     }
 }
 
-fn main() {
-    let (cfg, tables) = common::tables(4 * FLOWS as usize + 2 * (BURSTS as usize * BURST), 120);
+/// Sets up `flows` established flows, then runs `bursts` bursts of each measured kind.
+fn drive(flows: u32, bursts: u32) -> Worker {
+    let (cfg, tables) = common::tables(4 * flows as usize + 2 * (bursts as usize * BURST), 120);
     let publisher = TablePublisher::new(tables);
     let wcfg = nodegate::node::worker_configs(&cfg).remove(0);
     let mut w = Worker::new(
@@ -107,50 +112,51 @@ fn main() {
         1,
     );
     let mut ports: Vec<Box<dyn Port>> = vec![Box::new(common::Sink)];
-    let total = FLOWS + BURSTS * BURST as u32;
+    let total = flows + bursts * BURST as u32;
     let syns: Vec<[u8; 64]> = (0..total).map(|f| common::frame(f, 0x02)).collect();
-    let acks: Vec<[u8; 64]> = (0..FLOWS).map(|f| common::frame(f, 0x10)).collect();
+    let acks: Vec<[u8; 64]> = (0..flows).map(|f| common::frame(f, 0x10)).collect();
     let mut rx = Vec::with_capacity(BURST);
-    for b in 0..FLOWS.div_ceil(BURST as u32) {
-        run(
-            &mut w,
-            &mut ports,
-            &syns[..FLOWS as usize],
-            &mut rx,
-            b * BURST as u32,
-            Instant::ZERO,
-        );
-    }
-    assert_eq!(w.flows().len(), FLOWS as usize);
+    let setup = |w: &mut Worker,
+                 ports: &mut Vec<Box<dyn Port>>,
+                 frames: &[[u8; 64]],
+                 rx: &mut Vec<Mbuf>| {
+        for b in 0..flows.div_ceil(BURST as u32) {
+            run(w, ports, frames, rx, b * BURST as u32, Instant::ZERO);
+        }
+    };
+    setup(&mut w, &mut ports, &syns[..flows as usize], &mut rx);
+    assert_eq!(w.flows().len(), flows as usize);
     let synacks = common::syn_acks(w.flows());
-    for b in 0..FLOWS.div_ceil(BURST as u32) {
-        run(
-            &mut w,
-            &mut ports,
-            &synacks,
-            &mut rx,
-            b * BURST as u32,
-            Instant::ZERO,
-        );
-    }
-    for b in 0..FLOWS.div_ceil(BURST as u32) {
-        run(
-            &mut w,
-            &mut ports,
-            &acks,
-            &mut rx,
-            b * BURST as u32,
-            Instant::ZERO,
-        );
-    }
-    measured_macswap(&mut w, &mut ports, &acks, &mut rx);
-    measured_established(&mut w, &mut ports, &acks, &mut rx);
-    measured_new(&mut w, &mut ports, &syns, &mut rx);
+    setup(&mut w, &mut ports, &synacks, &mut rx);
+    setup(&mut w, &mut ports, &acks, &mut rx);
+    measured_macswap(&mut w, &mut ports, &acks, &mut rx, bursts);
+    measured_established(&mut w, &mut ports, &acks, &mut rx, bursts);
+    measured_new(&mut w, &mut ports, &syns, &mut rx, flows, bursts);
+    assert_eq!(w.flows().len(), total as usize, "every SYN made a flow");
+    w
+}
+
+fn main() {
+    drive(FLOWS, BURSTS);
     let frames = u64::from(BURSTS) * BURST as u64;
-    assert_eq!(
-        w.flows().len(),
-        (FLOWS + BURSTS * BURST as u32) as usize,
-        "every SYN made a flow"
-    );
     println!("{frames} established and {frames} new-connection frames processed");
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn drives_established_and_new_flows_without_drops() {
+        let w = drive(256, 8);
+        let s = w.stats();
+        assert_eq!(s.drops.iter().sum::<u64>(), 0, "nothing dropped");
+        assert_eq!(s.rx[0], s.tx[0]);
+        let established = w
+            .flows()
+            .iter()
+            .filter(|f| f.tcp == dataplane::conntrack::TcpState::Established)
+            .count();
+        assert_eq!(established, 256, "the handshakes completed");
+    }
 }
