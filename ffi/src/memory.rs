@@ -54,8 +54,9 @@ mod test {
     fn test_huge_page_advice_on_a_large_buffer() {
         // 8 MiB holds at least three whole huge pages wherever the allocator puts it.
         let v = vec![0u64; 8 * HUGE_PAGE / 8];
+        // A kernel built without THP has no such file and refuses the advice.
         let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-            .expect("this kernel reports its transparent huge page mode");
+            .unwrap_or_else(|_| "[never]".into());
         let took = advise_huge_pages(&v);
         assert_eq!(took, !thp.contains("[never]"), "THP mode {thp}");
         assert!(
