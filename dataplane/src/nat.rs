@@ -67,6 +67,35 @@ fn adjust(checksum: u16, delta: u16) -> u16 {
     !checksum::fold(u32::from(!checksum) + u32::from(delta))
 }
 
+/// What decrementing the TTL does to the IPv4 header checksum: the TTL/protocol word drops by
+/// 0x100, and `~w + (w - 0x100)` is `0xfeff` whatever `w` (for a TTL of at least 1).
+const TTL_DECREMENT: u32 = 0xfeff;
+
+/// Translates a transit packet and decrements its TTL (which must be at least 2) in one pass:
+/// for TCP and UDP the TTL change joins the precomputed IPv4 checksum delta.
+#[inline]
+pub fn forward_with(ip: &mut [u8], from: &FlowKey, to: &FlowKey, delta: Delta) {
+    let ttl = Ipv4Packet::new_unchecked(&*ip).hop_limit();
+    if from.proto == PROTO_TCP || from.proto == PROTO_UDP {
+        let delta = Delta {
+            ip: checksum::fold(u32::from(delta.ip) + TTL_DECREMENT),
+            l4: delta.l4,
+        };
+        Ipv4Packet::new_unchecked(&mut *ip).set_hop_limit(ttl - 1);
+        return rewrite_with(ip, from, to, delta);
+    }
+    rewrite(ip, from, to);
+    let mut p = Ipv4Packet::new_unchecked(ip);
+    let proto = u8::from(p.next_header());
+    let c = update16(
+        p.checksum(),
+        u16::from_be_bytes([ttl, proto]),
+        u16::from_be_bytes([ttl - 1, proto]),
+    );
+    p.set_hop_limit(ttl - 1);
+    p.set_checksum(c);
+}
+
 /// [`rewrite`] with the flow's precomputed checksum delta: the fast path for unfragmented TCP
 /// and UDP (the pipeline has checked their headers); other protocols take [`rewrite`].
 #[inline]
@@ -356,8 +385,15 @@ mod test {
             }
             let mut slow = f.clone();
             rewrite(&mut slow, &from, &to);
+            let mut forwarded = f.clone();
             rewrite_with(&mut f, &from, &to, Delta::new(&from, &to));
             prop_assert_eq!(&f, &slow);
+            // Forwarding: the same plus TTL 64 -> 63, with a valid header checksum.
+            forward_with(&mut forwarded, &from, &to, Delta::new(&from, &to));
+            prop_assert_eq!(forwarded[8], 63);
+            prop_assert_eq!(&forwarded[12..], &f[12..]);
+            let fh = etherparse::Ipv4HeaderSlice::from_slice(&forwarded).unwrap().to_header();
+            prop_assert_eq!(fh.header_checksum, fh.calc_header_checksum());
             let h = etherparse::Ipv4HeaderSlice::from_slice(&f).unwrap().to_header();
             prop_assert_eq!(h.header_checksum, h.calc_header_checksum());
             if tcp {

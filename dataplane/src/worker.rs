@@ -814,12 +814,10 @@ impl Worker {
             } else {
                 self.ct.update(slot, dir, flags, self.now);
                 let flow = self.ct.get(slot);
-                nat::rewrite_with(
-                    &mut m[L2..],
-                    &key,
-                    &flow.translated(dir),
-                    flow.delta[dir as usize],
-                );
+                let to = flow.translated(dir);
+                // TTL is at least 2 here (checked above for everything a flow claims).
+                nat::forward_with(&mut m[L2..], &key, &to, flow.delta[dir as usize]);
+                return self.ip4_output_local(t, m, to.dst);
             }
             return self.ip4_forward(t, m);
         }
@@ -951,8 +949,9 @@ impl Worker {
             );
         }
         let delta = self.ct.get(slot).delta[0];
-        nat::rewrite_with(&mut m[L2..], key, &reply.reverse(), delta);
-        self.ip4_forward(t, m)
+        // TTL is at least 2 here (checked in ip4_flow for everything a Service claims).
+        nat::forward_with(&mut m[L2..], key, &reply.reverse(), delta);
+        self.ip4_output_local(t, m, baddr)
     }
 
     /// A free port in this worker's SNAT slice for a reply tuple like `reply`.
