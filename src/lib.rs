@@ -8,4 +8,5 @@ pub mod node;
 pub mod pcap;
 pub mod run;
 pub mod stats;
+pub mod tap;
 pub mod trace;

@@ -1,0 +1,52 @@
+//! The `tap` port driver: frames to and from a TAP interface (`ffi::tap`), one system call per
+//! frame. For tests and the exception path, not for speed.
+
+use dataplane::mbuf::{Mbuf, PoolCache, MBUF_SIZE};
+use dataplane::port::Port;
+
+pub struct TapPort {
+    tap: ffi::tap::Tap,
+    /// Frames the interface refused (down or queue full) or failed to write.
+    pub tx_errors: u64,
+}
+
+impl TapPort {
+    pub fn open(interface: &str) -> std::io::Result<TapPort> {
+        Ok(TapPort {
+            tap: ffi::tap::Tap::open(interface)?,
+            tx_errors: 0,
+        })
+    }
+}
+
+impl Port for TapPort {
+    fn rx_burst(&mut self, pool: &mut PoolCache, burst: &mut Vec<Mbuf>, max: usize) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(mut m) = pool.alloc() else { break };
+            match self.tap.recv(&mut m.buffer_mut()[..MBUF_SIZE]) {
+                Ok(Some(len)) => {
+                    m.set_len(len);
+                    burst.push(m);
+                    n += 1;
+                }
+                Ok(None) | Err(_) => {
+                    pool.free(m);
+                    break;
+                }
+            }
+        }
+        n
+    }
+
+    fn tx_burst(&mut self, pool: &mut PoolCache, burst: &mut Vec<Mbuf>) -> usize {
+        let n = burst.len();
+        for m in burst.drain(..) {
+            if !matches!(self.tap.send(&m), Ok(true)) {
+                self.tx_errors += 1;
+            }
+            pool.free(m);
+        }
+        n
+    }
+}
