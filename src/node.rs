@@ -54,6 +54,36 @@ pub fn worker_configs(cfg: &Config) -> Vec<WorkerConfig> {
         .collect()
 }
 
+/// Workers sharing one buffer pool, one handoff fabric and one table publisher.
+pub struct Parts {
+    pub workers: Vec<Worker>,
+    pub publisher: TablePublisher,
+    pub pool: Arc<Pool>,
+    pub fabric: Arc<Fabric>,
+}
+
+/// Builds the workers of an instance with `ports` ports, allocating every table now.
+pub fn build_workers(
+    configs: Vec<WorkerConfig>,
+    tables: Tables,
+    ports: usize,
+    pool_size: usize,
+) -> Parts {
+    let publisher = TablePublisher::new(tables);
+    let pool = Pool::new(pool_size);
+    let fabric = Fabric::new(configs.len(), HANDOFF_DEPTH);
+    let workers = configs
+        .into_iter()
+        .map(|c| Worker::new(c, publisher.reader(), pool.clone(), fabric.clone(), ports))
+        .collect();
+    Parts {
+        workers,
+        publisher,
+        pool,
+        fabric,
+    }
+}
+
 /// A data plane instance driven in lockstep from one thread.
 pub struct Node {
     publisher: TablePublisher,
@@ -72,14 +102,13 @@ impl Node {
         ports: Vec<Box<dyn Port>>,
         pool_size: usize,
     ) -> Node {
-        let publisher = TablePublisher::new(tables);
-        let pool = Pool::new(pool_size);
-        let fabric = Fabric::new(configs.len(), HANDOFF_DEPTH);
-        let n_ports = ports.len();
-        let workers = configs
-            .into_iter()
-            .map(|c| Worker::new(c, publisher.reader(), pool.clone(), fabric.clone(), n_ports))
-            .collect();
+        let parts = build_workers(configs, tables, ports.len(), pool_size);
+        let Parts {
+            workers,
+            publisher,
+            pool,
+            fabric,
+        } = parts;
         Node {
             publisher,
             workers,

@@ -67,6 +67,10 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
         "tables built"
     );
 
+    if cfg.ports.iter().all(|p| p.driver == Driver::Tap) {
+        return run_live(&cfg, tables, opts);
+    }
+
     let clock = ReplayClock::default();
     let write_error = crate::pcap::WriteError::default();
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
@@ -104,9 +108,15 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
                 )
                 .into())
             }
+            Driver::Tap => {
+                return Err(field(
+                    "a run uses pcap ports only or live (tap) ports only, not both".into(),
+                )
+                .into())
+            }
             other => {
                 return Err(field(format!(
-                    "driver `{other}` is not available in this build yet; use `pcap`"
+                    "driver `{other}` is not available in this build yet; use `pcap` or `tap`"
                 ))
                 .into())
             }
@@ -124,14 +134,75 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
     let (workers, ports, publisher) = node.into_parts();
     let stats = Stats::gather(&workers, &publisher.current());
     drop(ports);
+    write_stats(opts, &stats)?;
+    Ok(stats)
+}
+
+/// Buffers in the pool of a live run.
+const LIVE_POOL: usize = 64 * 1024;
+
+/// A live run on TAP ports: one poll-mode thread per worker, each with its own queue of every
+/// port (multi-queue TAP when there are several workers), until SIGINT or SIGTERM.
+fn run_live(
+    cfg: &Config,
+    tables: dataplane::tables::Tables,
+    opts: &RunOptions,
+) -> Result<Stats, RunError> {
+    ffi::signal::install_stop_handler().map_err(|e| RunError::Io {
+        path: cfg.file.clone(),
+        reason: format!("cannot install the SIGINT/SIGTERM handler: {e}"),
+    })?;
+    let n = cfg.workers.max(1);
+    let mut queues: Vec<Vec<Box<dyn Port>>> = (0..n).map(|_| Vec::new()).collect();
+    for p in &cfg.ports {
+        let ifname = p.interface.as_deref().unwrap_or_default();
+        for q in queues.iter_mut() {
+            let port = if n == 1 {
+                crate::tap::TapPort::open(ifname)
+            } else {
+                crate::tap::TapPort::open_queue(ifname)
+            }
+            .map_err(|e| RunError::Io {
+                path: PathBuf::from(format!("/dev/net/tun ({ifname})")),
+                reason: format!("cannot open TAP interface: {e}"),
+            })?;
+            q.push(Box::new(port));
+        }
+        tracing::info!(port = %p.name, driver = "tap", interface = ifname, queues = n, "port up");
+    }
+    let parts = crate::node::build_workers(worker_configs(cfg), tables, cfg.ports.len(), LIVE_POOL);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handles = crate::node::spawn_workers(
+        parts.workers,
+        queues,
+        cfg.cpus.clone(),
+        crate::node::IdlePolicy::default(),
+        stop.clone(),
+    );
+    tracing::info!(workers = n, "ready");
+    while !ffi::signal::stop_requested() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    tracing::info!("stopping");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let workers: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("a worker thread panicked"))
+        .collect();
+    let stats = Stats::gather(&workers, &parts.publisher.current());
+    write_stats(opts, &stats)?;
+    Ok(stats)
+}
+
+fn write_stats(opts: &RunOptions, stats: &Stats) -> Result<(), RunError> {
     if let Some(path) = &opts.stats_json {
-        let json = serde_json::to_string_pretty(&stats).expect("stats serialise");
+        let json = serde_json::to_string_pretty(stats).expect("stats serialise");
         std::fs::write(path, json + "\n").map_err(|e| RunError::Io {
             path: path.clone(),
             reason: format!("cannot write: {e}"),
         })?;
     }
-    Ok(stats)
+    Ok(())
 }
 
 /// Feeds every input to the node in timestamp order; returns the last timestamp.

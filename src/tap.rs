@@ -17,6 +17,14 @@ impl TapPort {
             tx_errors: 0,
         })
     }
+
+    /// One queue of a multi-queue TAP interface (one per worker).
+    pub fn open_queue(interface: &str) -> std::io::Result<TapPort> {
+        Ok(TapPort {
+            tap: ffi::tap::Tap::open_queue(interface)?,
+            tx_errors: 0,
+        })
+    }
 }
 
 impl Port for TapPort {

@@ -6,6 +6,7 @@
 //! the kernel-bypass issue; today it holds CPU pinning, huge-page advice and cache prefetch.
 
 pub mod memory;
+pub mod signal;
 pub mod tap;
 
 /// Number of CPUs this process may run on.

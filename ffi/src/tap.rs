@@ -29,6 +29,16 @@ impl Tap {
     /// Creates (or attaches to) the TAP interface `name` without packet information headers:
     /// every read returns one Ethernet frame.
     pub fn open(name: &str) -> io::Result<Tap> {
+        Tap::open_with(name, false)
+    }
+
+    /// Opens one queue of a multi-queue TAP interface (`IFF_MULTI_QUEUE`): call it once per
+    /// queue; the kernel spreads received frames over the queues by flow.
+    pub fn open_queue(name: &str) -> io::Result<Tap> {
+        Tap::open_with(name, true)
+    }
+
+    fn open_with(name: &str, multi_queue: bool) -> io::Result<Tap> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -42,7 +52,13 @@ impl Tap {
             .open("/dev/net/tun")?;
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
+            flags: (libc::IFF_TAP
+                | libc::IFF_NO_PI
+                | if multi_queue {
+                    libc::IFF_MULTI_QUEUE
+                } else {
+                    0
+                }) as libc::c_short,
             _pad: [0; 22],
         };
         for (d, s) in req.name.iter_mut().zip(name.bytes()) {
