@@ -29,6 +29,10 @@ enum Command {
         #[arg(long)]
         trace: bool,
     },
+    /// Run the Kubernetes "Using Source IP" walkthrough for real in network namespaces (two
+    /// nodes running nodegate on TAP ports, a client, pods) and print what the backend saw.
+    /// Needs root.
+    Demo,
 }
 
 fn main() -> ExitCode {
@@ -40,6 +44,31 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo => {
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("error: cannot find the nodegate executable: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            println!("building the topology of the \"Using Source IP\" page and running its experiments...");
+            match nodegate::demo::run(&exe) {
+                Ok(rows) => {
+                    print!("{}", nodegate::demo::table(&rows));
+                    if rows.iter().all(nodegate::demo::Row::as_expected) {
+                        ExitCode::SUCCESS
+                    } else {
+                        eprintln!("error: some results differ from what kube-proxy does");
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Run {
             config,
             stats_json,
