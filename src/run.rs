@@ -175,7 +175,7 @@ fn run_live(
     let handles = crate::node::spawn_workers(
         parts.workers,
         queues,
-        cfg.cpus.clone(),
+        Some(worker_cpus(cfg.cpus.as_deref(), n)),
         crate::node::IdlePolicy::default(),
         stop.clone(),
     );
@@ -192,6 +192,21 @@ fn run_live(
     let stats = Stats::gather(&workers, &parts.publisher.current());
     write_stats(opts, &stats)?;
     Ok(stats)
+}
+
+/// The CPUs the workers are pinned to: `cpus` from the configuration, or else the last `n`
+/// CPUs the process may run on (the first ones are left to the control thread and the rest of
+/// the node), wrapping around when there are fewer CPUs than workers.
+fn worker_cpus(configured: Option<&[usize]>, n: usize) -> Vec<usize> {
+    if let Some(c) = configured {
+        return c.to_vec();
+    }
+    let all = ffi::available_cpus();
+    if all.is_empty() {
+        return Vec::new();
+    }
+    let start = all.len().saturating_sub(n);
+    (0..n).map(|i| all[(start + i) % all.len()]).collect()
 }
 
 fn write_stats(opts: &RunOptions, stats: &Stats) -> Result<(), RunError> {
@@ -300,4 +315,20 @@ fn drop_totals(node: &Node) -> [u64; DropReason::COUNT] {
         }
     }
     t
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_workers_default_to_the_last_cpus() {
+        assert_eq!(worker_cpus(Some(&[3, 1]), 2), vec![3, 1]);
+        let all = ffi::available_cpus();
+        let one = worker_cpus(None, 1);
+        assert_eq!(one, vec![*all.last().unwrap()]);
+        let many = worker_cpus(None, all.len() + 1);
+        assert_eq!(many.len(), all.len() + 1);
+        assert!(many.iter().all(|c| all.contains(c)));
+    }
 }

@@ -6,7 +6,7 @@ use dataplane::port::Port;
 
 pub struct TapPort {
     tap: ffi::tap::Tap,
-    /// Frames the interface refused (down or queue full) or failed to write.
+    /// Bursts cut short because the interface refused a frame (down or queue full).
     pub tx_errors: u64,
 }
 
@@ -48,13 +48,19 @@ impl Port for TapPort {
     }
 
     fn tx_burst(&mut self, pool: &mut PoolCache, burst: &mut Vec<Mbuf>) -> usize {
-        let n = burst.len();
-        for m in burst.drain(..) {
-            if !matches!(self.tap.send(&m), Ok(true)) {
+        // Stop at the first frame the interface refuses (down, or its queue full): it and the
+        // rest stay in `burst`, and the worker counts them as `tx-full`.
+        let mut sent = 0;
+        while sent < burst.len() {
+            if !matches!(self.tap.send(&burst[sent]), Ok(true)) {
                 self.tx_errors += 1;
+                break;
             }
+            sent += 1;
+        }
+        for m in burst.drain(..sent) {
             pool.free(m);
         }
-        n
+        sent
     }
 }
