@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod af_packet;
 pub mod demo;
 pub mod node;
 pub mod pcap;

@@ -67,7 +67,11 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
         "tables built"
     );
 
-    if cfg.ports.iter().all(|p| p.driver == Driver::Tap) {
+    if cfg
+        .ports
+        .iter()
+        .all(|p| matches!(p.driver, Driver::Tap | Driver::AfPacket))
+    {
         return run_live(&cfg, tables, opts);
     }
 
@@ -108,9 +112,10 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
                 )
                 .into())
             }
-            Driver::Tap => {
+            Driver::Tap | Driver::AfPacket => {
                 return Err(field(
-                    "a run uses pcap ports only or live (tap) ports only, not both".into(),
+                    "a run uses pcap ports only or live (tap, af_packet) ports only, not both"
+                        .into(),
                 )
                 .into())
             }
@@ -141,7 +146,7 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
 /// Buffers in the pool of a live run.
 const LIVE_POOL: usize = 64 * 1024;
 
-/// A live run on TAP ports: one poll-mode thread per worker, each with its own queue of every
+/// A live run on TAP and AF_PACKET ports: one poll-mode thread per worker, each with its own queue of every
 /// port (multi-queue TAP when there are several workers), until SIGINT or SIGTERM.
 fn run_live(
     cfg: &Config,
@@ -153,22 +158,45 @@ fn run_live(
         reason: format!("cannot install the SIGINT/SIGTERM handler: {e}"),
     })?;
     let n = cfg.workers.max(1);
+    if n > 1 {
+        if let Some(i) = cfg.ports.iter().position(|p| p.driver == Driver::AfPacket) {
+            return Err(control::config::ConfigError {
+                file: cfg.file.clone(),
+                field: format!("ports[{i}].driver"),
+                reason: "af_packet ports run with `workers: 1` for now (no PACKET_FANOUT yet)"
+                    .into(),
+            }
+            .into());
+        }
+    }
     let mut queues: Vec<Vec<Box<dyn Port>>> = (0..n).map(|_| Vec::new()).collect();
     for p in &cfg.ports {
         let ifname = p.interface.as_deref().unwrap_or_default();
         for q in queues.iter_mut() {
-            let port = if n == 1 {
-                crate::tap::TapPort::open(ifname)
-            } else {
-                crate::tap::TapPort::open_queue(ifname)
-            }
-            .map_err(|e| RunError::Io {
-                path: PathBuf::from(format!("/dev/net/tun ({ifname})")),
-                reason: format!("cannot open TAP interface: {e}"),
-            })?;
-            q.push(Box::new(port));
+            let port: Box<dyn Port> = match p.driver {
+                Driver::AfPacket => {
+                    Box::new(crate::af_packet::AfPacketPort::open(ifname).map_err(|e| {
+                        RunError::Io {
+                            path: PathBuf::from(format!("af_packet ({ifname})")),
+                            reason: format!("cannot open the interface: {e}"),
+                        }
+                    })?)
+                }
+                _ => Box::new(
+                    if n == 1 {
+                        crate::tap::TapPort::open(ifname)
+                    } else {
+                        crate::tap::TapPort::open_queue(ifname)
+                    }
+                    .map_err(|e| RunError::Io {
+                        path: PathBuf::from(format!("/dev/net/tun ({ifname})")),
+                        reason: format!("cannot open TAP interface: {e}"),
+                    })?,
+                ),
+            };
+            q.push(port);
         }
-        tracing::info!(port = %p.name, driver = "tap", interface = ifname, queues = n, "port up");
+        tracing::info!(port = %p.name, driver = %p.driver, interface = ifname, queues = n, "port up");
     }
     let parts = crate::node::build_workers(worker_configs(cfg), tables, cfg.ports.len(), LIVE_POOL);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

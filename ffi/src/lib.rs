@@ -5,6 +5,7 @@
 //! to call with any argument. The packet I/O backends (AF_XDP, AF_PACKET, TAP, DPDK) arrive with
 //! the kernel-bypass issue; today it holds CPU pinning, huge-page advice and cache prefetch.
 
+pub mod af_packet;
 pub mod memory;
 pub mod signal;
 pub mod tap;
