@@ -14,6 +14,13 @@ impl AfPacketPort {
             sock: ffi::af_packet::AfPacket::open(interface)?,
         })
     }
+
+    /// One worker's socket of a fanout group over `interface`.
+    pub fn open_fanout(interface: &str, group: u16) -> std::io::Result<AfPacketPort> {
+        Ok(AfPacketPort {
+            sock: ffi::af_packet::AfPacket::open_fanout(interface, group)?,
+        })
+    }
 }
 
 impl Port for AfPacketPort {

@@ -121,7 +121,7 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
             }
             other => {
                 return Err(field(format!(
-                    "driver `{other}` is not available in this build yet; use `pcap` or `tap`"
+                    "driver `{other}` is not available in this build yet; use `pcap`, `tap` or `af_packet`"
                 ))
                 .into())
             }
@@ -158,28 +158,22 @@ fn run_live(
         reason: format!("cannot install the SIGINT/SIGTERM handler: {e}"),
     })?;
     let n = cfg.workers.max(1);
-    if n > 1 {
-        if let Some(i) = cfg.ports.iter().position(|p| p.driver == Driver::AfPacket) {
-            return Err(control::config::ConfigError {
-                file: cfg.file.clone(),
-                field: format!("ports[{i}].driver"),
-                reason: "af_packet ports run with `workers: 1` for now (no PACKET_FANOUT yet)"
-                    .into(),
-            }
-            .into());
-        }
-    }
     let mut queues: Vec<Vec<Box<dyn Port>>> = (0..n).map(|_| Vec::new()).collect();
-    for p in &cfg.ports {
+    for (port_index, p) in cfg.ports.iter().enumerate() {
         let ifname = p.interface.as_deref().unwrap_or_default();
         for q in queues.iter_mut() {
             let port: Box<dyn Port> = match p.driver {
                 Driver::AfPacket => {
-                    Box::new(crate::af_packet::AfPacketPort::open(ifname).map_err(|e| {
-                        RunError::Io {
-                            path: PathBuf::from(format!("af_packet ({ifname})")),
-                            reason: format!("cannot open the interface: {e}"),
-                        }
+                    let sock = if n == 1 {
+                        crate::af_packet::AfPacketPort::open(ifname)
+                    } else {
+                        // One fanout group per port, unique to this process.
+                        let group = (std::process::id() as u16).wrapping_add(port_index as u16);
+                        crate::af_packet::AfPacketPort::open_fanout(ifname, group)
+                    };
+                    Box::new(sock.map_err(|e| RunError::Io {
+                        path: PathBuf::from(format!("af_packet ({ifname})")),
+                        reason: format!("cannot open the interface: {e}"),
                     })?)
                 }
                 _ => Box::new(

@@ -38,7 +38,7 @@ fn must(args: &[&str]) {
 }
 
 #[test]
-fn nodegate_run_on_af_packet_answers_arp_and_ping() {
+fn nodegate_run_on_af_packet_answers_arp_and_ping_with_two_workers() {
     let id = std::process::id() % 100_000;
     let ns = Netns(format!("ngpk{id}"));
     let (host, peer) = (format!("ngp{id}"), format!("ngq{id}"));
@@ -65,7 +65,7 @@ fn nodegate_run_on_af_packet_answers_arp_and_ping() {
     std::fs::write(
         dir.path().join("nodegate.yaml"),
         format!(
-            "node: {{name: node-a, addresses: [\"192.0.2.1\"]}}\nports:\n  - {{name: eth0, driver: af_packet, interface: {host}, mac: \"02:00:00:00:00:01\", addresses: [\"192.0.2.1/24\"]}}\n"
+            "node: {{name: node-a, addresses: [\"192.0.2.1\"]}}\nworkers: 2\nports:\n  - {{name: eth0, driver: af_packet, interface: {host}, mac: \"02:00:00:00:00:01\", addresses: [\"192.0.2.1/24\"]}}\n"
         ),
     )
     .unwrap();

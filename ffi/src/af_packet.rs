@@ -18,6 +18,8 @@ const PACKET_QDISC_BYPASS: libc::c_int = 20;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
 const PACKET_MR_PROMISC: libc::c_ushort = 1;
+const PACKET_FANOUT: libc::c_int = 18;
+const PACKET_FANOUT_HASH: libc::c_int = 0;
 
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
@@ -171,6 +173,16 @@ fn setsockopt<T>(fd: libc::c_int, name: libc::c_int, value: &T, what: &str) -> i
 impl AfPacket {
     /// Opens a TPACKET_V3 socket on `interface` in promiscuous mode.
     pub fn open(interface: &str) -> io::Result<AfPacket> {
+        AfPacket::open_with(interface, None)
+    }
+
+    /// Opens one member of fanout group `group` on `interface`: the kernel spreads received
+    /// frames over the group's sockets by flow hash (`PACKET_FANOUT_HASH`), one per worker.
+    pub fn open_fanout(interface: &str, group: u16) -> io::Result<AfPacket> {
+        AfPacket::open_with(interface, Some(group))
+    }
+
+    fn open_with(interface: &str, fanout: Option<u16>) -> io::Result<AfPacket> {
         use std::os::fd::{AsRawFd, FromRawFd};
         let name = std::ffi::CString::new(interface)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
@@ -260,6 +272,10 @@ impl AfPacket {
             )
         };
         check(rc, "bind")?;
+        if let Some(group) = fanout {
+            let arg: libc::c_int = libc::c_int::from(group) | (PACKET_FANOUT_HASH << 16);
+            setsockopt(s, PACKET_FANOUT, &arg, "PACKET_FANOUT")?;
+        }
         Ok(AfPacket {
             fd,
             ring,
