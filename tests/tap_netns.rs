@@ -13,31 +13,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A network namespace deleted on drop, even when the test fails.
-struct Netns(String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn sh(args: &[&str]) -> std::process::Output {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (install iproute2 / iputils-ping)"));
-    out
-}
-
-fn must(args: &[&str]) {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed (this test needs root and iproute2): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+mod netns;
+use netns::*;
 
 const MANIFESTS: &str = r#"
 apiVersion: v1
@@ -52,21 +29,6 @@ kind: EndpointSlice
 metadata: {name: echo-1, namespace: default, labels: {kubernetes.io/service-name: echo}}
 addressType: IPv4
 ports: [{name: "", port: 7777, protocol: UDP}]
-endpoints:
-  - {addresses: ["192.0.2.2"], conditions: {ready: true}, nodeName: node-b}
----
-apiVersion: v1
-kind: Service
-metadata: {name: bulk, namespace: default}
-spec:
-  clusterIP: 10.96.0.20
-  ports: [{port: 80, protocol: TCP, targetPort: 8000}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: bulk-1, namespace: default, labels: {kubernetes.io/service-name: bulk}}
-addressType: IPv4
-ports: [{name: "", port: 8000, protocol: TCP}]
 endpoints:
   - {addresses: ["192.0.2.2"], conditions: {ready: true}, nodeName: node-b}
 "#;
@@ -116,7 +78,12 @@ impl TapLab {
         );
         let cfg = Config::parse(&yaml, Path::new("/virtual/nodegate.yaml")).unwrap();
         let mut state = ClusterState::default();
-        control::manifests::parse_str(MANIFESTS, Path::new("/virtual/m.yaml"), &mut state).unwrap();
+        control::manifests::parse_str(
+            &format!("{MANIFESTS}---{BULK_SERVICE}"),
+            Path::new("/virtual/m.yaml"),
+            &mut state,
+        )
+        .unwrap();
         let (tables, _) = control::snapshot::build(&cfg, &state).unwrap();
         let mut node = Node::new(worker_configs(&cfg), tables, vec![Box::new(port)], 4096);
         let stop = Arc::new(AtomicBool::new(false));
@@ -152,48 +119,12 @@ impl Drop for TapLab {
     }
 }
 
-/// A TCP server sending 20 MiB of random bytes (printing their SHA-256 first) and a client that
-/// fetches them through the ClusterIP and prints the SHA-256 and length it received.
-const BULK_SERVER: &str = "import socket,os,hashlib,sys\nd=os.urandom(20*1024*1024)\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',8000))\ns.listen(1)\nprint(hashlib.sha256(d).hexdigest(),flush=True)\ns.settimeout(30)\nc,a=s.accept()\nc.sendall(d)\nc.close()\n";
-const BULK_CLIENT: &str = "import socket,hashlib\ns=socket.create_connection(('10.96.0.20',80),timeout=30)\nh=hashlib.sha256()\nn=0\nwhile True:\n    b=s.recv(65536)\n    if not b: break\n    h.update(b); n+=len(b)\nprint(h.hexdigest(), n)\n";
-
 /// Tens of megabytes through NAT (DNAT, plus hairpin SNAT) and back, byte for byte.
 #[test]
 fn a_long_tcp_transfer_through_a_clusterip_arrives_intact() {
-    use std::io::{BufRead, BufReader};
     let lab = TapLab::new("b");
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", &lab.ns.0, "python3", "-c", BULK_SERVER])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3 for the TCP server");
-    let mut sent_hash = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut sent_hash)
-        .unwrap();
-    let client = sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &lab.ns.0,
-        "timeout",
-        "60",
-        "python3",
-        "-c",
-        BULK_CLIENT,
-    ]);
-    let _ = server.wait();
+    bulk_transfer(&lab.ns.0);
     let stats = lab.finish();
-    let got = String::from_utf8_lossy(&client.stdout);
-    assert!(
-        client.status.success(),
-        "transfer failed: {got}{}",
-        String::from_utf8_lossy(&client.stderr)
-    );
-    assert_eq!(
-        got.trim(),
-        format!("{} {}", sent_hash.trim(), 20 * 1024 * 1024)
-    );
     assert_eq!(stats.total.flows_created, 1, "one NATed connection");
     // The namespace's kernel also sends IPv6 neighbour discovery and multicast reports, which
     // are dropped and counted; nothing on the IPv4 path may be.

@@ -1,0 +1,105 @@
+//! Shared pieces of the network-namespace tests: namespaces and links removed on drop, command
+//! helpers that fail with the reason, and the bulk TCP transfer.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+/// A network namespace deleted on drop, even when the test fails.
+pub struct Netns(pub String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A link in the test's own namespace deleted on drop.
+pub struct Link(pub String);
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.0])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+pub fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {args:?}: {e} (install iproute2, iputils-ping, ethtool, python3)")
+        })
+}
+
+pub fn must(args: &[&str]) {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "{args:?} failed (this test needs root and iproute2): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The Service the bulk transfer goes through: ClusterIP 10.96.0.20:80 to 192.0.2.2:8000.
+pub const BULK_SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: bulk, namespace: default}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{port: 80, protocol: TCP, targetPort: 8000}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: bulk-1, namespace: default, labels: {kubernetes.io/service-name: bulk}}
+addressType: IPv4
+ports: [{name: "", port: 8000, protocol: TCP}]
+endpoints:
+  - {addresses: ["192.0.2.2"], conditions: {ready: true}, nodeName: node-b}
+"#;
+
+/// A TCP server sending 20 MiB of random bytes (printing their SHA-256 first) and a client that
+/// fetches them through the ClusterIP and prints the SHA-256 and length it received.
+const BULK_SERVER: &str = "import socket,os,hashlib,sys\nd=os.urandom(20*1024*1024)\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('0.0.0.0',8000))\ns.listen(1)\nprint(hashlib.sha256(d).hexdigest(),flush=True)\ns.settimeout(30)\nc,a=s.accept()\nc.sendall(d)\nc.close()\n";
+const BULK_CLIENT: &str = "import socket,hashlib\ns=socket.create_connection(('10.96.0.20',80),timeout=30)\nh=hashlib.sha256()\nn=0\nwhile True:\n    b=s.recv(65536)\n    if not b: break\n    h.update(b); n+=len(b)\nprint(h.hexdigest(), n)\n";
+
+/// Runs the bulk transfer inside namespace `ns` (server and client both there, so the flow is
+/// hairpinned: DNAT and SNAT); asserts the client received every byte unchanged.
+pub fn bulk_transfer(ns: &str) {
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", BULK_SERVER])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 for the TCP server");
+    let mut sent_hash = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut sent_hash)
+        .unwrap();
+    let client = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "timeout",
+        "60",
+        "python3",
+        "-c",
+        BULK_CLIENT,
+    ]);
+    let _ = server.wait();
+    let got = String::from_utf8_lossy(&client.stdout);
+    assert!(
+        client.status.success(),
+        "transfer failed: {got}{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert_eq!(
+        got.trim(),
+        format!("{} {}", sent_hash.trim(), 20 * 1024 * 1024)
+    );
+}
