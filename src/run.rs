@@ -198,7 +198,10 @@ fn run_live(
         parts.workers,
         queues,
         Some(worker_cpus(cfg.cpus.as_deref(), n)),
-        crate::node::IdlePolicy::default(),
+        crate::node::IdlePolicy {
+            spin: cfg.idle.spin,
+            sleep: std::time::Duration::from_micros(cfg.idle.sleep_us),
+        },
         stop.clone(),
     );
     tracing::info!(workers = n, "ready");

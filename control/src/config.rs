@@ -67,6 +67,7 @@ pub struct Config {
     pub kubernetes: KubernetesConfig,
     pub conntrack: ConntrackConfig,
     pub snat: SnatConfig,
+    pub idle: IdleConfig,
 }
 
 /// `node:` — who this node is.
@@ -411,6 +412,23 @@ impl Default for ConntrackConfig {
     }
 }
 
+/// `idle:` — how a live worker waits when its queues are empty: it busy-polls `spin` times, then
+/// sleeps `sleep_us` microseconds between polls, so a small node is not starved by idle workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdleConfig {
+    pub spin: u32,
+    pub sleep_us: u64,
+}
+
+impl Default for IdleConfig {
+    fn default() -> Self {
+        IdleConfig {
+            spin: 1024,
+            sleep_us: 50,
+        }
+    }
+}
+
 /// `snat:` — source ports used when masquerading, inclusive range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnatConfig {
@@ -615,6 +633,7 @@ struct RawConfig {
     kubernetes: Option<RawKubernetes>,
     conntrack: Option<RawConntrack>,
     snat: Option<RawSnat>,
+    idle: Option<RawIdle>,
 }
 
 #[derive(Deserialize)]
@@ -686,6 +705,13 @@ struct RawTimeouts {
     udp_stream: Option<u32>,
     icmp: Option<u32>,
     sctp: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIdle {
+    spin: Option<u32>,
+    sleep_us: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -1052,6 +1078,19 @@ impl RawConfig {
             }
         }
 
+        // idle
+        let mut idle = IdleConfig::default();
+        if let Some(raw) = self.idle {
+            idle.spin = raw.spin.unwrap_or(idle.spin);
+            idle.sleep_us = raw.sleep_us.unwrap_or(idle.sleep_us);
+            if idle.sleep_us > 100_000 {
+                return Err((
+                    "idle.sleep_us".to_string(),
+                    format!("{} µs is more than 100 ms of added latency", idle.sleep_us),
+                ));
+            }
+        }
+
         // snat
         let mut snat = SnatConfig::default();
         if let Some(ports) = self.snat.and_then(|s| s.ports) {
@@ -1071,6 +1110,7 @@ impl RawConfig {
             kubernetes,
             conntrack,
             snat,
+            idle,
         })
     }
 }

@@ -14,8 +14,8 @@ pub mod model;
 pub mod snapshot;
 
 pub use config::{
-    Cidr, Config, ConfigError, ConntrackConfig, Driver, KubernetesConfig, NeighborConfig,
-    NodeConfig, PortConfig, RouteConfig, SnatConfig, TcpTimeouts,
+    Cidr, Config, ConfigError, ConntrackConfig, Driver, IdleConfig, KubernetesConfig,
+    NeighborConfig, NodeConfig, PortConfig, RouteConfig, SnatConfig, TcpTimeouts,
 };
 pub use manifests::ManifestError;
 pub use model::ClusterState;

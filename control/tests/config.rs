@@ -875,3 +875,28 @@ fn ipv6_entries_load() {
     assert!(c.ports[0].addresses6.is_empty());
     assert!(c.routes6.is_empty() && c.neighbors6.is_empty());
 }
+
+#[test]
+fn idle_policy_defaults_and_bounds() {
+    let base = "node: {name: n}\nports: [{name: p, driver: memory}]\n";
+    let cfg = Config::parse(base, Path::new("/x/c.yaml")).unwrap();
+    assert_eq!((cfg.idle.spin, cfg.idle.sleep_us), (1024, 50));
+    let cfg = Config::parse(
+        &format!("{base}idle: {{spin: 0, sleep_us: 200}}\n"),
+        Path::new("/x/c.yaml"),
+    )
+    .unwrap();
+    assert_eq!((cfg.idle.spin, cfg.idle.sleep_us), (0, 200));
+    let e = Config::parse(
+        &format!("{base}idle: {{sleep_us: 500000}}\n"),
+        Path::new("/x/c.yaml"),
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "idle.sleep_us");
+    let e = Config::parse(
+        &format!("{base}idle: {{spinn: 1}}\n"),
+        Path::new("/x/c.yaml"),
+    )
+    .unwrap_err();
+    assert!(e.field.starts_with("idle"), "{e}");
+}
