@@ -2,11 +2,6 @@
 //! in a fresh network namespace: ARP and ping answered by the data plane, 20 MiB of TCP through
 //! a NATed ClusterIP, clean stop on SIGTERM. Needs root and iproute2 (CI has both); fails with the reason otherwise.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-
-use std::time::{Duration, Instant};
-
 mod netns;
 use netns::*;
 
@@ -59,71 +54,11 @@ fn nodegate_run_on_af_packet_with_two_workers_answers_ping_and_carries_nat_traff
     .unwrap();
     std::fs::create_dir(dir.path().join("manifests")).unwrap();
     std::fs::write(dir.path().join("manifests/bulk.yaml"), BULK_SERVICE).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nodegate"))
-        .args([
-            "run",
-            "--config",
-            "nodegate.yaml",
-            "--stats-json",
-            "stats.json",
-        ])
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    struct Reap(u32);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.0.to_string()])
-                .status();
-        }
-    }
-    let reap = Reap(child.id());
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !seen.contains("ready") {
-        assert!(Instant::now() < deadline, "no `ready` line: {seen}");
-        let mut line = String::new();
-        if log.read_line(&mut line).unwrap() == 0 {
-            panic!("nodegate exited before `ready`: {seen}");
-        }
-        seen.push_str(&line);
-    }
-    let ping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
-            "ping",
-            "-c",
-            "3",
-            "-i",
-            "0.2",
-            "-W",
-            "2",
-            "192.0.2.1",
-        ])
-        .output()
-        .unwrap();
+    let run = Running::start(dir.path());
+    ping(&ns.0, "192.0.2.1");
     // Tens of megabytes through DNAT and hairpin SNAT over the rings.
     bulk_transfer(&ns.0);
-    must(&["kill", "-TERM", &child.id().to_string()]);
-    let status = child.wait().unwrap();
-    drop(reap);
-    assert!(
-        ping.status.success(),
-        "ping over AF_PACKET failed: {}{}",
-        String::from_utf8_lossy(&ping.stdout),
-        String::from_utf8_lossy(&ping.stderr)
-    );
-    assert!(status.success(), "exit status {status:?}");
-    let stats: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("stats.json")).unwrap())
-            .unwrap();
+    let stats = run.stop();
     assert!(
         stats["total"]["arp_replies"].as_u64().unwrap() >= 1,
         "{stats}"
@@ -132,4 +67,15 @@ fn nodegate_run_on_af_packet_with_two_workers_answers_ping_and_carries_nat_traff
         stats["total"]["icmp_sent"].as_u64().unwrap() >= 3,
         "{stats}"
     );
+    assert_eq!(stats["workers"].as_array().unwrap().len(), 2);
+    assert_eq!(stats["total"]["flows_created"], 1, "{stats}");
+    for reason in [
+        "tx-full",
+        "no-buffer",
+        "ct-full",
+        "l4-malformed",
+        "ip4-bad-checksum",
+    ] {
+        assert_eq!(stats["total"]["drops"][reason], 0, "{reason}: {stats}");
+    }
 }

@@ -203,7 +203,6 @@ fn ping_and_a_service_through_a_tap_port() {
 /// its counters.
 #[test]
 fn nodegate_run_on_tap_stops_cleanly_on_sigterm() {
-    use std::io::{BufRead, BufReader};
     let id = std::process::id() % 100_000;
     let ns = Netns(format!("ngrun{id}"));
     let ifname = format!("ngr{id}");
@@ -216,44 +215,8 @@ fn nodegate_run_on_tap_stops_cleanly_on_sigterm() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nodegate"))
-        .args([
-            "run",
-            "--config",
-            "nodegate.yaml",
-            "--stats-json",
-            "stats.json",
-        ])
-        .current_dir(dir.path())
-        .env("NO_COLOR", "1")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Kill the child whatever happens below.
-    struct Reap(u32);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &self.0.to_string()])
-                .status();
-        }
-    }
-    let reap = Reap(child.id());
-    let mut log = BufReader::new(child.stderr.take().unwrap());
-    let mut seen = String::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !seen.contains("ready") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no `ready` line: {seen}"
-        );
-        let mut line = String::new();
-        if log.read_line(&mut line).unwrap() == 0 {
-            panic!("nodegate exited before `ready`: {seen}");
-        }
-        seen.push_str(&line);
-    }
+    let run = Running::start(dir.path());
+    let seen = &run.log;
     assert!(seen.contains("port up") && seen.contains(&ifname), "{seen}");
     must(&["ip", "link", "set", &ifname, "netns", &ns.0]);
     must(&[
@@ -267,33 +230,8 @@ fn nodegate_run_on_tap_stops_cleanly_on_sigterm() {
         &ifname,
     ]);
     must(&["ip", "-n", &ns.0, "link", "set", &ifname, "up"]);
-    let ping = sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &ns.0,
-        "ping",
-        "-c",
-        "3",
-        "-i",
-        "0.2",
-        "-W",
-        "2",
-        "192.0.2.1",
-    ]);
-    must(&["kill", "-TERM", &child.id().to_string()]);
-    let status = child.wait().unwrap();
-    drop(reap);
-    assert!(
-        ping.status.success(),
-        "ping failed: {}{}",
-        String::from_utf8_lossy(&ping.stdout),
-        String::from_utf8_lossy(&ping.stderr)
-    );
-    assert!(status.success(), "exit status {status:?}");
-    let stats: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("stats.json")).unwrap())
-            .unwrap();
+    ping(&ns.0, "192.0.2.1");
+    let stats = run.stop();
     assert!(
         stats["total"]["icmp_sent"].as_u64().unwrap() >= 3,
         "{stats}"

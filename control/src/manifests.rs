@@ -410,39 +410,56 @@ impl Loader {
         match obj_kind {
             ObjKind::Service => {
                 let svc: core::Service = deserialize_at(value, &at)?;
-                let Some(svc) = convert_service(svc, &namespace, &name, &at(""))
-                    .map_err(|(f, r)| (at(&f), r))?
-                else {
-                    return Ok(());
-                };
-                if state
-                    .services
-                    .iter()
-                    .any(|s| s.namespace == namespace && s.name == name)
-                {
-                    return invalid(at(""), self.duplicate(obj_kind, &namespace, &name));
-                }
-                self.remember(obj_kind, &namespace, &name);
-                state.services.push(svc);
+                let svc = convert_service(svc, &namespace, &name, &at(""))
+                    .map_err(|(f, r)| (at(&f), r))?;
+                self.add(
+                    &mut state.services,
+                    svc,
+                    obj_kind,
+                    &namespace,
+                    &name,
+                    &at,
+                    |s| (s.namespace.as_str(), s.name.as_str()),
+                )
             }
             ObjKind::EndpointSlice => {
                 let slice: discovery::EndpointSlice = deserialize_at(value, &at)?;
-                let Some(slice) = convert_slice(slice, &namespace, &name, &at(""))
-                    .map_err(|(f, r)| (at(&f), r))?
-                else {
-                    return Ok(());
-                };
-                if state
-                    .endpoint_slices
-                    .iter()
-                    .any(|s| s.namespace == namespace && s.name == name)
-                {
-                    return invalid(at(""), self.duplicate(obj_kind, &namespace, &name));
-                }
-                self.remember(obj_kind, &namespace, &name);
-                state.endpoint_slices.push(slice);
+                let slice = convert_slice(slice, &namespace, &name, &at(""))
+                    .map_err(|(f, r)| (at(&f), r))?;
+                self.add(
+                    &mut state.endpoint_slices,
+                    slice,
+                    obj_kind,
+                    &namespace,
+                    &name,
+                    &at,
+                    |s| (s.namespace.as_str(), s.name.as_str()),
+                )
             }
         }
+    }
+
+    /// Adds a converted object (`None`: one kube-proxy ignores) unless one of the same
+    /// namespace and name is already there, which is an error naming both places.
+    #[allow(clippy::too_many_arguments)]
+    fn add<T>(
+        &mut self,
+        list: &mut Vec<T>,
+        object: Option<T>,
+        kind: ObjKind,
+        namespace: &str,
+        name: &str,
+        at: &dyn Fn(&str) -> String,
+        key: impl Fn(&T) -> (&str, &str),
+    ) -> Result<(), Invalid> {
+        let Some(object) = object else {
+            return Ok(());
+        };
+        if list.iter().any(|o| key(o) == (namespace, name)) {
+            return invalid(at(""), self.duplicate(kind, namespace, name));
+        }
+        self.remember(kind, namespace, name);
+        list.push(object);
         Ok(())
     }
 

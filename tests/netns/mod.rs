@@ -103,3 +103,82 @@ pub fn bulk_transfer(ns: &str) {
         format!("{} {}", sent_hash.trim(), 20 * 1024 * 1024)
     );
 }
+
+/// A `nodegate run --config nodegate.yaml --stats-json stats.json` process started in a
+/// directory; killed on drop if it is still running (a failed test never leaves it behind).
+pub struct Running {
+    child: std::process::Child,
+    _stderr: BufReader<std::process::ChildStderr>,
+    /// What it logged up to its `ready` line.
+    pub log: String,
+    dir: std::path::PathBuf,
+}
+
+impl Running {
+    /// Starts the run and waits (at most 20 s) for its `ready` line.
+    pub fn start(dir: &std::path::Path) -> Running {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_nodegate"))
+            .args([
+                "run",
+                "--config",
+                "nodegate.yaml",
+                "--stats-json",
+                "stats.json",
+            ])
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nodegate");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut log = String::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !log.contains("ready") {
+            let mut line = String::new();
+            if std::time::Instant::now() > deadline || stderr.read_line(&mut line).unwrap_or(0) == 0
+            {
+                let _ = child.kill();
+                panic!("nodegate did not get ready:\n{log}");
+            }
+            log.push_str(&line);
+        }
+        Running {
+            child,
+            _stderr: stderr,
+            log,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Sends SIGTERM, asserts a clean exit (status 0) and returns the counters it wrote.
+    pub fn stop(mut self) -> serde_json::Value {
+        must(&["kill", "-TERM", &self.child.id().to_string()]);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit status {status:?}");
+        let text = std::fs::read_to_string(self.dir.join("stats.json")).expect("stats.json");
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Three pings from namespace `ns` to `addr`; panics with ping's output when they fail.
+pub fn ping(ns: &str, addr: &str) {
+    let out = sh(&[
+        "ip", "netns", "exec", ns, "ping", "-c", "3", "-i", "0.2", "-W", "2", addr,
+    ]);
+    assert!(
+        out.status.success(),
+        "ping {addr} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
