@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod af_packet;
+pub mod af_xdp;
 pub mod demo;
 pub mod node;
 pub mod pcap;

@@ -54,7 +54,8 @@ pub fn load(path: &std::path::Path) -> Result<(Config, ClusterState), RunError> 
 
 /// Runs to completion and returns the final counters (also written to `--stats-json`).
 pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
-    let (cfg, state) = load(&opts.config)?;
+    let (mut cfg, state) = load(&opts.config)?;
+    default_macs_from_interfaces(&mut cfg);
     let (tables, warnings) = control::snapshot::build(&cfg, &state)?;
     for w in &warnings {
         tracing::warn!("{w}");
@@ -70,7 +71,7 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
     if cfg
         .ports
         .iter()
-        .all(|p| matches!(p.driver, Driver::Tap | Driver::AfPacket))
+        .all(|p| matches!(p.driver, Driver::Tap | Driver::AfPacket | Driver::AfXdp))
     {
         return run_live(&cfg, tables, opts);
     }
@@ -112,16 +113,16 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
                 )
                 .into())
             }
-            Driver::Tap | Driver::AfPacket => {
+            Driver::Tap | Driver::AfPacket | Driver::AfXdp => {
                 return Err(field(
-                    "a run uses pcap ports only or live (tap, af_packet) ports only, not both"
+                    "a run uses pcap ports only or live (af_xdp, af_packet, tap) ports only, not both"
                         .into(),
                 )
                 .into())
             }
             other => {
                 return Err(field(format!(
-                    "driver `{other}` is not available in this build yet; use `pcap`, `tap` or `af_packet`"
+                    "driver `{other}` is not available in this build yet; use `pcap`, `af_xdp`, `af_packet` or `tap`"
                 ))
                 .into())
             }
@@ -159,8 +160,41 @@ fn run_live(
     })?;
     let n = cfg.workers.max(1);
     let mut queues: Vec<Vec<Box<dyn Port>>> = (0..n).map(|_| Vec::new()).collect();
+    // Detached when dropped: after the workers stopped, or on the way out of a failed start.
+    let mut programs = Vec::new();
     for (port_index, p) in cfg.ports.iter().enumerate() {
         let ifname = p.interface.as_deref().unwrap_or_default();
+        if p.driver == Driver::AfXdp {
+            let mode = match p.mode.as_deref().unwrap_or("auto").parse() {
+                Ok(mode) => mode,
+                Err(reason) => {
+                    return Err(control::config::ConfigError {
+                        file: cfg.file.clone(),
+                        field: format!("ports[{port_index}].mode"),
+                        reason,
+                    }
+                    .into())
+                }
+            };
+            let (program, ports) =
+                crate::af_xdp::open(ifname, p.queues, mode, n).map_err(|e| RunError::Io {
+                    path: PathBuf::from(format!("af_xdp ({ifname})")),
+                    reason: format!("cannot open the interface: {e}"),
+                })?;
+            tracing::info!(
+                port = %p.name,
+                driver = "af_xdp",
+                interface = ifname,
+                queues = p.queues,
+                xdp = if program.is_native() { "native" } else { "skb" },
+                "port up"
+            );
+            programs.push(program);
+            for (q, port) in queues.iter_mut().zip(ports) {
+                q.push(port);
+            }
+            continue;
+        }
         for q in queues.iter_mut() {
             let port: Box<dyn Port> = match p.driver {
                 Driver::AfPacket => {
@@ -214,9 +248,35 @@ fn run_live(
         .into_iter()
         .map(|h| h.join().expect("a worker thread panicked"))
         .collect();
+    drop(programs);
     let stats = Stats::gather(&workers, &parts.publisher.current());
     write_stats(opts, &stats)?;
     Ok(stats)
+}
+
+/// Live ports on a kernel interface (af_xdp, af_packet) without a configured MAC use the
+/// interface's own. A TAP port keeps its generated one: the interface's MAC is the kernel's end
+/// of that wire, not ours.
+fn default_macs_from_interfaces(cfg: &mut Config) {
+    for p in &mut cfg.ports {
+        if p.mac.is_some() || !matches!(p.driver, Driver::AfXdp | Driver::AfPacket) {
+            continue;
+        }
+        let Some(ifname) = &p.interface else { continue };
+        let path = format!("/sys/class/net/{ifname}/address");
+        p.mac = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| parse_mac(text.trim()));
+    }
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
 
 /// The CPUs the workers are pinned to: `cpus` from the configuration, or else the last `n`
@@ -345,6 +405,17 @@ fn drop_totals(node: &Node) -> [u64; DropReason::COUNT] {
 #[cfg(test)]
 mod test {
     use super::*;
+
+    #[test]
+    fn test_interface_macs_parse() {
+        assert_eq!(
+            parse_mac("02:00:0a:ff:00:01"),
+            Some([2, 0, 0x0a, 0xff, 0, 1])
+        );
+        assert_eq!(parse_mac("02:00:0a:ff:00"), None);
+        assert_eq!(parse_mac("02:00:0a:ff:00:01:02"), None);
+        assert_eq!(parse_mac("zz:00:0a:ff:00:01"), None);
+    }
 
     #[test]
     fn test_workers_default_to_the_last_cpus() {

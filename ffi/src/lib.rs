@@ -6,6 +6,7 @@
 //! the kernel-bypass issue; today it holds CPU pinning, huge-page advice and cache prefetch.
 
 pub mod af_packet;
+pub mod af_xdp;
 pub mod memory;
 pub mod signal;
 pub mod tap;

@@ -1,0 +1,881 @@
+//! AF_XDP: frames straight from the driver's receive path into memory we own.
+//!
+//! Three pieces, all from the kernel's uapi (`<linux/if_xdp.h>`, `<linux/bpf.h>`,
+//! `<linux/if_link.h>`), no libbpf or libxdp:
+//!
+//! - [`XdpProgram`]: a five-instruction XDP program, loaded with `bpf(BPF_PROG_LOAD)`, that
+//!   redirects every frame of receive queue *q* into the AF_XDP socket registered at key *q* of
+//!   its `XSKMAP` (and passes the frame to the kernel when no socket is registered there). It is
+//!   attached with an `RTM_SETLINK` netlink message, which *replaces* whatever program the
+//!   interface had (a leftover from a crashed run included; the other attach mode's program is
+//!   detached first, so there is never more than one), and detached again on drop.
+//! - [`XskSocket`]: one AF_XDP socket bound to one queue, with its UMEM (frame memory shared with
+//!   the kernel) and the four single-producer single-consumer rings: fill and RX bring received
+//!   frames, TX and completion send them.
+//! - Checked ring and UMEM access ([`Mapping`]): every read and write of shared memory goes
+//!   through bounds-checked helpers, so a bad descriptor from the kernel cannot make us touch
+//!   memory outside the mappings.
+//!
+//! Modes: `skb` attaches the program in generic mode and copies (works on any interface, veth and
+//! TAP included); `native` runs the program in the driver and copies; `zerocopy` runs it in the
+//! driver and lets the NIC DMA into the UMEM; `auto` takes the best the driver accepts.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// Size of one UMEM frame (chunk). A 1500-byte MTU frame fits with the kernel's 256 bytes of
+/// headroom in copy mode.
+pub const FRAME_SIZE: usize = 2048;
+/// Frames in a socket's UMEM: half of them wait in the fill ring for received frames, half carry
+/// frames being sent.
+const FRAMES: usize = 4096;
+/// Entries of each ring (a power of two).
+const RING: u32 = 2048;
+
+const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+const BPF_PROG_TYPE_XDP: u32 = 6;
+const XDP_PASS: i32 = 2;
+/// `BPF_FUNC_redirect_map`.
+const BPF_FUNC_REDIRECT_MAP: i32 = 51;
+
+const IFLA_XDP: u16 = 43;
+const IFLA_XDP_FD: u16 = 1;
+const IFLA_XDP_FLAGS: u16 = 3;
+const NLA_F_NESTED: u16 = 1 << 15;
+const NLMSG_ERROR: u16 = 2;
+
+/// How the program runs and how frames reach the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The best the driver supports: zero-copy, else native with copies, else generic (SKB).
+    Auto,
+    /// Generic XDP (after the kernel built an skb) and copies: works on every interface.
+    Skb,
+    /// The program runs in the driver; frames are copied into the UMEM.
+    Native,
+    /// The program runs in the driver and the NIC writes frames into the UMEM directly.
+    ZeroCopy,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        Ok(match s {
+            "auto" => Mode::Auto,
+            "skb" => Mode::Skb,
+            "native" => Mode::Native,
+            "zerocopy" => Mode::ZeroCopy,
+            other => {
+                return Err(format!(
+                    "unknown af_xdp mode `{other}`, expected one of `auto`, `skb`, `native`, `zerocopy`"
+                ))
+            }
+        })
+    }
+}
+
+fn os_error(what: &str) -> io::Error {
+    let e = io::Error::last_os_error();
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+fn check(rc: libc::c_int, what: &str) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(os_error(what))
+    } else {
+        Ok(rc)
+    }
+}
+
+/// The index of `interface`, or a NotFound error naming it.
+pub fn ifindex(interface: &str) -> io::Result<u32> {
+    let name = std::ffi::CString::new(interface)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in interface name"))?;
+    // SAFETY: `name` is a valid NUL-terminated C string for the duration of the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface `{interface}`"),
+        ));
+    }
+    Ok(index)
+}
+
+/// `bpf(2)` with a zero-padded attribute block; returns the non-negative result.
+fn bpf(cmd: libc::c_long, attr: &mut [u64; 16], what: &str) -> io::Result<libc::c_int> {
+    // SAFETY: `attr` is a live, writable, 128-byte `union bpf_attr` image (zero beyond the
+    // fields the command reads); every pointer stored in it by the callers points to memory
+    // that outlives this call. The kernel reads at most the size we pass.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.as_mut_ptr(),
+            core::mem::size_of_val(attr) as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(os_error(what));
+    }
+    Ok(rc as libc::c_int)
+}
+
+/// Takes ownership of a descriptor a system call just returned.
+fn owned(fd: libc::c_int) -> OwnedFd {
+    // SAFETY: `fd` is a fresh, valid descriptor (the caller checked the call succeeded) that
+    // nothing else owns or will close.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// One `struct bpf_insn`.
+fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    u64::from(code)
+        | u64::from(dst & 0xf) << 8
+        | u64::from(src & 0xf) << 12
+        | u64::from(off as u16) << 16
+        | u64::from(imm as u32) << 32
+}
+
+/// The redirect program, with `map_fd` as its XSKMAP:
+///
+/// ```text
+/// r2 = *(u32 *)(r1 + 16)          ; ctx->rx_queue_index
+/// r1 = map_fd ll                  ; the XSKMAP
+/// r3 = XDP_PASS                   ; what to do when no socket sits at that index
+/// call bpf_redirect_map
+/// exit
+/// ```
+fn redirect_program(map_fd: RawFd) -> [u64; 6] {
+    const BPF_PSEUDO_MAP_FD: u8 = 1;
+    [
+        insn(0x61, 2, 1, 16, 0),                     // BPF_LDX | BPF_MEM | BPF_W
+        insn(0x18, 1, BPF_PSEUDO_MAP_FD, 0, map_fd), // BPF_LD | BPF_DW | BPF_IMM, first half
+        insn(0, 0, 0, 0, 0),                         // second half of the 64-bit immediate
+        insn(0xb7, 3, 0, 0, XDP_PASS),               // BPF_ALU64 | BPF_MOV | BPF_K
+        insn(0x85, 0, 0, 0, BPF_FUNC_REDIRECT_MAP),  // BPF_JMP | BPF_CALL
+        insn(0x95, 0, 0, 0, 0),                      // BPF_JMP | BPF_EXIT
+    ]
+}
+
+/// Sets (`fd` >= 0) or removes (`fd` = -1) the XDP program of `ifindex` in the mode of `flags`,
+/// through an `RTM_SETLINK` request on a route netlink socket, and waits for the kernel's answer.
+fn netlink_set_xdp(ifindex: u32, fd: RawFd, flags: u32) -> io::Result<()> {
+    // SAFETY: plain socket(2) call; the result is checked before use.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    let sock = owned(check(raw, "socket(AF_NETLINK)")?);
+    // nlmsghdr (16) + ifinfomsg (16) + IFLA_XDP { IFLA_XDP_FD (8), IFLA_XDP_FLAGS (8) } (20).
+    let mut msg = Vec::with_capacity(52);
+    msg.extend_from_slice(&52u32.to_ne_bytes());
+    msg.extend_from_slice(&libc::RTM_SETLINK.to_ne_bytes());
+    let nl_flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    msg.extend_from_slice(&nl_flags.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]); // family, pad, type
+    msg.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // flags
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // change
+    msg.extend_from_slice(&20u16.to_ne_bytes());
+    msg.extend_from_slice(&(IFLA_XDP | NLA_F_NESTED).to_ne_bytes());
+    msg.extend_from_slice(&8u16.to_ne_bytes());
+    msg.extend_from_slice(&IFLA_XDP_FD.to_ne_bytes());
+    msg.extend_from_slice(&fd.to_ne_bytes());
+    msg.extend_from_slice(&8u16.to_ne_bytes());
+    msg.extend_from_slice(&IFLA_XDP_FLAGS.to_ne_bytes());
+    msg.extend_from_slice(&flags.to_ne_bytes());
+    debug_assert_eq!(msg.len(), 52);
+    // SAFETY: `msg` is a live buffer of `msg.len()` bytes; the socket is a valid descriptor.
+    let rc = unsafe {
+        libc::send(
+            sock.as_raw_fd(),
+            msg.as_ptr() as *const libc::c_void,
+            msg.len(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(os_error("netlink send"));
+    }
+    let mut reply = [0u8; 1024];
+    // SAFETY: `reply` is a live, writable buffer of the length passed.
+    let n = unsafe {
+        libc::recv(
+            sock.as_raw_fd(),
+            reply.as_mut_ptr() as *mut libc::c_void,
+            reply.len(),
+            0,
+        )
+    };
+    if n < 0 {
+        return Err(os_error("netlink recv"));
+    }
+    let reply = &reply[..n as usize];
+    if reply.len() < 20 || u16::from_ne_bytes([reply[4], reply[5]]) != NLMSG_ERROR {
+        return Err(io::Error::other(
+            "netlink: unexpected answer to RTM_SETLINK",
+        ));
+    }
+    let errno = -i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
+    if errno != 0 {
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    Ok(())
+}
+
+/// The redirect program attached to one interface, with its XSKMAP. Dropping it detaches the
+/// program.
+pub struct XdpProgram {
+    ifindex: u32,
+    flags: u32,
+    map: OwnedFd,
+    _prog: OwnedFd,
+}
+
+impl XdpProgram {
+    /// Loads the program and attaches it to `interface` for sockets on queues `0..queues`,
+    /// replacing any XDP program the interface has. `Mode::Skb` attaches in generic mode,
+    /// `Native` and `ZeroCopy` in driver mode, `Auto` in driver mode when the driver has it.
+    pub fn attach(interface: &str, mode: Mode, queues: u32) -> io::Result<XdpProgram> {
+        let ifindex = ifindex(interface)?;
+        let mut attr = [0u64; 16];
+        // map_type, key_size | value_size, max_entries (u32 fields, packed in pairs).
+        attr[0] = u64::from(BPF_MAP_TYPE_XSKMAP) | 4 << 32;
+        attr[1] = 4 | u64::from(queues.max(1)) << 32;
+        let map = owned(bpf(
+            BPF_MAP_CREATE,
+            &mut attr,
+            "bpf(BPF_MAP_CREATE, XSKMAP)",
+        )?);
+
+        let code = redirect_program(map.as_raw_fd());
+        let license = c"Apache-2.0";
+        let name = *b"nodegate_xsk\0\0\0\0";
+        let mut log = vec![0u8; 4096];
+        let mut attr = [0u64; 16];
+        attr[0] = u64::from(BPF_PROG_TYPE_XDP) | (code.len() as u64) << 32;
+        attr[1] = code.as_ptr() as u64;
+        attr[2] = license.as_ptr() as u64;
+        attr[3] = 1 | (log.len() as u64) << 32; // log_level 1, log_size
+        attr[4] = log.as_mut_ptr() as u64;
+        attr[6] = u64::from_ne_bytes(name[..8].try_into().expect("8 bytes"));
+        attr[7] = u64::from_ne_bytes(name[8..].try_into().expect("8 bytes"));
+        let prog = match bpf(BPF_PROG_LOAD, &mut attr, "bpf(BPF_PROG_LOAD)") {
+            Ok(fd) => owned(fd),
+            Err(e) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                let log = String::from_utf8_lossy(&log[..end]);
+                return Err(io::Error::new(e.kind(), format!("{e}; verifier: {log}")));
+            }
+        };
+
+        // Never two programs: remove whatever either mode holds, then attach ours.
+        for flags in [XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE] {
+            let _ = netlink_set_xdp(ifindex, -1, flags);
+        }
+        let attempts: &[u32] = match mode {
+            Mode::Skb => &[XDP_FLAGS_SKB_MODE],
+            Mode::Native | Mode::ZeroCopy => &[XDP_FLAGS_DRV_MODE],
+            Mode::Auto => &[XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE],
+        };
+        let mut last = None;
+        for &flags in attempts {
+            match netlink_set_xdp(ifindex, prog.as_raw_fd(), flags) {
+                Ok(()) => {
+                    return Ok(XdpProgram {
+                        ifindex,
+                        flags,
+                        map,
+                        _prog: prog,
+                    })
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let e = last.expect("at least one attempt");
+        Err(io::Error::new(
+            e.kind(),
+            format!("attaching the XDP program to `{interface}` ({mode:?} mode): {e}"),
+        ))
+    }
+
+    /// Whether the program runs in the driver (native) rather than generic (SKB) mode.
+    pub fn is_native(&self) -> bool {
+        self.flags == XDP_FLAGS_DRV_MODE
+    }
+
+    /// Routes queue `queue`'s frames to `socket`.
+    fn register(&self, queue: u32, socket: RawFd) -> io::Result<()> {
+        let key = queue;
+        let value = socket as u32;
+        let mut attr = [0u64; 16];
+        attr[0] = self.map.as_raw_fd() as u64;
+        attr[1] = &key as *const u32 as u64;
+        attr[2] = &value as *const u32 as u64;
+        bpf(
+            BPF_MAP_UPDATE_ELEM,
+            &mut attr,
+            "bpf(BPF_MAP_UPDATE_ELEM, XSKMAP)",
+        )
+        .map(|_| ())
+    }
+}
+
+impl Drop for XdpProgram {
+    fn drop(&mut self) {
+        if let Err(e) = netlink_set_xdp(self.ifindex, -1, self.flags) {
+            eprintln!(
+                "nodegate: detaching the XDP program from interface {} failed: {e}",
+                self.ifindex
+            );
+        }
+    }
+}
+
+/// A memory mapping with bounds-checked access (the UMEM or one ring).
+struct Mapping {
+    base: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a `Mapping` is owned by one `XskSocket`, used by one thread at a time (`Send`, not
+// `Sync`); the kernel's concurrent accesses are ordered by the rings' producer/consumer words.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    fn map(len: usize, fd: Option<(RawFd, u64)>, what: &str) -> io::Result<Mapping> {
+        let (flags, fd, offset) = match fd {
+            Some((fd, offset)) => (libc::MAP_SHARED | libc::MAP_POPULATE, fd, offset),
+            None => (
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            ),
+        };
+        // SAFETY: a fresh mapping chosen by the kernel (no address hint), of `len` bytes; for a
+        // ring, `fd` is an AF_XDP socket and `offset` one of the ring offsets it defines.
+        let base = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                offset as libc::off_t,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(os_error(what));
+        }
+        Ok(Mapping {
+            base: base as *mut u8,
+            len,
+        })
+    }
+
+    fn check(&self, offset: usize, len: usize) {
+        assert!(
+            offset.checked_add(len).is_some_and(|end| end <= self.len),
+            "access {offset}+{len} outside a {}-byte mapping",
+            self.len
+        );
+    }
+
+    /// The 32-bit word at `offset`, for atomic access shared with the kernel.
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        self.check(offset, 4);
+        assert!(offset % 4 == 0, "unaligned ring word at {offset}");
+        // SAFETY: in bounds (checked) and 4-byte aligned (checked; mappings are page aligned)
+        // in a mapping that lives as long as `self`; AtomicU32 has the layout of u32, and the
+        // kernel only ever accesses these words atomically too.
+        unsafe { &*(self.base.add(offset) as *const AtomicU32) }
+    }
+
+    fn read_u64(&self, offset: usize) -> u64 {
+        self.check(offset, 8);
+        // SAFETY: in bounds (checked) of a live mapping; the descriptor slot being read belongs
+        // to user space (between consumer and producer), so the kernel is not writing it.
+        unsafe { core::ptr::read_unaligned(self.base.add(offset) as *const u64) }
+    }
+
+    fn write_u64(&self, offset: usize, value: u64) {
+        self.check(offset, 8);
+        // SAFETY: in bounds (checked); the slot belongs to user space until the producer
+        // word is advanced past it.
+        unsafe { core::ptr::write_unaligned(self.base.add(offset) as *mut u64, value) }
+    }
+
+    fn read_u32(&self, offset: usize) -> u32 {
+        self.check(offset, 4);
+        // SAFETY: as in `read_u64`.
+        unsafe { core::ptr::read_unaligned(self.base.add(offset) as *const u32) }
+    }
+
+    fn write_u32(&self, offset: usize, value: u32) {
+        self.check(offset, 4);
+        // SAFETY: as in `write_u64`.
+        unsafe { core::ptr::write_unaligned(self.base.add(offset) as *mut u32, value) }
+    }
+
+    /// The bytes of a received frame. Only for frames user space owns (taken from the RX ring
+    /// and not yet given back through the fill ring): the kernel does not write those, and the
+    /// borrow of `self` ends before the frame can be given back.
+    fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        self.check(offset, len);
+        // SAFETY: in bounds (checked) of a mapping that lives as long as `self`; the caller's
+        // frame is owned by user space, so nothing writes it while the slice is borrowed.
+        unsafe { core::slice::from_raw_parts(self.base.add(offset), len) }
+    }
+
+    fn copy_in(&self, offset: usize, src: &[u8]) {
+        self.check(offset, src.len());
+        // SAFETY: destination in bounds (checked), a free frame owned by user space; `src` is
+        // a distinct Rust slice.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(offset), src.len()) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly what mmap returned, unmapped once here.
+        unsafe {
+            libc::munmap(self.base as *mut libc::c_void, self.len);
+        }
+    }
+}
+
+/// One of the four rings: a mapping plus our cached copy of the index we own.
+struct Ring {
+    map: Mapping,
+    producer: usize,
+    consumer: usize,
+    flags: usize,
+    desc: usize,
+    /// Bytes per descriptor: 8 (fill, completion) or 16 (RX, TX).
+    entry: usize,
+    /// Our index: the producer for fill/TX, the consumer for RX/completion.
+    cached: u32,
+}
+
+impl Ring {
+    fn new(
+        fd: RawFd,
+        off: &libc::xdp_ring_offset,
+        pgoff: u64,
+        entry: usize,
+        what: &str,
+    ) -> io::Result<Ring> {
+        let len = off.desc as usize + RING as usize * entry;
+        let map = Mapping::map(len, Some((fd, pgoff)), what)?;
+        let ring = Ring {
+            map,
+            producer: off.producer as usize,
+            consumer: off.consumer as usize,
+            flags: off.flags as usize,
+            desc: off.desc as usize,
+            entry,
+            cached: 0,
+        };
+        // Validate every offset once, so the accesses below cannot fail.
+        ring.map.word(ring.producer);
+        ring.map.word(ring.consumer);
+        ring.map.word(ring.flags);
+        Ok(ring)
+    }
+
+    fn slot(&self, index: u32) -> usize {
+        self.desc + (index & (RING - 1)) as usize * self.entry
+    }
+
+    fn needs_wakeup(&self) -> bool {
+        self.map.word(self.flags).load(Ordering::Relaxed) & libc::XDP_RING_NEED_WAKEUP != 0
+    }
+
+    /// Entries the kernel produced that we have not consumed yet (RX, completion).
+    fn available(&self) -> u32 {
+        let producer = self.map.word(self.producer).load(Ordering::Acquire);
+        producer.wrapping_sub(self.cached)
+    }
+
+    fn release(&mut self, n: u32) {
+        self.cached = self.cached.wrapping_add(n);
+        self.map
+            .word(self.consumer)
+            .store(self.cached, Ordering::Release);
+    }
+
+    /// Slots we may fill before the kernel consumes more (fill, TX).
+    fn free(&self) -> u32 {
+        let consumer = self.map.word(self.consumer).load(Ordering::Acquire);
+        RING - self.cached.wrapping_sub(consumer)
+    }
+
+    fn submit(&mut self, n: u32) {
+        self.cached = self.cached.wrapping_add(n);
+        self.map
+            .word(self.producer)
+            .store(self.cached, Ordering::Release);
+    }
+}
+
+/// Kernel-side counters of one socket (`XDP_STATISTICS`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct XskStats {
+    /// Frames dropped for reasons other than a full RX ring or an empty fill ring.
+    pub rx_dropped: u64,
+    /// Frames dropped because the RX ring was full.
+    pub rx_ring_full: u64,
+    /// Times the kernel found the fill ring empty.
+    pub rx_fill_ring_empty: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+}
+
+/// One AF_XDP socket bound to one queue of one interface.
+pub struct XskSocket {
+    fd: OwnedFd,
+    fill: Ring,
+    completion: Ring,
+    rx: Ring,
+    tx: Ring,
+    umem: Mapping,
+    /// UMEM frames owned by user space and free for transmission.
+    free: Vec<u64>,
+    tx_queued: u32,
+    zerocopy: bool,
+}
+
+impl XskSocket {
+    /// Opens a socket on queue `queue` of the interface `program` is attached to, and registers
+    /// it with the program. `mode` decides copy or zero-copy (`Auto`: zero-copy where the
+    /// driver supports it).
+    pub fn open(program: &XdpProgram, queue: u32, mode: Mode) -> io::Result<XskSocket> {
+        let attempts: &[u16] = match mode {
+            Mode::ZeroCopy => &[libc::XDP_ZEROCOPY],
+            Mode::Auto if program.is_native() => &[libc::XDP_ZEROCOPY, libc::XDP_COPY],
+            _ => &[libc::XDP_COPY],
+        };
+        let mut last = None;
+        for &flags in attempts {
+            match XskSocket::open_with(program, queue, flags) {
+                Ok(s) => return Ok(s),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    }
+
+    fn open_with(program: &XdpProgram, queue: u32, bind_flags: u16) -> io::Result<XskSocket> {
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        let fd = owned(check(raw, "socket(AF_XDP)")?);
+        let s = fd.as_raw_fd();
+
+        let umem = Mapping::map(FRAMES * FRAME_SIZE, None, "mmap of the UMEM")?;
+        let reg = libc::xdp_umem_reg {
+            addr: umem.base as u64,
+            len: umem.len as u64,
+            chunk_size: FRAME_SIZE as u32,
+            headroom: 0,
+            flags: 0,
+            tx_metadata_len: 0,
+        };
+        setsockopt(s, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
+        for opt in [
+            libc::XDP_UMEM_FILL_RING,
+            libc::XDP_UMEM_COMPLETION_RING,
+            libc::XDP_RX_RING,
+            libc::XDP_TX_RING,
+        ] {
+            setsockopt(s, opt, &RING, "XDP ring size")?;
+        }
+        // SAFETY: xdp_mmap_offsets is plain old data; all-zero is a valid value.
+        let mut off: libc::xdp_mmap_offsets = unsafe { core::mem::zeroed() };
+        let mut len = core::mem::size_of_val(&off) as libc::socklen_t;
+        // SAFETY: `off` is a live, writable struct and `len` holds its size, as the option needs.
+        let rc = unsafe {
+            libc::getsockopt(
+                s,
+                libc::SOL_XDP,
+                libc::XDP_MMAP_OFFSETS,
+                &mut off as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        check(rc, "XDP_MMAP_OFFSETS")?;
+        let desc = core::mem::size_of::<libc::xdp_desc>();
+        let mut fill = Ring::new(s, &off.fr, libc::XDP_UMEM_PGOFF_FILL_RING, 8, "fill ring")?;
+        let completion = Ring::new(
+            s,
+            &off.cr,
+            libc::XDP_UMEM_PGOFF_COMPLETION_RING,
+            8,
+            "completion ring",
+        )?;
+        let rx = Ring::new(s, &off.rx, libc::XDP_PGOFF_RX_RING as u64, desc, "RX ring")?;
+        let tx = Ring::new(s, &off.tx, libc::XDP_PGOFF_TX_RING as u64, desc, "TX ring")?;
+
+        // The first half of the frames waits for received frames, the second carries sends.
+        let half = FRAMES / 2;
+        for i in 0..half as u32 {
+            fill.map
+                .write_u64(fill.slot(fill.cached + i), u64::from(i) * FRAME_SIZE as u64);
+        }
+        fill.submit(half as u32);
+        let free = (half..FRAMES)
+            .map(|i| (i * FRAME_SIZE) as u64)
+            .collect::<Vec<_>>();
+
+        let sxdp = libc::sockaddr_xdp {
+            sxdp_family: libc::AF_XDP as u16,
+            sxdp_flags: bind_flags | libc::XDP_USE_NEED_WAKEUP,
+            sxdp_ifindex: program.ifindex,
+            sxdp_queue_id: queue,
+            sxdp_shared_umem_fd: 0,
+        };
+        // SAFETY: `sxdp` is a live sockaddr_xdp and the length passed is its size.
+        let rc = unsafe {
+            libc::bind(
+                s,
+                &sxdp as *const libc::sockaddr_xdp as *const libc::sockaddr,
+                core::mem::size_of_val(&sxdp) as libc::socklen_t,
+            )
+        };
+        let mode = if bind_flags == libc::XDP_ZEROCOPY {
+            "zero-copy"
+        } else {
+            "copy"
+        };
+        check(rc, &format!("bind to queue {queue} ({mode} mode)"))?;
+        program.register(queue, s)?;
+        Ok(XskSocket {
+            fd,
+            fill,
+            completion,
+            rx,
+            tx,
+            umem,
+            free,
+            tx_queued: 0,
+            zerocopy: bind_flags == libc::XDP_ZEROCOPY,
+        })
+    }
+
+    /// Whether the NIC writes into the UMEM directly (zero-copy mode).
+    pub fn is_zerocopy(&self) -> bool {
+        self.zerocopy
+    }
+
+    /// Hands up to `max` received frames to `f` (which copies what it keeps) and gives their
+    /// UMEM frames straight back to the fill ring. Returns how many frames `f` saw.
+    pub fn recv_burst(&mut self, max: usize, mut f: impl FnMut(&[u8]) -> bool) -> usize {
+        let n = self.rx.available().min(max as u32);
+        if n == 0 {
+            // In copy and SKB mode the kernel fills the ring from its receive path; in driver
+            // mode it may be waiting for a nudge to look at the fill ring again.
+            if self.fill.needs_wakeup() {
+                self.wakeup_rx();
+            }
+            return 0;
+        }
+        let mut seen = 0;
+        for i in 0..n {
+            let slot = self.rx.slot(self.rx.cached + i);
+            let addr = self.rx.map.read_u64(slot);
+            let len = (self.rx.map.read_u32(slot + 8) as usize).min(FRAME_SIZE);
+            let offset = (addr as usize).min(self.umem.len);
+            let len = len.min(self.umem.len - offset);
+            // The frame stays ours until its chunk is back in the fill ring, below.
+            let keep_going = f(self.umem.bytes(offset, len));
+            // Back to the kernel: the frame's chunk, at its start.
+            let chunk = addr & !(FRAME_SIZE as u64 - 1);
+            self.fill
+                .map
+                .write_u64(self.fill.slot(self.fill.cached + i), chunk);
+            seen += 1;
+            if !keep_going {
+                break;
+            }
+        }
+        self.rx.release(seen);
+        self.fill.submit(seen);
+        if self.fill.needs_wakeup() {
+            self.wakeup_rx();
+        }
+        seen as usize
+    }
+
+    fn wakeup_rx(&self) {
+        // SAFETY: a zero-length, non-blocking recvfrom with no buffer is the documented way to
+        // wake the kernel's RX processing of an AF_XDP socket.
+        unsafe {
+            libc::recvfrom(
+                self.fd.as_raw_fd(),
+                core::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+            );
+        }
+    }
+
+    /// Frames the kernel finished sending go back to the free list.
+    fn reclaim(&mut self) {
+        let n = self.completion.available();
+        for i in 0..n {
+            let addr = self
+                .completion
+                .map
+                .read_u64(self.completion.slot(self.completion.cached + i));
+            if (addr as usize) < self.umem.len && self.free.len() < FRAMES {
+                self.free.push(addr & !(FRAME_SIZE as u64 - 1));
+            }
+        }
+        self.completion.release(n);
+    }
+
+    /// Copies `frame` into a free UMEM frame and queues it on the TX ring; false when no frame
+    /// or slot is free (or the frame does not fit). [`XskSocket::flush`] sends what is queued.
+    pub fn send(&mut self, frame: &[u8]) -> bool {
+        if frame.len() > FRAME_SIZE {
+            return false;
+        }
+        if self.free.is_empty() {
+            self.reclaim();
+        }
+        if self.tx_queued >= self.tx.free() {
+            return false;
+        }
+        let Some(addr) = self.free.pop() else {
+            return false;
+        };
+        self.umem.copy_in(addr as usize, frame);
+        let slot = self.tx.slot(self.tx.cached + self.tx_queued);
+        self.tx.map.write_u64(slot, addr);
+        self.tx.map.write_u32(slot + 8, frame.len() as u32);
+        self.tx.map.write_u32(slot + 12, 0);
+        self.tx_queued += 1;
+        true
+    }
+
+    /// Publishes the queued frames and kicks the kernel once for the whole burst.
+    pub fn flush(&mut self) {
+        if self.tx_queued > 0 {
+            self.tx.submit(core::mem::take(&mut self.tx_queued));
+        }
+        if self.tx.needs_wakeup() || !self.zerocopy {
+            // SAFETY: a zero-length, non-blocking sendto with no buffer and no address is the
+            // documented TX kick of an AF_XDP socket. Errors (EAGAIN, EBUSY, ENOBUFS while the
+            // kernel is busy) leave the frames queued for the next kick.
+            unsafe {
+                libc::sendto(
+                    self.fd.as_raw_fd(),
+                    core::ptr::null(),
+                    0,
+                    libc::MSG_DONTWAIT,
+                    core::ptr::null(),
+                    0,
+                );
+            }
+        }
+        self.reclaim();
+    }
+
+    /// The kernel's counters for this socket.
+    pub fn stats(&self) -> io::Result<XskStats> {
+        // SAFETY: xdp_statistics is plain old data; all-zero is a valid value.
+        let mut st: libc::xdp_statistics = unsafe { core::mem::zeroed() };
+        let mut len = core::mem::size_of_val(&st) as libc::socklen_t;
+        // SAFETY: `st` is a live, writable struct and `len` holds its size.
+        let rc = unsafe {
+            libc::getsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_XDP,
+                libc::XDP_STATISTICS,
+                &mut st as *mut _ as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        check(rc, "XDP_STATISTICS")?;
+        Ok(XskStats {
+            rx_dropped: st.rx_dropped,
+            rx_ring_full: st.rx_ring_full,
+            rx_fill_ring_empty: st.rx_fill_ring_empty_descs,
+            rx_invalid_descs: st.rx_invalid_descs,
+            tx_invalid_descs: st.tx_invalid_descs,
+        })
+    }
+}
+
+fn setsockopt<T>(fd: RawFd, name: libc::c_int, value: &T, what: &str) -> io::Result<()> {
+    // SAFETY: `value` is a live `T` of exactly `size_of::<T>()` bytes, which is what the
+    // option expects (each caller passes the kernel's struct or a u32).
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_XDP,
+            name,
+            value as *const T as *const libc::c_void,
+            core::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    check(rc, what).map(|_| ())
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_program_encoding() {
+        let p = redirect_program(7);
+        // r2 = *(u32 *)(r1 + 16): opcode, registers dst=2 src=1, offset 16.
+        assert_eq!(p[0] & 0xff, 0x61);
+        assert_eq!((p[0] >> 8) & 0xff, 0x12);
+        assert_eq!((p[0] >> 16) & 0xffff, 16);
+        // the map load carries the descriptor and the pseudo-map-fd marker.
+        assert_eq!(p[1] & 0xffff, 0x1118);
+        assert_eq!(p[1] >> 32, 7);
+        assert_eq!(p[3] >> 32, XDP_PASS as u64);
+        assert_eq!(p[4] >> 32, BPF_FUNC_REDIRECT_MAP as u64);
+        assert_eq!(p[5], 0x95);
+    }
+
+    #[test]
+    fn test_unknown_interface_is_an_error() {
+        let e = XdpProgram::attach("ng-no-such-if", Mode::Skb, 1)
+            .err()
+            .expect("no such interface");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn test_modes_parse() {
+        assert_eq!("skb".parse::<Mode>(), Ok(Mode::Skb));
+        assert_eq!("zerocopy".parse::<Mode>(), Ok(Mode::ZeroCopy));
+        assert!("fast".parse::<Mode>().unwrap_err().contains("auto"));
+    }
+
+    #[test]
+    fn test_mapping_accesses_are_bounds_checked() {
+        let m = Mapping::map(4096, None, "test mapping").expect("anonymous mapping");
+        m.write_u64(4088, 42);
+        assert_eq!(m.read_u64(4088), 42);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.read_u64(4089)));
+        assert!(r.is_err(), "a read past the end must not happen");
+    }
+}
