@@ -1,11 +1,12 @@
 //! `nodegate demo`: the Kubernetes "Using Source IP" walkthrough, run for real.
 //!
-//! Builds, in network namespaces, a client outside the cluster, two nodes each running a
-//! `nodegate run` process on TAP ports, a backend pod behind node-b that answers HTTP with the
-//! client address it sees, and a client pod behind node-a. Then it runs the page's experiments
-//! with `curl` (ClusterIP from a pod; NodePort and LoadBalancer, each with
-//! `externalTrafficPolicy` Cluster and Local, through both nodes) and prints what the backend
-//! saw. Everything is removed at the end, also on failure.
+//! Builds, in network namespaces, a client outside the cluster, two nodes (each its own
+//! namespace) running `nodegate run` on veth interfaces with the `af_xdp` driver (or
+//! `af_packet`), a backend pod behind node-b that answers HTTP with the client address it sees,
+//! and a client pod behind node-a. Then it runs the page's experiments with `curl` (ClusterIP
+//! from a pod; NodePort and LoadBalancer, each with `externalTrafficPolicy` Cluster and Local,
+//! through both nodes) and prints what the backend saw. Everything is removed at the end, also
+//! on failure.
 //!
 //! ```text
 //!  client 10.0.0.100 ──┐                    ┌── node-a 10.0.0.1 ── pods-a 10.2.0.0/24 ── pod-a 10.2.0.9
@@ -18,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "ngdemo";
-const NAMESPACES: [&str; 4] = ["lan", "client", "poda", "podb"];
+const NAMESPACES: [&str; 6] = ["lan", "client", "poda", "podb", "nodea", "nodeb"];
 
 const MANIFESTS: &str = r#"apiVersion: v1
 kind: List
@@ -137,18 +138,55 @@ fn remove_namespaces() {
     }
 }
 
-fn node_config(name: &str, up_addr: &str, pods_addr: &str, route: &str) -> String {
+fn node_config(name: &str, driver: &str, up_addr: &str, pods_addr: &str, route: &str) -> String {
     let short = &name[name.len() - 1..];
     format!(
-        "node: {{name: {name}, addresses: [\"{up}\"]}}\nworkers: 1\nports:\n  - {{name: uplink, driver: tap, interface: {PREFIX}{short}0, mac: \"02:00:00:00:0{short}:00\", addresses: [\"{up_addr}\"]}}\n  - {{name: pods, driver: tap, interface: {PREFIX}{short}1, mac: \"02:00:00:00:0{short}:01\", addresses: [\"{pods_addr}\"]}}\nroutes:\n  - {route}\nkubernetes: {{manifests: manifests}}\n",
+        "node: {{name: {name}, addresses: [\"{up}\"]}}\nworkers: 1\nports:\n  - {{name: uplink, driver: {driver}, interface: up{short}, addresses: [\"{up_addr}\"]}}\n  - {{name: pods, driver: {driver}, interface: pods{short}, addresses: [\"{pods_addr}\"]}}\nroutes:\n  - {route}\nkubernetes: {{manifests: manifests}}\n",
         up = up_addr.split('/').next().unwrap_or_default(),
     )
 }
 
+/// A veth pair with one end in each namespace (named `a` and `b` there), both up, and the TX
+/// checksum offload of both ends off: a frame leaving a veth otherwise carries a partial
+/// checksum that only the kernel's own stack would complete.
+fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<(), String> {
+    let tmp = format!("{PREFIX}t{}", std::process::id() % 100_000);
+    ip(&[
+        "link",
+        "add",
+        &tmp,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("{tmp}p"),
+    ])?;
+    ip(&["link", "set", &tmp, "netns", ns_a])?;
+    ip(&["link", "set", &format!("{tmp}p"), "netns", ns_b])?;
+    ip(&["-n", ns_a, "link", "set", &tmp, "name", a])?;
+    ip(&["-n", ns_b, "link", "set", &format!("{tmp}p"), "name", b])?;
+    for (n, dev) in [(ns_a, a), (ns_b, b)] {
+        ip(&["-n", n, "link", "set", dev, "up"])?;
+        let out = Command::new("ip")
+            .args(["netns", "exec", n, "ethtool", "-K", dev, "tx", "off"])
+            .output()
+            .map_err(|e| format!("cannot run ethtool (install ethtool): {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ethtool -K {dev} tx off: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Starts one node's `nodegate run` and waits for its `ready` line.
-fn start_node(exe: &Path, dir: &Path, name: &str) -> Result<Child, String> {
+fn start_node(exe: &Path, dir: &Path, name: &str, netns: &str) -> Result<Child, String> {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new(exe)
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(exe)
         .args(["run", "--config", &format!("{name}.yaml")])
         .current_dir(dir)
         .env("NO_COLOR", "1")
@@ -181,7 +219,7 @@ fn start_node(exe: &Path, dir: &Path, name: &str) -> Result<Child, String> {
     Ok(child)
 }
 
-fn build(exe: &Path) -> Result<Lab, String> {
+fn build(exe: &Path, driver: &str) -> Result<Lab, String> {
     remove_namespaces();
     let dir = std::env::temp_dir().join(format!("{PREFIX}-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("manifests")).map_err(|e| e.to_string())?;
@@ -198,6 +236,7 @@ fn build(exe: &Path) -> Result<Lab, String> {
         "node-a.yaml",
         &node_config(
             "node-a",
+            driver,
             "10.0.0.1/24",
             "10.2.0.1/24",
             "{prefix: \"10.1.0.0/24\", via: \"10.0.0.2\"}",
@@ -207,6 +246,7 @@ fn build(exe: &Path) -> Result<Lab, String> {
         "node-b.yaml",
         &node_config(
             "node-b",
+            driver,
             "10.0.0.2/24",
             "10.1.0.1/24",
             "{prefix: \"10.2.0.0/24\", via: \"10.0.0.1\"}",
@@ -220,56 +260,27 @@ fn build(exe: &Path) -> Result<Lab, String> {
     let lan = ns("lan");
     ip(&["-n", &lan, "link", "add", "br0", "type", "bridge"])?;
     ip(&["-n", &lan, "link", "set", "br0", "up"])?;
-    // The client, on the LAN through a veth pair.
-    ip(&[
-        "link",
-        "add",
-        &format!("{PREFIX}c"),
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &format!("{PREFIX}cp"),
-    ])?;
-    ip(&["link", "set", &format!("{PREFIX}c"), "netns", &ns("client")])?;
-    ip(&["link", "set", &format!("{PREFIX}cp"), "netns", &lan])?;
-    ip(&[
-        "-n",
-        &lan,
-        "link",
-        "set",
-        &format!("{PREFIX}cp"),
-        "master",
-        "br0",
-        "up",
-    ])?;
+    // The client, on the LAN.
     let client = ns("client");
-    ip(&[
-        "-n",
-        &client,
-        "addr",
-        "add",
-        "10.0.0.100/24",
-        "dev",
-        &format!("{PREFIX}c"),
-    ])?;
-    ip(&["-n", &client, "link", "set", &format!("{PREFIX}c"), "up"])?;
+    veth(&client, "eth0", &lan, "client")?;
+    ip(&["-n", &lan, "link", "set", "client", "master", "br0"])?;
+    ip(&["-n", &client, "addr", "add", "10.0.0.100/24", "dev", "eth0"])?;
 
-    // The nodes: each creates its TAPs; uplinks join the bridge, pod ports go to the pods.
+    // The nodes: an uplink on the LAN and a port to their pods, both owned by nodegate (the
+    // node's kernel has no address on them).
     for (node, pod_ns, pod_addr, gw) in [
         ("node-a", "poda", "10.2.0.9/24", "10.2.0.1"),
         ("node-b", "podb", "10.1.0.5/24", "10.1.0.1"),
     ] {
-        lab.children.push(start_node(exe, &dir, node)?);
         let short = &node[node.len() - 1..];
-        let (up, pods) = (format!("{PREFIX}{short}0"), format!("{PREFIX}{short}1"));
-        ip(&["link", "set", &up, "netns", &lan])?;
-        ip(&["-n", &lan, "link", "set", &up, "master", "br0", "up"])?;
+        let node_ns = ns(&format!("node{short}"));
+        veth(&node_ns, &format!("up{short}"), &lan, node)?;
+        ip(&["-n", &lan, "link", "set", node, "master", "br0"])?;
         let pn = ns(pod_ns);
-        ip(&["link", "set", &pods, "netns", &pn])?;
-        ip(&["-n", &pn, "addr", "add", pod_addr, "dev", &pods])?;
-        ip(&["-n", &pn, "link", "set", &pods, "up"])?;
+        veth(&node_ns, &format!("pods{short}"), &pn, "eth0")?;
+        ip(&["-n", &pn, "addr", "add", pod_addr, "dev", "eth0"])?;
         ip(&["-n", &pn, "route", "add", "default", "via", gw])?;
+        lab.children.push(start_node(exe, &dir, node, &node_ns)?);
     }
     // The backend pod's HTTP server.
     let server = Command::new("ip")
@@ -408,16 +419,20 @@ impl Row {
 }
 
 /// Runs the demo; returns the table (or why it could not run).
-pub fn run(exe: &Path) -> Result<Vec<Row>, String> {
-    if !Path::new("/dev/net/tun").exists() {
-        return Err("the demo needs /dev/net/tun (TAP devices)".into());
+/// Runs the demo with the nodes on `driver` (`af_xdp` or `af_packet`); returns the table (or
+/// why it could not run).
+pub fn run(exe: &Path, driver: &str) -> Result<Vec<Row>, String> {
+    if !matches!(driver, "af_xdp" | "af_packet") {
+        return Err(format!(
+            "the demo runs the nodes on `af_xdp` or `af_packet`, not `{driver}`"
+        ));
     }
     let probe = Command::new("ip").args(["netns", "list"]).output();
     if !matches!(probe, Ok(ref o) if o.status.success()) {
         return Err("the demo needs iproute2 (`ip`)".into());
     }
-    let lab = build(exe).map_err(|e| {
-        format!("{e}\nthe demo creates network namespaces and TAP devices: run it as root")
+    let lab = build(exe, driver).map_err(|e| {
+        format!("{e}\nthe demo creates network namespaces and veth pairs: run it as root")
     })?;
     // Wait for the backend to listen, then let the neighbours resolve once.
     let deadline = Instant::now() + Duration::from_secs(10);

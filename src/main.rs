@@ -30,9 +30,13 @@ enum Command {
         trace: bool,
     },
     /// Run the Kubernetes "Using Source IP" walkthrough for real in network namespaces (two
-    /// nodes running nodegate on TAP ports, a client, pods) and print what the backend saw.
-    /// Needs root.
-    Demo,
+    /// nodes running nodegate on veth interfaces, a client, pods) and print what the backend
+    /// saw. Needs root.
+    Demo {
+        /// The port driver of the nodes: `af_xdp` or `af_packet`.
+        #[arg(long, default_value = "af_xdp")]
+        driver: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -44,7 +48,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo => {
+        Command::Demo { driver } => {
             let exe = match std::env::current_exe() {
                 Ok(e) => e,
                 Err(e) => {
@@ -52,8 +56,8 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            println!("building the topology of the \"Using Source IP\" page and running its experiments...");
-            match nodegate::demo::run(&exe) {
+            println!("building the topology of the \"Using Source IP\" page (nodes on {driver}) and running its experiments...");
+            match nodegate::demo::run(&exe, &driver) {
                 Ok(rows) => {
                     print!("{}", nodegate::demo::table(&rows));
                     if rows.iter().all(nodegate::demo::Row::as_expected) {

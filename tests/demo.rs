@@ -1,20 +1,20 @@
 //! `nodegate demo` end to end: the "Using Source IP" experiments through two nodegate processes
-//! on TAP ports in network namespaces, with real curl and a real HTTP backend. Needs root,
-//! iproute2, curl and python3 (CI installs them); without them it fails with the reason.
+//! on veth interfaces in network namespaces (once on `af_xdp`, once on `af_packet`), with real
+//! curl and a real HTTP backend. Needs root, iproute2, ethtool, curl and python3 (CI installs
+//! them); without them it fails with the reason.
 
 use std::process::Command;
 
-#[test]
-fn demo_reproduces_the_source_ip_page() {
+fn demo(driver: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_nodegate"))
-        .arg("demo")
+        .args(["demo", "--driver", driver])
         .env("NO_COLOR", "1")
         .output()
         .expect("run nodegate demo");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "demo failed:\n{table}\n{}",
+        "demo on {driver} failed:\n{table}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let row = |what: &str, via: &str| {
@@ -26,8 +26,10 @@ fn demo_reproduces_the_source_ip_page() {
     };
     assert!(row("ClusterIP", "node-a").contains("10.2.0.9"));
     assert!(row("NodePort, Cluster", "node-a").contains(" 10.0.0.1 "));
+    assert!(row("NodePort, Cluster", "node-b").contains(" 10.1.0.1 "));
     assert!(row("NodePort, Local", "node-a").contains("(no answer)"));
     assert!(row("NodePort, Local", "node-b").contains("10.0.0.100"));
+    assert!(row("LoadBalancer, Cluster", "node-a").contains(" 10.0.0.1 "));
     assert!(row("LoadBalancer, Local", "node-a").contains("(no answer)"));
     assert!(row("LoadBalancer, Local", "node-b").contains("10.0.0.100"));
     assert_eq!(table.matches(" ok").count(), 9, "{table}");
@@ -36,4 +38,22 @@ fn demo_reproduces_the_source_ip_page() {
         !String::from_utf8_lossy(&ns.stdout).contains("ngdemo"),
         "the demo left namespaces behind"
     );
+}
+
+/// One test for both drivers: the two runs use the same namespace names, so they must not
+/// overlap.
+#[test]
+fn demo_reproduces_the_source_ip_page_on_af_xdp_and_af_packet() {
+    demo("af_xdp");
+    demo("af_packet");
+}
+
+#[test]
+fn demo_refuses_a_driver_it_cannot_run() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nodegate"))
+        .args(["demo", "--driver", "pcap"])
+        .output()
+        .expect("run nodegate demo");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`af_xdp` or `af_packet`"));
 }
