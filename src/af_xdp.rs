@@ -1,6 +1,10 @@
 //! The `af_xdp` port driver over `ffi::af_xdp`: the XDP program hands every frame of a queue to
 //! that queue's AF_XDP socket, owned by one worker.
 //!
+//! The sockets' UMEM is the run's buffer pool (`Pool::with_region`), so received frames become
+//! `Mbuf`s without a copy and are transmitted from the same memory: the fill ring is topped up
+//! with pool buffers, TX takes the frames themselves, completions return them to the pool.
+//!
 //! A worker owns the sockets of queues `w, w + workers, ...`. With fewer queues than workers,
 //! the workers without a queue still receive flows through the handoff queues and must be able
 //! to transmit: their frames for this port go through a [`TxRelay`] (a bounded lock-free queue)
@@ -8,7 +12,7 @@
 //! shared, so no lock is taken.
 
 use crossbeam_queue::ArrayQueue;
-use dataplane::mbuf::{Mbuf, PoolCache, MBUF_SIZE};
+use dataplane::mbuf::{Mbuf, Pool, PoolCache};
 use dataplane::port::{Port, BURST};
 use ffi::af_xdp::{Mode, XdpProgram, XskSocket};
 use std::sync::Arc;
@@ -29,15 +33,19 @@ pub struct TxRelay {
     queue: Arc<ArrayQueue<Mbuf>>,
 }
 
-/// Opens `interface` for `workers` workers: attaches the XDP program and opens one socket per
-/// queue. Returns the program (keep it: dropping it detaches the program) and one port per
-/// worker.
+/// Opens `interface` for `workers` workers with `pool`'s region as UMEM: attaches the XDP
+/// program, opens one socket per queue and fills its fill ring. Returns the program (keep it:
+/// dropping it detaches the program) and one port per worker.
 pub fn open(
     interface: &str,
     queues: u16,
     mode: Mode,
     workers: usize,
+    pool: &Arc<Pool>,
 ) -> std::io::Result<(XdpProgram, Vec<Box<dyn Port>>)> {
+    let region = pool.region().ok_or_else(|| {
+        std::io::Error::other("af_xdp needs a pool in a frame region (Pool::with_region)")
+    })?;
     let queues = usize::from(queues.max(1));
     let program = XdpProgram::attach(interface, mode, queues as u32)?;
     let mut owners: Vec<AfXdpPort> = (0..workers.min(queues))
@@ -48,9 +56,10 @@ pub fn open(
         })
         .collect();
     for q in 0..queues {
-        let socket = XskSocket::open(&program, q as u32, mode).map_err(|e| {
+        let mut socket = XskSocket::open(&program, q as u32, mode, region).map_err(|e| {
             std::io::Error::new(e.kind(), format!("queue {q} of `{interface}`: {e}"))
         })?;
+        socket.fill(|| pool.get().map(|m| m.into_frame().0));
         owners[q % workers].sockets.push(socket);
     }
     let mut relays = Vec::new();
@@ -69,6 +78,43 @@ pub fn open(
     Ok((program, ports))
 }
 
+/// Queues as many frames from the front of `frames` as `sock` takes now (the rest stay), then
+/// kicks it once and returns the frames it finished sending to the pool. Frames that are not
+/// in the pool's region (never the case in a live run) are sent from a copy.
+fn send_burst(
+    sock: &mut XskSocket,
+    pool: &mut PoolCache,
+    frames: impl Iterator<Item = Mbuf>,
+) -> usize {
+    let mut sent = 0;
+    for m in frames {
+        let (frame, len) = m.into_frame();
+        let frame = match sock.send(frame, len) {
+            Ok(()) => {
+                sent += 1;
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        // Not a region frame: copy it into one.
+        let original = Mbuf::from_frame(frame, len);
+        if let Some(mut copy) = pool.alloc() {
+            if copy.copy_from(&original) {
+                let (frame, len) = copy.into_frame();
+                match sock.send(frame, len) {
+                    Ok(()) => sent += 1,
+                    Err(frame) => pool.free(Mbuf::from_frame(frame, 0)),
+                }
+            } else {
+                pool.free(copy);
+            }
+        }
+        pool.free(original);
+    }
+    sock.flush(|frame| pool.free(Mbuf::from_frame(frame, 0)));
+    sent
+}
+
 impl AfXdpPort {
     /// Whether the sockets run in zero-copy mode.
     pub fn is_zerocopy(&self) -> bool {
@@ -80,17 +126,12 @@ impl AfXdpPort {
         let Some(sock) = self.sockets.first_mut() else {
             return;
         };
-        let mut sent = false;
         for relay in &self.relays {
-            for _ in 0..BURST {
-                let Some(m) = relay.pop() else { break };
-                // A frame the ring cannot take now is dropped, as a full NIC queue would.
-                sent |= sock.send(&m);
-                pool.free(m);
+            let n = relay.len().min(sock.tx_room()).min(BURST);
+            if n > 0 {
+                // A frame the ring cannot take waits in the relay for the next round.
+                send_burst(sock, pool, (0..n).filter_map(|_| relay.pop()));
             }
-        }
-        if sent {
-            sock.flush();
         }
     }
 }
@@ -104,15 +145,12 @@ impl Port for AfXdpPort {
         for _ in 0..self.sockets.len() {
             let i = self.next;
             self.next = (self.next + 1) % self.sockets.len();
-            n += self.sockets[i].recv_burst(max - n, |frame| {
-                let Some(mut m) = pool.alloc() else {
-                    return false;
-                };
-                let len = frame.len().min(MBUF_SIZE);
-                m.buffer_mut()[..len].copy_from_slice(&frame[..len]);
-                m.set_len(len);
-                burst.push(m);
-                true
+            let sock = &mut self.sockets[i];
+            if sock.fill_room() >= BURST {
+                sock.fill(|| pool.alloc().map(|m| m.into_frame().0));
+            }
+            n += sock.recv_burst(max - n, |frame, len| {
+                burst.push(Mbuf::from_frame(frame, len))
             });
             if n >= max {
                 break;
@@ -125,16 +163,9 @@ impl Port for AfXdpPort {
         let Some(sock) = self.sockets.first_mut() else {
             return 0;
         };
-        let mut sent = 0;
-        while sent < burst.len() && sock.send(&burst[sent]) {
-            sent += 1;
-        }
-        // One kick for the whole burst; frames left in `burst` are counted by the worker.
-        sock.flush();
-        for m in burst.drain(..sent) {
-            pool.free(m);
-        }
-        sent
+        // Frames beyond the ring's room stay in `burst`; the worker counts them.
+        let n = sock.tx_room().min(burst.len());
+        send_burst(sock, pool, burst.drain(..n))
     }
 }
 
@@ -156,7 +187,6 @@ impl Port for TxRelay {
 #[cfg(test)]
 mod test {
     use super::*;
-    use dataplane::mbuf::Pool;
 
     #[test]
     fn test_relay_takes_what_fits_and_leaves_the_rest_in_the_burst() {

@@ -67,10 +67,9 @@ pub fn build_workers(
     configs: Vec<WorkerConfig>,
     tables: Tables,
     ports: usize,
-    pool_size: usize,
+    pool: Arc<Pool>,
 ) -> Parts {
     let publisher = TablePublisher::new(tables);
-    let pool = Pool::new(pool_size);
     let fabric = Fabric::new(configs.len(), HANDOFF_DEPTH);
     let workers = configs
         .into_iter()
@@ -102,7 +101,7 @@ impl Node {
         ports: Vec<Box<dyn Port>>,
         pool_size: usize,
     ) -> Node {
-        let parts = build_workers(configs, tables, ports.len(), pool_size);
+        let parts = build_workers(configs, tables, ports.len(), Pool::new(pool_size));
         let Parts {
             workers,
             publisher,

@@ -159,6 +159,11 @@ fn run_live(
         reason: format!("cannot install the SIGINT/SIGTERM handler: {e}"),
     })?;
     let n = cfg.workers.max(1);
+    // One region of frames for the whole run: the AF_XDP ports' UMEM.
+    let pool = dataplane::mbuf::Pool::with_region(LIVE_POOL).map_err(|e| RunError::Io {
+        path: cfg.file.clone(),
+        reason: format!("cannot allocate the frame pool: {e}"),
+    })?;
     let mut queues: Vec<Vec<Box<dyn Port>>> = (0..n).map(|_| Vec::new()).collect();
     // Detached when dropped: after the workers stopped, or on the way out of a failed start.
     let mut programs = Vec::new();
@@ -177,9 +182,11 @@ fn run_live(
                 }
             };
             let (program, ports) =
-                crate::af_xdp::open(ifname, p.queues, mode, n).map_err(|e| RunError::Io {
-                    path: PathBuf::from(format!("af_xdp ({ifname})")),
-                    reason: format!("cannot open the interface: {e}"),
+                crate::af_xdp::open(ifname, p.queues, mode, n, &pool).map_err(|e| {
+                    RunError::Io {
+                        path: PathBuf::from(format!("af_xdp ({ifname})")),
+                        reason: format!("cannot open the interface: {e}"),
+                    }
                 })?;
             tracing::info!(
                 port = %p.name,
@@ -226,7 +233,7 @@ fn run_live(
         }
         tracing::info!(port = %p.name, driver = %p.driver, interface = ifname, queues = n, "port up");
     }
-    let parts = crate::node::build_workers(worker_configs(cfg), tables, cfg.ports.len(), LIVE_POOL);
+    let parts = crate::node::build_workers(worker_configs(cfg), tables, cfg.ports.len(), pool);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handles = crate::node::spawn_workers(
         parts.workers,

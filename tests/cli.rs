@@ -225,18 +225,38 @@ fn bad_manifest_is_rejected_with_file_field_and_reason() {
 }
 
 #[test]
-fn unavailable_driver_is_named() {
+fn missing_interface_is_named() {
     let dir = example_copy();
     let cfg = std::fs::read_to_string(dir.path().join("nodegate.yaml")).unwrap();
     let cfg = cfg
-        .replace("driver: pcap", "driver: af_xdp\n    interface: n0")
+        .replace("driver: pcap", "driver: af_xdp\n    interface: ng-missing0")
         .replace("    rx: in.pcap\n    tx: out.pcap\n", "");
     std::fs::write(dir.path().join("nodegate.yaml"), cfg).unwrap();
     let out = nodegate(&["run", "--config", "nodegate.yaml"], dir.path());
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("ports[0].driver") && err.contains("af_xdp"),
+        err.contains("af_xdp (ng-missing0)") && err.contains("no interface `ng-missing0`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_af_xdp_mode_names_the_field() {
+    let dir = example_copy();
+    let cfg = std::fs::read_to_string(dir.path().join("nodegate.yaml")).unwrap();
+    let cfg = cfg
+        .replace(
+            "driver: pcap",
+            "driver: af_xdp\n    interface: lo\n    mode: turbo",
+        )
+        .replace("    rx: in.pcap\n    tx: out.pcap\n", "");
+    std::fs::write(dir.path().join("nodegate.yaml"), cfg).unwrap();
+    let out = nodegate(&["run", "--config", "nodegate.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("ports[0].mode") && err.contains("`turbo`"),
         "{err}"
     );
 }

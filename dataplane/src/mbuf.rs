@@ -1,23 +1,27 @@
 //! Packet buffers and their pool.
 //!
-//! An [`Mbuf`] is a fixed-size, heap-allocated frame buffer that is allocated once at start-up and
-//! then moves between the pool, ports, workers and handoff queues without ever being freed or
-//! reallocated. The shared [`Pool`] is a lock-free bounded queue; each worker keeps a small
+//! An [`Mbuf`] is a fixed-size frame buffer (an `ffi::frames::Frame`) that is allocated once at
+//! start-up and then moves between the pool, ports, workers and handoff queues without ever being
+//! freed or reallocated. A live run's pool is one `FrameRegion` that AF_XDP sockets register as
+//! their UMEM, so a frame received there is forwarded from the very buffer the kernel wrote it
+//! into: no copy inside nodegate between receive and transmit. The shared [`Pool`] is a lock-free bounded queue; each worker keeps a small
 //! [`PoolCache`] in front of it (the DPDK mempool per-lcore cache) so the fast path touches the
 //! shared queue only once per `CACHE_BULK` buffers.
 
 use crossbeam_queue::ArrayQueue;
+use ffi::frames::{Frame, FrameRegion, FRAME_SIZE, HEADROOM};
 use std::sync::Arc;
 
-/// Bytes of frame data an [`Mbuf`] holds: a 1500-byte MTU frame with two VLAN tags fits.
-pub const MBUF_SIZE: usize = 2048;
+/// Bytes of frame data an [`Mbuf`] holds: a 2 KiB frame less the headroom the kernel keeps in
+/// front of received data; a 1500-byte MTU frame with two VLAN tags fits.
+pub const MBUF_SIZE: usize = FRAME_SIZE - HEADROOM;
 
 /// How many buffers a [`PoolCache`] moves to or from the shared pool at once.
 const CACHE_BULK: usize = 32;
 
 /// One frame buffer. Derefs to the frame's bytes (`len` of them).
 pub struct Mbuf {
-    data: Box<[u8; MBUF_SIZE]>,
+    frame: Frame,
     len: u16,
 }
 
@@ -37,9 +41,25 @@ impl Mbuf {
     /// Allocates a new, empty buffer. Only pools and tests call this; the fast path reuses.
     pub fn new() -> Mbuf {
         Mbuf {
-            data: Box::new([0; MBUF_SIZE]),
+            frame: Frame::heap(),
             len: 0,
         }
+    }
+
+    /// A buffer over `frame` holding `len` bytes of data (from [`HEADROOM`] on), as a driver
+    /// receives it; `len` is cut to [`MBUF_SIZE`].
+    #[inline]
+    pub fn from_frame(frame: Frame, len: usize) -> Mbuf {
+        Mbuf {
+            frame,
+            len: len.min(MBUF_SIZE) as u16,
+        }
+    }
+
+    /// The frame and the data length, for a driver to transmit it in place.
+    #[inline]
+    pub fn into_frame(self) -> (Frame, usize) {
+        (self.frame, self.len as usize)
     }
 
     /// A buffer holding a copy of `frame`, or `None` if it does not fit.
@@ -70,27 +90,32 @@ impl Mbuf {
         if frame.len() > MBUF_SIZE {
             return false;
         }
-        self.data[..frame.len()].copy_from_slice(frame);
+        self.buffer_mut()[..frame.len()].copy_from_slice(frame);
         self.len = frame.len() as u16;
         true
     }
 
     /// The whole buffer, beyond the frame's current length (for building frames in place).
+    #[inline]
     pub fn buffer_mut(&mut self) -> &mut [u8; MBUF_SIZE] {
-        &mut self.data
+        let data = &mut self.frame.bytes_mut()[HEADROOM..];
+        data.try_into().expect("MBUF_SIZE bytes after the headroom")
     }
 }
 
 impl core::ops::Deref for Mbuf {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
-        &self.data[..self.len as usize]
+        &self.frame.bytes()[HEADROOM..HEADROOM + self.len as usize]
     }
 }
 
 impl core::ops::DerefMut for Mbuf {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.data[..self.len as usize]
+        let len = self.len as usize;
+        &mut self.frame.bytes_mut()[HEADROOM..HEADROOM + len]
     }
 }
 
@@ -98,17 +123,43 @@ impl core::ops::DerefMut for Mbuf {
 pub struct Pool {
     free: ArrayQueue<Mbuf>,
     capacity: usize,
+    region: Option<&'static FrameRegion>,
 }
 
 impl Pool {
-    /// Allocates `capacity` buffers up front.
+    /// Allocates `capacity` buffers up front, each on the heap (tests, replays, benchmarks).
     pub fn new(capacity: usize) -> Arc<Pool> {
         let capacity = capacity.max(1);
         let free = ArrayQueue::new(capacity);
         for _ in 0..capacity {
             let _ = free.push(Mbuf::new());
         }
-        Arc::new(Pool { free, capacity })
+        Arc::new(Pool {
+            free,
+            capacity,
+            region: None,
+        })
+    }
+
+    /// `capacity` buffers in one [`FrameRegion`] (the UMEM of AF_XDP ports), for a live run.
+    /// The region is never freed: a process makes one.
+    pub fn with_region(capacity: usize) -> std::io::Result<Arc<Pool>> {
+        let (region, frames) = FrameRegion::new(capacity.max(1))?;
+        let free = ArrayQueue::new(frames.len());
+        let capacity = frames.len();
+        for f in frames {
+            let _ = free.push(Mbuf::from_frame(f, 0));
+        }
+        Ok(Arc::new(Pool {
+            free,
+            capacity,
+            region: Some(region),
+        }))
+    }
+
+    /// The region the buffers live in, if they do.
+    pub fn region(&self) -> Option<&'static FrameRegion> {
+        self.region
     }
 
     pub fn capacity(&self) -> usize {

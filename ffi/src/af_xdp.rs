@@ -9,9 +9,13 @@
 //!   attached with an `RTM_SETLINK` netlink message, which *replaces* whatever program the
 //!   interface had (a leftover from a crashed run included; the other attach mode's program is
 //!   detached first, so there is never more than one), and detached again on drop.
-//! - [`XskSocket`]: one AF_XDP socket bound to one queue, with its UMEM (frame memory shared with
-//!   the kernel) and the four single-producer single-consumer rings: fill and RX bring received
-//!   frames, TX and completion send them.
+//! - [`XskSocket`]: one AF_XDP socket bound to one queue, with the four single-producer
+//!   single-consumer rings: fill and RX bring received frames, TX and completion send them. Its
+//!   UMEM is the process's [`FrameRegion`], registered by every socket, so the frames of the
+//!   data plane's pool are the frames the kernel receives into and sends from: no copy between
+//!   receive and transmit (in copy mode the kernel copies once into the UMEM, in zero-copy mode
+//!   not even that). Which slots a socket has lent to the kernel is recorded, and only those
+//!   can come back as frames.
 //! - Checked ring and UMEM access ([`Mapping`]): every read and write of shared memory goes
 //!   through bounds-checked helpers, so a bad descriptor from the kernel cannot make us touch
 //!   memory outside the mappings.
@@ -24,12 +28,8 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Size of one UMEM frame (chunk). A 1500-byte MTU frame fits with the kernel's 256 bytes of
-/// headroom in copy mode.
-pub const FRAME_SIZE: usize = 2048;
-/// Frames in a socket's UMEM: half of them wait in the fill ring for received frames, half carry
-/// frames being sent.
-const FRAMES: usize = 4096;
+use crate::frames::{Frame, FrameRegion, FRAME_SIZE, HEADROOM};
+
 /// Entries of each ring (a power of two).
 const RING: u32 = 2048;
 
@@ -429,23 +429,6 @@ impl Mapping {
         // SAFETY: as in `write_u64`.
         unsafe { core::ptr::write_unaligned(self.base.add(offset) as *mut u32, value) }
     }
-
-    /// The bytes of a received frame. Only for frames user space owns (taken from the RX ring
-    /// and not yet given back through the fill ring): the kernel does not write those, and the
-    /// borrow of `self` ends before the frame can be given back.
-    fn bytes(&self, offset: usize, len: usize) -> &[u8] {
-        self.check(offset, len);
-        // SAFETY: in bounds (checked) of a mapping that lives as long as `self`; the caller's
-        // frame is owned by user space, so nothing writes it while the slice is borrowed.
-        unsafe { core::slice::from_raw_parts(self.base.add(offset), len) }
-    }
-
-    fn copy_in(&self, offset: usize, src: &[u8]) {
-        self.check(offset, src.len());
-        // SAFETY: destination in bounds (checked), a free frame owned by user space; `src` is
-        // a distinct Rust slice.
-        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(offset), src.len()) }
-    }
 }
 
 impl Drop for Mapping {
@@ -544,25 +527,36 @@ pub struct XskStats {
     pub tx_invalid_descs: u64,
 }
 
-/// One AF_XDP socket bound to one queue of one interface.
+/// One AF_XDP socket bound to one queue of one interface. Its UMEM is the process's
+/// [`FrameRegion`] (every socket registers the same one), so a frame received on one socket can
+/// be sent on any other without a copy.
 pub struct XskSocket {
     fd: OwnedFd,
     fill: Ring,
     completion: Ring,
     rx: Ring,
     tx: Ring,
-    umem: Mapping,
-    /// UMEM frames owned by user space and free for transmission.
-    free: Vec<u64>,
+    region: &'static FrameRegion,
+    /// One bit per region slot: lent to the kernel through this socket (fill or TX ring) and
+    /// not returned yet. Only such a slot may come back as a `Frame`.
+    lent: Vec<u64>,
     tx_queued: u32,
     zerocopy: bool,
+    /// Descriptors from the kernel naming a slot we had not lent (never expected).
+    pub bad_descriptors: u64,
 }
 
 impl XskSocket {
-    /// Opens a socket on queue `queue` of the interface `program` is attached to, and registers
-    /// it with the program. `mode` decides copy or zero-copy (`Auto`: zero-copy where the
-    /// driver supports it).
-    pub fn open(program: &XdpProgram, queue: u32, mode: Mode) -> io::Result<XskSocket> {
+    /// Opens a socket on queue `queue` of the interface `program` is attached to, with `region`
+    /// as its UMEM, and registers it with the program. `mode` decides copy or zero-copy
+    /// (`Auto`: zero-copy where the driver supports it). Fill the fill ring with
+    /// [`XskSocket::fill`] before expecting frames.
+    pub fn open(
+        program: &XdpProgram,
+        queue: u32,
+        mode: Mode,
+        region: &'static FrameRegion,
+    ) -> io::Result<XskSocket> {
         let attempts: &[u16] = match mode {
             Mode::ZeroCopy => &[libc::XDP_ZEROCOPY],
             Mode::Auto if program.is_native() => &[libc::XDP_ZEROCOPY, libc::XDP_COPY],
@@ -570,24 +564,41 @@ impl XskSocket {
         };
         let mut last = None;
         for &flags in attempts {
-            match XskSocket::open_with(program, queue, flags) {
-                Ok(s) => return Ok(s),
+            match XskSocket::open_with(program.ifindex, queue, flags, region) {
+                Ok(s) => {
+                    program.register(queue, s.fd.as_raw_fd())?;
+                    return Ok(s);
+                }
                 Err(e) => last = Some(e),
             }
         }
         Err(last.expect("at least one attempt"))
     }
 
-    fn open_with(program: &XdpProgram, queue: u32, bind_flags: u16) -> io::Result<XskSocket> {
+    /// A socket that only transmits (no XDP program needed, copy mode), e.g. for a traffic
+    /// generator.
+    pub fn open_tx(
+        interface: &str,
+        queue: u32,
+        region: &'static FrameRegion,
+    ) -> io::Result<XskSocket> {
+        XskSocket::open_with(ifindex(interface)?, queue, libc::XDP_COPY, region)
+    }
+
+    fn open_with(
+        ifindex: u32,
+        queue: u32,
+        bind_flags: u16,
+        region: &'static FrameRegion,
+    ) -> io::Result<XskSocket> {
         // SAFETY: plain socket(2) call; the result is checked before use.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         let fd = owned(check(raw, "socket(AF_XDP)")?);
         let s = fd.as_raw_fd();
 
-        let umem = Mapping::map(FRAMES * FRAME_SIZE, None, "mmap of the UMEM")?;
         let reg = libc::xdp_umem_reg {
-            addr: umem.base as u64,
-            len: umem.len as u64,
+            addr: region.addr(),
+            len: region.len() as u64,
             chunk_size: FRAME_SIZE as u32,
             headroom: 0,
             flags: 0,
@@ -617,7 +628,7 @@ impl XskSocket {
         };
         check(rc, "XDP_MMAP_OFFSETS")?;
         let desc = core::mem::size_of::<libc::xdp_desc>();
-        let mut fill = Ring::new(s, &off.fr, libc::XDP_UMEM_PGOFF_FILL_RING, 8, "fill ring")?;
+        let fill = Ring::new(s, &off.fr, libc::XDP_UMEM_PGOFF_FILL_RING, 8, "fill ring")?;
         let completion = Ring::new(
             s,
             &off.cr,
@@ -628,21 +639,10 @@ impl XskSocket {
         let rx = Ring::new(s, &off.rx, libc::XDP_PGOFF_RX_RING as u64, desc, "RX ring")?;
         let tx = Ring::new(s, &off.tx, libc::XDP_PGOFF_TX_RING as u64, desc, "TX ring")?;
 
-        // The first half of the frames waits for received frames, the second carries sends.
-        let half = FRAMES / 2;
-        for i in 0..half as u32 {
-            fill.map
-                .write_u64(fill.slot(fill.cached + i), u64::from(i) * FRAME_SIZE as u64);
-        }
-        fill.submit(half as u32);
-        let free = (half..FRAMES)
-            .map(|i| (i * FRAME_SIZE) as u64)
-            .collect::<Vec<_>>();
-
         let sxdp = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,
             sxdp_flags: bind_flags | libc::XDP_USE_NEED_WAKEUP,
-            sxdp_ifindex: program.ifindex,
+            sxdp_ifindex: ifindex,
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: 0,
         };
@@ -660,17 +660,17 @@ impl XskSocket {
             "copy"
         };
         check(rc, &format!("bind to queue {queue} ({mode} mode)"))?;
-        program.register(queue, s)?;
         Ok(XskSocket {
             fd,
             fill,
             completion,
             rx,
             tx,
-            umem,
-            free,
+            region,
+            lent: vec![0; region.frames().div_ceil(64)],
             tx_queued: 0,
             zerocopy: bind_flags == libc::XDP_ZEROCOPY,
+            bad_descriptors: 0,
         })
     }
 
@@ -679,43 +679,82 @@ impl XskSocket {
         self.zerocopy
     }
 
-    /// Hands up to `max` received frames to `f` (which copies what it keeps) and gives their
-    /// UMEM frames straight back to the fill ring. Returns how many frames `f` saw.
-    pub fn recv_burst(&mut self, max: usize, mut f: impl FnMut(&[u8]) -> bool) -> usize {
-        let n = self.rx.available().min(max as u32);
-        if n == 0 {
-            // In copy and SKB mode the kernel fills the ring from its receive path; in driver
-            // mode it may be waiting for a nudge to look at the fill ring again.
-            if self.fill.needs_wakeup() {
-                self.wakeup_rx();
-            }
-            return 0;
+    /// Lends `frame` to the kernel: records its slot and returns the slot index, or gives the
+    /// frame back when it is not a slot of our region.
+    fn lend(&mut self, frame: Frame) -> Result<usize, Frame> {
+        let i = self.region.lend(frame)?;
+        self.lent[i / 64] |= 1 << (i % 64);
+        Ok(i)
+    }
+
+    /// The frame of the slot holding UMEM address `addr`, if we lent that slot.
+    fn take_back(&mut self, addr: u64) -> Option<Frame> {
+        let i = (addr / FRAME_SIZE as u64) as usize;
+        let word = self.lent.get_mut(i / 64)?;
+        if *word & (1 << (i % 64)) == 0 {
+            self.bad_descriptors += 1;
+            return None;
         }
-        let mut seen = 0;
-        for i in 0..n {
-            let slot = self.rx.slot(self.rx.cached + i);
-            let addr = self.rx.map.read_u64(slot);
-            let len = (self.rx.map.read_u32(slot + 8) as usize).min(FRAME_SIZE);
-            let offset = (addr as usize).min(self.umem.len);
-            let len = len.min(self.umem.len - offset);
-            // The frame stays ours until its chunk is back in the fill ring, below.
-            let keep_going = f(self.umem.bytes(offset, len));
-            // Back to the kernel: the frame's chunk, at its start.
-            let chunk = addr & !(FRAME_SIZE as u64 - 1);
-            self.fill
-                .map
-                .write_u64(self.fill.slot(self.fill.cached + i), chunk);
-            seen += 1;
-            if !keep_going {
-                break;
-            }
+        *word &= !(1 << (i % 64));
+        Some(self.region.reclaim(i))
+    }
+
+    /// Tops the fill ring up with frames from `next`, for the kernel to receive into. Returns
+    /// how many were added.
+    pub fn fill(&mut self, mut next: impl FnMut() -> Option<Frame>) -> usize {
+        let room = self.fill.free();
+        let mut n = 0;
+        while n < room {
+            let Some(frame) = next() else { break };
+            let Ok(i) = self.lend(frame) else {
+                continue; // a frame from elsewhere: not ours to lend (dropped)
+            };
+            let slot = self.fill.slot(self.fill.cached + n);
+            self.fill.map.write_u64(slot, (i * FRAME_SIZE) as u64);
+            n += 1;
         }
-        self.rx.release(seen);
-        self.fill.submit(seen);
+        if n > 0 {
+            self.fill.submit(n);
+        }
         if self.fill.needs_wakeup() {
             self.wakeup_rx();
         }
-        seen as usize
+        n as usize
+    }
+
+    /// Frames the TX ring can take before the next flush.
+    pub fn tx_room(&self) -> usize {
+        self.tx.free().saturating_sub(self.tx_queued) as usize
+    }
+
+    /// Entries the fill ring could take.
+    pub fn fill_room(&self) -> usize {
+        self.fill.free() as usize
+    }
+
+    /// Hands up to `max` received frames to `f`, each with its length (its data starts at
+    /// [`HEADROOM`]). Returns how many were received.
+    pub fn recv_burst(&mut self, max: usize, mut f: impl FnMut(Frame, usize)) -> usize {
+        let n = self.rx.available().min(max as u32);
+        for i in 0..n {
+            let slot = self.rx.slot(self.rx.cached + i);
+            let addr = self.rx.map.read_u64(slot);
+            let len = self.rx.map.read_u32(slot + 8) as usize;
+            let Some(mut frame) = self.take_back(addr) else {
+                continue;
+            };
+            let start = (addr % FRAME_SIZE as u64) as usize;
+            let len = len.min(FRAME_SIZE - start.max(HEADROOM));
+            if start != HEADROOM {
+                // Only with a different UMEM headroom than ours; keep the data where we want it.
+                frame.bytes_mut().copy_within(start..start + len, HEADROOM);
+            }
+            f(frame, len);
+        }
+        if n > 0 {
+            self.rx.release(n);
+        }
+        n as usize
     }
 
     fn wakeup_rx(&self) {
@@ -733,47 +772,27 @@ impl XskSocket {
         }
     }
 
-    /// Frames the kernel finished sending go back to the free list.
-    fn reclaim(&mut self) {
-        let n = self.completion.available();
-        for i in 0..n {
-            let addr = self
-                .completion
-                .map
-                .read_u64(self.completion.slot(self.completion.cached + i));
-            if (addr as usize) < self.umem.len && self.free.len() < FRAMES {
-                self.free.push(addr & !(FRAME_SIZE as u64 - 1));
-            }
+    /// Queues `frame` (`len` bytes from [`HEADROOM`]) on the TX ring, without copying it.
+    /// Gives the frame back when the ring is full or the frame is not a slot of our region.
+    /// [`XskSocket::flush`] sends what is queued.
+    pub fn send(&mut self, frame: Frame, len: usize) -> Result<(), Frame> {
+        if self.tx_queued >= self.tx.free() || len > FRAME_SIZE - HEADROOM {
+            return Err(frame);
         }
-        self.completion.release(n);
-    }
-
-    /// Copies `frame` into a free UMEM frame and queues it on the TX ring; false when no frame
-    /// or slot is free (or the frame does not fit). [`XskSocket::flush`] sends what is queued.
-    pub fn send(&mut self, frame: &[u8]) -> bool {
-        if frame.len() > FRAME_SIZE {
-            return false;
-        }
-        if self.free.is_empty() {
-            self.reclaim();
-        }
-        if self.tx_queued >= self.tx.free() {
-            return false;
-        }
-        let Some(addr) = self.free.pop() else {
-            return false;
-        };
-        self.umem.copy_in(addr as usize, frame);
+        let i = self.lend(frame)?;
         let slot = self.tx.slot(self.tx.cached + self.tx_queued);
-        self.tx.map.write_u64(slot, addr);
-        self.tx.map.write_u32(slot + 8, frame.len() as u32);
+        self.tx
+            .map
+            .write_u64(slot, (i * FRAME_SIZE + HEADROOM) as u64);
+        self.tx.map.write_u32(slot + 8, len as u32);
         self.tx.map.write_u32(slot + 12, 0);
         self.tx_queued += 1;
-        true
+        Ok(())
     }
 
-    /// Publishes the queued frames and kicks the kernel once for the whole burst.
-    pub fn flush(&mut self) {
+    /// Publishes the queued frames, kicks the kernel once for the whole burst, and hands the
+    /// frames it finished sending to `done`.
+    pub fn flush(&mut self, mut done: impl FnMut(Frame)) {
         if self.tx_queued > 0 {
             self.tx.submit(core::mem::take(&mut self.tx_queued));
         }
@@ -792,7 +811,19 @@ impl XskSocket {
                 );
             }
         }
-        self.reclaim();
+        let n = self.completion.available();
+        for i in 0..n {
+            let addr = self
+                .completion
+                .map
+                .read_u64(self.completion.slot(self.completion.cached + i));
+            if let Some(frame) = self.take_back(addr) {
+                done(frame);
+            }
+        }
+        if n > 0 {
+            self.completion.release(n);
+        }
     }
 
     /// The kernel's counters for this socket.

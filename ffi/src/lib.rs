@@ -7,6 +7,7 @@
 
 pub mod af_packet;
 pub mod af_xdp;
+pub mod frames;
 pub mod memory;
 pub mod signal;
 pub mod tap;
