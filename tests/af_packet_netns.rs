@@ -7,9 +7,22 @@ use netns::*;
 
 #[test]
 fn nodegate_run_on_af_packet_with_two_workers_answers_ping_and_carries_nat_traffic() {
+    // veth hands AF_PACKET frames with partial checksums unless the sender computes them.
+    run_with_peer_offloads("a", &["tx", "off"]);
+}
+
+/// The sender keeps its TX checksum offload (only segmentation is off, as it must be: a GSO
+/// super-frame does not fit a ring slot): every TCP frame arrives with a partial checksum
+/// (`TP_STATUS_CSUMNOTREADY`), which the driver completes.
+#[test]
+fn af_packet_completes_checksums_the_sender_offloaded() {
+    run_with_peer_offloads("c", &["tso", "off", "gso", "off"]);
+}
+
+fn run_with_peer_offloads(tag: &str, offloads: &[&str]) {
     let id = std::process::id() % 100_000;
-    let ns = Netns(format!("ngpk{id}"));
-    let (host, peer) = (format!("ngp{id}"), format!("ngq{id}"));
+    let ns = Netns(format!("ngpk{tag}{id}"));
+    let (host, peer) = (format!("ngp{tag}{id}"), format!("ngq{tag}{id}"));
     must(&["ip", "netns", "add", &ns.0]);
     must(&[
         "ip", "link", "add", &host, "type", "veth", "peer", "name", &peer,
@@ -39,10 +52,9 @@ fn nodegate_run_on_af_packet_with_two_workers_answers_ping_and_carries_nat_traff
         "via",
         "192.0.2.1",
     ]);
-    // veth hands AF_PACKET frames with partial checksums unless the sender computes them.
-    must(&[
-        "ip", "netns", "exec", &ns.0, "ethtool", "-K", &peer, "tx", "off",
-    ]);
+    let mut ethtool = vec!["ip", "netns", "exec", &ns.0, "ethtool", "-K", &peer];
+    ethtool.extend(offloads);
+    must(&ethtool);
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

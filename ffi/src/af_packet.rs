@@ -26,6 +26,20 @@ const TP_STATUS_USER: u32 = 1;
 const TP_STATUS_SEND_REQUEST: u32 = 1;
 const TP_STATUS_SENDING: u32 = 2;
 const TP_STATUS_WRONG_FORMAT: u32 = 4;
+/// RX: the frame's TCP/UDP checksum is partial (the sender offloaded it).
+const TP_STATUS_CSUMNOTREADY: u32 = 1 << 3;
+
+/// What [`AfPacket::recv`] tells about a frame besides its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes copied into the caller's buffer.
+    pub len: usize,
+    /// The frame was longer than the ring slot or the buffer (a GSO super-frame, or a jumbo
+    /// frame): what was copied is only its beginning.
+    pub truncated: bool,
+    /// The TCP/UDP checksum still has to be computed (`TP_STATUS_CSUMNOTREADY`).
+    pub checksum_partial: bool,
+}
 
 /// `struct tpacket_req3`.
 #[repr(C)]
@@ -287,9 +301,9 @@ impl AfPacket {
         })
     }
 
-    /// Copies the next received frame into `buf` and returns its length (frames longer than
-    /// `buf` are cut to it); `None` when nothing is waiting.
-    pub fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+    /// Copies the next received frame into `buf` (frames longer than `buf` are cut to it);
+    /// `None` when nothing is waiting.
+    pub fn recv(&mut self, buf: &mut [u8]) -> Option<Received> {
         let base = self.rx_block * BLOCK_SIZE;
         if self.rx_left == 0 {
             if self.ring.read_u32(base + block::STATUS) & TP_STATUS_USER == 0 {
@@ -305,15 +319,22 @@ impl AfPacket {
         }
         let h = base + self.rx_offset;
         let snap = self.ring.read_u32(h + hdr::SNAPLEN) as usize;
+        let wire = self.ring.read_u32(h + hdr::LEN) as usize;
+        let status = self.ring.read_u32(h + hdr::STATUS);
         let mac = usize::from(self.ring.read_u16(h + hdr::MAC));
         let n = snap.min(buf.len());
         self.ring.copy_out(h + mac, &mut buf[..n]);
+        let received = Received {
+            len: n,
+            truncated: wire > n,
+            checksum_partial: status & TP_STATUS_CSUMNOTREADY != 0,
+        };
         self.rx_offset += self.ring.read_u32(h + hdr::NEXT_OFFSET) as usize;
         self.rx_left -= 1;
         if self.rx_left == 0 {
             self.release_block();
         }
-        Some(n)
+        Some(received)
     }
 
     fn release_block(&mut self) {
