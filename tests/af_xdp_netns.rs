@@ -47,6 +47,7 @@ fn write_config(dir: &std::path::Path, host: &str, workers: usize, mode: &str) {
     .unwrap();
     std::fs::create_dir_all(dir.join("manifests")).unwrap();
     std::fs::write(dir.join("manifests/bulk.yaml"), BULK_SERVICE).unwrap();
+    std::fs::write(dir.join("manifests/udp.yaml"), UDP_SERVICE).unwrap();
 }
 
 /// What `ip link show` says about the interface's XDP program(s).
@@ -78,6 +79,7 @@ fn nodegate_run_on_af_xdp_with_two_workers_answers_ping_and_carries_nat_traffic(
         "neighbour entry {:?} should carry the interface MAC {mac}",
         String::from_utf8_lossy(&neigh.stdout)
     );
+    udp_request(&ns.0);
     // Tens of megabytes through DNAT and hairpin SNAT; one worker sends through the other's
     // queue.
     bulk_transfer(&ns.0);
@@ -92,7 +94,7 @@ fn nodegate_run_on_af_xdp_with_two_workers_answers_ping_and_carries_nat_traffic(
         "{stats}"
     );
     assert_eq!(stats["workers"].as_array().unwrap().len(), 2);
-    assert_eq!(stats["total"]["flows_created"], 1, "{stats}");
+    assert_eq!(stats["total"]["flows_created"], 2, "{stats}");
     for reason in [
         "tx-full",
         "no-buffer",

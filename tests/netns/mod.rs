@@ -182,3 +182,46 @@ pub fn ping(ns: &str, addr: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A UDP Service for [`udp_request`]: ClusterIP 10.96.0.10:5353 to 192.0.2.2:7777.
+pub const UDP_SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{port: 5353, protocol: UDP, targetPort: 7777}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-1, namespace: default, labels: {kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{name: "", port: 7777, protocol: UDP}]
+endpoints:
+  - {addresses: ["192.0.2.2"], conditions: {ready: true}, nodeName: node-b}
+"#;
+
+/// A UDP echo server and a client, run by the namespace's own Python.
+const UDP_SERVER: &str = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',7777))\ns.settimeout(10)\nd,a=s.recvfrom(2048)\ns.sendto(d+b' from '+a[0].encode(),a)\n";
+const UDP_CLIENT: &str = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(5)\ns.sendto(b'hello',('10.96.0.10',5353))\nd,a=s.recvfrom(2048)\nprint(d.decode(), a[0], a[1])\n";
+
+/// One UDP request through the ClusterIP of [`UDP_SERVICE`] from namespace `ns` (server and
+/// client both there: hairpinned, so DNAT and SNAT); asserts the answer says the server saw the
+/// node's address 192.0.2.1 and came back from the Service address.
+pub fn udp_request(ns: &str) {
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", UDP_SERVER])
+        .spawn()
+        .expect("python3 for the UDP server");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let client = sh(&["ip", "netns", "exec", ns, "python3", "-c", UDP_CLIENT]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let answer = String::from_utf8_lossy(&client.stdout);
+    assert!(
+        client.status.success(),
+        "UDP through the ClusterIP failed: {answer}{}",
+        String::from_utf8_lossy(&client.stderr)
+    );
+    assert_eq!(answer.trim(), "hello from 192.0.2.1 10.96.0.10 5353");
+}
