@@ -16,6 +16,7 @@
 //!     tx: out.pcap
 //!     mac: "02:00:00:00:00:01"
 //!     addresses: ["10.0.0.1/16", "fd00::1/64"]   # IPv4 and IPv6, mixed
+//!     # host_interface: nghost0   # live drivers: TAP for the kernel's own traffic
 //! routes:
 //!   - { prefix: "0.0.0.0/0", via: "10.0.255.254" }
 //!   - { prefix: "::/0", via: "fd00::fffe" }
@@ -159,6 +160,11 @@ pub struct PortConfig {
     pub tx: Option<PathBuf>,
     /// Host interface (required for af_xdp, af_packet, tap, dpdk).
     pub interface: Option<String>,
+    /// The node's exception path: a TAP interface of this name that `nodegate run` creates for
+    /// the kernel. Frames for the node that the data plane does not handle itself (SSH, kubelet,
+    /// BGP...) are handed to the kernel through it, and what the kernel sends on it leaves by
+    /// this port. Live drivers only (af_xdp, af_packet, tap, dpdk).
+    pub host_interface: Option<String>,
     /// Number of queues, >= 1 (default 1).
     pub queues: u16,
     /// Driver-specific mode string (e.g. `native`, `skb`), passed through unchecked.
@@ -655,6 +661,7 @@ struct RawPort {
     rx: Option<PathBuf>,
     tx: Option<PathBuf>,
     interface: Option<String>,
+    host_interface: Option<String>,
     queues: Option<u16>,
     mode: Option<String>,
 }
@@ -745,6 +752,29 @@ fn check_unicast_mac(field: String, mac: &[u8; 6]) -> Result<(), Invalid> {
     }
     if *mac == [0; 6] {
         return invalid(field, "the all-zero MAC address is not allowed");
+    }
+    Ok(())
+}
+
+/// Linux's rules for an interface name (`dev_valid_name`): 1 to 15 bytes (`IFNAMSIZ` - 1), not
+/// `.` or `..`, and no `/`, `:` or whitespace.
+fn check_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!(
+            "interface name `{name}` has {} bytes; Linux allows 1 to 15",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("`{name}` is not a valid interface name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
+    {
+        return Err(format!(
+            "interface name `{name}` contains {c:?}; Linux forbids `/`, `:` and whitespace"
+        ));
     }
     Ok(())
 }
@@ -877,6 +907,18 @@ impl RawConfig {
                     format!("the {driver} driver needs `interface` (a host interface name)"),
                 );
             }
+            if let Some(host) = &p.host_interface {
+                check_interface_name(host).map_err(|r| (at("host_interface"), r))?;
+                if !driver.needs_interface() {
+                    return invalid(
+                        at("host_interface"),
+                        format!(
+                            "the {driver} driver has no live traffic to share with the kernel; \
+                             `host_interface` is for the af_xdp, af_packet, tap and dpdk drivers"
+                        ),
+                    );
+                }
+            }
             let queues = p.queues.unwrap_or(1);
             if queues == 0 {
                 return invalid(at("queues"), "must be at least 1");
@@ -890,9 +932,32 @@ impl RawConfig {
                 rx: p.rx.map(|x| resolve(base, x)),
                 tx: p.tx.map(|x| resolve(base, x)),
                 interface: p.interface,
+                host_interface: p.host_interface,
                 queues,
                 mode: p.mode,
             });
+        }
+
+        // Host interfaces: neither shared between ports nor one of the ports' own interfaces.
+        for (i, p) in ports.iter().enumerate() {
+            let Some(host) = p.host_interface.as_deref() else {
+                continue;
+            };
+            let clash = ports.iter().enumerate().find_map(|(j, q)| {
+                if j < i && q.host_interface.as_deref() == Some(host) {
+                    Some(format!("ports[{j}].host_interface"))
+                } else if q.interface.as_deref() == Some(host) {
+                    Some(format!("ports[{j}].interface"))
+                } else {
+                    None
+                }
+            });
+            if let Some(other) = clash {
+                return invalid(
+                    format!("ports[{i}].host_interface"),
+                    format!("interface `{host}` is already used (also {other})"),
+                );
+            }
         }
 
         let check_port_ref = |field: String, name: &Option<String>| -> Result<(), Invalid> {
