@@ -12,7 +12,7 @@
 //!  ip4-forward ─► ttl ─► ip4-lookup ─► neighbour ─┬─► tx batch per port
 //!                                                  └─► hold + ARP request
 //!  ip4-local, ip6-local (not echo), ARP replies and NAs to the node ─► host-punt ─► host port
-//!  host port rx (the kernel's frames) ─► tx batch of the paired port, unchanged
+//!  host-input (what the kernel sent on a host port) ─► tx batch of the paired data port, unchanged
 //! ```
 //!
 //! **Host ports** (the node's exception path): a data port may be paired with a host port, the
@@ -415,7 +415,7 @@ impl Worker {
             if let Some(c) = self.stats.rx.get_mut(usize::from(port)) {
                 *c += burst.len() as u64;
             }
-            self.from_host(data, burst);
+            self.host_input(data, burst);
             return;
         }
         self.now = now;
@@ -450,7 +450,7 @@ impl Worker {
 
     /// The kernel's frames, read from the host port of `data`: they leave by `data` unchanged,
     /// in the same transmit batch as everything else. Nothing is looked at or learned.
-    fn from_host(&mut self, data: PortId, burst: &mut Vec<Mbuf>) {
+    fn host_input(&mut self, data: PortId, burst: &mut Vec<Mbuf>) {
         let d = usize::from(data);
         for m in burst.drain(..) {
             match self.tx.get_mut(d) {
