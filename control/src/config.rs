@@ -25,7 +25,7 @@
 //!   - { address: "fd00::fffe", mac: "02:00:00:00:00:fe" }
 //! kubernetes: { manifests: manifests }
 //! conntrack: { max_flows: 1048576, timeouts: { tcp_established: 432000, udp: 30 }, affinity_max: 65536 }
-//! snat: { ports: "32768-60999" }
+//! snat: { ports: "20000-29999" }
 //! ```
 //!
 //! IPv6 entries share the YAML lists with IPv4 ones but land in separate fields
@@ -436,6 +436,12 @@ impl Default for IdleConfig {
 }
 
 /// `snat:` — source ports used when masquerading, inclusive range.
+///
+/// The default, 20000-29999, stays out of the kernel's ephemeral ports (Linux's
+/// `ip_local_port_range`, 32768-60999 by default) and of the NodePort range (30000-32767): the
+/// node's kernel shares the node addresses through its `host_interface`, and a reply to one of
+/// its own connections on a port that is also a live SNAT port would be taken for the SNATed
+/// flow's. (Calico's eBPF data plane picks the same range for the same reason.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnatConfig {
     pub port_min: u16,
@@ -445,8 +451,8 @@ pub struct SnatConfig {
 impl Default for SnatConfig {
     fn default() -> Self {
         SnatConfig {
-            port_min: 32768,
-            port_max: 60999,
+            port_min: 20000,
+            port_max: 29999,
         }
     }
 }
@@ -1246,7 +1252,7 @@ fn validate_route6(
 }
 
 fn parse_port_range(s: &str) -> Result<SnatConfig, String> {
-    let bad = || format!("invalid port range `{s}` (expected `MIN-MAX`, e.g. `32768-60999`)");
+    let bad = || format!("invalid port range `{s}` (expected `MIN-MAX`, e.g. `20000-29999`)");
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
     let port_min: u16 = a.trim().parse().map_err(|_| bad())?;
     let port_max: u16 = b.trim().parse().map_err(|_| bad())?;

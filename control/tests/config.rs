@@ -89,8 +89,8 @@ fn example_loads_with_all_values() {
     assert_eq!(
         c.snat,
         SnatConfig {
-            port_min: 32768,
-            port_max: 60999
+            port_min: 20000,
+            port_max: 29999
         }
     );
 }

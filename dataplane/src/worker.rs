@@ -90,7 +90,7 @@ impl WorkerConfig {
             workers: workers.max(1),
             max_flows: 65_536,
             timeouts: Timeouts::default(),
-            snat_ports: (32768, 60999),
+            snat_ports: (20000, 29999),
             affinity_max: 65_536,
             neighbor_max: 4096,
             hold_max: 256,
