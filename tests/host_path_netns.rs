@@ -111,6 +111,16 @@ fn preflight() {
     }
 }
 
+/// A child process killed on drop, so that a failing test leaves no server behind.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
     let mut full = vec!["ip", "netns", "exec", ns];
     full.extend_from_slice(args);
@@ -211,12 +221,14 @@ fn ssh_like_tcp_to_the_node_reaches_the_kernel_while_services_are_served() {
     ]);
 
     // The node's own server, in the node namespace's kernel.
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", &node.0, "python3", "-c", NODE_SERVER])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 for the node's server");
-    let mut server_out = BufReader::new(server.stdout.take().unwrap());
+    let mut server = Kill(
+        Command::new("ip")
+            .args(["netns", "exec", &node.0, "python3", "-c", NODE_SERVER])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 for the node's server"),
+    );
+    let mut server_out = BufReader::new(server.0.stdout.take().unwrap());
     let mut line = String::new();
     server_out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ready", "the node's server did not start");
@@ -224,31 +236,25 @@ fn ssh_like_tcp_to_the_node_reaches_the_kernel_while_services_are_served() {
     // A web server behind the NodePort, in the client namespace.
     let web_dir = tempfile::tempdir().unwrap();
     std::fs::write(web_dir.path().join("index.html"), "served by a NodePort\n").unwrap();
-    let mut web = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &client.0,
-            "python3",
-            "-m",
-            "http.server",
-            "8081",
-            "--bind",
-            CLIENT_IP,
-        ])
-        .current_dir(web_dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3 for the web server");
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _web = Kill(&mut web);
+    let _web = Kill(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &client.0,
+                "python3",
+                "-m",
+                "http.server",
+                "8081",
+                "--bind",
+                CLIENT_IP,
+            ])
+            .current_dir(web_dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 for the web server"),
+    );
 
     // The Service traffic runs meanwhile: 20 MiB through the ClusterIP (DNAT + hairpin SNAT to
     // the node address).
@@ -270,7 +276,7 @@ fn ssh_like_tcp_to_the_node_reaches_the_kernel_while_services_are_served() {
         text.contains(&format!("blob {} {}", sent.trim(), 1024 * 1024)),
         "the client's SHA-256 must be the server's: {text} vs {sent}"
     );
-    let _ = server.wait();
+    let _ = server.0.wait();
 
     // The kernel originates traffic of its own (ARP, then echo) through the TAP.
     ping(&node.0, CLIENT_IP);
