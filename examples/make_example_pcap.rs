@@ -3,7 +3,7 @@
 //!     cargo run --example make_example_pcap [-- OUT.pcap]
 //!
 //! Frames are built with etherparse (an independent packet library). The SYN-ACK of the NodePort
-//! connection is addressed to SNAT port 32768: the first port a single worker allocates.
+//! connection is addressed to SNAT port 20000: the first port a single worker allocates.
 
 use dataplane::time::Instant;
 use etherparse::PacketBuilder;
@@ -109,7 +109,7 @@ fn frames() -> Vec<(u64, &'static str, Vec<u8>)> {
         (
             1_011_000,
             "backend on node-b answers the SNATed connection",
-            tcp(NODE_B, BACKEND, NODE_IP, 8080, 32768, 63, "SA", 5000, 1001),
+            tcp(NODE_B, BACKEND, NODE_IP, 8080, 20000, 63, "SA", 5000, 1001),
         ),
         (
             1_012_000,

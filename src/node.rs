@@ -22,6 +22,20 @@ use std::time::Duration;
 /// Depth of each worker's inbound handoff queue.
 const HANDOFF_DEPTH: usize = 4096;
 
+/// The node's exception path: (data port, host port) for every port with a `host_interface`.
+/// Host ports are numbered after the data ports, in configuration order; a live run opens them
+/// in that order after the data ports.
+pub fn host_ports(cfg: &Config) -> Vec<(PortId, PortId)> {
+    let data = cfg.ports.len();
+    cfg.ports
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.host_interface.is_some())
+        .enumerate()
+        .map(|(k, (i, _))| (i as PortId, (data + k) as PortId))
+        .collect()
+}
+
 /// Per-worker settings derived from a configuration.
 pub fn worker_configs(cfg: &Config) -> Vec<WorkerConfig> {
     let n = cfg.workers.max(1);
@@ -49,6 +63,7 @@ pub fn worker_configs(cfg: &Config) -> Vec<WorkerConfig> {
             w.timeouts = timeouts;
             w.snat_ports = (cfg.snat.port_min, cfg.snat.port_max);
             w.affinity_max = (ct.affinity_max / n).max(1);
+            w.host_ports = host_ports(cfg);
             w
         })
         .collect()
@@ -118,7 +133,8 @@ impl Node {
         }
     }
 
-    /// A node whose ports are in-memory rings; returns the far ends.
+    /// A node whose ports are in-memory rings; returns the far ends: one per data port, then
+    /// one per host port of the first worker's `host_ports`.
     pub fn with_memory_ports(
         configs: Vec<WorkerConfig>,
         tables: Tables,
@@ -126,7 +142,8 @@ impl Node {
     ) -> (Node, Vec<MemoryPeer>) {
         let mut ports: Vec<Box<dyn Port>> = Vec::new();
         let mut peers = Vec::new();
-        for _ in 0..tables.ports.len() {
+        let hosts = configs.first().map_or(0, |c| c.host_ports.len());
+        for _ in 0..tables.ports.len() + hosts {
             let (p, peer) = MemoryPort::pair(4096);
             ports.push(Box::new(p));
             peers.push(peer);

@@ -233,7 +233,10 @@ fn run_live(
         }
         tracing::info!(port = %p.name, driver = %p.driver, interface = ifname, queues = n, "port up");
     }
-    let parts = crate::node::build_workers(worker_configs(cfg), tables, cfg.ports.len(), pool);
+    open_host_interfaces(cfg, &tables, &mut queues)?;
+    // Data ports, then host ports: every worker has a queue of each.
+    let ports = queues.first().map_or(0, Vec::len);
+    let parts = crate::node::build_workers(worker_configs(cfg), tables, ports, pool);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handles = crate::node::spawn_workers(
         parts.workers,
@@ -284,6 +287,49 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
         *b = u8::from_str_radix(parts.next()?, 16).ok()?;
     }
     parts.next().is_none().then_some(mac)
+}
+
+/// The node's exception path: for every port with a `host_interface`, a multi-queue TAP with one
+/// queue per worker, appended to each worker's ports after the data ports (the numbering of
+/// [`crate::node::host_ports`]). Its kernel side gets the port's MAC, so that frames punted to
+/// it (addressed to that MAC) are accepted, and is brought up; addresses and routes on it are
+/// the operator's. The TAP is not persistent: it disappears when the workers close its queues.
+fn open_host_interfaces(
+    cfg: &Config,
+    tables: &dataplane::tables::Tables,
+    queues: &mut [Vec<Box<dyn Port>>],
+) -> Result<(), RunError> {
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let Some(name) = p.host_interface.as_deref() else {
+            continue;
+        };
+        let io = |what: &str, e: std::io::Error| RunError::Io {
+            path: PathBuf::from(format!("/dev/net/tun ({name})")),
+            reason: format!("{what} the host interface of port {}: {e}", p.name),
+        };
+        let mac = tables.ports[i].mac;
+        for (w, q) in queues.iter_mut().enumerate() {
+            let tap = crate::tap::TapPort::open_queue(name).map_err(|e| io("cannot create", e))?;
+            if w == 0 {
+                tap.tap()
+                    .set_mac(mac.0)
+                    .map_err(|e| io("cannot set the MAC address of", e))?;
+                tap.tap().set_up().map_err(|e| io("cannot bring up", e))?;
+            }
+            q.push(Box::new(tap));
+        }
+        if p.driver == Driver::AfPacket {
+            tracing::warn!(
+                port = %p.name,
+                "af_packet does not take frames away from the kernel: keep its own stack off {} \
+                 (no address on it; arp_ignore=8, rp_filter=1, disable_ipv6=1), or it answers \
+                 for the node's addresses there too",
+                p.interface.as_deref().unwrap_or_default()
+            );
+        }
+        tracing::info!(port = %p.name, host_interface = name, mac = %mac, queues = queues.len(), "host interface up");
+    }
+    Ok(())
 }
 
 /// The CPUs the workers are pinned to: `cpus` from the configuration, or else the last `n`

@@ -12,6 +12,10 @@ pub struct PortStats {
     pub name: String,
     pub rx: u64,
     pub tx: u64,
+    /// Frames handed to the kernel through the port's `host_interface` (0 without one).
+    pub punted: u64,
+    /// Frames the kernel sent on the port's `host_interface`, queued to leave by the port.
+    pub from_host: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -34,6 +38,10 @@ pub struct WorkerReport {
     pub tcp_resets_sent: u64,
     pub nd_solicitations: u64,
     pub nd_advertisements: u64,
+    /// Frames handed to the kernel (exception path), all ports.
+    pub punted: u64,
+    /// Frames from the kernel sent out, all ports.
+    pub from_host: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -60,6 +68,8 @@ impl Stats {
                 name: p.name.clone(),
                 rx: 0,
                 tx: 0,
+                punted: 0,
+                from_host: 0,
             })
             .collect();
         let mut reports = Vec::new();
@@ -68,6 +78,8 @@ impl Stats {
             for (i, p) in ports.iter_mut().enumerate() {
                 p.rx += s.rx.get(i).copied().unwrap_or(0);
                 p.tx += s.tx.get(i).copied().unwrap_or(0);
+                p.punted += s.punted.get(i).copied().unwrap_or(0);
+                p.from_host += s.from_host.get(i).copied().unwrap_or(0);
             }
             let ct = w.flows().stats();
             reports.push(WorkerReport {
@@ -91,6 +103,8 @@ impl Stats {
                 tcp_resets_sent: s.tcp_resets_sent,
                 nd_solicitations: s.nd_solicitations,
                 nd_advertisements: s.nd_advertisements,
+                punted: s.punted.iter().sum(),
+                from_host: s.from_host.iter().sum(),
             });
         }
         let mut total = WorkerReport {
@@ -111,6 +125,8 @@ impl Stats {
             tcp_resets_sent: 0,
             nd_solicitations: 0,
             nd_advertisements: 0,
+            punted: 0,
+            from_host: 0,
         };
         for r in &reports {
             total.rx += r.rx;
@@ -131,6 +147,8 @@ impl Stats {
             total.tcp_resets_sent += r.tcp_resets_sent;
             total.nd_solicitations += r.nd_solicitations;
             total.nd_advertisements += r.nd_advertisements;
+            total.punted += r.punted;
+            total.from_host += r.from_host;
         }
         Stats {
             ports,
@@ -150,9 +168,16 @@ impl Stats {
         let mut s = String::new();
         for p in &self.ports {
             s.push_str(&format!(
-                "port {:<8} rx {:>8}  tx {:>8}\n",
+                "port {:<8} rx {:>8}  tx {:>8}",
                 p.name, p.rx, p.tx
             ));
+            if p.punted + p.from_host > 0 {
+                s.push_str(&format!(
+                    "  to kernel {:>8}  from kernel {:>8}",
+                    p.punted, p.from_host
+                ));
+            }
+            s.push('\n');
         }
         s.push_str(&format!(
             "flows: {} live, {} created, {} expired, {} refused (table full)\n",

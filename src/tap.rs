@@ -25,6 +25,11 @@ impl TapPort {
             tx_errors: 0,
         })
     }
+
+    /// The interface, to configure its kernel side (MAC, up).
+    pub fn tap(&self) -> &ffi::tap::Tap {
+        &self.tap
+    }
 }
 
 impl Port for TapPort {

@@ -142,7 +142,7 @@ fn example_replays_to_the_expected_frames() {
     // NodePort with policy Cluster: DNAT and SNAT to the port address; reply restored.
     assert_eq!(
         tuple(&seen[2]),
-        (ip("10.0.0.1"), 32768, ip("10.1.0.5"), 8080)
+        (ip("10.0.0.1"), 20000, ip("10.1.0.5"), 8080)
     );
     assert_eq!(
         tuple(&seen[3]),
@@ -150,7 +150,7 @@ fn example_replays_to_the_expected_frames() {
     );
     assert_eq!(
         tuple(&seen[4]),
-        (ip("10.0.0.1"), 32768, ip("10.1.0.5"), 8080)
+        (ip("10.0.0.1"), 20000, ip("10.1.0.5"), 8080)
     );
     // LoadBalancer with policy Local: nothing sent. ClusterIP: client address kept.
     assert_eq!(

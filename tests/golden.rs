@@ -25,7 +25,7 @@ const EMPTY_UDP: &str = "10.96.0.17";
 const DNS: &str = "10.96.0.53";
 const SCTP: &str = "10.96.0.60";
 
-const SNAT_RANGE: std::ops::RangeInclusive<u16> = 32768..=60999;
+const SNAT_RANGE: std::ops::RangeInclusive<u16> = 20000..=29999;
 
 /// The Services most tests share.
 fn base() -> String {

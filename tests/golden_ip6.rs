@@ -1196,3 +1196,37 @@ fn same_link_local_neighbor_on_two_ports_is_kept_apart() {
         "NA from the wrong link"
     );
 }
+
+// ---- The node's exception path ----------------------------------------------------------------
+
+#[test]
+fn with_host_ports_ipv6_for_the_node_and_advertisements_to_it_reach_the_kernel() {
+    let cfg = Config::parse(&config6_yaml(1), Path::new("/virtual/nodegate6.yaml")).unwrap();
+    // Port 2 is eth0's host port, port 3 eth1's.
+    let mut h = Harness::with_host_ports(cfg, "", &[(0, 2), (1, 3)]);
+    // UDP to the node: punted unchanged to eth0's host port.
+    let (port, f) = udp6(EXTERNAL, ETH0_IP6, 64, b"for the kernel");
+    let o = send6_one(&mut h, port, &f);
+    assert_eq!((o.port, &o.bytes), (2, &f));
+    // A solicited advertisement to the node answers the kernel's solicitation: learned and
+    // copied up.
+    let n = [2, 0, 0, 0, 0, 0x99];
+    let na = na_solicited(n, MAC0, ip6(UNRESOLVED_GW), ip6(ETH0_IP6));
+    let o = send6_one(&mut h, ETH0, &na);
+    assert_eq!((o.port, &o.bytes), (2, &na));
+    // Solicitations for the node address and echo requests stay the data plane's.
+    let ns = ns_multicast(n, ip6(UNRESOLVED_GW), ip6(ETH0_IP6));
+    let o = send6_one(&mut h, ETH0, &ns);
+    assert_eq!((o.port, o.icmp().type_u8()), (ETH0, NA));
+    let (port, f) = echo6(POD, ETH1_IP6, 1, 1, b"ping");
+    assert_eq!(send6_one(&mut h, port, &f).port, ETH1);
+    // The kernel's own frames leave by the paired port unchanged.
+    let (_, mut from_kernel) = udp6(ETH1_IP6, POD, 64, b"from the kernel");
+    from_kernel[..6].copy_from_slice(&pod6_mac(ip6(POD)));
+    from_kernel[6..12].copy_from_slice(&MAC1);
+    let o = send6_one(&mut h, 3, &from_kernel);
+    assert_eq!((o.port, &o.bytes), (ETH1, &from_kernel));
+    assert_eq!(h.drops(DropReason::Ip6Local), 0);
+    let s = nodegate::stats::Stats::gather(h.node.workers(), &h.node.publisher().current());
+    assert_eq!((s.ports[0].punted, s.ports[1].from_host), (2, 1));
+}

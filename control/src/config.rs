@@ -16,6 +16,7 @@
 //!     tx: out.pcap
 //!     mac: "02:00:00:00:00:01"
 //!     addresses: ["10.0.0.1/16", "fd00::1/64"]   # IPv4 and IPv6, mixed
+//!     # host_interface: nghost0   # live drivers: TAP for the kernel's own traffic
 //! routes:
 //!   - { prefix: "0.0.0.0/0", via: "10.0.255.254" }
 //!   - { prefix: "::/0", via: "fd00::fffe" }
@@ -24,7 +25,7 @@
 //!   - { address: "fd00::fffe", mac: "02:00:00:00:00:fe" }
 //! kubernetes: { manifests: manifests }
 //! conntrack: { max_flows: 1048576, timeouts: { tcp_established: 432000, udp: 30 }, affinity_max: 65536 }
-//! snat: { ports: "32768-60999" }
+//! snat: { ports: "20000-29999" }
 //! ```
 //!
 //! IPv6 entries share the YAML lists with IPv4 ones but land in separate fields
@@ -159,6 +160,11 @@ pub struct PortConfig {
     pub tx: Option<PathBuf>,
     /// Host interface (required for af_xdp, af_packet, tap, dpdk).
     pub interface: Option<String>,
+    /// The node's exception path: a TAP interface of this name that `nodegate run` creates for
+    /// the kernel. Frames for the node that the data plane does not handle itself (SSH, kubelet,
+    /// BGP...) are handed to the kernel through it, and what the kernel sends on it leaves by
+    /// this port. Live drivers only (af_xdp, af_packet, tap, dpdk).
+    pub host_interface: Option<String>,
     /// Number of queues, >= 1 (default 1).
     pub queues: u16,
     /// Driver-specific mode string (e.g. `native`, `skb`), passed through unchecked.
@@ -430,6 +436,12 @@ impl Default for IdleConfig {
 }
 
 /// `snat:` — source ports used when masquerading, inclusive range.
+///
+/// The default, 20000-29999, stays out of the kernel's ephemeral ports (Linux's
+/// `ip_local_port_range`, 32768-60999 by default) and of the NodePort range (30000-32767): the
+/// node's kernel shares the node addresses through its `host_interface`, and a reply to one of
+/// its own connections on a port that is also a live SNAT port would be taken for the SNATed
+/// flow's. (Calico's eBPF data plane picks the same range for the same reason.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SnatConfig {
     pub port_min: u16,
@@ -439,8 +451,8 @@ pub struct SnatConfig {
 impl Default for SnatConfig {
     fn default() -> Self {
         SnatConfig {
-            port_min: 32768,
-            port_max: 60999,
+            port_min: 20000,
+            port_max: 29999,
         }
     }
 }
@@ -655,6 +667,7 @@ struct RawPort {
     rx: Option<PathBuf>,
     tx: Option<PathBuf>,
     interface: Option<String>,
+    host_interface: Option<String>,
     queues: Option<u16>,
     mode: Option<String>,
 }
@@ -745,6 +758,29 @@ fn check_unicast_mac(field: String, mac: &[u8; 6]) -> Result<(), Invalid> {
     }
     if *mac == [0; 6] {
         return invalid(field, "the all-zero MAC address is not allowed");
+    }
+    Ok(())
+}
+
+/// Linux's rules for an interface name (`dev_valid_name`): 1 to 15 bytes (`IFNAMSIZ` - 1), not
+/// `.` or `..`, and no `/`, `:` or whitespace.
+fn check_interface_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!(
+            "interface name `{name}` has {} bytes; Linux allows 1 to 15",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("`{name}` is not a valid interface name"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
+    {
+        return Err(format!(
+            "interface name `{name}` contains {c:?}; Linux forbids `/`, `:` and whitespace"
+        ));
     }
     Ok(())
 }
@@ -877,6 +913,18 @@ impl RawConfig {
                     format!("the {driver} driver needs `interface` (a host interface name)"),
                 );
             }
+            if let Some(host) = &p.host_interface {
+                check_interface_name(host).map_err(|r| (at("host_interface"), r))?;
+                if !driver.needs_interface() {
+                    return invalid(
+                        at("host_interface"),
+                        format!(
+                            "the {driver} driver has no live traffic to share with the kernel; \
+                             `host_interface` is for the af_xdp, af_packet, tap and dpdk drivers"
+                        ),
+                    );
+                }
+            }
             let queues = p.queues.unwrap_or(1);
             if queues == 0 {
                 return invalid(at("queues"), "must be at least 1");
@@ -890,9 +938,32 @@ impl RawConfig {
                 rx: p.rx.map(|x| resolve(base, x)),
                 tx: p.tx.map(|x| resolve(base, x)),
                 interface: p.interface,
+                host_interface: p.host_interface,
                 queues,
                 mode: p.mode,
             });
+        }
+
+        // Host interfaces: neither shared between ports nor one of the ports' own interfaces.
+        for (i, p) in ports.iter().enumerate() {
+            let Some(host) = p.host_interface.as_deref() else {
+                continue;
+            };
+            let clash = ports.iter().enumerate().find_map(|(j, q)| {
+                if j < i && q.host_interface.as_deref() == Some(host) {
+                    Some(format!("ports[{j}].host_interface"))
+                } else if q.interface.as_deref() == Some(host) {
+                    Some(format!("ports[{j}].interface"))
+                } else {
+                    None
+                }
+            });
+            if let Some(other) = clash {
+                return invalid(
+                    format!("ports[{i}].host_interface"),
+                    format!("interface `{host}` is already used (also {other})"),
+                );
+            }
         }
 
         let check_port_ref = |field: String, name: &Option<String>| -> Result<(), Invalid> {
@@ -1181,7 +1252,7 @@ fn validate_route6(
 }
 
 fn parse_port_range(s: &str) -> Result<SnatConfig, String> {
-    let bad = || format!("invalid port range `{s}` (expected `MIN-MAX`, e.g. `32768-60999`)");
+    let bad = || format!("invalid port range `{s}` (expected `MIN-MAX`, e.g. `20000-29999`)");
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
     let port_min: u16 = a.trim().parse().map_err(|_| bad())?;
     let port_max: u16 = b.trim().parse().map_err(|_| bad())?;

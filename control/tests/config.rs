@@ -66,6 +66,7 @@ fn example_loads_with_all_values() {
         }]
     );
     assert_eq!(p.interface, None);
+    assert_eq!(p.host_interface, None);
     assert_eq!(p.queues, 1);
     assert_eq!(p.mode, None);
 
@@ -88,8 +89,8 @@ fn example_loads_with_all_values() {
     assert_eq!(
         c.snat,
         SnatConfig {
-            port_min: 32768,
-            port_max: 60999
+            port_min: 20000,
+            port_max: 29999
         }
     );
 }
@@ -129,6 +130,7 @@ fn every_option_loads() {
     let up = &c.ports[0];
     assert_eq!(up.driver, Driver::AfXdp);
     assert_eq!(up.interface.as_deref(), Some("enp1s0"));
+    assert_eq!(up.host_interface.as_deref(), Some("nghost0"));
     assert_eq!(up.queues, 2);
     assert_eq!(up.mode.as_deref(), Some("native"));
     assert_eq!(up.mac, Some([2, 0, 0, 0, 0, 0x0a]));
@@ -675,6 +677,141 @@ fn validation_rules_name_the_field() {
             "- a\n- b\n".to_string(),
             "(document)",
             "invalid type: sequence",
+        ),
+    ];
+    let file = Path::new("/cfg/node.yaml");
+    let mut failures = Vec::new();
+    for (text, field, reason) in &cases {
+        match Config::parse(text, file) {
+            Ok(_) => failures.push(format!("accepted, expected {field}: {reason}\n{text}")),
+            Err(e) => {
+                assert_eq!(e.file, file);
+                if e.field != *field || !e.reason.contains(reason) {
+                    failures.push(format!(
+                        "expected `{field}: ...{reason}...`, got `{}: {}`",
+                        e.field, e.reason
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A live port (af_packet on `veth0`) with `host_interface` set as given, and a second port.
+fn host_yaml(host0: &str, second: &str) -> String {
+    format!(
+        "node: {{name: n}}\nports:\n  - {{name: p0, driver: af_packet, interface: veth0{host0}}}\n  - {second}\n"
+    )
+}
+
+#[test]
+fn host_interface_is_accepted_on_live_drivers() {
+    for driver in ["af_packet", "af_xdp", "tap", "dpdk"] {
+        let text = format!(
+            "node: {{name: n}}\nports:\n  - {{name: p, driver: {driver}, interface: x0, host_interface: nghost0}}\n"
+        );
+        let c = Config::parse(&text, Path::new("c.yaml")).unwrap();
+        assert_eq!(c.ports[0].host_interface.as_deref(), Some("nghost0"));
+    }
+    // Fifteen bytes is the longest name Linux takes; each port may have its own.
+    let c = Config::parse(
+        &host_yaml(
+            ", host_interface: abcdefghijklmno",
+            "{name: p1, driver: tap, interface: tap1, host_interface: nghost1}",
+        ),
+        Path::new("c.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.ports
+            .iter()
+            .map(|p| p.host_interface.as_deref())
+            .collect::<Vec<_>>(),
+        vec![Some("abcdefghijklmno"), Some("nghost1")]
+    );
+    // Optional: a port without one has none.
+    let c = Config::parse(
+        &host_yaml("", "{name: p1, driver: memory}"),
+        Path::new("c.yaml"),
+    )
+    .unwrap();
+    assert!(c.ports.iter().all(|p| p.host_interface.is_none()));
+}
+
+/// Each case: the config text, the expected field, a fragment of the expected reason.
+#[test]
+fn host_interface_rejections_name_the_field() {
+    let mem = "{name: p1, driver: memory}";
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            host_yaml(", host_interface: abcdefghijklmnop", mem),
+            "ports[0].host_interface",
+            "has 16 bytes; Linux allows 1 to 15",
+        ),
+        (
+            host_yaml(", host_interface: \"\"", mem),
+            "ports[0].host_interface",
+            "has 0 bytes",
+        ),
+        (
+            host_yaml(", host_interface: \"ng host\"", mem),
+            "ports[0].host_interface",
+            "forbids `/`, `:` and whitespace",
+        ),
+        (
+            host_yaml(", host_interface: \"ng/0\"", mem),
+            "ports[0].host_interface",
+            "contains '/'",
+        ),
+        (
+            host_yaml(", host_interface: \"..\"", mem),
+            "ports[0].host_interface",
+            "not a valid interface name",
+        ),
+        (
+            host_yaml("", "{name: p1, driver: memory, host_interface: nghost1}"),
+            "ports[1].host_interface",
+            "the memory driver has no live traffic",
+        ),
+        (
+            host_yaml(
+                "",
+                "{name: p1, driver: pcap, rx: in.pcap, host_interface: nghost1}",
+            ),
+            "ports[1].host_interface",
+            "is for the af_xdp, af_packet, tap and dpdk drivers",
+        ),
+        (
+            host_yaml(
+                ", host_interface: nghost0",
+                "{name: p1, driver: tap, interface: tap1, host_interface: nghost0}",
+            ),
+            "ports[1].host_interface",
+            "interface `nghost0` is already used (also ports[0].host_interface)",
+        ),
+        (
+            host_yaml(", host_interface: veth0", mem),
+            "ports[0].host_interface",
+            "already used (also ports[0].interface)",
+        ),
+        (
+            host_yaml(
+                ", host_interface: tap1",
+                "{name: p1, driver: tap, interface: tap1}",
+            ),
+            "ports[0].host_interface",
+            "already used (also ports[1].interface)",
+        ),
+        (
+            host_yaml(", host_interface: [a]", mem),
+            "ports[0].host_interface",
+            "invalid type",
+        ),
+        (
+            host_yaml(", host_iface: nghost0", mem),
+            "ports[0].host_iface",
+            "unknown field `host_iface`",
         ),
     ];
     let file = Path::new("/cfg/node.yaml");

@@ -458,6 +458,11 @@ pub enum Ip6Verdict {
     /// The frame moved into the hold queue; the caller's `Mbuf` was swapped for an empty buffer
     /// from the pool, which it frees like after `Free`.
     Held,
+    /// For the node and not handled here (not neighbour discovery, not an echo request), or an
+    /// advertisement to the node that was learned from: the worker hands it unchanged to the
+    /// kernel through the port's host port. Without one it drops it with the reason, or frees
+    /// it when there is none.
+    Host(Option<DropReason>),
 }
 
 struct Held6 {
@@ -582,7 +587,7 @@ impl Ip6State {
         let icmp = meta.next == u8::from(IpProtocol::Icmpv6);
         if meta.dst.is_multicast() {
             if icmp && is_ndp_type(&m[L2 + IP6..]) {
-                return self.ndp_input(t, m, in_port, port_mac, pool, tx);
+                return self.ndp_input(t, m, in_port, port_mac, false, pool, tx);
             }
             return Ip6Verdict::Drop(DropReason::Ip6Multicast);
         }
@@ -592,7 +597,7 @@ impl Ip6State {
         if t.ip6.is_local(meta.dst) {
             if icmp {
                 if is_ndp_type(&m[L2 + IP6..]) {
-                    return self.ndp_input(t, m, in_port, port_mac, pool, tx);
+                    return self.ndp_input(t, m, in_port, port_mac, true, pool, tx);
                 }
                 let echo = Icmpv6Packet::new_checked(&m[L2 + IP6..])
                     .is_ok_and(|p| p.msg_type() == msg_type::ECHO_REQUEST && p.msg_code() == 0);
@@ -600,7 +605,7 @@ impl Ip6State {
                     return self.echo_reply(t, m, in_port, &meta, pool, tx);
                 }
             }
-            return Ip6Verdict::Drop(DropReason::Ip6Local);
+            return Ip6Verdict::Host(Some(DropReason::Ip6Local));
         }
         self.forward(t, m, in_port, &meta, pool, tx)
     }
@@ -665,12 +670,15 @@ impl Ip6State {
 
     // ---- ndp -----------------------------------------------------------------------------------
 
+    /// `to_node`: the packet's destination is one of the node's unicast addresses.
+    #[allow(clippy::too_many_arguments)]
     fn ndp_input(
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
         in_port: PortId,
         port_mac: MacAddr,
+        to_node: bool,
         pool: &mut PoolCache,
         tx: &mut dyn FnMut(PortId, Mbuf) -> Result<(), Mbuf>,
     ) -> Ip6Verdict {
@@ -682,7 +690,12 @@ impl Ip6State {
         let for_us = t.ip6.is_local(ndp.target);
         self.ndp_learn(t, &ndp, in_port, pool, tx);
         if !ndp.solicit {
-            return Ip6Verdict::Free;
+            // An NA to the node answers the kernel's own solicitation: it goes up too.
+            return if to_node {
+                Ip6Verdict::Host(None)
+            } else {
+                Ip6Verdict::Free
+            };
         }
         if !for_us {
             return Ip6Verdict::Drop(DropReason::Ip6NsNotForUs);
@@ -1587,7 +1600,8 @@ mod test {
             ),
         );
         let (v, m) = rig.input(&adv, 0, Instant::from_micros(20));
-        assert_eq!(v, Ip6Verdict::Free);
+        // Addressed to the node: learned here, then for the kernel's host port if there is one.
+        assert_eq!(v, Ip6Verdict::Host(None));
         rig.cache.free(m);
         assert_eq!(rig.st.held(), 0);
         assert_eq!(rig.out.len(), 2);
@@ -1729,11 +1743,11 @@ mod test {
         assert_eq!(v, Ip6Verdict::Tx(1));
         assert_eq!(&m[..6], &HOST.0);
         assert!(icmp6_checksum_ok(&m[L2..]));
-        // Other traffic to the node is not handled.
+        // Other traffic to the node is not handled: the kernel's, or dropped.
         let f = udp_frame(MAC0, "fd00::99", "fd00::1", 64, 20);
         assert_eq!(
             rig.input(&f, 0, Instant::ZERO).0,
-            Ip6Verdict::Drop(DropReason::Ip6Local)
+            Ip6Verdict::Host(Some(DropReason::Ip6Local))
         );
     }
 

@@ -11,7 +11,15 @@
 //!                                                            └─ none ─► ip4-local (echo) / ip4-forward
 //!  ip4-forward ─► ttl ─► ip4-lookup ─► neighbour ─┬─► tx batch per port
 //!                                                  └─► hold + ARP request
+//!  ip4-local, ip6-local (not echo), ARP replies and NAs to the node ─► host-punt ─► host port
+//!  host-input (what the kernel sent on a host port) ─► tx batch of the paired data port, unchanged
 //! ```
+//!
+//! **Host ports** (the node's exception path): a data port may be paired with a host port, the
+//! kernel's side of it (a TAP interface). Frames for the node that nothing here handles are
+//! *punted* to it unchanged instead of dropped (`ip4-local`), and every frame read from a host
+//! port leaves by its data port unchanged. Host ports are numbered after the data ports
+//! ([`WorkerConfig::host_ports`]); without one a port behaves as before.
 //!
 //! Every flow is owned by exactly one worker (see `docs/architecture.md`): a frame that reaches
 //! the wrong worker is handed to its owner through a lock-free queue before it touches any flow
@@ -70,6 +78,9 @@ pub struct WorkerConfig {
     pub hold_max: usize,
     /// ICMP errors per second this worker may send (a burst of a tenth of that is allowed).
     pub icmp_rate: u32,
+    /// The node's exception path: (data port, host port) pairs. Host port ids come after the
+    /// data ports' (`tables.ports.len()..`); each worker owns its own queue of every host port.
+    pub host_ports: Vec<(PortId, PortId)>,
 }
 
 impl WorkerConfig {
@@ -79,11 +90,12 @@ impl WorkerConfig {
             workers: workers.max(1),
             max_flows: 65_536,
             timeouts: Timeouts::default(),
-            snat_ports: (32768, 60999),
+            snat_ports: (20000, 29999),
             affinity_max: 65_536,
             neighbor_max: 4096,
             hold_max: 256,
             icmp_rate: 1000,
+            host_ports: Vec::new(),
         }
     }
 
@@ -159,6 +171,10 @@ pub struct WorkerStats {
     /// IPv6 neighbour solicitations and advertisements sent.
     pub nd_solicitations: u64,
     pub nd_advertisements: u64,
+    /// Frames handed to the kernel through the host port, per data port they arrived on.
+    pub punted: Vec<u64>,
+    /// Frames the kernel sent on the host port, queued on the data port, per data port.
+    pub from_host: Vec<u64>,
 }
 
 impl WorkerStats {
@@ -175,6 +191,8 @@ impl WorkerStats {
             tcp_resets_sent: 0,
             nd_solicitations: 0,
             nd_advertisements: 0,
+            punted: vec![0; ports],
+            from_host: vec![0; ports],
         }
     }
 
@@ -194,6 +212,17 @@ enum Action {
         nh: Ipv4Addr,
         port: PortId,
     },
+    /// host-punt: the frame goes, unchanged, to the kernel through this host port.
+    Punt(PortId),
+}
+
+/// What a port is to the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortRole {
+    /// A data port; `host` is its host port when the exception path is configured.
+    Data { host: Option<PortId> },
+    /// The kernel's side of data port `data`.
+    Host { data: PortId },
 }
 
 struct Held {
@@ -223,6 +252,9 @@ struct Ip4Meta {
 #[derive(Clone, Copy)]
 enum Class {
     Drop(DropReason),
+    /// For the node and of no use to the data plane (IPv4 broadcast or multicast): punted to the
+    /// host port, or dropped with the reason when the port has none.
+    Host(DropReason),
     Arp,
     Ip6,
     Ip4 {
@@ -248,6 +280,8 @@ pub struct Worker {
     ip6_seen: bool,
     pool: PoolCache,
     tx: Vec<Vec<Mbuf>>,
+    /// Indexed by port id: data port (and its host port) or host port (and its data port).
+    roles: Vec<PortRole>,
     rx_burst: Vec<Mbuf>,
     fabric: Arc<Fabric>,
     snat_chunk: (u16, u16),
@@ -260,7 +294,12 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// A worker for `ports` ports. Every table is allocated here, once.
+    /// A worker for `ports` ports (data ports, then the host ports of `cfg.host_ports`). Every
+    /// table is allocated here, once.
+    ///
+    /// # Panics
+    ///
+    /// When a pair of `cfg.host_ports` names a port id `>= ports`, or a port twice.
     pub fn new(
         cfg: WorkerConfig,
         tables: TableReader,
@@ -269,6 +308,21 @@ impl Worker {
         ports: usize,
     ) -> Worker {
         let snat_chunk = cfg.snat_chunk(cfg.id);
+        let mut roles = vec![PortRole::Data { host: None }; ports];
+        for &(data, host) in &cfg.host_ports {
+            let (d, h) = (usize::from(data), usize::from(host));
+            assert!(
+                d < ports && h < ports && d != h,
+                "host port pair ({data}, {host}) outside the {ports} ports"
+            );
+            assert!(
+                roles[d] == PortRole::Data { host: None }
+                    && roles[h] == PortRole::Data { host: None },
+                "port {data} or {host} paired twice"
+            );
+            roles[d] = PortRole::Data { host: Some(host) };
+            roles[h] = PortRole::Host { data };
+        }
         Worker {
             ct: FlowTable::new(cfg.max_flows, cfg.timeouts),
             affinity: AffinityTable::new(cfg.affinity_max),
@@ -282,6 +336,7 @@ impl Worker {
             ip6_seen: false,
             pool: PoolCache::new(pool),
             tx: (0..ports).map(|_| Vec::with_capacity(TX_BATCH)).collect(),
+            roles,
             rx_burst: Vec::with_capacity(BURST),
             fabric,
             snat_chunk,
@@ -311,6 +366,14 @@ impl Worker {
     /// The tables this worker forwards with now.
     pub fn tables(&self) -> &Arc<Tables> {
         self.tables.get()
+    }
+
+    /// The host port paired with data port `port`, if the exception path is configured for it.
+    pub fn host_port(&self, port: PortId) -> Option<PortId> {
+        match self.roles.get(usize::from(port)) {
+            Some(PortRole::Data { host }) => *host,
+            _ => None,
+        }
     }
 
     /// Frames waiting in this worker's transmit batches.
@@ -348,6 +411,13 @@ impl Worker {
     /// and its flow-index bucket prefetched, then the flow slots are prefetched, then each frame
     /// is decided and rewritten — so the cache misses of a group overlap instead of queueing.
     pub fn process_rx(&mut self, port: PortId, burst: &mut Vec<Mbuf>, now: Instant) {
+        if let Some(PortRole::Host { data }) = self.roles.get(usize::from(port)).copied() {
+            if let Some(c) = self.stats.rx.get_mut(usize::from(port)) {
+                *c += burst.len() as u64;
+            }
+            self.host_input(data, burst);
+            return;
+        }
         self.now = now;
         self.tables.refresh();
         let t = self.tables.get().clone();
@@ -376,6 +446,34 @@ impl Worker {
             }
         }
         self.merge_ip6_counters();
+    }
+
+    /// The kernel's frames, read from the host port of `data`: they leave by `data` unchanged,
+    /// in the same transmit batch as everything else. Nothing is looked at or learned.
+    fn host_input(&mut self, data: PortId, burst: &mut Vec<Mbuf>) {
+        let d = usize::from(data);
+        for m in burst.drain(..) {
+            match self.tx.get_mut(d) {
+                Some(batch) if batch.len() < TX_BATCH => {
+                    batch.push(m);
+                    self.stats.from_host[d] += 1;
+                }
+                _ => {
+                    self.stats.drops[DropReason::TxFull as usize] += 1;
+                    self.pool.free(m);
+                }
+            }
+        }
+    }
+
+    /// host-punt: frames for the node that the data plane does not handle go to the kernel
+    /// through the host port of the port they arrived on; without one, `otherwise` happens.
+    #[inline]
+    fn punt_or(&self, port: PortId, otherwise: Action) -> Action {
+        match self.roles.get(usize::from(port)) {
+            Some(PortRole::Data { host: Some(h) }) => Action::Punt(*h),
+            _ => otherwise,
+        }
     }
 
     /// Folds the IPv6 module's counters into this worker's, when it has handled anything.
@@ -514,6 +612,18 @@ impl Worker {
                 }
             }
             Action::Hold { nh, port } => self.hold(t, nh, port, m),
+            Action::Punt(host) => match self.tx.get_mut(usize::from(host)) {
+                Some(batch) if batch.len() < TX_BATCH => {
+                    batch.push(m);
+                    if let Some(c) = self.stats.punted.get_mut(usize::from(port)) {
+                        *c += 1;
+                    }
+                }
+                _ => {
+                    self.count(DropReason::TxFull);
+                    self.pool.free(m);
+                }
+            },
         }
     }
 
@@ -538,7 +648,8 @@ impl Worker {
         match eth.ethertype() {
             EtherType::Arp => Class::Arp,
             EtherType::Ipv4 if dst == pinfo.mac => classify_ip4(t, m),
-            EtherType::Ipv4 => Class::Drop(DropReason::Ip4Local),
+            // Broadcast or multicast IPv4: the kernel's business (DHCP, VRRP...), not ours.
+            EtherType::Ipv4 => Class::Host(DropReason::Ip4Local),
             EtherType::Ipv6 => Class::Ip6,
             EtherType::Vlan | EtherType::QinQ => Class::Drop(DropReason::EthVlanTagged),
             _ => Class::Drop(DropReason::EthUnknownType),
@@ -560,6 +671,7 @@ impl Worker {
     ) -> Action {
         match class {
             Class::Drop(r) => Action::Drop(r),
+            Class::Host(r) => self.punt_or(port, Action::Drop(r)),
             Class::Arp => {
                 if self.cfg.workers > 1 && !steered {
                     self.copy_to_other_workers(m, port);
@@ -647,6 +759,10 @@ impl Worker {
                 self.stats.arp_replies += 1;
                 Action::Tx(port)
             }
+            // The kernel resolves its own neighbours through the host port: it gets the replies
+            // to its requests (learned from here too). Requests are answered above and never
+            // punted, or the kernel would answer as well.
+            ArpOperation::Reply if for_us => self.punt_or(port, Action::Free),
             ArpOperation::Reply => Action::Free,
             _ => Action::Drop(DropReason::ArpNotForUs),
         }
@@ -749,6 +865,7 @@ impl Worker {
             Ip6Verdict::Tx(p) => Action::Tx(p),
             Ip6Verdict::Drop(r) => Action::Drop(r),
             Ip6Verdict::Free | Ip6Verdict::Held => Action::Free,
+            Ip6Verdict::Host(r) => self.punt_or(port, r.map_or(Action::Free, Action::Drop)),
         }
     }
 
@@ -838,9 +955,10 @@ impl Worker {
     fn ip4_no_l4(&mut self, t: &Tables, m: &mut Mbuf, port: PortId, meta: &Ip4Meta) -> Action {
         if t.is_local(meta.dst) {
             if meta.fragmented {
-                return Action::Drop(DropReason::Ip4Fragment);
+                // The kernel reassembles its own traffic.
+                return self.punt_or(port, Action::Drop(DropReason::Ip4Fragment));
             }
-            return self.ip4_local(t, m, meta);
+            return self.ip4_local(t, m, port, meta);
         }
         if meta.ttl <= 1 {
             return self.icmp_error(
@@ -1039,8 +1157,9 @@ impl Worker {
         self.ip4_output_local(t, m, key.src)
     }
 
-    /// Packets for the node itself: ICMP echo is answered, the rest has no host path yet.
-    fn ip4_local(&mut self, t: &Tables, m: &mut Mbuf, meta: &Ip4Meta) -> Action {
+    /// Packets for the node itself that no flow and no Service claims: ICMP echo is answered,
+    /// the rest is punted to the kernel (dropped when the port has no host port).
+    fn ip4_local(&mut self, t: &Tables, m: &mut Mbuf, port: PortId, meta: &Ip4Meta) -> Action {
         if meta.proto == PROTO_ICMP {
             let is_echo = Icmpv4Packet::new_checked(&m[meta.l4..])
                 .is_ok_and(|p| p.msg_type() == icmpv4::msg_type::ECHO_REQUEST && p.msg_code() == 0);
@@ -1059,7 +1178,7 @@ impl Worker {
                 return self.ip4_output_local(t, m, meta.src);
             }
         }
-        Action::Drop(DropReason::Ip4Local)
+        self.punt_or(port, Action::Drop(DropReason::Ip4Local))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1243,7 +1362,7 @@ fn classify_ip4(t: &Tables, m: &mut Mbuf) -> Class {
         return Class::Drop(DropReason::Ip4BadSource);
     }
     if meta.dst.is_multicast() || meta.dst.is_broadcast() {
-        return Class::Drop(DropReason::Ip4Local);
+        return Class::Host(DropReason::Ip4Local);
     }
     let own = |sport, dport| {
         Some(FlowKey {

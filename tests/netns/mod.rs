@@ -117,14 +117,33 @@ pub struct Running {
 impl Running {
     /// Starts the run and waits (at most 20 s) for its `ready` line.
     pub fn start(dir: &std::path::Path) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nodegate"))
-            .args([
-                "run",
-                "--config",
-                "nodegate.yaml",
-                "--stats-json",
-                "stats.json",
-            ])
+        Running::start_in(dir, None)
+    }
+
+    /// Starts the run inside network namespace `netns` (`ip netns exec`, which execs, so the
+    /// child is nodegate itself) when given, and waits for its `ready` line.
+    pub fn start_in(dir: &std::path::Path, netns: Option<&str>) -> Running {
+        let run = [
+            env!("CARGO_BIN_EXE_nodegate"),
+            "run",
+            "--config",
+            "nodegate.yaml",
+            "--stats-json",
+            "stats.json",
+        ];
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).args(run);
+                c
+            }
+            None => {
+                let mut c = Command::new(run[0]);
+                c.args(&run[1..]);
+                c
+            }
+        };
+        let mut child = cmd
             .current_dir(dir)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())

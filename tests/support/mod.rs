@@ -273,6 +273,25 @@ impl Harness {
         }
     }
 
+    /// A harness over `cfg` whose data ports are paired with host ports (the node's exception
+    /// path), numbered after the data ports: `pairs` is (data port, host port). The memory
+    /// driver has no `host_interface`, so the pairs are set on the worker configurations as a
+    /// live run derives them from `host_interface`.
+    pub fn with_host_ports(cfg: Config, manifests: &str, pairs: &[(u16, u16)]) -> Harness {
+        let t = tables(&cfg, manifests);
+        let mut configs = worker_configs(&cfg);
+        for c in &mut configs {
+            c.host_ports = pairs.to_vec();
+        }
+        let (node, peers) = Node::with_memory_ports(configs, t, 8192);
+        Harness {
+            node,
+            peers,
+            now: Instant::from_secs(1),
+            cfg,
+        }
+    }
+
     /// Publishes tables built from new manifests.
     pub fn publish(&mut self, manifests: &str) {
         let t = tables(&self.cfg, manifests);
