@@ -40,6 +40,8 @@ pub enum RunError {
     Io { path: PathBuf, reason: String },
     #[error("writing a pcap file failed: {0}")]
     Write(String),
+    #[error("DPDK: {0}")]
+    Dpdk(String),
 }
 
 /// Loads the configuration and the manifests it names (no manifests: no Services).
@@ -54,7 +56,18 @@ pub fn load(path: &std::path::Path) -> Result<(Config, ClusterState), RunError> 
 
 /// Runs to completion and returns the final counters (also written to `--stats-json`).
 pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
-    let (cfg, state) = load(&opts.config)?;
+    let (mut cfg, state) = load(&opts.config)?;
+    let live = cfg
+        .ports
+        .iter()
+        .all(|p| matches!(p.driver, Driver::Tap | Driver::AfPacket | Driver::Dpdk));
+    // DPDK devices start before the tables are built: a dpdk port without `mac` has its
+    // device's address.
+    let dpdk = if live {
+        crate::dpdk::DpdkPorts::open(&mut cfg)?
+    } else {
+        None
+    };
     let (tables, warnings) = control::snapshot::build(&cfg, &state)?;
     for w in &warnings {
         tracing::warn!("{w}");
@@ -67,12 +80,8 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
         "tables built"
     );
 
-    if cfg
-        .ports
-        .iter()
-        .all(|p| matches!(p.driver, Driver::Tap | Driver::AfPacket))
-    {
-        return run_live(&cfg, tables, opts);
+    if live {
+        return run_live(&cfg, tables, opts, dpdk);
     }
 
     let clock = ReplayClock::default();
@@ -112,9 +121,9 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
                 )
                 .into())
             }
-            Driver::Tap | Driver::AfPacket => {
+            Driver::Tap | Driver::AfPacket | Driver::Dpdk => {
                 return Err(field(
-                    "a run uses pcap ports only or live (tap, af_packet) ports only, not both"
+                    "a run uses pcap ports only or live (tap, af_packet, dpdk) ports only, not both"
                         .into(),
                 )
                 .into())
@@ -146,12 +155,14 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
 /// Buffers in the pool of a live run.
 const LIVE_POOL: usize = 64 * 1024;
 
-/// A live run on TAP and AF_PACKET ports: one poll-mode thread per worker, each with its own queue of every
-/// port (multi-queue TAP when there are several workers), until SIGINT or SIGTERM.
+/// A live run on TAP, AF_PACKET and DPDK ports: one poll-mode thread per worker, each with its
+/// own queue of every port (multi-queue TAP when there are several workers, a fanout group of
+/// AF_PACKET sockets, DPDK queues), until SIGINT or SIGTERM.
 fn run_live(
     cfg: &Config,
     tables: dataplane::tables::Tables,
     opts: &RunOptions,
+    mut dpdk: Option<crate::dpdk::DpdkPorts>,
 ) -> Result<Stats, RunError> {
     ffi::signal::install_stop_handler().map_err(|e| RunError::Io {
         path: cfg.file.clone(),
@@ -161,6 +172,17 @@ fn run_live(
     let mut queues: Vec<Vec<Box<dyn Port>>> = (0..n).map(|_| Vec::new()).collect();
     for (port_index, p) in cfg.ports.iter().enumerate() {
         let ifname = p.interface.as_deref().unwrap_or_default();
+        if p.driver == Driver::Dpdk {
+            let ports = dpdk
+                .as_mut()
+                .expect("dpdk ports are started before a live run")
+                .worker_ports(port_index);
+            for (q, port) in queues.iter_mut().zip(ports) {
+                q.push(port);
+            }
+            tracing::info!(port = %p.name, driver = %p.driver, interface = ifname, "port up");
+            continue;
+        }
         for q in queues.iter_mut() {
             let port: Box<dyn Port> = match p.driver {
                 Driver::AfPacket => {
@@ -215,6 +237,10 @@ fn run_live(
         .map(|h| h.join().expect("a worker thread panicked"))
         .collect();
     let stats = Stats::gather(&workers, &parts.publisher.current());
+    // The workers are gone with their queues: stop and close DPDK ports, clean the EAL up.
+    if let Some(d) = dpdk {
+        d.close();
+    }
     write_stats(opts, &stats)?;
     Ok(stats)
 }

@@ -117,14 +117,33 @@ pub struct Running {
 impl Running {
     /// Starts the run and waits (at most 20 s) for its `ready` line.
     pub fn start(dir: &std::path::Path) -> Running {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_nodegate"))
-            .args([
-                "run",
-                "--config",
-                "nodegate.yaml",
-                "--stats-json",
-                "stats.json",
-            ])
+        Running::start_in(dir, None)
+    }
+
+    /// The same, with nodegate inside network namespace `ns` (`ip netns exec` execs it, so the
+    /// process is still our child).
+    pub fn start_in(dir: &std::path::Path, ns: Option<&str>) -> Running {
+        let bin = env!("CARGO_BIN_EXE_nodegate");
+        let run = [
+            "run",
+            "--config",
+            "nodegate.yaml",
+            "--stats-json",
+            "stats.json",
+        ];
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, bin]).args(run);
+                c
+            }
+            None => {
+                let mut c = Command::new(bin);
+                c.args(run);
+                c
+            }
+        };
+        let mut child = cmd
             .current_dir(dir)
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
