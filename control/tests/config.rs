@@ -175,6 +175,18 @@ fn every_option_loads() {
             port_max: 50000
         }
     );
+    assert_eq!(
+        c.ports[2].dpdk_device.as_ref().map(|d| d.devargs.as_str()),
+        Some("0000:3b:00.1")
+    );
+    assert_eq!(
+        c.dpdk,
+        DpdkConfig {
+            eal_args: vec!["--in-memory".into(), "--socket-mem".into(), "512".into()],
+            mbufs: Some(32767),
+            descriptors: 2048,
+        }
+    );
 }
 
 #[test]

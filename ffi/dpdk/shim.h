@@ -1,5 +1,5 @@
 /*
- * nodegate's DPDK shim: a dozen functions with our own small ABI (fixed-width integers,
+ * nodegate's DPDK shim: fourteen functions with our own small ABI (fixed-width integers,
  * byte pointers, two plain structs) over DPDK 22.11. Rust declares them by hand in
  * ffi/src/dpdk.rs; keep the two in step. No DPDK type crosses this boundary except as an
  * opaque pointer (the mempool), so DPDK's own struct layouts never have to be mirrored in Rust.

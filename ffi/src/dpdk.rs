@@ -1,5 +1,5 @@
 //! DPDK poll-mode drivers (cargo feature `dpdk`) over the system libdpdk (DPDK 22.11), through
-//! the small C shim in `ffi/dpdk/`: our own ABI of a dozen functions, declared by hand in
+//! the small C shim in `ffi/dpdk/`: our own ABI of fourteen functions, declared by hand in
 //! [`sys`] (docs/decisions.md says why not bindgen).
 //!
 //! - [`Eal`]: the Environment Abstraction Layer, initialised once per process and cleaned up
