@@ -227,7 +227,13 @@ impl DpdkPorts {
         }
         let DpdkPorts { ports, eal, .. } = self;
         drop(ports);
-        drop(eal);
+        if eal.cleanup() {
+            tracing::info!("dpdk EAL cleaned up");
+        } else {
+            tracing::warn!(
+                "the DPDK EAL is still in use; it is cleaned up when the last user goes"
+            );
+        }
     }
 }
 

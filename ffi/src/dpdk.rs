@@ -1,6 +1,6 @@
 //! DPDK poll-mode drivers (cargo feature `dpdk`) over the system libdpdk (DPDK 22.11), through
 //! the small C shim in `ffi/dpdk/`: our own ABI of fourteen functions, declared by hand in
-//! [`sys`] (docs/decisions.md says why not bindgen).
+//! the private `sys` module (docs/decisions.md says why not bindgen).
 //!
 //! - [`Eal`]: the Environment Abstraction Layer, initialised once per process and cleaned up
 //!   (`rte_eal_cleanup`) when its last handle is dropped; ports and queues hold handles, so the
@@ -203,6 +203,13 @@ impl Eal {
         Ok(Eal(Arc::new(EalInner {
             started: Mutex::new(Vec::new()),
         })))
+    }
+
+    /// Drops this handle and, if it was the last one, cleans the EAL up now
+    /// (`rte_eal_cleanup`); returns whether it did. While a port, queue or registered thread
+    /// still holds a handle, cleanup waits for the last of them.
+    pub fn cleanup(self) -> bool {
+        Arc::try_unwrap(self.0).is_ok()
     }
 
     /// The probed device named `name` (a PCI address in long form, or a vdev name).
