@@ -402,7 +402,7 @@ impl EthPort {
                 sys::ng_pool_free(pool.as_ptr());
             }
             release();
-            return Err(Error::new("rte_eth_dev_start", ret));
+            return Err(Error::new("port set-up (configure, queues, start)", ret));
         }
         Ok(EthPort {
             inner: Arc::new(PortInner {
