@@ -7,6 +7,11 @@
 pub mod af_packet;
 pub mod af_xdp;
 pub mod demo;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
+#[cfg(not(feature = "dpdk"))]
+#[path = "dpdk_unavailable.rs"]
+pub mod dpdk;
 pub mod node;
 pub mod pcap;
 pub mod run;

@@ -40,6 +40,8 @@ pub enum RunError {
     Io { path: PathBuf, reason: String },
     #[error("writing a pcap file failed: {0}")]
     Write(String),
+    #[error("DPDK: {0}")]
+    Dpdk(String),
 }
 
 /// Loads the configuration and the manifests it names (no manifests: no Services).
@@ -56,6 +58,19 @@ pub fn load(path: &std::path::Path) -> Result<(Config, ClusterState), RunError> 
 pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
     let (mut cfg, state) = load(&opts.config)?;
     default_macs_from_interfaces(&mut cfg);
+    let live = cfg.ports.iter().all(|p| {
+        matches!(
+            p.driver,
+            Driver::Tap | Driver::AfPacket | Driver::AfXdp | Driver::Dpdk
+        )
+    });
+    // DPDK devices start before the tables are built: a dpdk port without `mac` has its
+    // device's address.
+    let dpdk = if live {
+        crate::dpdk::DpdkPorts::open(&mut cfg)?
+    } else {
+        None
+    };
     let (tables, warnings) = control::snapshot::build(&cfg, &state)?;
     for w in &warnings {
         tracing::warn!("{w}");
@@ -68,12 +83,8 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
         "tables built"
     );
 
-    if cfg
-        .ports
-        .iter()
-        .all(|p| matches!(p.driver, Driver::Tap | Driver::AfPacket | Driver::AfXdp))
-    {
-        return run_live(&cfg, tables, opts);
+    if live {
+        return run_live(&cfg, tables, opts, dpdk);
     }
 
     let clock = ReplayClock::default();
@@ -113,17 +124,11 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
                 )
                 .into())
             }
-            Driver::Tap | Driver::AfPacket | Driver::AfXdp => {
+            Driver::Tap | Driver::AfPacket | Driver::AfXdp | Driver::Dpdk => {
                 return Err(field(
-                    "a run uses pcap ports only or live (af_xdp, af_packet, tap) ports only, not both"
+                    "a run uses pcap ports only or live (af_xdp, af_packet, tap, dpdk) ports only, not both"
                         .into(),
                 )
-                .into())
-            }
-            other => {
-                return Err(field(format!(
-                    "driver `{other}` is not available in this build yet; use `pcap`, `af_xdp`, `af_packet` or `tap`"
-                ))
                 .into())
             }
         }
@@ -147,12 +152,14 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
 /// Buffers in the pool of a live run.
 const LIVE_POOL: usize = 64 * 1024;
 
-/// A live run on TAP and AF_PACKET ports: one poll-mode thread per worker, each with its own queue of every
-/// port (multi-queue TAP when there are several workers), until SIGINT or SIGTERM.
+/// A live run on TAP, AF_PACKET and DPDK ports: one poll-mode thread per worker, each with its
+/// own queue of every port (multi-queue TAP when there are several workers, a fanout group of
+/// AF_PACKET sockets, DPDK queues), until SIGINT or SIGTERM.
 fn run_live(
     cfg: &Config,
     tables: dataplane::tables::Tables,
     opts: &RunOptions,
+    mut dpdk: Option<crate::dpdk::DpdkPorts>,
 ) -> Result<Stats, RunError> {
     ffi::signal::install_stop_handler().map_err(|e| RunError::Io {
         path: cfg.file.clone(),
@@ -200,6 +207,17 @@ fn run_live(
             for (q, port) in queues.iter_mut().zip(ports) {
                 q.push(port);
             }
+            continue;
+        }
+        if p.driver == Driver::Dpdk {
+            let ports = dpdk
+                .as_mut()
+                .expect("dpdk ports are started before a live run")
+                .worker_ports(port_index);
+            for (q, port) in queues.iter_mut().zip(ports) {
+                q.push(port);
+            }
+            tracing::info!(port = %p.name, driver = %p.driver, interface = ifname, "port up");
             continue;
         }
         for q in queues.iter_mut() {
@@ -260,6 +278,10 @@ fn run_live(
         .collect();
     drop(programs);
     let stats = Stats::gather(&workers, &parts.publisher.current());
+    // The workers are gone with their queues: stop and close DPDK ports, clean the EAL up.
+    if let Some(d) = dpdk {
+        d.close();
+    }
     write_stats(opts, &stats)?;
     Ok(stats)
 }

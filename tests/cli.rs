@@ -260,3 +260,32 @@ fn bad_af_xdp_mode_names_the_field() {
         "{err}"
     );
 }
+
+/// A `dpdk` port: refused with the way to get DPDK in a build without the feature; with it,
+/// the EAL starts (no huge pages needed) and a PCI address with no device behind it is named.
+#[test]
+fn dpdk_port_needs_the_feature_and_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("nodegate.yaml"),
+        "node: {name: n}\nports:\n  - {name: eth0, driver: dpdk, interface: \"0000:ff:1f.7\"}\n",
+    )
+    .unwrap();
+    let out = nodegate(&["run", "--config", "nodegate.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    if cfg!(feature = "dpdk") {
+        assert!(
+            err.contains("nodegate.yaml: ports[0].interface: DPDK has no device `0000:ff:1f.7`"),
+            "{err}"
+        );
+    } else {
+        assert!(
+            err.contains(
+                "nodegate.yaml: ports[0].driver: built without the dpdk feature; rebuild with \
+                 --features dpdk"
+            ),
+            "{err}"
+        );
+    }
+}

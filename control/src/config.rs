@@ -26,6 +26,7 @@
 //! kubernetes: { manifests: manifests }
 //! conntrack: { max_flows: 1048576, timeouts: { tcp_established: 432000, udp: 30 }, affinity_max: 65536 }
 //! snat: { ports: "20000-29999" }
+//! dpdk: { eal_args: ["--no-huge", "-m", "256"], mbufs: 16383, descriptors: 1024 }
 //! ```
 //!
 //! IPv6 entries share the YAML lists with IPv4 ones but land in separate fields
@@ -69,6 +70,8 @@ pub struct Config {
     pub conntrack: ConntrackConfig,
     pub snat: SnatConfig,
     pub idle: IdleConfig,
+    /// The DPDK environment; used only when a port has `driver: dpdk`.
+    pub dpdk: DpdkConfig,
 }
 
 /// `node:` — who this node is.
@@ -169,6 +172,96 @@ pub struct PortConfig {
     pub queues: u16,
     /// Driver-specific mode string (e.g. `native`, `skb`), passed through unchecked.
     pub mode: Option<String>,
+    /// The device of a `dpdk` port, parsed from `interface`.
+    pub dpdk_device: Option<DpdkDevice>,
+}
+
+/// The bus a DPDK device sits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DpdkBus {
+    /// A NIC bound to vfio-pci (or another driver DPDK can use), probed with `-a ADDRESS`.
+    Pci,
+    /// A virtual device (`net_af_packet`, `net_tap`, `net_af_xdp`, ...), probed with `--vdev`.
+    Vdev,
+}
+
+/// A `dpdk` port's `interface`: a PCI address (`0000:03:00.0`) or a vdev spec
+/// (`net_af_packet0,iface=veth0`), either followed by `,key=value` device arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DpdkDevice {
+    pub bus: DpdkBus,
+    /// The ethdev name DPDK gives the device: the PCI address in its long form
+    /// (`0000:03:00.0`), or the vdev name (`net_af_packet0`).
+    pub name: String,
+    /// What the device is probed with: `name` followed by the device arguments, if any.
+    pub devargs: String,
+}
+
+impl FromStr for DpdkDevice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| {
+            format!(
+                "`{s}` is not a DPDK device: {why} (expected a PCI address such as `0000:03:00.0` \
+                 or a vdev such as `net_af_packet0,iface=veth0`)"
+            )
+        };
+        if s.chars().any(char::is_whitespace) {
+            return Err(bad("it contains white space"));
+        }
+        let (head, args) = match s.split_once(',') {
+            Some((h, a)) => (h, Some(a)),
+            None => (s, None),
+        };
+        if let Some(args) = args {
+            if args.split(',').any(|a| a.is_empty() || a.starts_with('=')) {
+                return Err(bad("an empty device argument"));
+            }
+        }
+        let (bus, name) = if let Some(pci) = parse_pci_address(head) {
+            (DpdkBus::Pci, pci)
+        } else if let Some(driver) = head.strip_prefix("net_") {
+            if driver.is_empty() || !head.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(bad(
+                    "a vdev name is `net_` and a driver name with an instance number",
+                ));
+            }
+            (DpdkBus::Vdev, head.to_string())
+        } else {
+            return Err(bad(
+                "neither a PCI address nor a vdev name starting with `net_`",
+            ));
+        };
+        let devargs = match args {
+            Some(a) => format!("{name},{a}"),
+            None => name.clone(),
+        };
+        Ok(DpdkDevice { bus, name, devargs })
+    }
+}
+
+/// `[DDDD:]BB:DD.F` in hexadecimal, returned in DPDK's long form `dddd:bb:dd.f`.
+fn parse_pci_address(s: &str) -> Option<String> {
+    let hex = |t: &str, max_len: usize| -> Option<u32> {
+        if t.is_empty() || t.len() > max_len || !t.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        u32::from_str_radix(t, 16).ok()
+    };
+    let parts: Vec<&str> = s.split(':').collect();
+    let (domain, bus, devfn) = match parts.as_slice() {
+        [d, b, f] => (hex(d, 4)?, *b, *f),
+        [b, f] => (0, *b, *f),
+        _ => return None,
+    };
+    let bus = hex(bus, 2)?;
+    let (dev, func) = devfn.split_once('.')?;
+    let (dev, func) = (hex(dev, 2)?, hex(func, 1)?);
+    if dev > 0x1f || func > 7 {
+        return None;
+    }
+    Some(format!("{domain:04x}:{bus:02x}:{dev:02x}.{func}"))
 }
 
 /// An IPv4 address with a prefix length, `10.0.0.1/16`.
@@ -435,6 +528,53 @@ impl Default for IdleConfig {
     }
 }
 
+/// The EAL arguments of a run without a `dpdk.eal_args` list: no huge pages (256 MiB of
+/// ordinary memory), no shared files, no telemetry socket, so that runs in different network
+/// namespaces on one machine cannot collide. Production nodes with huge pages set their own.
+pub const DEFAULT_EAL_ARGS: &[&str] = &[
+    "--no-huge",
+    "-m",
+    "256",
+    "--no-shconf",
+    "--no-telemetry",
+    "--file-prefix=nodegate",
+];
+
+/// EAL options that select devices: nodegate derives them from `ports[].interface`.
+const EAL_DEVICE_OPTIONS: &[&str] = &[
+    "-a",
+    "--allow",
+    "-b",
+    "--block",
+    "-w",
+    "--pci-whitelist",
+    "--pci-blacklist",
+    "--vdev",
+    "--no-pci",
+];
+
+/// `dpdk:` — the DPDK environment of `dpdk` ports (ignored when there are none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpdkConfig {
+    /// EAL arguments (memory, lcores, logging), [`DEFAULT_EAL_ARGS`] unless given. The device
+    /// arguments (`--vdev`, `-a`, `--no-pci`) are derived from the ports and are not allowed here.
+    pub eal_args: Vec<String>,
+    /// Buffers in each port's rte_mbuf pool; `None` sizes it from its queues and descriptors.
+    pub mbufs: Option<u32>,
+    /// RX and TX descriptors per queue (rounded to what the device supports), default 1024.
+    pub descriptors: u16,
+}
+
+impl Default for DpdkConfig {
+    fn default() -> Self {
+        DpdkConfig {
+            eal_args: DEFAULT_EAL_ARGS.iter().map(|s| s.to_string()).collect(),
+            mbufs: None,
+            descriptors: 1024,
+        }
+    }
+}
+
 /// `snat:` — source ports used when masquerading, inclusive range.
 ///
 /// The default, 20000-29999, stays out of the kernel's ephemeral ports (Linux's
@@ -646,6 +786,7 @@ struct RawConfig {
     conntrack: Option<RawConntrack>,
     snat: Option<RawSnat>,
     idle: Option<RawIdle>,
+    dpdk: Option<RawDpdk>,
 }
 
 #[derive(Deserialize)]
@@ -725,6 +866,14 @@ struct RawTimeouts {
 struct RawIdle {
     spin: Option<u32>,
     sleep_us: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDpdk {
+    eal_args: Option<Vec<String>>,
+    mbufs: Option<u32>,
+    descriptors: Option<u16>,
 }
 
 #[derive(Deserialize)]
@@ -925,6 +1074,21 @@ impl RawConfig {
                     );
                 }
             }
+            let dpdk_device = match (driver, &p.interface) {
+                (Driver::Dpdk, Some(iface)) => {
+                    let dev: DpdkDevice = iface.parse().map_err(|r| (at("interface"), r))?;
+                    if let Some(j) = ports.iter().position(|q: &PortConfig| {
+                        q.dpdk_device.as_ref().is_some_and(|d| d.name == dev.name)
+                    }) {
+                        return invalid(
+                            at("interface"),
+                            format!("device `{}` is also ports[{j}]", dev.name),
+                        );
+                    }
+                    Some(dev)
+                }
+                _ => None,
+            };
             let queues = p.queues.unwrap_or(1);
             if queues == 0 {
                 return invalid(at("queues"), "must be at least 1");
@@ -941,6 +1105,7 @@ impl RawConfig {
                 host_interface: p.host_interface,
                 queues,
                 mode: p.mode,
+                dpdk_device,
             });
         }
 
@@ -1162,6 +1327,12 @@ impl RawConfig {
             }
         }
 
+        // dpdk
+        let dpdk = match self.dpdk {
+            Some(raw) => validate_dpdk(raw)?,
+            None => DpdkConfig::default(),
+        };
+
         // snat
         let mut snat = SnatConfig::default();
         if let Some(ports) = self.snat.and_then(|s| s.ports) {
@@ -1182,6 +1353,7 @@ impl RawConfig {
             conntrack,
             snat,
             idle,
+            dpdk,
         })
     }
 }
@@ -1249,6 +1421,49 @@ fn validate_route6(
         via,
         port,
     })
+}
+
+fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, Invalid> {
+    let mut dpdk = DpdkConfig::default();
+    if let Some(args) = raw.eal_args {
+        for (i, a) in args.iter().enumerate() {
+            if a.is_empty() {
+                return invalid(format!("dpdk.eal_args[{i}]"), "must not be empty");
+            }
+            let option = a.split_once('=').map_or(a.as_str(), |(o, _)| o);
+            // `-a0000:03:00.0` is `-a` too.
+            let short = |o: &str| o.len() == 2 && a.starts_with(o);
+            if EAL_DEVICE_OPTIONS.iter().any(|o| *o == option || short(o)) {
+                return invalid(
+                    format!("dpdk.eal_args[{i}]"),
+                    format!(
+                        "`{a}` selects devices; nodegate derives the device options from \
+                         `ports[].interface` (a PCI address or a vdev spec)"
+                    ),
+                );
+            }
+        }
+        dpdk.eal_args = args;
+    }
+    if let Some(m) = raw.mbufs {
+        if !(1024..=(1 << 22)).contains(&m) {
+            return invalid(
+                "dpdk.mbufs",
+                format!("{m} is out of range 1024..={}", 1 << 22),
+            );
+        }
+        dpdk.mbufs = Some(m);
+    }
+    if let Some(d) = raw.descriptors {
+        if !(32..=16384).contains(&d) {
+            return invalid(
+                "dpdk.descriptors",
+                format!("{d} is out of range 32..=16384"),
+            );
+        }
+        dpdk.descriptors = d;
+    }
+    Ok(dpdk)
 }
 
 fn parse_port_range(s: &str) -> Result<SnatConfig, String> {

@@ -4,7 +4,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use control::config::{
-    format_mac, parse_mac, Cidr, Config, ConntrackConfig, Driver, SnatConfig, TcpTimeouts,
+    format_mac, parse_mac, Cidr, Config, ConntrackConfig, DpdkBus, DpdkConfig, DpdkDevice, Driver,
+    SnatConfig, TcpTimeouts, DEFAULT_EAL_ARGS,
 };
 
 fn fixtures() -> PathBuf {
@@ -176,6 +177,18 @@ fn every_option_loads() {
             port_max: 50000
         }
     );
+    assert_eq!(
+        c.ports[2].dpdk_device.as_ref().map(|d| d.devargs.as_str()),
+        Some("0000:3b:00.1")
+    );
+    assert_eq!(
+        c.dpdk,
+        DpdkConfig {
+            eal_args: vec!["--in-memory".into(), "--socket-mem".into(), "512".into()],
+            mbufs: Some(32767),
+            descriptors: 2048,
+        }
+    );
 }
 
 #[test]
@@ -188,8 +201,14 @@ fn all_drivers_parse() {
         ("tap", Driver::Tap),
         ("dpdk", Driver::Dpdk),
     ] {
+        // A dpdk port's interface is a device (PCI address or vdev), not a host interface name.
+        let interface = if driver == Driver::Dpdk {
+            "net_null0"
+        } else {
+            "x"
+        };
         let text = format!(
-            "node: {{name: n}}\nports:\n  - {{name: p, driver: {name}, interface: x, rx: a}}\n"
+            "node: {{name: n}}\nports:\n  - {{name: p, driver: {name}, interface: {interface}, rx: a}}\n"
         );
         let c = Config::parse(&text, Path::new("c.yaml")).unwrap();
         assert_eq!(c.ports[0].driver, driver);
@@ -640,6 +659,65 @@ fn validation_rules_name_the_field() {
             "conntrack.max_flow",
             "unknown field `max_flow`",
         ),
+        // dpdk
+        (
+            base_with("driver: pcap", "driver: dpdk\n    interface: eth0"),
+            "ports[0].interface",
+            "`eth0` is not a DPDK device",
+        ),
+        (
+            base_with("driver: pcap", "driver: dpdk\n    interface: \"0000:03:20.0\""),
+            "ports[0].interface",
+            "not a DPDK device",
+        ),
+        (
+            base_with("driver: pcap", "driver: dpdk\n    interface: \"net_tap0,,iface=x\""),
+            "ports[0].interface",
+            "empty device argument",
+        ),
+        (
+            base_with(
+                "routes:",
+                "  - {name: eth1, driver: dpdk, interface: \"3:0.1\"}\n  - {name: eth2, driver: dpdk, interface: \"0000:03:00.1,x=1\"}\nroutes:",
+            ),
+            "ports[2].interface",
+            "device `0000:03:00.1` is also ports[1]",
+        ),
+        (
+            append("dpdk: {eal_args: [\"--vdev=net_tap0\"]}\n"),
+            "dpdk.eal_args[0]",
+            "selects devices",
+        ),
+        (
+            append("dpdk: {eal_args: [\"-l\", \"0\", \"-a0000:01:00.0\"]}\n"),
+            "dpdk.eal_args[2]",
+            "selects devices",
+        ),
+        (
+            append("dpdk: {eal_args: [\"\"]}\n"),
+            "dpdk.eal_args[0]",
+            "empty",
+        ),
+        (
+            append("dpdk: {mbufs: 100}\n"),
+            "dpdk.mbufs",
+            "out of range 1024..=",
+        ),
+        (
+            append("dpdk: {descriptors: 70000}\n"),
+            "dpdk.descriptors",
+            "invalid value",
+        ),
+        (
+            append("dpdk: {descriptors: 16}\n"),
+            "dpdk.descriptors",
+            "out of range 32..=16384",
+        ),
+        (
+            append("dpdk: {eal: []}\n"),
+            "dpdk.eal",
+            "unknown field `eal`",
+        ),
         // snat
         (
             append("snat: {ports: \"1000-2000\"}\n"),
@@ -707,9 +785,14 @@ fn host_yaml(host0: &str, second: &str) -> String {
 
 #[test]
 fn host_interface_is_accepted_on_live_drivers() {
-    for driver in ["af_packet", "af_xdp", "tap", "dpdk"] {
+    for (driver, interface) in [
+        ("af_packet", "x0"),
+        ("af_xdp", "x0"),
+        ("tap", "x0"),
+        ("dpdk", "\"net_af_packet0,iface=x0\""),
+    ] {
         let text = format!(
-            "node: {{name: n}}\nports:\n  - {{name: p, driver: {driver}, interface: x0, host_interface: nghost0}}\n"
+            "node: {{name: n}}\nports:\n  - {{name: p, driver: {driver}, interface: {interface}, host_interface: nghost0}}\n"
         );
         let c = Config::parse(&text, Path::new("c.yaml")).unwrap();
         assert_eq!(c.ports[0].host_interface.as_deref(), Some("nghost0"));
@@ -1036,4 +1119,67 @@ fn idle_policy_defaults_and_bounds() {
     )
     .unwrap_err();
     assert!(e.field.starts_with("idle"), "{e}");
+}
+
+#[test]
+fn dpdk_devices_and_defaults() {
+    let base = "node: {name: n}\nports: [{name: p, driver: memory}]\n";
+    let cfg = Config::parse(base, Path::new("c.yaml")).unwrap();
+    assert_eq!(cfg.dpdk, DpdkConfig::default());
+    assert_eq!(cfg.dpdk.eal_args, DEFAULT_EAL_ARGS);
+    assert!(cfg.dpdk.eal_args.iter().any(|a| a == "--no-huge"));
+    assert_eq!((cfg.dpdk.mbufs, cfg.dpdk.descriptors), (None, 1024));
+    assert_eq!(cfg.ports[0].dpdk_device, None);
+
+    let cfg = Config::parse(
+        "node: {name: n}\nports:\n  - {name: a, driver: dpdk, interface: \"net_af_packet0,iface=veth0,qpairs=2\"}\n  - {name: b, driver: dpdk, interface: \"3:00.1\"}\ndpdk: {eal_args: [\"--in-memory\", \"-l\", \"1\"], mbufs: 4095, descriptors: 512}\n",
+        Path::new("c.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.ports[0].dpdk_device,
+        Some(DpdkDevice {
+            bus: DpdkBus::Vdev,
+            name: "net_af_packet0".into(),
+            devargs: "net_af_packet0,iface=veth0,qpairs=2".into(),
+        })
+    );
+    assert_eq!(
+        cfg.ports[1].dpdk_device,
+        Some(DpdkDevice {
+            bus: DpdkBus::Pci,
+            name: "0000:03:00.1".into(),
+            devargs: "0000:03:00.1".into(),
+        })
+    );
+    assert_eq!(cfg.dpdk.eal_args, ["--in-memory", "-l", "1"]);
+    assert_eq!((cfg.dpdk.mbufs, cfg.dpdk.descriptors), (Some(4095), 512));
+
+    for (text, name) in [
+        ("0000:03:00.0", "0000:03:00.0"),
+        ("03:00.0", "0000:03:00.0"),
+        ("1:0:1f.7", "0001:00:1f.7"),
+        ("0000:AF:00.0,rxq_cqe_comp_en=0", "0000:af:00.0"),
+        ("net_tap0,iface=dtap0,mac=fixed", "net_tap0"),
+        ("net_af_xdp0,iface=veth0", "net_af_xdp0"),
+    ] {
+        let d: DpdkDevice = text.parse().unwrap();
+        assert_eq!(d.name, name, "{text}");
+    }
+    for bad in [
+        "",
+        "eth0",
+        "net_",
+        "net_tap0,",
+        "net-tap0",
+        "net_tap0 ,iface=x",
+        "0000:03:00",
+        "0000:03:00.8",
+        "0000:03:20.0",
+        "00000:03:00.0",
+        "0000:003:00.0",
+        "g0:00.0",
+    ] {
+        assert!(bad.parse::<DpdkDevice>().is_err(), "{bad}");
+    }
 }

@@ -2,11 +2,14 @@
 //!
 //! This is the only crate of nodegate allowed to contain `unsafe` code; every block carries a
 //! `// SAFETY:` comment naming the invariant it relies on, and every wrapper exposed here is safe
-//! to call with any argument. The packet I/O backends (AF_XDP, AF_PACKET, TAP, DPDK) arrive with
-//! the kernel-bypass issue; today it holds CPU pinning, huge-page advice and cache prefetch.
+//! to call with any argument. It holds CPU pinning, huge-page advice, cache prefetch, signals,
+//! and the packet I/O backends: TAP, AF_PACKET rings and, with the `dpdk` feature, DPDK
+//! poll-mode drivers (the only C of the project, `ffi/dpdk/`).
 
 pub mod af_packet;
 pub mod af_xdp;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod frames;
 pub mod memory;
 pub mod signal;

@@ -120,26 +120,26 @@ impl Running {
         Running::start_in(dir, None)
     }
 
-    /// Starts the run inside network namespace `netns` (`ip netns exec`, which execs, so the
-    /// child is nodegate itself) when given, and waits for its `ready` line.
-    pub fn start_in(dir: &std::path::Path, netns: Option<&str>) -> Running {
+    /// The same, with nodegate inside network namespace `ns` (`ip netns exec` execs it, so the
+    /// process is still our child).
+    pub fn start_in(dir: &std::path::Path, ns: Option<&str>) -> Running {
+        let bin = env!("CARGO_BIN_EXE_nodegate");
         let run = [
-            env!("CARGO_BIN_EXE_nodegate"),
             "run",
             "--config",
             "nodegate.yaml",
             "--stats-json",
             "stats.json",
         ];
-        let mut cmd = match netns {
+        let mut cmd = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).args(run);
+                c.args(["netns", "exec", ns, bin]).args(run);
                 c
             }
             None => {
-                let mut c = Command::new(run[0]);
-                c.args(&run[1..]);
+                let mut c = Command::new(bin);
+                c.args(run);
                 c
             }
         };
