@@ -9,12 +9,12 @@
 //! shared queue only once per `CACHE_BULK` buffers.
 
 use crossbeam_queue::ArrayQueue;
-use ffi::frames::{Frame, FrameRegion, FRAME_SIZE, HEADROOM};
+use ffi::frames::{Frame, FrameRegion, DATA_SIZE};
 use std::sync::Arc;
 
 /// Bytes of frame data an [`Mbuf`] holds: a 2 KiB frame less the headroom the kernel keeps in
 /// front of received data; a 1500-byte MTU frame with two VLAN tags fits.
-pub const MBUF_SIZE: usize = FRAME_SIZE - HEADROOM;
+pub const MBUF_SIZE: usize = DATA_SIZE;
 
 /// How many buffers a [`PoolCache`] moves to or from the shared pool at once.
 const CACHE_BULK: usize = 32;
@@ -46,7 +46,7 @@ impl Mbuf {
         }
     }
 
-    /// A buffer over `frame` holding `len` bytes of data (from [`HEADROOM`] on), as a driver
+    /// A buffer over `frame` holding `len` bytes of data (after the frame's headroom), as a driver
     /// receives it; `len` is cut to [`MBUF_SIZE`].
     #[inline]
     pub fn from_frame(frame: Frame, len: usize) -> Mbuf {
@@ -98,8 +98,7 @@ impl Mbuf {
     /// The whole buffer, beyond the frame's current length (for building frames in place).
     #[inline]
     pub fn buffer_mut(&mut self) -> &mut [u8; MBUF_SIZE] {
-        let data = &mut self.frame.bytes_mut()[HEADROOM..];
-        data.try_into().expect("MBUF_SIZE bytes after the headroom")
+        self.frame.data_mut()
     }
 }
 
@@ -107,7 +106,7 @@ impl core::ops::Deref for Mbuf {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
-        &self.frame.bytes()[HEADROOM..HEADROOM + self.len as usize]
+        &self.frame.data()[..self.len as usize]
     }
 }
 
@@ -115,7 +114,7 @@ impl core::ops::DerefMut for Mbuf {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
         let len = self.len as usize;
-        &mut self.frame.bytes_mut()[HEADROOM..HEADROOM + len]
+        &mut self.frame.data_mut()[..len]
     }
 }
 

@@ -14,6 +14,7 @@
 
 use std::io;
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Bytes of one frame buffer (one UMEM chunk).
 pub const FRAME_SIZE: usize = 2048;
@@ -21,11 +22,26 @@ pub const FRAME_SIZE: usize = 2048;
 /// (`XDP_PACKET_HEADROOM`), which also leaves room to push headers in front.
 pub const HEADROOM: usize = 256;
 
+/// Bytes of a frame after the headroom.
+pub const DATA_SIZE: usize = FRAME_SIZE - HEADROOM;
+
+/// The regions of this process, as (start, end) addresses: a frame inside one is a region slot,
+/// any other frame a heap allocation. Kept outside `Frame` so a frame is one pointer (and an
+/// `Mbuf` 16 bytes); read only when a frame is dropped or lent, never per packet.
+const MAX_REGIONS: usize = 16;
+static REGIONS: [(AtomicUsize, AtomicUsize); MAX_REGIONS] =
+    [const { (AtomicUsize::new(0), AtomicUsize::new(0)) }; MAX_REGIONS];
+
+fn in_any_region(addr: usize) -> bool {
+    REGIONS.iter().any(|(start, end)| {
+        let end = end.load(Ordering::Acquire);
+        end != 0 && (start.load(Ordering::Relaxed)..end).contains(&addr)
+    })
+}
+
 /// One frame buffer, owned.
 pub struct Frame {
     ptr: NonNull<[u8; FRAME_SIZE]>,
-    /// Allocated by [`Frame::heap`] (freed on drop), not a region slot.
-    heap: bool,
 }
 
 // SAFETY: a `Frame` is the unique owner of its buffer (heap allocation or region slot), like a
@@ -38,8 +54,22 @@ impl Frame {
         let b: Box<[u8; FRAME_SIZE]> = Box::new([0; FRAME_SIZE]);
         Frame {
             ptr: NonNull::from(Box::leak(b)),
-            heap: true,
         }
+    }
+
+    /// The bytes after the headroom, where packet data lives.
+    #[inline(always)]
+    pub fn data(&self) -> &[u8; DATA_SIZE] {
+        // SAFETY: HEADROOM + DATA_SIZE == FRAME_SIZE, so the range is inside the buffer this
+        // `Frame` owns; the borrow is tied to `self`.
+        unsafe { &*(self.ptr.as_ptr().cast::<u8>().add(HEADROOM) as *const [u8; DATA_SIZE]) }
+    }
+
+    /// The bytes after the headroom, mutable.
+    #[inline(always)]
+    pub fn data_mut(&mut self) -> &mut [u8; DATA_SIZE] {
+        // SAFETY: as in `data`, and `&mut self` makes the borrow unique.
+        unsafe { &mut *(self.ptr.as_ptr().cast::<u8>().add(HEADROOM) as *mut [u8; DATA_SIZE]) }
     }
 
     #[inline(always)]
@@ -57,13 +87,13 @@ impl Frame {
 
     /// Whether the frame is a slot of a region (and so can be lent to an AF_XDP socket).
     pub fn in_region(&self) -> bool {
-        !self.heap
+        in_any_region(self.ptr.as_ptr() as usize)
     }
 }
 
 impl Drop for Frame {
     fn drop(&mut self) {
-        if self.heap {
+        if !self.in_region() {
             // SAFETY: `ptr` came from `Box::leak` in `Frame::heap` and is released once, here.
             unsafe { drop(Box::from_raw(self.ptr.as_ptr())) }
         }
@@ -111,6 +141,24 @@ impl FrameRegion {
         unsafe {
             libc::madvise(base.as_ptr() as *mut libc::c_void, len, libc::MADV_HUGEPAGE);
         }
+        let start = base.as_ptr() as usize;
+        let registered = REGIONS.iter().any(|(s, e)| {
+            if s.compare_exchange(0, start, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                e.store(start + len, Ordering::Release);
+                true
+            } else {
+                false
+            }
+        });
+        if !registered {
+            // SAFETY: the mapping created above, unused so far, unmapped once.
+            unsafe { libc::munmap(base.as_ptr() as *mut libc::c_void, len) };
+            return Err(io::Error::other(format!(
+                "at most {MAX_REGIONS} frame regions per process"
+            )));
+        }
         let region: &'static FrameRegion = Box::leak(Box::new(FrameRegion { base, frames }));
         let slots = (0..frames).map(|i| region.slot(i)).collect();
         Ok((region, slots))
@@ -124,7 +172,6 @@ impl FrameRegion {
         let p = unsafe { self.base.as_ptr().add(index * FRAME_SIZE) };
         Frame {
             ptr: NonNull::new(p as *mut [u8; FRAME_SIZE]).expect("inside a non-null mapping"),
-            heap: false,
         }
     }
 
@@ -150,9 +197,6 @@ impl FrameRegion {
     }
 
     fn index_of(&self, frame: &Frame) -> Option<usize> {
-        if frame.heap {
-            return None;
-        }
         let offset = (frame.ptr.as_ptr() as usize).checked_sub(self.base.as_ptr() as usize)?;
         (offset < self.len()).then_some(offset / FRAME_SIZE)
     }
@@ -191,7 +235,9 @@ mod test {
         let back = region.reclaim(i);
         assert_eq!(back.bytes()[HEADROOM], 0xab);
         let heap = Frame::heap();
+        assert!(!heap.in_region());
         assert!(region.lend(heap).is_err(), "heap frames are not lent");
+        assert_eq!(std::mem::size_of::<Frame>(), 8);
         let (other, mut theirs) = FrameRegion::new(1).unwrap();
         assert!(region.lend(theirs.remove(0)).is_err());
         assert_eq!(other.frames(), 1);
