@@ -7,30 +7,24 @@
 //!
 //! A worker owns the sockets of queues `w, w + workers, ...`. With fewer queues than workers,
 //! the workers without a queue still receive flows through the handoff queues and must be able
-//! to transmit: their frames for this port go through a [`TxRelay`] (a bounded lock-free queue)
-//! to the worker owning queue `w % queues`, which sends them with its own bursts. No socket is
-//! shared, so no lock is taken.
+//! to transmit: their frames for this port go through a [`crate::relay`] to the worker owning
+//! queue `w % queues`, which sends them with its own bursts. No socket is shared, so no lock is
+//! taken.
 
-use crossbeam_queue::ArrayQueue;
+use crate::relay::{relay, RelayInbox};
 use dataplane::mbuf::{Mbuf, Pool, PoolCache};
 use dataplane::port::{Port, BURST};
 use ffi::af_xdp::{Mode, XdpProgram, XskSocket};
 use std::sync::Arc;
-
-/// Frames a relay queue holds.
-const RELAY_DEPTH: usize = 1024;
 
 /// The queues of one port owned by one worker, plus the relays it sends for.
 pub struct AfXdpPort {
     sockets: Vec<XskSocket>,
     /// Round-robin position among `sockets` for receiving.
     next: usize,
-    relays: Vec<Arc<ArrayQueue<Mbuf>>>,
-}
-
-/// The port as seen by a worker without a queue of its own: transmit only, through the owner.
-pub struct TxRelay {
-    queue: Arc<ArrayQueue<Mbuf>>,
+    relays: Vec<RelayInbox>,
+    /// Relayed frames on their way to the TX ring (capacity BURST, reused).
+    relayed: Vec<Mbuf>,
 }
 
 /// Opens `interface` for `workers` workers with `pool`'s region as UMEM: attaches the XDP
@@ -53,6 +47,7 @@ pub fn open(
             sockets: Vec::new(),
             next: 0,
             relays: Vec::new(),
+            relayed: Vec::with_capacity(BURST),
         })
         .collect();
     for q in 0..queues {
@@ -64,9 +59,9 @@ pub fn open(
     }
     let mut relays = Vec::new();
     for w in owners.len()..workers {
-        let queue = Arc::new(ArrayQueue::new(RELAY_DEPTH));
-        owners[w % queues].relays.push(queue.clone());
-        relays.push(TxRelay { queue });
+        let (sender, inbox) = relay();
+        owners[w % queues].relays.push(inbox);
+        relays.push(sender);
     }
     let mut ports: Vec<Box<dyn Port>> = Vec::with_capacity(workers);
     for o in owners {
@@ -126,11 +121,11 @@ impl AfXdpPort {
         let Some(sock) = self.sockets.first_mut() else {
             return;
         };
-        for relay in &self.relays {
-            let n = relay.len().min(sock.tx_room()).min(BURST);
-            if n > 0 {
-                // A frame the ring cannot take waits in the relay for the next round.
-                send_burst(sock, pool, (0..n).filter_map(|_| relay.pop()));
+        for inbox in &self.relays {
+            // A frame the ring cannot take waits in the relay for the next round.
+            inbox.take(sock.tx_room().min(BURST), &mut self.relayed);
+            if !self.relayed.is_empty() {
+                send_burst(sock, pool, self.relayed.drain(..));
             }
         }
     }
@@ -166,55 +161,5 @@ impl Port for AfXdpPort {
         // Frames beyond the ring's room stay in `burst`; the worker counts them.
         let n = sock.tx_room().min(burst.len());
         send_burst(sock, pool, burst.drain(..n))
-    }
-}
-
-impl Port for TxRelay {
-    fn rx_burst(&mut self, _pool: &mut PoolCache, _burst: &mut Vec<Mbuf>, _max: usize) -> usize {
-        0
-    }
-
-    fn tx_burst(&mut self, _pool: &mut PoolCache, burst: &mut Vec<Mbuf>) -> usize {
-        // This worker is the relay's only producer, so the room can only grow until we push.
-        let n = (self.queue.capacity() - self.queue.len()).min(burst.len());
-        for m in burst.drain(..n) {
-            let _ = self.queue.push(m);
-        }
-        n
-    }
-}
-
-#[cfg(test)]
-mod test {
-    use super::*;
-
-    #[test]
-    fn test_relay_takes_what_fits_and_leaves_the_rest_in_the_burst() {
-        let mut pool = PoolCache::new(Pool::new(RELAY_DEPTH + 8));
-        let queue = Arc::new(ArrayQueue::new(RELAY_DEPTH));
-        let mut relay = TxRelay {
-            queue: queue.clone(),
-        };
-        let mut burst: Vec<Mbuf> = (0..RELAY_DEPTH - 2)
-            .map(|_| pool.alloc().unwrap())
-            .collect();
-        assert_eq!(relay.tx_burst(&mut pool, &mut burst), RELAY_DEPTH - 2);
-        assert!(burst.is_empty());
-        let mut burst: Vec<Mbuf> = (0..5)
-            .map(|i| {
-                let mut m = pool.alloc().unwrap();
-                m.set_len(i + 1);
-                m
-            })
-            .collect();
-        assert_eq!(relay.tx_burst(&mut pool, &mut burst), 2);
-        // The frames not taken are the last three, in order.
-        assert_eq!(
-            burst.iter().map(|m| m.len()).collect::<Vec<_>>(),
-            vec![3, 4, 5]
-        );
-        assert_eq!(queue.len(), RELAY_DEPTH);
-        let mut rx = Vec::new();
-        assert_eq!(relay.rx_burst(&mut pool, &mut rx, BURST), 0);
     }
 }

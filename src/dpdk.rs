@@ -5,17 +5,18 @@
 //!
 //! A device with fewer RX queues than workers (most vdevs have one) is read by the first
 //! workers only; the others get their flows through the handoff queues, as with any NIC
-//! whose hash does not match our flow ownership. A device with fewer TX queues than workers has
-//! its TX queues shared, each behind a lock taken once per burst.
+//! whose hash does not match our flow ownership. On a device with fewer TX queues than workers,
+//! the workers without one send through a [`crate::relay`] to a worker that has one: no queue
+//! is shared and no lock is taken.
 //!
 //! Builds without the feature have `dpdk_unavailable.rs` in this module's place.
 
+use crate::relay::{relay, RelayInbox, TxRelay};
 use crate::run::RunError;
 use control::config::{format_mac, Config, ConfigError, DpdkBus, Driver};
 use dataplane::mbuf::{Mbuf, PoolCache};
 use dataplane::port::{Port, BURST};
 use ffi::dpdk::{Eal, EthPort, PortSetup, RxQueue, TxQueue};
-use std::sync::{Arc, Mutex};
 
 /// Per-lcore cache of each port's mbuf pool.
 const MBUF_CACHE: u32 = 256;
@@ -174,7 +175,8 @@ impl DpdkPorts {
     }
 
     /// The queues of port `index` (a configuration index), one per worker: worker `w`
-    /// reads RX queue `w` if there is one and sends on TX queue `w`, or on a shared one.
+    /// reads RX queue `w` if there is one and sends on TX queue `w`, or through a relay to the
+    /// worker owning TX queue `w % queues`.
     pub fn worker_ports(&mut self, index: usize) -> Vec<Box<dyn Port>> {
         let s = self
             .ports
@@ -182,20 +184,27 @@ impl DpdkPorts {
             .find(|s| s.index == index)
             .expect("worker_ports of a started dpdk port");
         let n = self.workers;
-        let shared: Vec<Arc<Mutex<TxQueue>>> = if usize::from(s.tx_queues) < n {
-            (0..s.tx_queues)
-                .map(|q| Arc::new(Mutex::new(s.port.tx_queue(q).expect("fresh queue"))))
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let txq = usize::from(s.tx_queues).clamp(1, n);
+        // Workers beyond the TX queues relay to worker `w % txq`.
+        let mut inboxes: Vec<Vec<RelayInbox>> = (0..txq).map(|_| Vec::new()).collect();
+        let mut senders: Vec<Option<TxRelay>> = (0..n).map(|_| None).collect();
+        for w in txq..n {
+            let (sender, inbox) = relay();
+            inboxes[w % txq].push(inbox);
+            senders[w] = Some(sender);
+        }
+        let mut inboxes = inboxes.into_iter();
         (0..n)
-            .map(|w| {
+            .zip(senders)
+            .map(|(w, sender)| {
                 let q = u16::try_from(w).expect("at most 64 workers");
-                let tx = if shared.is_empty() {
-                    Tx::Own(s.port.tx_queue(q).expect("fresh queue"))
-                } else {
-                    Tx::Shared(shared[w % shared.len()].clone())
+                let tx = match sender {
+                    Some(sender) => Tx::Relay(sender),
+                    None => Tx::Own {
+                        queue: s.port.tx_queue(q).expect("fresh queue"),
+                        inboxes: inboxes.next().unwrap_or_default(),
+                        relayed: Vec::with_capacity(BURST),
+                    },
                 };
                 Box::new(DpdkPort {
                     rx: (q < s.rx_queues).then(|| s.port.rx_queue(q).expect("fresh queue")),
@@ -277,10 +286,34 @@ pub(crate) fn eal_args(cfg: &Config) -> Vec<String> {
     args
 }
 
-/// A TX queue of this worker's own, or one shared with other workers.
+/// A TX queue of this worker's own (sending, too, what the relaying workers hand it), or a
+/// relay to a worker that has one.
 enum Tx {
-    Own(TxQueue),
-    Shared(Arc<Mutex<TxQueue>>),
+    Own {
+        queue: TxQueue,
+        inboxes: Vec<RelayInbox>,
+        /// Relayed frames on their way to the queue (capacity BURST, reused).
+        relayed: Vec<Mbuf>,
+    },
+    Relay(TxRelay),
+}
+
+/// Sends as much of `burst` as the queue takes, one `rte_eth_tx_burst` per BURST frames; the
+/// rest stay in `burst`.
+fn send_all(tx: &mut TxQueue, pool: &mut PoolCache, burst: &mut Vec<Mbuf>) -> usize {
+    let mut sent = 0;
+    while sent < burst.len() {
+        let chunk = (burst.len() - sent).min(BURST);
+        let s = tx.send(&burst[sent..sent + chunk]);
+        sent += s;
+        if s < chunk {
+            break;
+        }
+    }
+    for m in burst.drain(..sent) {
+        pool.free(m);
+    }
+    sent
 }
 
 /// One worker's view of a DPDK port: its RX queue (if the device has one for it) and a
@@ -304,6 +337,23 @@ impl AsMut<[u8]> for RxBuf {
 
 impl Port for DpdkPort {
     fn rx_burst(&mut self, pool: &mut PoolCache, burst: &mut Vec<Mbuf>, max: usize) -> usize {
+        if let Tx::Own {
+            queue,
+            inboxes,
+            relayed,
+        } = &mut self.tx
+        {
+            for inbox in inboxes.iter() {
+                inbox.take(BURST, relayed);
+                if !relayed.is_empty() {
+                    // What the queue cannot take now is dropped, as a full NIC ring would.
+                    send_all(queue, pool, relayed);
+                    for m in relayed.drain(..) {
+                        pool.free(m);
+                    }
+                }
+            }
+        }
         let Some(rx) = &mut self.rx else {
             return 0;
         };
@@ -325,29 +375,10 @@ impl Port for DpdkPort {
     }
 
     fn tx_burst(&mut self, pool: &mut PoolCache, burst: &mut Vec<Mbuf>) -> usize {
-        let mut guard;
-        let tx = match &mut self.tx {
-            Tx::Own(q) => q,
-            Tx::Shared(q) => {
-                guard = q.lock().unwrap_or_else(|e| e.into_inner());
-                &mut *guard
-            }
-        };
-        // Bursts of BURST, each one rte_eth_tx_burst; a short one means the ring (or the
-        // mbuf pool) is full: the rest stay in `burst` for the worker to count.
-        let mut sent = 0;
-        while sent < burst.len() {
-            let chunk = (burst.len() - sent).min(BURST);
-            let s = tx.send(&burst[sent..sent + chunk]);
-            sent += s;
-            if s < chunk {
-                break;
-            }
+        match &mut self.tx {
+            Tx::Own { queue, .. } => send_all(queue, pool, burst),
+            Tx::Relay(relay) => relay.tx_burst(pool, burst),
         }
-        for m in burst.drain(..sent) {
-            pool.free(m);
-        }
-        sent
     }
 }
 

@@ -14,6 +14,7 @@ pub mod dpdk;
 pub mod dpdk;
 pub mod node;
 pub mod pcap;
+pub mod relay;
 pub mod run;
 pub mod stats;
 pub mod tap;
