@@ -68,6 +68,13 @@ impl Port for AfPacketPort {
         n
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("checksums_completed", self.checksums_completed),
+            ("truncated", self.truncated),
+        ]
+    }
+
     fn tx_burst(&mut self, pool: &mut PoolCache, burst: &mut Vec<Mbuf>) -> usize {
         let mut sent = 0;
         while sent < burst.len() && self.sock.send(&burst[sent]) {

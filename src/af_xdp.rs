@@ -154,6 +154,23 @@ impl Port for AfXdpPort {
         n
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let mut c = [0u64; 4];
+        for s in &self.sockets {
+            let st = s.stats().unwrap_or_default();
+            c[0] += st.rx_dropped;
+            c[1] += st.rx_ring_full;
+            c[2] += st.rx_fill_ring_empty;
+            c[3] += st.rx_invalid_descs + st.tx_invalid_descs + s.bad_descriptors;
+        }
+        vec![
+            ("xdp_rx_dropped", c[0]),
+            ("xdp_rx_ring_full", c[1]),
+            ("xdp_fill_ring_empty", c[2]),
+            ("xdp_invalid_descriptors", c[3]),
+        ]
+    }
+
     fn tx_burst(&mut self, pool: &mut PoolCache, burst: &mut Vec<Mbuf>) -> usize {
         let Some(sock) = self.sockets.first_mut() else {
             return 0;

@@ -225,7 +225,7 @@ pub fn spawn_workers(
     cpus: Option<Vec<usize>>,
     idle: IdlePolicy,
     stop: Arc<AtomicBool>,
-) -> Vec<JoinHandle<Worker>> {
+) -> Vec<JoinHandle<(Worker, Vec<Box<dyn Port>>)>> {
     let clock = MonotonicClock::new();
     workers
         .into_iter()
@@ -255,11 +255,11 @@ pub fn spawn_workers(
                             }
                         }
                     }
-                    // Drain what is in flight, then hand the worker back.
+                    // Drain what is in flight, then hand the worker and its ports back.
                     for _ in 0..16 {
                         w.poll(&mut ports, clock.now());
                     }
-                    w
+                    (w, ports)
                 })
                 .expect("spawning a worker thread")
         })

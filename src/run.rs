@@ -272,13 +272,20 @@ fn run_live(
     }
     tracing::info!("stopping");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let workers: Vec<_> = handles
+    let (workers, ports): (Vec<_>, Vec<_>) = handles
         .into_iter()
         .map(|h| h.join().expect("a worker thread panicked"))
-        .collect();
+        .unzip();
+    let mut stats = Stats::gather(&workers, &parts.publisher.current());
+    for worker_ports in &ports {
+        for (i, port) in worker_ports.iter().enumerate() {
+            stats.add_driver_counters(i, &port.counters());
+        }
+    }
+    // Close every queue, then detach the XDP programs.
+    drop(ports);
     drop(programs);
-    let stats = Stats::gather(&workers, &parts.publisher.current());
-    // The workers are gone with their queues: stop and close DPDK ports, clean the EAL up.
+    // The queues are closed: stop and close DPDK ports, clean the EAL up.
     if let Some(d) = dpdk {
         d.close();
     }

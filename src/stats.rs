@@ -16,6 +16,10 @@ pub struct PortStats {
     pub punted: u64,
     /// Frames the kernel sent on the port's `host_interface`, queued to leave by the port.
     pub from_host: u64,
+    /// The port driver's own counters, summed over the workers' queues (live runs; see
+    /// docs/configuration.md).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub driver: std::collections::BTreeMap<&'static str, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -70,6 +74,7 @@ impl Stats {
                 tx: 0,
                 punted: 0,
                 from_host: 0,
+                driver: Default::default(),
             })
             .collect();
         let mut reports = Vec::new();
@@ -162,6 +167,16 @@ impl Stats {
         }
     }
 
+    /// Adds one queue's driver counters to port `port` (ports beyond the data ports, such as
+    /// host interfaces, are not reported).
+    pub fn add_driver_counters(&mut self, port: usize, counters: &[(&'static str, u64)]) {
+        if let Some(p) = self.ports.get_mut(port) {
+            for &(name, value) in counters {
+                *p.driver.entry(name).or_default() += value;
+            }
+        }
+    }
+
     /// A short human summary.
     pub fn summary(&self) -> String {
         let t = &self.total;
@@ -176,6 +191,9 @@ impl Stats {
                     "  to kernel {:>8}  from kernel {:>8}",
                     p.punted, p.from_host
                 ));
+            }
+            for (name, value) in p.driver.iter().filter(|(_, v)| **v > 0) {
+                s.push_str(&format!("  {name} {value}"));
             }
             s.push('\n');
         }

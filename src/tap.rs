@@ -52,6 +52,10 @@ impl Port for TapPort {
         n
     }
 
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![("tx_errors", self.tx_errors)]
+    }
+
     fn tx_burst(&mut self, pool: &mut PoolCache, burst: &mut Vec<Mbuf>) -> usize {
         // Stop at the first frame the interface refuses (down, or its queue full): it and the
         // rest stay in `burst`, and the worker counts them as `tx-full`.

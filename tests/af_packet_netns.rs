@@ -8,7 +8,11 @@ use netns::*;
 #[test]
 fn nodegate_run_on_af_packet_with_two_workers_answers_ping_and_carries_nat_traffic() {
     // veth hands AF_PACKET frames with partial checksums unless the sender computes them.
-    run_with_peer_offloads("a", &["tx", "off"]);
+    let stats = run_with_peer_offloads("a", &["tx", "off"]);
+    assert_eq!(
+        stats["ports"][0]["driver"]["checksums_completed"], 0,
+        "{stats}"
+    );
 }
 
 /// The sender keeps its TX checksum offload (only segmentation is off, as it must be: a GSO
@@ -16,10 +20,19 @@ fn nodegate_run_on_af_packet_with_two_workers_answers_ping_and_carries_nat_traff
 /// (`TP_STATUS_CSUMNOTREADY`), which the driver completes.
 #[test]
 fn af_packet_completes_checksums_the_sender_offloaded() {
-    run_with_peer_offloads("c", &["tso", "off", "gso", "off"]);
+    let stats = run_with_peer_offloads("c", &["tso", "off", "gso", "off"]);
+    // Every TCP frame of the transfer (thousands) came with a partial checksum.
+    assert!(
+        stats["ports"][0]["driver"]["checksums_completed"]
+            .as_u64()
+            .unwrap()
+            > 1000,
+        "{stats}"
+    );
+    assert_eq!(stats["ports"][0]["driver"]["truncated"], 0, "{stats}");
 }
 
-fn run_with_peer_offloads(tag: &str, offloads: &[&str]) {
+fn run_with_peer_offloads(tag: &str, offloads: &[&str]) -> serde_json::Value {
     let id = std::process::id() % 100_000;
     let ns = Netns(format!("ngpk{tag}{id}"));
     let (host, peer) = (format!("ngp{tag}{id}"), format!("ngq{tag}{id}"));
@@ -90,4 +103,5 @@ fn run_with_peer_offloads(tag: &str, offloads: &[&str]) {
     ] {
         assert_eq!(stats["total"]["drops"][reason], 0, "{reason}: {stats}");
     }
+    stats
 }

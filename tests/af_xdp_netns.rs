@@ -94,6 +94,9 @@ fn nodegate_run_on_af_xdp_with_two_workers_answers_ping_and_carries_nat_traffic(
         "{stats}"
     );
     assert_eq!(stats["workers"].as_array().unwrap().len(), 2);
+    let xdp = &stats["ports"][0]["driver"];
+    assert_eq!(xdp["xdp_invalid_descriptors"], 0, "{stats}");
+    assert!(xdp["xdp_rx_dropped"].is_u64(), "{stats}");
     assert_eq!(stats["total"]["flows_created"], 2, "{stats}");
     for reason in [
         "tx-full",

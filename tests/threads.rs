@@ -211,7 +211,7 @@ fn threaded_workers_hand_off_and_translate_each_flow_once() {
     assert_eq!(by_client.len(), clients.len(), "every client got its reply");
 
     stop.store(true, Ordering::Relaxed);
-    let workers: Vec<Worker> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let workers: Vec<Worker> = handles.into_iter().map(|h| h.join().unwrap().0).collect();
     assert!(StdInstant::now() < deadline + Duration::from_secs(2));
 
     let mut owner = HashMap::new();

@@ -21,6 +21,12 @@ pub trait Port: Send {
     /// Transmits frames from the front of `burst`, removing the ones sent (their buffers go back
     /// to `pool` or into the driver). Frames the driver could not take stay in `burst`.
     fn tx_burst(&mut self, pool: &mut PoolCache, burst: &mut Vec<Mbuf>) -> usize;
+
+    /// The driver's own counters (ring overruns, offload fix-ups, ...), by name, for the final
+    /// statistics. Read once, when the port is closed; never on the fast path.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// An in-process port: two bounded lock-free rings. The test or benchmark holds the
