@@ -217,15 +217,18 @@ impl Default for IdlePolicy {
     }
 }
 
+/// What a worker thread hands back when it stops: the worker and its port queues.
+pub type Stopped = (Worker, Vec<Box<dyn Port>>);
+
 /// Runs each worker on its own thread with its own port queues until `stop` is set; returns the
-/// workers (with their counters) when they have stopped.
+/// workers (with their counters) and their ports when they have stopped.
 pub fn spawn_workers(
     workers: Vec<Worker>,
     ports: Vec<Vec<Box<dyn Port>>>,
     cpus: Option<Vec<usize>>,
     idle: IdlePolicy,
     stop: Arc<AtomicBool>,
-) -> Vec<JoinHandle<(Worker, Vec<Box<dyn Port>>)>> {
+) -> Vec<JoinHandle<Stopped>> {
     let clock = MonotonicClock::new();
     workers
         .into_iter()
