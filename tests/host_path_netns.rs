@@ -1,4 +1,5 @@
-//! The node stays a node: `nodegate run` on an `af_packet` port with a `host_interface`, in a
+//! The node stays a node: `nodegate run` on an `af_packet` (and an `af_xdp`) port with a
+//! `host_interface`, in a
 //! "node" namespace joined to a "client" namespace by a veth pair. The kernel of the node
 //! namespace holds the node address on the host TAP (as an operator would, linux-cp style) and
 //! runs an SSH-like TCP server; from the client, line round trips and a 1 MiB transfer (SHA-256
@@ -139,14 +140,25 @@ fn sysctl(ns: &str, key: &str, value: &str) {
 
 #[test]
 fn ssh_like_tcp_to_the_node_reaches_the_kernel_while_services_are_served() {
+    exception_path("af_packet", "p");
+}
+
+/// The same on AF_XDP, where the XDP program takes every frame away from the kernel: the
+/// exception path is the kernel's only way in, and no sysctl is needed on the wire.
+#[test]
+fn exception_path_on_af_xdp() {
+    exception_path("af_xdp", "x");
+}
+
+fn exception_path(driver: &str, tag: &str) {
     preflight();
     let id = std::process::id() % 100_000;
-    let node = Netns(format!("nghn{id}"));
-    let client = Netns(format!("nghc{id}"));
+    let node = Netns(format!("ngh{tag}n{id}"));
+    let client = Netns(format!("ngh{tag}c{id}"));
     let (wire, peer, tap) = (
-        format!("nghv{id}"),
-        format!("nghw{id}"),
-        format!("nght{id}"),
+        format!("ngh{tag}v{id}"),
+        format!("ngh{tag}w{id}"),
+        format!("ngh{tag}t{id}"),
     );
     must(&["ip", "netns", "add", &node.0]);
     must(&["ip", "netns", "add", &client.0]);
@@ -162,9 +174,11 @@ fn ssh_like_tcp_to_the_node_reaches_the_kernel_while_services_are_served() {
     // af_packet does not take frames away from the node's kernel: keep its stack off the wire
     // (no address there, no ARP answers, strict reverse path, no IPv6), so that the kernel only
     // sees what nodegate punts to the TAP.
-    sysctl(&node.0, &format!("net.ipv4.conf.{wire}.arp_ignore"), "8");
-    sysctl(&node.0, &format!("net.ipv4.conf.{wire}.rp_filter"), "1");
-    sysctl(&node.0, &format!("net.ipv6.conf.{wire}.disable_ipv6"), "1");
+    if driver == "af_packet" {
+        sysctl(&node.0, &format!("net.ipv4.conf.{wire}.arp_ignore"), "8");
+        sysctl(&node.0, &format!("net.ipv4.conf.{wire}.rp_filter"), "1");
+        sysctl(&node.0, &format!("net.ipv6.conf.{wire}.disable_ipv6"), "1");
+    }
     must(&[
         "ip",
         "-n",
@@ -194,7 +208,7 @@ fn ssh_like_tcp_to_the_node_reaches_the_kernel_while_services_are_served() {
     std::fs::write(
         dir.path().join("nodegate.yaml"),
         format!(
-            "node: {{name: node-a, addresses: [\"{NODE_IP}\"]}}\nworkers: 2\nports:\n  - {{name: eth0, driver: af_packet, interface: {wire}, host_interface: {tap}, mac: \"02:00:00:00:00:01\", addresses: [\"{NODE_IP}/24\"]}}\nkubernetes: {{manifests: manifests}}\n"
+            "node: {{name: node-a, addresses: [\"{NODE_IP}\"]}}\nworkers: 2\nports:\n  - {{name: eth0, driver: {driver}, interface: {wire}, host_interface: {tap}, mac: \"02:00:00:00:00:01\", addresses: [\"{NODE_IP}/24\"]}}\nkubernetes: {{manifests: manifests}}\n"
         ),
     )
     .unwrap();
