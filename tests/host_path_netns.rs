@@ -1,6 +1,5 @@
 //! The node stays a node: `nodegate run` on an `af_packet` (and an `af_xdp`) port with a
-//! `host_interface`, in a
-//! "node" namespace joined to a "client" namespace by a veth pair. The kernel of the node
+//! `host_interface`, in a "node" namespace joined to a "client" namespace by a veth pair. The kernel of the node
 //! namespace holds the node address on the host TAP (as an operator would, linux-cp style) and
 //! runs an SSH-like TCP server; from the client, line round trips and a 1 MiB transfer (SHA-256
 //! compared) reach it through nodegate's exception path, the kernel pings the client itself,
