@@ -10,12 +10,34 @@ use netns::*;
 /// A namespace `ngx…` with a veth pair: `host` in the test's namespace, `peer` (192.0.2.2/24,
 /// route to the ClusterIP range via 192.0.2.1, TX checksum offload off) in the namespace.
 fn topology(tag: &str) -> (Netns, Link, String) {
+    topology_with_queues(tag, 1)
+}
+
+/// The same with `queues` RX and TX queues on both veth ends.
+fn topology_with_queues(tag: &str, queues: usize) -> (Netns, Link, String) {
     let id = std::process::id() % 100_000;
     let ns = Netns(format!("ngx{tag}{id}"));
     let (host, peer) = (format!("ngx{tag}{id}"), format!("ngy{tag}{id}"));
     must(&["ip", "netns", "add", &ns.0]);
+    let q = queues.to_string();
     must(&[
-        "ip", "link", "add", &host, "type", "veth", "peer", "name", &peer,
+        "ip",
+        "link",
+        "add",
+        &host,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
     ]);
     let link = Link(host.clone());
     must(&["ip", "link", "set", &peer, "netns", &ns.0]);
@@ -38,10 +60,20 @@ fn topology(tag: &str) -> (Netns, Link, String) {
 }
 
 fn write_config(dir: &std::path::Path, host: &str, workers: usize, mode: &str) {
+    write_config_with_queues(dir, host, workers, mode, 1)
+}
+
+fn write_config_with_queues(
+    dir: &std::path::Path,
+    host: &str,
+    workers: usize,
+    mode: &str,
+    queues: usize,
+) {
     std::fs::write(
         dir.join("nodegate.yaml"),
         format!(
-            "node: {{name: node-a, addresses: [\"192.0.2.1\"]}}\nworkers: {workers}\nports:\n  - {{name: eth0, driver: af_xdp, interface: {host}, queues: 1, mode: {mode}, addresses: [\"192.0.2.1/24\"]}}\nkubernetes: {{manifests: manifests}}\n"
+            "node: {{name: node-a, addresses: [\"192.0.2.1\"]}}\nworkers: {workers}\nports:\n  - {{name: eth0, driver: af_xdp, interface: {host}, queues: {queues}, mode: {mode}, addresses: [\"192.0.2.1/24\"]}}\nkubernetes: {{manifests: manifests}}\n"
         ),
     )
     .unwrap();
@@ -130,4 +162,26 @@ fn af_xdp_program_left_by_a_killed_run_is_replaced_not_stacked() {
         stats["total"]["icmp_sent"].as_u64().unwrap() >= 3,
         "{stats}"
     );
+}
+
+/// Two queues, two workers: one socket each, every frame received where the kernel put it and
+/// forwarded by the worker owning its flow.
+#[test]
+fn af_xdp_opens_a_socket_per_queue() {
+    let (ns, _link, host) = topology_with_queues("q", 2);
+    let dir = tempfile::tempdir().unwrap();
+    write_config_with_queues(dir.path(), &host, 2, "auto", 2);
+    let run = Running::start(dir.path());
+    ping(&ns.0, "192.0.2.1");
+    udp_request(&ns.0);
+    bulk_transfer(&ns.0);
+    let stats = run.stop();
+    assert_eq!(stats["total"]["flows_created"], 2, "{stats}");
+    assert_eq!(
+        stats["ports"][0]["driver"]["xdp_invalid_descriptors"], 0,
+        "{stats}"
+    );
+    for reason in ["tx-full", "no-buffer", "l4-malformed", "ip4-bad-checksum"] {
+        assert_eq!(stats["total"]["drops"][reason], 0, "{reason}: {stats}");
+    }
 }
