@@ -185,3 +185,79 @@ fn af_xdp_opens_a_socket_per_queue() {
         assert_eq!(stats["total"]["drops"][reason], 0, "{reason}: {stats}");
     }
 }
+
+/// The wire side of a TAP interface, held by Python: creates the TAP, waits for a line on
+/// stdin, then sends an ARP request and an ICMP echo request for 192.0.2.1 as 192.0.2.2 and
+/// prints what answered (`arp MAC` and `echo OK`).
+const TAP_WIRE: &str = r#"
+import fcntl, os, select, struct, subprocess, sys
+name = sys.argv[1]
+fd = os.open('/dev/net/tun', os.O_RDWR)
+fcntl.ioctl(fd, 0x400454ca, struct.pack('16sH', name.encode(), 0x0002 | 0x1000))
+subprocess.run(['ip', 'link', 'set', name, 'up'], check=True)
+print('ready', flush=True)
+sys.stdin.readline()
+me = bytes.fromhex('020000000002')
+def csum(b):
+    if len(b) % 2: b += b'\0'
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return (~s) & 0xffff
+def wait(pred):
+    while True:
+        r, _, _ = select.select([fd], [], [], 5)
+        if not r: return None
+        f = os.read(fd, 2048)
+        if pred(f): return f
+arp = b'\xff' * 6 + me + b'\x08\x06' + struct.pack('!HHBBH', 1, 0x0800, 6, 4, 1) + me + bytes([192, 0, 2, 2]) + b'\0' * 6 + bytes([192, 0, 2, 1])
+os.write(fd, arp)
+r = wait(lambda f: f[12:14] == b'\x08\x06' and f[20:22] == b'\x00\x02')
+if r is None: print('no arp reply'); sys.exit(1)
+gw = r[22:28]
+print('arp', gw.hex(':'), flush=True)
+icmp = struct.pack('!BBHHH', 8, 0, 0, 0x77, 1) + b'tap'
+icmp = icmp[:2] + struct.pack('!H', csum(icmp)) + icmp[4:]
+ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(icmp), 1, 0, 64, 1, 0, bytes([192, 0, 2, 2]), bytes([192, 0, 2, 1]))
+ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+os.write(fd, gw + me + b'\x08\x00' + ip + icmp)
+r = wait(lambda f: f[12:14] == b'\x08\x00' and f[23] == 1 and f[34] == 0)
+print('echo', 'OK' if r is not None and r[38:40] == b'\x00\x77' and r[42:45] == b'tap' else 'missing', flush=True)
+"#;
+
+/// Generic (SKB) mode on a TAP interface: the XDP program runs on the TAP's kernel side, the
+/// socket answers ARP and ping written to the TAP's wire side.
+#[test]
+fn af_xdp_works_on_a_tap_interface() {
+    let id = std::process::id() % 100_000;
+    let ns = Netns(format!("ngxt{id}"));
+    let tap = format!("ngxt{id}");
+    must(&["ip", "netns", "add", &ns.0]);
+    let mut wire = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c", TAP_WIRE, &tap])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 for the TAP's wire side");
+    let mut out = std::io::BufReader::new(wire.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "the TAP was not created");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("nodegate.yaml"),
+        format!(
+            "node: {{name: node-a, addresses: [\"192.0.2.1\"]}}\nports:\n  - {{name: eth0, driver: af_xdp, interface: {tap}, mode: skb, mac: \"02:00:00:00:00:01\", addresses: [\"192.0.2.1/24\"]}}\n"
+        ),
+    )
+    .unwrap();
+    let run = Running::start_in(dir.path(), Some(&ns.0));
+    std::io::Write::write_all(wire.stdin.as_mut().unwrap(), b"go\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut out, &mut text).unwrap();
+    let _ = wire.wait();
+    let stats = run.stop();
+    assert!(text.contains("arp 02:00:00:00:00:01"), "{text}");
+    assert!(text.contains("echo OK"), "{text}\n{stats}");
+    assert_eq!(stats["total"]["icmp_sent"], 1, "{stats}");
+}
