@@ -84,24 +84,8 @@ fn run_with_peer_offloads(tag: &str, offloads: &[&str]) -> serde_json::Value {
     // Tens of megabytes through DNAT and hairpin SNAT over the rings.
     bulk_transfer(&ns.0);
     let stats = run.stop();
-    assert!(
-        stats["total"]["arp_replies"].as_u64().unwrap() >= 1,
-        "{stats}"
-    );
-    assert!(
-        stats["total"]["icmp_sent"].as_u64().unwrap() >= 3,
-        "{stats}"
-    );
+    assert_forwarded_cleanly(&stats);
     assert_eq!(stats["workers"].as_array().unwrap().len(), 2);
     assert_eq!(stats["total"]["flows_created"], 1, "{stats}");
-    for reason in [
-        "tx-full",
-        "no-buffer",
-        "ct-full",
-        "l4-malformed",
-        "ip4-bad-checksum",
-    ] {
-        assert_eq!(stats["total"]["drops"][reason], 0, "{reason}: {stats}");
-    }
     stats
 }

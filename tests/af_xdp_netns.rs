@@ -117,28 +117,12 @@ fn nodegate_run_on_af_xdp_with_two_workers_answers_ping_and_carries_nat_traffic(
     bulk_transfer(&ns.0);
     let stats = run.stop();
     assert!(xdp_programs(&host).is_empty(), "program left attached");
-    assert!(
-        stats["total"]["arp_replies"].as_u64().unwrap() >= 1,
-        "{stats}"
-    );
-    assert!(
-        stats["total"]["icmp_sent"].as_u64().unwrap() >= 3,
-        "{stats}"
-    );
+    assert_forwarded_cleanly(&stats);
     assert_eq!(stats["workers"].as_array().unwrap().len(), 2);
     let xdp = &stats["ports"][0]["driver"];
     assert_eq!(xdp["xdp_invalid_descriptors"], 0, "{stats}");
     assert!(xdp["xdp_rx_dropped"].is_u64(), "{stats}");
     assert_eq!(stats["total"]["flows_created"], 2, "{stats}");
-    for reason in [
-        "tx-full",
-        "no-buffer",
-        "ct-full",
-        "l4-malformed",
-        "ip4-bad-checksum",
-    ] {
-        assert_eq!(stats["total"]["drops"][reason], 0, "{reason}: {stats}");
-    }
 }
 
 #[test]

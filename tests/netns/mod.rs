@@ -244,3 +244,26 @@ pub fn udp_request(ns: &str) {
     );
     assert_eq!(answer.trim(), "hello from 192.0.2.1 10.96.0.10 5353");
 }
+
+/// What every namespace test that pinged the node and moved traffic through a Service expects
+/// of the final counters: ARP and echo answered, and nothing lost to a full ring, an empty
+/// pool, a full flow table or a broken header.
+pub fn assert_forwarded_cleanly(stats: &serde_json::Value) {
+    assert!(
+        stats["total"]["arp_replies"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
+    assert!(
+        stats["total"]["icmp_sent"].as_u64().unwrap() >= 3,
+        "{stats}"
+    );
+    for reason in [
+        "tx-full",
+        "no-buffer",
+        "ct-full",
+        "l4-malformed",
+        "ip4-bad-checksum",
+    ] {
+        assert_eq!(stats["total"]["drops"][reason], 0, "{reason}: {stats}");
+    }
+}
