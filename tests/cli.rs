@@ -229,14 +229,14 @@ fn unavailable_driver_is_named() {
     let dir = example_copy();
     let cfg = std::fs::read_to_string(dir.path().join("nodegate.yaml")).unwrap();
     let cfg = cfg
-        .replace("driver: pcap", "driver: af_xdp\n    interface: n0")
+        .replace("driver: pcap", "driver: dpdk\n    interface: n0")
         .replace("    rx: in.pcap\n    tx: out.pcap\n", "");
     std::fs::write(dir.path().join("nodegate.yaml"), cfg).unwrap();
     let out = nodegate(&["run", "--config", "nodegate.yaml"], dir.path());
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("ports[0].driver") && err.contains("af_xdp"),
+        err.contains("ports[0].driver") && err.contains("dpdk"),
         "{err}"
     );
 }
