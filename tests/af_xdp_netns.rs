@@ -126,3 +126,59 @@ fn af_xdp_program_left_by_a_killed_run_is_replaced_not_stacked() {
         "{stats}"
     );
 }
+
+#[test]
+fn transmit_only_socket_sends_prebuilt_frames_without_a_program() {
+    let (ns, _link, host) = topology("t");
+    let peer = host.replacen("ngx", "ngy", 1);
+    let counter = |ns: Option<&str>, dev: &str, name: &str| -> u64 {
+        let path = format!("/sys/class/net/{dev}/{name}");
+        let out = match ns {
+            Some(ns) => sh(&["ip", "netns", "exec", ns, "cat", &path]),
+            None => sh(&["cat", &path]),
+        };
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let mac = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns.0,
+        "cat",
+        &format!("/sys/class/net/{peer}/address"),
+    ]);
+    let dst: Vec<u8> = String::from_utf8_lossy(&mac.stdout)
+        .trim()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    let rx_before = counter(Some(&ns.0), &peer, "statistics/rx_packets");
+    let dropped_before = counter(None, &host, "statistics/tx_dropped");
+
+    let mut sock = ffi::af_xdp::XskSocket::open_tx(&host, 0).expect("transmit-only socket");
+    // Frames nobody answers: a local experimental EtherType to the peer's MAC, numbered.
+    sock.prebuild(|i, buf| {
+        buf[..6].copy_from_slice(&dst);
+        buf[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+        buf[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        buf[14..16].copy_from_slice(&(i as u16).to_be_bytes());
+        60
+    })
+    .expect("prebuild");
+    assert!(xdp_programs(&host).is_empty(), "sending needs no program");
+    const FRAMES: u64 = 10_000;
+    let mut queued = 0u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while sock.tx_completed() < FRAMES && std::time::Instant::now() < deadline {
+        queued += sock.send_prebuilt((FRAMES - queued).min(32) as usize) as u64;
+    }
+    assert_eq!(sock.tx_completed(), FRAMES);
+    // Each completed frame reached the peer or was refused by its full queue.
+    let got = counter(Some(&ns.0), &peer, "statistics/rx_packets") - rx_before;
+    let refused = counter(None, &host, "statistics/tx_dropped") - dropped_before;
+    assert!(got > 0, "nothing arrived");
+    assert_eq!(got + refused, FRAMES, "received {got}, refused {refused}");
+    // Writing a frame by copy ends the prebuilt mode.
+    assert!(sock.send(&[0u8; 60]));
+    assert_eq!(sock.send_prebuilt(32), 0);
+}

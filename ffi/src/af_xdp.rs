@@ -11,7 +11,10 @@
 //!   detached first, so there is never more than one), and detached again on drop.
 //! - [`XskSocket`]: one AF_XDP socket bound to one queue, with its UMEM (frame memory shared with
 //!   the kernel) and the four single-producer single-consumer rings: fill and RX bring received
-//!   frames, TX and completion send them.
+//!   frames, TX and completion send them. [`XskSocket::open_tx`] opens a transmit-only socket
+//!   (no program, no RX ring, every UMEM frame for sending) whose frames can be built once in
+//!   the UMEM and sent again and again ([`XskSocket::prebuild`], [`XskSocket::send_prebuilt`]):
+//!   the traffic generator of the veth benchmark.
 //! - Checked ring and UMEM access ([`Mapping`]): every read and write of shared memory goes
 //!   through bounds-checked helpers, so a bad descriptor from the kernel cannot make us touch
 //!   memory outside the mappings.
@@ -430,6 +433,15 @@ impl Mapping {
         unsafe { core::ptr::write_unaligned(self.base.add(offset) as *mut u32, value) }
     }
 
+    /// The bytes of a frame user space owns, for writing (a transmit frame being built).
+    fn bytes_mut(&mut self, offset: usize, len: usize) -> &mut [u8] {
+        self.check(offset, len);
+        // SAFETY: in bounds (checked) of a mapping that lives as long as `self`, borrowed
+        // mutably so no other slice of it exists on our side; the caller only asks for frames
+        // owned by user space (not on any ring), which the kernel neither reads nor writes.
+        unsafe { core::slice::from_raw_parts_mut(self.base.add(offset), len) }
+    }
+
     /// The bytes of a received frame. Only for frames user space owns (taken from the RX ring
     /// and not yet given back through the fill ring): the kernel does not write those, and the
     /// borrow of `self` ends before the frame can be given back.
@@ -549,13 +561,19 @@ pub struct XskSocket {
     fd: OwnedFd,
     fill: Ring,
     completion: Ring,
-    rx: Ring,
+    /// None for a transmit-only socket.
+    rx: Option<Ring>,
     tx: Ring,
     umem: Mapping,
     /// UMEM frames owned by user space and free for transmission.
     free: Vec<u64>,
     tx_queued: u32,
     zerocopy: bool,
+    /// Frames the kernel reported completed (sent, or dropped by the interface) since opening.
+    completed: u64,
+    /// After [`XskSocket::prebuild`]: the length of the frame built in each UMEM frame (by
+    /// index). Cleared by [`XskSocket::send`], which overwrites frames.
+    prebuilt: Option<Vec<u16>>,
 }
 
 impl XskSocket {
@@ -570,15 +588,32 @@ impl XskSocket {
         };
         let mut last = None;
         for &flags in attempts {
-            match XskSocket::open_with(program, queue, flags) {
-                Ok(s) => return Ok(s),
+            match XskSocket::open_with(program.ifindex, queue, flags, true) {
+                Ok(s) => {
+                    program.register(queue, s.fd.as_raw_fd())?;
+                    return Ok(s);
+                }
                 Err(e) => last = Some(e),
             }
         }
         Err(last.expect("at least one attempt"))
     }
 
-    fn open_with(program: &XdpProgram, queue: u32, bind_flags: u16) -> io::Result<XskSocket> {
+    /// Opens a transmit-only socket on queue `queue` of `interface`, in copy mode, without an
+    /// XDP program (none is needed to send): no RX ring, and every UMEM frame is available for
+    /// sending. Frames sent go out through the driver's transmit function directly (no qdisc),
+    /// as for every AF_XDP socket in copy mode.
+    pub fn open_tx(interface: &str, queue: u32) -> io::Result<XskSocket> {
+        let ifindex = ifindex(interface)?;
+        XskSocket::open_with(ifindex, queue, libc::XDP_COPY, false).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("transmit-only AF_XDP socket on queue {queue} of `{interface}`: {e}"),
+            )
+        })
+    }
+
+    fn open_with(ifindex: u32, queue: u32, bind_flags: u16, rx: bool) -> io::Result<XskSocket> {
         // SAFETY: plain socket(2) call; the result is checked before use.
         let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         let fd = owned(check(raw, "socket(AF_XDP)")?);
@@ -594,12 +629,17 @@ impl XskSocket {
             tx_metadata_len: 0,
         };
         setsockopt(s, libc::XDP_UMEM_REG, &reg, "XDP_UMEM_REG")?;
-        for opt in [
+        // The kernel wants a fill ring on every socket with its own UMEM, even one that only
+        // sends; it simply stays empty then.
+        let mut opts = vec![
             libc::XDP_UMEM_FILL_RING,
             libc::XDP_UMEM_COMPLETION_RING,
-            libc::XDP_RX_RING,
             libc::XDP_TX_RING,
-        ] {
+        ];
+        if rx {
+            opts.push(libc::XDP_RX_RING);
+        }
+        for opt in opts {
             setsockopt(s, opt, &RING, "XDP ring size")?;
         }
         // SAFETY: xdp_mmap_offsets is plain old data; all-zero is a valid value.
@@ -625,11 +665,22 @@ impl XskSocket {
             8,
             "completion ring",
         )?;
-        let rx = Ring::new(s, &off.rx, libc::XDP_PGOFF_RX_RING as u64, desc, "RX ring")?;
+        let rx = if rx {
+            Some(Ring::new(
+                s,
+                &off.rx,
+                libc::XDP_PGOFF_RX_RING as u64,
+                desc,
+                "RX ring",
+            )?)
+        } else {
+            None
+        };
         let tx = Ring::new(s, &off.tx, libc::XDP_PGOFF_TX_RING as u64, desc, "TX ring")?;
 
-        // The first half of the frames waits for received frames, the second carries sends.
-        let half = FRAMES / 2;
+        // With an RX ring, the first half of the frames waits for received frames and the second
+        // carries sends; a transmit-only socket sends with all of them.
+        let half = if rx.is_some() { FRAMES / 2 } else { 0 };
         for i in 0..half as u32 {
             fill.map
                 .write_u64(fill.slot(fill.cached + i), u64::from(i) * FRAME_SIZE as u64);
@@ -642,7 +693,7 @@ impl XskSocket {
         let sxdp = libc::sockaddr_xdp {
             sxdp_family: libc::AF_XDP as u16,
             sxdp_flags: bind_flags | libc::XDP_USE_NEED_WAKEUP,
-            sxdp_ifindex: program.ifindex,
+            sxdp_ifindex: ifindex,
             sxdp_queue_id: queue,
             sxdp_shared_umem_fd: 0,
         };
@@ -660,7 +711,6 @@ impl XskSocket {
             "copy"
         };
         check(rc, &format!("bind to queue {queue} ({mode} mode)"))?;
-        program.register(queue, s)?;
         Ok(XskSocket {
             fd,
             fill,
@@ -671,6 +721,8 @@ impl XskSocket {
             free,
             tx_queued: 0,
             zerocopy: bind_flags == libc::XDP_ZEROCOPY,
+            completed: 0,
+            prebuilt: None,
         })
     }
 
@@ -682,7 +734,10 @@ impl XskSocket {
     /// Hands up to `max` received frames to `f` (which copies what it keeps) and gives their
     /// UMEM frames straight back to the fill ring. Returns how many frames `f` saw.
     pub fn recv_burst(&mut self, max: usize, mut f: impl FnMut(&[u8]) -> bool) -> usize {
-        let n = self.rx.available().min(max as u32);
+        let Some(rx) = self.rx.as_mut() else {
+            return 0;
+        };
+        let n = rx.available().min(max as u32);
         if n == 0 {
             // In copy and SKB mode the kernel fills the ring from its receive path; in driver
             // mode it may be waiting for a nudge to look at the fill ring again.
@@ -693,9 +748,9 @@ impl XskSocket {
         }
         let mut seen = 0;
         for i in 0..n {
-            let slot = self.rx.slot(self.rx.cached + i);
-            let addr = self.rx.map.read_u64(slot);
-            let len = (self.rx.map.read_u32(slot + 8) as usize).min(FRAME_SIZE);
+            let slot = rx.slot(rx.cached + i);
+            let addr = rx.map.read_u64(slot);
+            let len = (rx.map.read_u32(slot + 8) as usize).min(FRAME_SIZE);
             let offset = (addr as usize).min(self.umem.len);
             let len = len.min(self.umem.len - offset);
             // The frame stays ours until its chunk is back in the fill ring, below.
@@ -710,7 +765,7 @@ impl XskSocket {
                 break;
             }
         }
-        self.rx.release(seen);
+        rx.release(seen);
         self.fill.submit(seen);
         if self.fill.needs_wakeup() {
             self.wakeup_rx();
@@ -746,6 +801,61 @@ impl XskSocket {
             }
         }
         self.completion.release(n);
+        self.completed += u64::from(n);
+    }
+
+    /// Frames the kernel has reported done with (sent, or dropped by the interface) since the
+    /// socket was opened.
+    pub fn tx_completed(&self) -> u64 {
+        self.completed
+    }
+
+    /// Transmit-only sockets ([`XskSocket::open_tx`]): builds a frame in every UMEM frame once,
+    /// `build(index, buffer)` writing frame `index` (of [`XskSocket::tx_frames`]) into `buffer`
+    /// (of [`FRAME_SIZE`] bytes) and returning its length. [`XskSocket::send_prebuilt`] then
+    /// sends them without copying. Fails when the socket receives or frames are in flight.
+    pub fn prebuild(&mut self, mut build: impl FnMut(usize, &mut [u8]) -> usize) -> io::Result<()> {
+        self.reclaim();
+        if self.rx.is_some() || self.tx_queued > 0 || self.free.len() != FRAMES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "prebuild needs a transmit-only socket with no frame in flight",
+            ));
+        }
+        let mut lens = vec![0u16; FRAMES];
+        for (i, len) in lens.iter_mut().enumerate() {
+            let n = build(i, self.umem.bytes_mut(i * FRAME_SIZE, FRAME_SIZE));
+            *len = n.min(FRAME_SIZE) as u16;
+        }
+        self.prebuilt = Some(lens);
+        Ok(())
+    }
+
+    /// Frames a transmit-only socket sends with (the indices `prebuild` is called with).
+    pub fn tx_frames(&self) -> usize {
+        FRAMES
+    }
+
+    /// Queues up to `max` prebuilt frames (whichever are free: every frame is sent again once
+    /// the kernel is done with it), then kicks the kernel and takes back completed frames, as
+    /// [`XskSocket::flush`]. Returns how many were queued; 0 without [`XskSocket::prebuild`].
+    pub fn send_prebuilt(&mut self, max: usize) -> usize {
+        let Some(lens) = self.prebuilt.as_ref() else {
+            return 0;
+        };
+        let room = self.tx.free().saturating_sub(self.tx_queued) as usize;
+        let n = max.min(room).min(self.free.len());
+        for _ in 0..n {
+            let addr = self.free.pop().expect("counted above");
+            let len = lens[addr as usize / FRAME_SIZE];
+            let slot = self.tx.slot(self.tx.cached + self.tx_queued);
+            self.tx.map.write_u64(slot, addr);
+            self.tx.map.write_u32(slot + 8, u32::from(len));
+            self.tx.map.write_u32(slot + 12, 0);
+            self.tx_queued += 1;
+        }
+        self.flush();
+        n
     }
 
     /// Copies `frame` into a free UMEM frame and queues it on the TX ring; false when no frame
@@ -763,6 +873,8 @@ impl XskSocket {
         let Some(addr) = self.free.pop() else {
             return false;
         };
+        // The frame written here is no longer the prebuilt one.
+        self.prebuilt = None;
         self.umem.copy_in(addr as usize, frame);
         let slot = self.tx.slot(self.tx.cached + self.tx_queued);
         self.tx.map.write_u64(slot, addr);
@@ -858,6 +970,14 @@ mod test {
     #[test]
     fn test_unknown_interface_is_an_error() {
         let e = XdpProgram::attach("ng-no-such-if", Mode::Skb, 1)
+            .err()
+            .expect("no such interface");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn test_transmit_only_socket_on_unknown_interface_is_an_error() {
+        let e = XskSocket::open_tx("ng-no-such-if", 0)
             .err()
             .expect("no such interface");
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
