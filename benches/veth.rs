@@ -647,6 +647,27 @@ impl Nodegate {
     }
 }
 
+/// A fraction as a percentage with one decimal; a loss that rounds to zero from below (the
+/// two ends are read a few milliseconds apart) shows as 0.0.
+fn percent(x: f64) -> String {
+    let p = x * 100.0;
+    if p.abs() < 0.05 {
+        "0.0 %".into()
+    } else {
+        format!("{p:.1} %")
+    }
+}
+
+/// Microseconds some task has waited for a CPU since boot (`/proc/pressure/cpu`, "some").
+fn cpu_pressure_us() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/pressure/cpu").ok()?;
+    let line = text.lines().find(|l| l.starts_with("some"))?;
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix("total="))?
+        .parse()
+        .ok()
+}
+
 /// The sink's UDP socket (see [`sink`]), for the whole run.
 fn start_sink(t: &Topology) -> Guard {
     let exe = std::env::current_exe().expect("own path");
@@ -776,6 +797,7 @@ fn bench(quick: bool) {
         cpus.contains(&GEN_CPU) && cpus.contains(&FWD_CPU),
         "needs CPUs {GEN_CPU} and {FWD_CPU}, have {cpus:?}"
     );
+    let (pressure_start, run_start) = (cpu_pressure_us(), Instant::now());
     let t = Topology::create();
     let n0 = t.mac(&t.node, "n0");
     let s1 = t.mac(&t.sink, "s1");
@@ -882,6 +904,13 @@ fn bench(quick: bool) {
         });
     }
     drop(t);
+    let pressure = match (pressure_start, cpu_pressure_us()) {
+        (Some(a), Some(b)) => format!(
+            "{:.0} %",
+            (b - a) as f64 / run_start.elapsed().as_micros() as f64 * 100.0
+        ),
+        _ => "unknown".into(),
+    };
 
     // The kernel's best configuration is the reference.
     let kernel = rows[1].m.fwd_mpps.max(rows[2].m.fwd_mpps);
@@ -889,7 +918,8 @@ fn bench(quick: bool) {
     println!(
         "veth forwarding, {}: {FRAME_LEN}-byte UDP frames (64 with FCS), 4096 source ports; \
          generator on CPU {GEN_CPU}, nodegate's worker on CPU {FWD_CPU}; {:.1} s warm-up, \
-         {:.1} s measured per system in {} samples",
+         {:.1} s measured per system in {} samples; some task waited for a CPU {pressure} of \
+         the run (PSI)",
         must(&["uname", "-sr"]).trim(),
         timing.warmup.as_secs_f64(),
         timing.measure.as_secs_f64(),
@@ -902,14 +932,14 @@ fn bench(quick: bool) {
     println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
     for r in &rows {
         println!(
-            "| {} | {:.3} | **{:.3}** | {:.2} – {:.2} | {:.1} % | {:.1} % | {:.2} | {} |",
+            "| {} | {:.3} | **{:.3}** | {:.2} – {:.2} | {} | {} | {:.2} | {} |",
             r.system,
             r.m.sent_mpps,
             r.m.fwd_mpps,
             r.m.fwd_range.0,
             r.m.fwd_range.1,
-            r.m.loss * 100.0,
-            r.m.refused * 100.0,
+            percent(r.m.loss),
+            percent(r.m.refused),
             if kernel > 0.0 {
                 r.m.fwd_mpps / kernel
             } else {
