@@ -245,3 +245,73 @@ fn af_xdp_works_on_a_tap_interface() {
     assert!(text.contains("echo OK"), "{text}\n{stats}");
     assert_eq!(stats["total"]["icmp_sent"], 1, "{stats}");
 }
+
+#[test]
+fn transmit_only_socket_sends_prebuilt_frames_without_a_program() {
+    let (ns, _link, host) = topology("t");
+    let peer = host.replacen("ngx", "ngy", 1);
+    let counter = |ns: Option<&str>, dev: &str, name: &str| -> u64 {
+        let path = format!("/sys/class/net/{dev}/{name}");
+        let out = match ns {
+            Some(ns) => sh(&["ip", "netns", "exec", ns, "cat", &path]),
+            None => sh(&["cat", &path]),
+        };
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+    };
+    let mac = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns.0,
+        "cat",
+        &format!("/sys/class/net/{peer}/address"),
+    ]);
+    let dst: Vec<u8> = String::from_utf8_lossy(&mac.stdout)
+        .trim()
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    let rx_before = counter(Some(&ns.0), &peer, "statistics/rx_packets");
+    let dropped_before = counter(None, &host, "statistics/tx_dropped");
+
+    // Frames nobody answers: a local experimental EtherType to the peer's MAC, numbered, built
+    // once in their own region and sent again and again as they complete, never copied.
+    let (region, mut free) = ffi::frames::FrameRegion::new(256).expect("a frame region");
+    for (i, f) in free.iter_mut().enumerate() {
+        let buf = f.data_mut();
+        buf[..6].copy_from_slice(&dst);
+        buf[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 9]);
+        buf[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
+        buf[14..16].copy_from_slice(&(i as u16).to_be_bytes());
+    }
+    let mut sock = ffi::af_xdp::XskSocket::open_tx(&host, 0, region).expect("transmit-only socket");
+    assert!(xdp_programs(&host).is_empty(), "sending needs no program");
+    const FRAMES: u64 = 10_000;
+    let (mut queued, mut completed) = (0u64, 0u64);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while completed < FRAMES && std::time::Instant::now() < deadline {
+        while queued < FRAMES {
+            let Some(f) = free.pop() else { break };
+            match sock.send(f, 60) {
+                Ok(()) => queued += 1,
+                Err(f) => {
+                    free.push(f);
+                    break;
+                }
+            }
+        }
+        sock.flush(|f| {
+            completed += 1;
+            free.push(f);
+        });
+    }
+    assert_eq!(completed, FRAMES);
+    // Each completed frame reached the peer or was refused by its full queue.
+    let got = counter(Some(&ns.0), &peer, "statistics/rx_packets") - rx_before;
+    let refused = counter(None, &host, "statistics/tx_dropped") - dropped_before;
+    assert!(got > 0, "nothing arrived");
+    assert_eq!(got + refused, FRAMES, "received {got}, refused {refused}");
+    // A frame from the heap is not one of the socket's: it is given back, not sent.
+    let heap = ffi::frames::Frame::heap();
+    assert!(sock.send(heap, 60).is_err());
+}
