@@ -905,11 +905,16 @@ fn bench(quick: bool) {
                 .lines()
                 .filter(|l| l.contains("port up"))
                 .all(|l| l.contains("xdp=\"native\"") || l.contains("xdp=native"));
-            system.push_str(if native {
-                " (native XDP, copy mode)"
-            } else {
-                " (skb XDP, copy mode)"
-            });
+            let zerocopy = run
+                .log
+                .lines()
+                .filter(|l| l.contains("port up"))
+                .all(|l| l.contains("zerocopy=true"));
+            system.push_str(&format!(
+                " ({} XDP, {} mode)",
+                if native { "native" } else { "skb" },
+                if zerocopy { "zero-copy" } else { "copy" }
+            ));
         }
         let m = flood(&t, &timing, &through);
         let stats = run.stop();

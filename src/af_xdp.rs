@@ -27,16 +27,23 @@ pub struct AfXdpPort {
     relayed: Vec<Mbuf>,
 }
 
+/// An opened `af_xdp` port: the attached program (keep it: dropping it detaches the program),
+/// one port per worker, and whether the sockets got zero-copy mode.
+pub struct Opened {
+    pub program: XdpProgram,
+    pub ports: Vec<Box<dyn Port>>,
+    pub zerocopy: bool,
+}
+
 /// Opens `interface` for `workers` workers with `pool`'s region as UMEM: attaches the XDP
-/// program, opens one socket per queue and fills its fill ring. Returns the program (keep it:
-/// dropping it detaches the program) and one port per worker.
+/// program, opens one socket per queue and fills its fill ring.
 pub fn open(
     interface: &str,
     queues: u16,
     mode: Mode,
     workers: usize,
     pool: &Arc<Pool>,
-) -> std::io::Result<(XdpProgram, Vec<Box<dyn Port>>)> {
+) -> std::io::Result<Opened> {
     let region = pool.region().ok_or_else(|| {
         std::io::Error::other("af_xdp needs a pool in a frame region (Pool::with_region)")
     })?;
@@ -63,6 +70,9 @@ pub fn open(
         owners[w % queues].relays.push(inbox);
         relays.push(sender);
     }
+    let zerocopy = owners
+        .iter()
+        .all(|o| o.sockets.iter().all(|s| s.is_zerocopy()));
     let mut ports: Vec<Box<dyn Port>> = Vec::with_capacity(workers);
     for o in owners {
         ports.push(Box::new(o));
@@ -70,7 +80,11 @@ pub fn open(
     for r in relays {
         ports.push(Box::new(r));
     }
-    Ok((program, ports))
+    Ok(Opened {
+        program,
+        ports,
+        zerocopy,
+    })
 }
 
 /// Queues as many frames from the front of `frames` as `sock` takes now (the rest stay), then
@@ -111,11 +125,6 @@ fn send_burst(
 }
 
 impl AfXdpPort {
-    /// Whether the sockets run in zero-copy mode.
-    pub fn is_zerocopy(&self) -> bool {
-        self.sockets.iter().all(|s| s.is_zerocopy())
-    }
-
     /// Sends what the relaying workers queued for this port.
     fn drain_relays(&mut self, pool: &mut PoolCache) {
         let Some(sock) = self.sockets.first_mut() else {

@@ -188,23 +188,23 @@ fn run_live(
                     .into())
                 }
             };
-            let (program, ports) =
-                crate::af_xdp::open(ifname, p.queues, mode, n, &pool).map_err(|e| {
-                    RunError::Io {
-                        path: PathBuf::from(format!("af_xdp ({ifname})")),
-                        reason: format!("cannot open the interface: {e}"),
-                    }
-                })?;
+            let opened = crate::af_xdp::open(ifname, p.queues, mode, n, &pool).map_err(|e| {
+                RunError::Io {
+                    path: PathBuf::from(format!("af_xdp ({ifname})")),
+                    reason: format!("cannot open the interface: {e}"),
+                }
+            })?;
             tracing::info!(
                 port = %p.name,
                 driver = "af_xdp",
                 interface = ifname,
                 queues = p.queues,
-                xdp = if program.is_native() { "native" } else { "skb" },
+                xdp = if opened.program.is_native() { "native" } else { "skb" },
+                zerocopy = opened.zerocopy,
                 "port up"
             );
-            programs.push(program);
-            for (q, port) in queues.iter_mut().zip(ports) {
+            programs.push(opened.program);
+            for (q, port) in queues.iter_mut().zip(opened.ports) {
                 q.push(port);
             }
             continue;

@@ -16,9 +16,9 @@
 //!   receive and transmit (in copy mode the kernel copies once into the UMEM, in zero-copy mode
 //!   not even that). Which slots a socket has lent to the kernel is recorded, and only those
 //!   can come back as frames.
-//! - Checked ring and UMEM access ([`Mapping`]): every read and write of shared memory goes
-//!   through bounds-checked helpers, so a bad descriptor from the kernel cannot make us touch
-//!   memory outside the mappings.
+//! - Checked ring access ([`Mapping`]): every read and write of a ring goes through
+//!   bounds-checked helpers, and descriptor addresses from the kernel only ever name a slot we
+//!   lent, so a bad descriptor cannot make us touch memory outside our own.
 //!
 //! Modes: `skb` attaches the program in generic mode and copies (works on any interface, veth and
 //! TAP included); `native` runs the program in the driver and copies; `zerocopy` runs it in the
@@ -345,7 +345,7 @@ impl Drop for XdpProgram {
     }
 }
 
-/// A memory mapping with bounds-checked access (the UMEM or one ring).
+/// A memory mapping with bounds-checked access (one ring).
 struct Mapping {
     base: *mut u8,
     len: usize,
