@@ -174,82 +174,11 @@ fn run_live(
     let mut queues: Vec<Vec<Box<dyn Port>>> = (0..n).map(|_| Vec::new()).collect();
     // Detached when dropped: after the workers stopped, or on the way out of a failed start.
     let mut programs = Vec::new();
-    for (port_index, p) in cfg.ports.iter().enumerate() {
-        let ifname = p.interface.as_deref().unwrap_or_default();
-        if p.driver == Driver::AfXdp {
-            let mode = match p.mode.as_deref().unwrap_or("auto").parse() {
-                Ok(mode) => mode,
-                Err(reason) => {
-                    return Err(control::config::ConfigError {
-                        file: cfg.file.clone(),
-                        field: format!("ports[{port_index}].mode"),
-                        reason,
-                    }
-                    .into())
-                }
-            };
-            let opened = crate::af_xdp::open(ifname, p.queues, mode, n, &pool).map_err(|e| {
-                RunError::Io {
-                    path: PathBuf::from(format!("af_xdp ({ifname})")),
-                    reason: format!("cannot open the interface: {e}"),
-                }
-            })?;
-            tracing::info!(
-                port = %p.name,
-                driver = "af_xdp",
-                interface = ifname,
-                queues = p.queues,
-                xdp = if opened.program.is_native() { "native" } else { "skb" },
-                zerocopy = opened.zerocopy,
-                "port up"
-            );
-            programs.push(opened.program);
-            for (q, port) in queues.iter_mut().zip(opened.ports) {
-                q.push(port);
-            }
-            continue;
-        }
-        if p.driver == Driver::Dpdk {
-            let ports = dpdk
-                .as_mut()
-                .expect("dpdk ports are started before a live run")
-                .worker_ports(port_index);
-            for (q, port) in queues.iter_mut().zip(ports) {
-                q.push(port);
-            }
-            tracing::info!(port = %p.name, driver = %p.driver, interface = ifname, "port up");
-            continue;
-        }
-        for q in queues.iter_mut() {
-            let port: Box<dyn Port> = match p.driver {
-                Driver::AfPacket => {
-                    let sock = if n == 1 {
-                        crate::af_packet::AfPacketPort::open(ifname)
-                    } else {
-                        // One fanout group per port, unique to this process.
-                        let group = (std::process::id() as u16).wrapping_add(port_index as u16);
-                        crate::af_packet::AfPacketPort::open_fanout(ifname, group)
-                    };
-                    Box::new(sock.map_err(|e| RunError::Io {
-                        path: PathBuf::from(format!("af_packet ({ifname})")),
-                        reason: format!("cannot open the interface: {e}"),
-                    })?)
-                }
-                _ => Box::new(
-                    if n == 1 {
-                        crate::tap::TapPort::open(ifname)
-                    } else {
-                        crate::tap::TapPort::open_queue(ifname)
-                    }
-                    .map_err(|e| RunError::Io {
-                        path: PathBuf::from(format!("/dev/net/tun ({ifname})")),
-                        reason: format!("cannot open TAP interface: {e}"),
-                    })?,
-                ),
-            };
+    for port_index in 0..cfg.ports.len() {
+        let ports = open_port(cfg, port_index, n, &pool, &mut programs, dpdk.as_mut())?;
+        for (q, port) in queues.iter_mut().zip(ports) {
             q.push(port);
         }
-        tracing::info!(port = %p.name, driver = %p.driver, interface = ifname, queues = n, "port up");
     }
     open_host_interfaces(cfg, &tables, &mut queues)?;
     // Data ports, then host ports: every worker has a queue of each.
@@ -291,6 +220,82 @@ fn run_live(
     }
     write_stats(opts, &stats)?;
     Ok(stats)
+}
+
+/// Opens live port `port_index` for `n` workers: one queue (a `Port`) per worker, logged as
+/// `port up`. An af_xdp port's XDP program goes to `programs`.
+fn open_port(
+    cfg: &Config,
+    port_index: usize,
+    n: usize,
+    pool: &std::sync::Arc<dataplane::mbuf::Pool>,
+    programs: &mut Vec<ffi::af_xdp::XdpProgram>,
+    dpdk: Option<&mut crate::dpdk::DpdkPorts>,
+) -> Result<Vec<Box<dyn Port>>, RunError> {
+    let p = &cfg.ports[port_index];
+    let ifname = p.interface.as_deref().unwrap_or_default();
+    let io = |what: String| {
+        move |e: std::io::Error| RunError::Io {
+            path: PathBuf::from(what.clone()),
+            reason: format!("cannot open the interface: {e}"),
+        }
+    };
+    let ports: Vec<Box<dyn Port>> = match p.driver {
+        Driver::AfXdp => {
+            let mode = p
+                .mode
+                .as_deref()
+                .unwrap_or("auto")
+                .parse()
+                .map_err(|reason| control::config::ConfigError {
+                    file: cfg.file.clone(),
+                    field: format!("ports[{port_index}].mode"),
+                    reason,
+                })?;
+            let opened = crate::af_xdp::open(ifname, p.queues, mode, n, pool)
+                .map_err(io(format!("af_xdp ({ifname})")))?;
+            tracing::info!(
+                port = %p.name,
+                driver = "af_xdp",
+                interface = ifname,
+                queues = p.queues,
+                xdp = if opened.program.is_native() { "native" } else { "skb" },
+                zerocopy = opened.zerocopy,
+                "port up"
+            );
+            programs.push(opened.program);
+            return Ok(opened.ports);
+        }
+        Driver::Dpdk => dpdk
+            .expect("dpdk ports are started before a live run")
+            .worker_ports(port_index),
+        Driver::AfPacket => (0..n)
+            .map(|_| {
+                let sock = if n == 1 {
+                    crate::af_packet::AfPacketPort::open(ifname)
+                } else {
+                    // One fanout group per port, unique to this process.
+                    let group = (std::process::id() as u16).wrapping_add(port_index as u16);
+                    crate::af_packet::AfPacketPort::open_fanout(ifname, group)
+                };
+                sock.map(|s| Box::new(s) as Box<dyn Port>)
+                    .map_err(io(format!("af_packet ({ifname})")))
+            })
+            .collect::<Result<_, _>>()?,
+        _ => (0..n)
+            .map(|_| {
+                let tap = if n == 1 {
+                    crate::tap::TapPort::open(ifname)
+                } else {
+                    crate::tap::TapPort::open_queue(ifname)
+                };
+                tap.map(|t| Box::new(t) as Box<dyn Port>)
+                    .map_err(io(format!("/dev/net/tun ({ifname})")))
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    tracing::info!(port = %p.name, driver = %p.driver, interface = ifname, queues = ports.len(), "port up");
+    Ok(ports)
 }
 
 /// Live ports on a kernel interface (af_xdp, af_packet) without a configured MAC use the
