@@ -83,6 +83,10 @@ pub struct NodeConfig {
     pub addresses: Vec<Ipv4Addr>,
 }
 
+/// The modes of an af_xdp port: the best the driver takes, generic XDP, XDP in the driver with
+/// copies, XDP in the driver with zero-copy.
+pub const AF_XDP_MODES: [&str; 4] = ["auto", "skb", "native", "zerocopy"];
+
 /// Packet I/O driver of a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Driver {
@@ -170,7 +174,7 @@ pub struct PortConfig {
     pub host_interface: Option<String>,
     /// Number of queues, >= 1 (default 1).
     pub queues: u16,
-    /// Driver-specific mode string (e.g. `native`, `skb`), passed through unchecked.
+    /// af_xdp only: one of [`AF_XDP_MODES`] (`None`: `auto`).
     pub mode: Option<String>,
     /// The device of a `dpdk` port, parsed from `interface`.
     pub dpdk_device: Option<DpdkDevice>,
@@ -1092,6 +1096,20 @@ impl RawConfig {
             let queues = p.queues.unwrap_or(1);
             if queues == 0 {
                 return invalid(at("queues"), "must be at least 1");
+            }
+            if let Some(mode) = &p.mode {
+                if driver != Driver::AfXdp {
+                    return invalid(
+                        at("mode"),
+                        format!("the {driver} driver has no modes; `mode` is for af_xdp"),
+                    );
+                }
+                if !AF_XDP_MODES.contains(&mode.as_str()) {
+                    return invalid(
+                        at("mode"),
+                        format!("unknown af_xdp mode `{mode}`, expected one of `auto`, `skb`, `native`, `zerocopy`"),
+                    );
+                }
             }
             ports.push(PortConfig {
                 name: p.name,

@@ -424,6 +424,17 @@ fn validation_rules_name_the_field() {
             "at least 1",
         ),
         (
+            base_with("    driver: pcap\n", "    driver: pcap\n    mode: skb\n"),
+            "ports[0].mode",
+            "the pcap driver has no modes",
+        ),
+        (
+            "node: {name: n}\nports: [{name: p, driver: af_xdp, interface: eth0, mode: turbo}]\n"
+                .to_string(),
+            "ports[0].mode",
+            "unknown af_xdp mode `turbo`",
+        ),
+        (
             base_with(
                 "    driver: pcap\n",
                 "    driver: pcap\n    queues: 70000\n",
