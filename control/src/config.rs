@@ -81,6 +81,31 @@ pub struct NodeConfig {
     pub name: String,
     /// The node's own addresses (NodePort destinations). May be empty.
     pub addresses: Vec<Ipv4Addr>,
+    /// kube-proxy's `nodePortAddresses`: NodePorts answer only on node addresses inside one of
+    /// these prefixes (`None`: on every node and port address).
+    pub node_port_addresses: Option<Vec<NodePortAddresses>>,
+}
+
+/// One entry of `node.node_port_addresses`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodePortAddresses {
+    /// Addresses inside this prefix.
+    Prefix(Cidr),
+    /// `primary`: the node's own addresses (`node.addresses`), as kube-proxy's keyword.
+    Primary,
+}
+
+impl NodeConfig {
+    /// Whether NodePorts listen on `addr` (one of the node's or its ports' addresses).
+    pub fn node_port_on(&self, addr: Ipv4Addr) -> bool {
+        match &self.node_port_addresses {
+            None => true,
+            Some(list) => list.iter().any(|e| match e {
+                NodePortAddresses::Prefix(c) => c.contains(addr),
+                NodePortAddresses::Primary => self.addresses.contains(&addr),
+            }),
+        }
+    }
 }
 
 /// The modes of an af_xdp port: the best the driver takes, generic XDP, XDP in the driver with
@@ -799,6 +824,7 @@ struct RawNode {
     name: String,
     #[serde(default)]
     addresses: Vec<Ipv4>,
+    node_port_addresses: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -952,9 +978,36 @@ impl RawConfig {
         if self.node.name.trim().is_empty() {
             return invalid("node.name", "must not be empty");
         }
+        let node_port_addresses = match self.node.node_port_addresses {
+            None => None,
+            Some(list) => {
+                if list.is_empty() {
+                    return invalid(
+                        "node.node_port_addresses",
+                        "an empty list would disable every NodePort; leave the key out to listen on every address",
+                    );
+                }
+                let mut out = Vec::with_capacity(list.len());
+                for (i, entry) in list.iter().enumerate() {
+                    let e = if entry == "primary" {
+                        NodePortAddresses::Primary
+                    } else {
+                        NodePortAddresses::Prefix(entry.parse().map_err(|e: CidrParseError| {
+                            (
+                                format!("node.node_port_addresses[{i}]"),
+                                format!("{} (or `primary`)", e.0),
+                            )
+                        })?)
+                    };
+                    out.push(e);
+                }
+                Some(out)
+            }
+        };
         let node = NodeConfig {
             name: self.node.name,
             addresses: self.node.addresses.into_iter().map(|a| a.0).collect(),
+            node_port_addresses,
         };
 
         // workers / cpus

@@ -101,7 +101,13 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
 
     let ip6 = ip6_tables(cfg, &port_id)?;
 
-    let (services, warnings) = service_table(state, &cfg.node.name, &local);
+    // NodePorts listen on the node's addresses that `node.node_port_addresses` allows.
+    let node_port_addrs: Vec<Ipv4Addr> = local
+        .iter()
+        .copied()
+        .filter(|&a| cfg.node.node_port_on(a))
+        .collect();
+    let (services, warnings) = service_table(state, &cfg.node.name, &node_port_addrs);
     Ok((
         Tables {
             generation: 0,
@@ -271,7 +277,7 @@ fn usable(cands: &[Candidate], keep: impl Fn(&Candidate) -> bool) -> Vec<Backend
         .collect()
 }
 
-/// Builds the service table. `local` are the node's addresses (NodePorts listen on each).
+/// Builds the service table. `local` are the addresses NodePorts listen on.
 pub fn service_table(
     state: &ClusterState,
     node: &str,
@@ -480,6 +486,46 @@ mod test {
             assert_eq!(e.field, field, "{extra}");
             assert!(e.reason.contains(reason), "{}", e.reason);
         }
+    }
+
+    #[test]
+    fn test_node_port_addresses_limit_where_node_ports_listen() {
+        let state = ClusterState {
+            services: vec![service("web", ServiceType::NodePort, false)],
+            endpoint_slices: vec![slice(
+                "web",
+                vec![ep("10.1.0.5", "node-b", true, true, false)],
+            )],
+        };
+        let ports = "ports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\"]}\n  - {name: b, driver: memory, addresses: [\"192.168.1.1/24\"]}\n";
+        let listens = |node: &str| {
+            let (t, _) = build(&parse(&format!("{node}{ports}")), &state).unwrap();
+            ["10.0.0.1", "192.168.1.1", "172.16.0.1"]
+                .into_iter()
+                .filter(|a| t.services.lookup(PROTO_TCP, ip(a), 30080).is_some())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            listens("node: {name: node-a, addresses: [\"172.16.0.1\"]}\n"),
+            ["10.0.0.1", "192.168.1.1", "172.16.0.1"]
+        );
+        assert_eq!(
+            listens("node: {name: node-a, addresses: [\"172.16.0.1\"], node_port_addresses: [\"192.168.0.0/16\"]}\n"),
+            ["192.168.1.1"]
+        );
+        assert_eq!(
+            listens("node: {name: node-a, addresses: [\"172.16.0.1\"], node_port_addresses: [primary, \"10.0.0.0/8\"]}\n"),
+            ["10.0.0.1", "172.16.0.1"]
+        );
+        // The ClusterIP is not a node port: untouched.
+        let (t, _) = build(
+            &parse(&format!(
+                "node: {{name: node-a, node_port_addresses: [\"192.168.0.0/16\"]}}\n{ports}"
+            )),
+            &state,
+        )
+        .unwrap();
+        assert!(t.services.lookup(PROTO_TCP, ip("10.96.0.10"), 80).is_some());
     }
 
     #[test]

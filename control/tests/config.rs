@@ -299,7 +299,7 @@ fn validation_rules_name_the_field() {
         (
             base_with("addresses: [\"10.0.0.1\"]", "adresses: [\"10.0.0.1\"]"),
             "node.adresses",
-            "unknown field `adresses`, expected `name` or `addresses`",
+            "unknown field `adresses`, expected one of `name`, `addresses`",
         ),
         // workers / cpus
         (
@@ -422,6 +422,16 @@ fn validation_rules_name_the_field() {
             base_with("    driver: pcap\n", "    driver: pcap\n    queues: 0\n"),
             "ports[0].queues",
             "at least 1",
+        ),
+        (
+            "node: {name: n, node_port_addresses: []}\n".to_string(),
+            "node.node_port_addresses",
+            "would disable every NodePort",
+        ),
+        (
+            "node: {name: n, node_port_addresses: [primary, \"10.0.0.0/33\"]}\n".to_string(),
+            "node.node_port_addresses[1]",
+            "prefix length must be 0..=32",
         ),
         (
             base_with("    driver: pcap\n", "    driver: pcap\n    mode: skb\n"),
