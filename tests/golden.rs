@@ -352,6 +352,47 @@ fn external_policy_local_uses_local_endpoints_keeps_client_or_drops() {
     assert_eq!((o.src(), o.dst()), (POD_CLIENT, ip("10.1.0.13")));
 }
 
+#[test]
+fn load_balancer_source_ranges_admit_only_listed_clients_on_the_lb_ip() {
+    const LB: &str = "198.51.100.30";
+    let manifests = service(
+        "fw",
+        "10.96.0.30",
+        "TCP",
+        80,
+        8080,
+        Some(30090),
+        "  type: LoadBalancer\n  loadBalancerSourceRanges: [\" 203.0.113.0/28\", \"2001:db8::/32\"]",
+        &format!("status:\n  loadBalancer:\n    ingress:\n    - ip: {LB}\n"),
+    ) + &slice("fw", "a", "TCP", 8080, &[ready("10.1.0.30", "node-b")]);
+    let mut h = Harness::new(1, "", &manifests);
+    // CLIENT (203.0.113.7) is inside the range: DNATed.
+    let o = expect_out(
+        &h.send_one(&Pkt::tcp(CLIENT, 5000, ip(LB), 80, SYN).bytes()),
+        63,
+    );
+    assert_eq!(o.dst(), ip("10.1.0.30"));
+    // Another client is not: dropped, counted, nothing sent.
+    let other = ip("192.0.2.99");
+    assert!(h
+        .send(&Pkt::tcp(other, 5001, ip(LB), 80, SYN).bytes())
+        .is_empty());
+    assert_eq!(h.drops(DropReason::SvcSourceNotAllowed), 1);
+    // The ranges guard the load balancer IP only: the same client reaches the NodePort and
+    // the ClusterIP.
+    let o = expect_out(
+        &h.send_one(&Pkt::tcp(other, 5002, NODE_IP, 30090, SYN).bytes()),
+        63,
+    );
+    assert_eq!(o.dst(), ip("10.1.0.30"));
+    let o = expect_out(
+        &h.send_one(&Pkt::tcp(POD_CLIENT, 5003, ip("10.96.0.30"), 80, SYN).bytes()),
+        63,
+    );
+    assert_eq!(o.dst(), ip("10.1.0.30"));
+    assert_eq!(h.drops(DropReason::SvcSourceNotAllowed), 1);
+}
+
 // ---- 4. internalTrafficPolicy Local -----------------------------------------------------------
 
 #[test]

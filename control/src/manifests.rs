@@ -706,6 +706,27 @@ fn convert_service(
         }
     };
 
+    // kube-proxy trims each range and ignores the other family's.
+    let mut load_balancer_source_ranges = Vec::new();
+    for (i, r) in spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .enumerate()
+    {
+        let r = r.trim();
+        if r.contains(':') {
+            continue; // IPv6: Services are IPv4 in this build
+        }
+        let cidr: crate::config::Cidr = r.parse().map_err(|e: crate::config::CidrParseError| {
+            (format!("spec.loadBalancerSourceRanges[{i}]"), e.to_string())
+        })?;
+        let net = cidr.network();
+        if !load_balancer_source_ranges.contains(&(net.address, net.prefix_len)) {
+            load_balancer_source_ranges.push((net.address, net.prefix_len));
+        }
+    }
+
     let health_check_node_port = match spec.health_check_node_port {
         None | Some(0) => None,
         Some(n) => Some(port_number("spec.healthCheckNodePort".to_string(), n)?),
@@ -723,6 +744,7 @@ fn convert_service(
         internal_policy_local,
         affinity_timeout_secs,
         health_check_node_port,
+        load_balancer_source_ranges,
     }))
 }
 

@@ -62,6 +62,9 @@ pub struct Service {
     pub affinity_timeout_secs: Option<u32>,
     /// `spec.healthCheckNodePort`, set for LoadBalancer/NodePort Services with Local policy.
     pub health_check_node_port: Option<u16>,
+    /// `spec.loadBalancerSourceRanges` (IPv4 prefixes): only these clients may use the load
+    /// balancer IPs. Empty: anyone.
+    pub load_balancer_source_ranges: Vec<(Ipv4Addr, u8)>,
 }
 
 /// A port of an EndpointSlice (`ports[]`).

@@ -13,7 +13,7 @@ use dataplane::ip6::{Ip6Item, Ip6Tables, PortAddress6, StaticNeighbor6, StaticRo
 use dataplane::route::{PortAddress, RouteTable, StaticRoute};
 use dataplane::service::{
     Backend, BackendSet, Frontend, FrontendAction, FrontendKey, FrontendKind, ServiceTable,
-    PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    SourceRanges, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
 use dataplane::tables::{PortInfo, Tables};
 use dataplane::wire::MacAddr;
@@ -107,7 +107,7 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
         .copied()
         .filter(|&a| cfg.node.node_port_on(a))
         .collect();
-    let (services, warnings) = service_table(state, &cfg.node.name, &node_port_addrs);
+    let (services, warnings) = service_table(state, &cfg.node.name, &node_port_addrs, &local);
     Ok((
         Tables {
             generation: 0,
@@ -277,11 +277,13 @@ fn usable(cands: &[Candidate], keep: impl Fn(&Candidate) -> bool) -> Vec<Backend
         .collect()
 }
 
-/// Builds the service table. `local` are the addresses NodePorts listen on.
+/// Builds the service table. `local` are the addresses NodePorts listen on, `node_addrs` all of
+/// the node's addresses.
 pub fn service_table(
     state: &ClusterState,
     node: &str,
     local: &[Ipv4Addr],
+    node_addrs: &[Ipv4Addr],
 ) -> (ServiceTable, Vec<String>) {
     let mut frontends = Vec::new();
     let mut service_port_id = 0u32;
@@ -311,6 +313,8 @@ pub fn service_table(
                 format!("{}/{}:{}", svc.namespace, svc.name, sp.name).into()
             };
             let proto = proto_number(sp.protocol);
+            let source_ranges =
+                SourceRanges::new(&svc.load_balancer_source_ranges, node_addrs).map(Arc::new);
             let mut add = |kind: FrontendKind, addr: Ipv4Addr, port: u16| {
                 let internal = kind == FrontendKind::ClusterIp;
                 let local_only = if internal {
@@ -325,6 +329,12 @@ pub fn service_table(
                     service_port_id,
                     snat: !internal && !svc.external_policy_local,
                     affinity_secs: svc.affinity_timeout_secs,
+                    // kube-proxy filters sources for the load balancer IPs only.
+                    source_ranges: if kind == FrontendKind::LoadBalancer {
+                        source_ranges.clone()
+                    } else {
+                        None
+                    },
                     action: action(local_only),
                 });
             };
@@ -387,6 +397,7 @@ mod test {
             internal_policy_local: false,
             affinity_timeout_secs: None,
             health_check_node_port: None,
+            load_balancer_source_ranges: vec![],
         }
     }
 
@@ -537,7 +548,12 @@ mod test {
                 vec![ep("10.1.0.5", "node-b", true, true, false)],
             )],
         };
-        let (t, warnings) = service_table(&state, "node-a", &[ip("10.0.0.1"), ip("192.168.1.1")]);
+        let (t, warnings) = service_table(
+            &state,
+            "node-a",
+            &[ip("10.0.0.1"), ip("192.168.1.1")],
+            &[ip("10.0.0.1"), ip("192.168.1.1")],
+        );
         assert!(warnings.is_empty());
         // ClusterIP, two node addresses, one LB address.
         assert_eq!(t.len(), 4);
@@ -559,14 +575,14 @@ mod test {
                 vec![ep("10.1.0.5", "node-b", true, true, false)],
             )],
         };
-        let (on_a, _) = service_table(&state, "node-a", &[ip("10.0.0.1")]);
+        let (on_a, _) = service_table(&state, "node-a", &[ip("10.0.0.1")], &[ip("10.0.0.1")]);
         assert_eq!(action_of(&on_a, "10.0.0.1", 30080), FrontendAction::Drop);
         // ClusterIP is internal traffic: still any endpoint.
         assert_eq!(
             addrs(&action_of(&on_a, "10.96.0.10", 80)),
             vec![ip("10.1.0.5")]
         );
-        let (on_b, _) = service_table(&state, "node-b", &[ip("10.0.0.2")]);
+        let (on_b, _) = service_table(&state, "node-b", &[ip("10.0.0.2")], &[ip("10.0.0.2")]);
         let (_, fe) = on_b.lookup(PROTO_TCP, ip("10.0.0.2"), 30080).unwrap();
         assert!(!fe.snat);
         assert_eq!(addrs(&fe.action), vec![ip("10.1.0.5")]);
@@ -581,7 +597,7 @@ mod test {
                 vec![ep("10.1.0.5", "node-a", false, false, false)],
             )],
         };
-        let (t, _) = service_table(&state, "node-a", &[ip("10.0.0.1")]);
+        let (t, _) = service_table(&state, "node-a", &[ip("10.0.0.1")], &[ip("10.0.0.1")]);
         assert_eq!(action_of(&t, "10.96.0.10", 80), FrontendAction::Reject);
         assert_eq!(action_of(&t, "10.0.0.1", 30080), FrontendAction::Reject);
     }
@@ -596,7 +612,7 @@ mod test {
             services: vec![service("web", ServiceType::ClusterIp, false)],
             endpoint_slices: vec![slice("web", eps)],
         };
-        let (t, _) = service_table(&state, "node-a", &[]);
+        let (t, _) = service_table(&state, "node-a", &[], &[]);
         assert_eq!(
             addrs(&action_of(&t, "10.96.0.10", 80)),
             vec![ip("10.1.0.6")]
@@ -608,7 +624,7 @@ mod test {
                 vec![ep("10.1.0.5", "node-a", false, true, true)],
             )],
         };
-        let (t, _) = service_table(&state, "node-a", &[]);
+        let (t, _) = service_table(&state, "node-a", &[], &[]);
         assert_eq!(
             addrs(&action_of(&t, "10.96.0.10", 80)),
             vec![ip("10.1.0.5")]
@@ -624,7 +640,7 @@ mod test {
                 slice("web", vec![ep("10.1.0.5", "node-a", false, false, false)]),
             ],
         };
-        let (t, _) = service_table(&state, "node-a", &[]);
+        let (t, _) = service_table(&state, "node-a", &[], &[]);
         assert_eq!(
             addrs(&action_of(&t, "10.96.0.10", 80)),
             vec![ip("10.1.0.5")]
@@ -645,7 +661,7 @@ mod test {
             ],
             endpoint_slices: vec![],
         };
-        let (t, warnings) = service_table(&state, "node-a", &[]);
+        let (t, warnings) = service_table(&state, "node-a", &[], &[]);
         assert_eq!(t.len(), 1);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("default/web2"), "{warnings:?}");

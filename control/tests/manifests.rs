@@ -83,6 +83,7 @@ fn kubectl_list_output() {
             internal_policy_local: false,
             affinity_timeout_secs: None,
             health_check_node_port: None,
+            load_balancer_source_ranges: vec![],
         }
     );
 
@@ -411,6 +412,18 @@ fn duplicate_service_across_files_names_both() {
 
 /// Each case: manifest text, expected field, fragment of the reason.
 #[test]
+fn load_balancer_source_ranges_are_trimmed_normalised_and_ipv4_only() {
+    let state = parse(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: fw, namespace: default}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.3\n  ports: [{port: 80}]\n  loadBalancerSourceRanges: [\" 203.0.113.7/24 \", \"2001:db8::/32\", \"203.0.113.0/24\", \"198.51.100.1/32\"]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        service(&state, "default", "fw").load_balancer_source_ranges,
+        vec![(ip("203.0.113.0"), 24), (ip("198.51.100.1"), 32)]
+    );
+}
+
+#[test]
 fn errors_name_file_field_and_reason() {
     let svc = |spec: &str| {
         format!(
@@ -432,6 +445,11 @@ fn errors_name_file_field_and_reason() {
             svc("{clusterIP: 10.96.0.300}"),
             format!("{LOC}: spec.clusterIP"),
             "invalid IP address `10.96.0.300`",
+        ),
+        (
+            svc("{clusterIP: 10.96.0.3, type: LoadBalancer, loadBalancerSourceRanges: [10.0.0.0/8, 10.1.0.0]}"),
+            format!("{LOC}: spec.loadBalancerSourceRanges[1]"),
+            "invalid IPv4 CIDR `10.1.0.0`",
         ),
         (
             svc("{clusterIPs: [10.96.0.1, bogus]}"),

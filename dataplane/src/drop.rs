@@ -62,6 +62,7 @@ drop_reasons! {
     // svc-lookup
     SvcRejected = ("svc-rejected", "Service has no endpoints (TCP RST / ICMP unreachable sent)"),
     SvcNoLocalEndpoint = ("svc-no-local-endpoint", "traffic policy Local and no local endpoint"),
+    SvcSourceNotAllowed = ("svc-source-not-allowed", "client outside the load balancer's loadBalancerSourceRanges"),
     // ct
     CtFull = ("ct-full", "flow table full of live flows; new flow refused"),
     CtInvalid = ("ct-invalid", "packet cannot start a flow (e.g. a TCP RST without state)"),

@@ -98,6 +98,50 @@ impl BackendSet {
     }
 }
 
+/// `loadBalancerSourceRanges` of a load balancer frontend: the clients allowed to start flows
+/// to it. Checked once per new flow, never for packets of an established one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRanges {
+    /// (network, mask) in host order.
+    prefixes: Vec<(u32, u32)>,
+    /// Also allow the load balancer's own address as a source: kube-proxy does when a range
+    /// holds one of the node's addresses, for VIP-style load balancers whose traffic from the
+    /// node loops back with the VIP as its source.
+    allow_frontend_address: bool,
+}
+
+impl SourceRanges {
+    /// `None` when `prefixes` is empty (everyone may connect). `node` are the node's addresses.
+    pub fn new(prefixes: &[(Ipv4Addr, u8)], node: &[Ipv4Addr]) -> Option<SourceRanges> {
+        if prefixes.is_empty() {
+            return None;
+        }
+        let prefixes: Vec<(u32, u32)> = prefixes
+            .iter()
+            .map(|&(a, len)| {
+                let mask = if len == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(len.min(32)))
+                };
+                (u32::from(a) & mask, mask)
+            })
+            .collect();
+        let within = |a: Ipv4Addr| prefixes.iter().any(|&(n, m)| u32::from(a) & m == n);
+        Some(SourceRanges {
+            allow_frontend_address: node.iter().any(|&a| within(a)),
+            prefixes,
+        })
+    }
+
+    /// Whether `src` may start a flow to the frontend at `frontend`.
+    pub fn allows(&self, src: Ipv4Addr, frontend: Ipv4Addr) -> bool {
+        let s = u32::from(src);
+        self.prefixes.iter().any(|&(n, m)| s & m == n)
+            || (self.allow_frontend_address && src == frontend)
+    }
+}
+
 /// What a new flow to a frontend gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrontendAction {
@@ -124,6 +168,8 @@ pub struct Frontend {
     pub snat: bool,
     /// `sessionAffinity: ClientIP` timeout.
     pub affinity_secs: Option<u32>,
+    /// Load balancer frontends of a Service with `loadBalancerSourceRanges`.
+    pub source_ranges: Option<Arc<SourceRanges>>,
     pub action: FrontendAction,
 }
 
@@ -213,5 +259,33 @@ impl ServiceTable {
 
     pub fn is_empty(&self) -> bool {
         self.frontends.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_source_ranges() {
+        let a = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert!(SourceRanges::new(&[], &[a("10.0.0.1")]).is_none());
+        let r = SourceRanges::new(&[(a("203.0.113.9"), 28), (a("198.51.100.7"), 32)], &[]).unwrap();
+        let lb = a("192.0.2.10");
+        assert!(r.allows(a("203.0.113.0"), lb));
+        assert!(r.allows(a("203.0.113.15"), lb));
+        assert!(!r.allows(a("203.0.113.16"), lb));
+        assert!(r.allows(a("198.51.100.7"), lb));
+        assert!(!r.allows(a("198.51.100.8"), lb));
+        assert!(
+            !r.allows(lb, lb),
+            "no node address in a range: the VIP is not allowed"
+        );
+        // A range holding a node address also admits the VIP itself as a source.
+        let r = SourceRanges::new(&[(a("10.0.0.0"), 8)], &[a("10.0.0.1")]).unwrap();
+        assert!(r.allows(lb, lb));
+        assert!(!r.allows(lb, a("192.0.2.11")));
+        let all = SourceRanges::new(&[(a("0.0.0.0"), 0)], &[]).unwrap();
+        assert!(all.allows(a("1.2.3.4"), lb));
     }
 }

@@ -1003,6 +1003,11 @@ impl Worker {
         fe: &Frontend,
         flags: u8,
     ) -> Action {
+        if let Some(ranges) = &fe.source_ranges {
+            if !ranges.allows(key.src, key.dst) {
+                return Action::Drop(DropReason::SvcSourceNotAllowed);
+            }
+        }
         let set = match &fe.action {
             FrontendAction::Balance(set) => set,
             FrontendAction::Drop => return Action::Drop(DropReason::SvcNoLocalEndpoint),
