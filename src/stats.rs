@@ -42,6 +42,8 @@ pub struct WorkerReport {
     pub tcp_resets_sent: u64,
     pub nd_solicitations: u64,
     pub nd_advertisements: u64,
+    /// UDP flows removed because their endpoint left (kube-proxy's conntrack clean-up).
+    pub udp_flows_flushed: u64,
     /// Frames handed to the kernel (exception path), all ports.
     pub punted: u64,
     /// Frames from the kernel sent out, all ports.
@@ -108,6 +110,7 @@ impl Stats {
                 tcp_resets_sent: s.tcp_resets_sent,
                 nd_solicitations: s.nd_solicitations,
                 nd_advertisements: s.nd_advertisements,
+                udp_flows_flushed: s.udp_flows_flushed,
                 punted: s.punted.iter().sum(),
                 from_host: s.from_host.iter().sum(),
             });
@@ -130,6 +133,7 @@ impl Stats {
             tcp_resets_sent: 0,
             nd_solicitations: 0,
             nd_advertisements: 0,
+            udp_flows_flushed: 0,
             punted: 0,
             from_host: 0,
         };
@@ -152,6 +156,7 @@ impl Stats {
             total.tcp_resets_sent += r.tcp_resets_sent;
             total.nd_solicitations += r.nd_solicitations;
             total.nd_advertisements += r.nd_advertisements;
+            total.udp_flows_flushed += r.udp_flows_flushed;
             total.punted += r.punted;
             total.from_host += r.from_host;
         }

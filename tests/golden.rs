@@ -393,6 +393,42 @@ fn load_balancer_source_ranges_admit_only_listed_clients_on_the_lb_ip() {
     assert_eq!(h.drops(DropReason::SvcSourceNotAllowed), 1);
 }
 
+#[test]
+fn udp_flows_to_an_endpoint_that_left_are_flushed_tcp_flows_keep_theirs() {
+    let two = |udp: &[Ep], tcp: &[Ep]| {
+        service("u", "10.96.0.40", "UDP", 53, 5353, None, "", "")
+            + &slice("u", "a", "UDP", 5353, udp)
+            + &service("t", "10.96.0.41", "TCP", 80, 8080, None, "", "")
+            + &slice("t", "a", "TCP", 8080, tcp)
+    };
+    let (a, b) = (ready("10.1.0.40", "node-b"), ready("10.1.0.41", "node-b"));
+    let mut h = Harness::new(
+        1,
+        "",
+        &two(&[a.clone(), b.clone()], &[a.clone(), b.clone()]),
+    );
+    let dgram = Pkt::udp(POD_CLIENT, 7000, ip("10.96.0.40"), 53).payload(b"q");
+    let first = expect_out(&h.send_one(&dgram.bytes()), 63).dst();
+    let syn = Pkt::tcp(POD_CLIENT, 7001, ip("10.96.0.41"), 80, SYN);
+    let tcp_first = expect_out(&h.send_one(&syn.bytes()), 63).dst();
+    // The endpoints each flow uses leave their Services.
+    let keep = |gone: Ipv4Addr| if gone == a.addr { b.clone() } else { a.clone() };
+    h.publish(&two(&[keep(first)], &[keep(tcp_first)]));
+    h.run();
+    assert_eq!(h.total().udp_flows_flushed, 1);
+    // The next datagram of the same UDP flow is balanced anew, to the endpoint that is left.
+    let again = expect_out(&h.send_one(&dgram.bytes()), 63).dst();
+    assert_eq!(again, keep(first).addr);
+    // The TCP connection keeps its endpoint until it ends.
+    let ack = Pkt::tcp(POD_CLIENT, 7001, ip("10.96.0.41"), 80, ACK);
+    assert_eq!(expect_out(&h.send_one(&ack.bytes()), 63).dst(), tcp_first);
+    // A table change that leaves the UDP translation in place flushes nothing.
+    h.publish(&two(&[keep(first)], &[a.clone(), b.clone()]));
+    h.run();
+    assert_eq!(h.total().udp_flows_flushed, 1);
+    assert_eq!(expect_out(&h.send_one(&dgram.bytes()), 63).dst(), again);
+}
+
 // ---- 4. internalTrafficPolicy Local -----------------------------------------------------------
 
 #[test]

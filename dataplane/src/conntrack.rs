@@ -546,6 +546,26 @@ impl FlowTable {
         n
     }
 
+    /// Like [`FlowTable::remove_where`] over slots `from..from + budget` only, so a clean-up of
+    /// a large table can be spread over many bursts. Returns the flows removed and the slot to
+    /// continue from (`None` once the end of the table is reached).
+    pub fn remove_where_from(
+        &mut self,
+        from: usize,
+        budget: usize,
+        mut pred: impl FnMut(&Flow) -> bool,
+    ) -> (usize, Option<usize>) {
+        let end = from.saturating_add(budget).min(self.slots.len());
+        let mut n = 0;
+        for i in from..end {
+            if self.slots[i].live && pred(&self.slots[i]) {
+                self.remove(i as u32);
+                n += 1;
+            }
+        }
+        (n, (end < self.slots.len()).then_some(end))
+    }
+
     /// Iterates over live flows.
     pub fn iter(&self) -> impl Iterator<Item = &Flow> {
         self.slots.iter().filter(|f| f.live)

@@ -92,9 +92,10 @@ impl BackendSet {
     }
 
     pub fn contains(&self, addr: Ipv4Addr, port: u16) -> bool {
+        // Sorted by (address, port) in `new`.
         self.backends
-            .iter()
-            .any(|b| b.addr == addr && b.port == port)
+            .binary_search_by_key(&(u32::from(addr), port), |b| (u32::from(b.addr), b.port))
+            .is_ok()
     }
 }
 

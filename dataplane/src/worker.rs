@@ -26,7 +26,7 @@
 //! state. Nothing here allocates, locks or reads a clock: buffers come from the pool, tables
 //! were sized at start-up, and `now` is passed in once per burst.
 
-use crate::conntrack::{tcp_flags, CtError, FlowKey, FlowTable, Timeouts};
+use crate::conntrack::{tcp_flags, CtError, Flow, FlowKey, FlowTable, Timeouts, NO_FRONTEND};
 use crate::drop::DropReason;
 use crate::hash::{addr_hash, flow_hash};
 use crate::ip6::{self, Ip6Config, Ip6State, Ip6Verdict};
@@ -171,6 +171,9 @@ pub struct WorkerStats {
     /// IPv6 neighbour solicitations and advertisements sent.
     pub nd_solicitations: u64,
     pub nd_advertisements: u64,
+    /// UDP flows removed because the tables no longer offer their translation (the endpoint
+    /// left the Service, or the Service went away): kube-proxy's conntrack clean-up.
+    pub udp_flows_flushed: u64,
     /// Frames handed to the kernel through the host port, per data port they arrived on.
     pub punted: Vec<u64>,
     /// Frames the kernel sent on the host port, queued on the data port, per data port.
@@ -191,6 +194,7 @@ impl WorkerStats {
             tcp_resets_sent: 0,
             nd_solicitations: 0,
             nd_advertisements: 0,
+            udp_flows_flushed: 0,
             punted: vec![0; ports],
             from_host: vec![0; ports],
         }
@@ -290,6 +294,9 @@ pub struct Worker {
     icmp_tokens: u32,
     icmp_refill: Instant,
     next_timer: Instant,
+    /// The table generation the UDP flows were last checked against, and where the check of
+    /// the flow table stands (`None`: done).
+    udp_checked: (u64, Option<usize>),
     now: Instant,
 }
 
@@ -345,6 +352,7 @@ impl Worker {
             icmp_tokens: (cfg.icmp_rate / 10).max(1),
             icmp_refill: Instant::ZERO,
             next_timer: Instant::ZERO,
+            udp_checked: (0, None),
             now: Instant::ZERO,
             tables,
             cfg,
@@ -401,8 +409,32 @@ impl Worker {
         self.rx_burst = burst;
         work += self.poll_handoff(now);
         self.timers(now);
+        // A UDP clean-up still under way is work: the loop keeps polling until it is done.
+        work += usize::from(self.udp_checked.1.is_some());
         self.flush(ports);
         work
+    }
+
+    /// kube-proxy's UDP conntrack clean-up: after a table change, the UDP flows whose
+    /// translation the new tables no longer offer (their endpoint left the Service, or the
+    /// Service is gone or has no usable endpoint) are removed, [`UDP_CHECK_BUDGET`] flow slots
+    /// per poll, so their next datagram is balanced anew instead of going to an endpoint that
+    /// is not there. TCP flows keep their endpoint until they end.
+    fn check_udp_flows(&mut self) {
+        self.tables.refresh();
+        let generation = self.tables.get().generation;
+        if generation != self.udp_checked.0 {
+            self.udp_checked = (generation, Some(0));
+        }
+        let Some(from) = self.udp_checked.1 else {
+            return;
+        };
+        let t = self.tables.get().clone();
+        let (removed, next) = self.ct.remove_where_from(from, UDP_CHECK_BUDGET, |f| {
+            f.orig.proto == PROTO_UDP && f.frontend != NO_FRONTEND && !offers(&t, f)
+        });
+        self.stats.udp_flows_flushed += removed as u64;
+        self.udp_checked.1 = next;
     }
 
     /// Runs a received burst through the pipeline; `burst` is left empty.
@@ -528,9 +560,11 @@ impl Worker {
         }
     }
 
-    /// Periodic work: expiring flows, retrying ARP, giving up on unresolved next hops.
+    /// Periodic work: expiring flows, retrying ARP, giving up on unresolved next hops, and a
+    /// slice of the UDP clean-up after a table change.
     pub fn timers(&mut self, now: Instant) {
         self.now = now;
+        self.check_udp_flows();
         if now < self.next_timer {
             return;
         }
@@ -1426,4 +1460,18 @@ fn write_eth(m: &mut Mbuf, dst: MacAddr, src: MacAddr, ethertype: EtherType) {
     eth.set_dst_addr(dst);
     eth.set_src_addr(src);
     eth.set_ethertype(ethertype);
+}
+
+/// Flow slots the UDP clean-up examines per poll.
+const UDP_CHECK_BUDGET: usize = 4096;
+
+/// Whether `t` still balances the frontend `f` was created for to the endpoint it uses.
+fn offers(t: &Tables, f: &Flow) -> bool {
+    match t.services.lookup(f.orig.proto, f.orig.dst, f.orig.dport) {
+        Some((_, fe)) => match &fe.action {
+            FrontendAction::Balance(set) => set.contains(f.reply.src, f.reply.sport),
+            _ => false,
+        },
+        None => false,
+    }
 }
