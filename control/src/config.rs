@@ -84,6 +84,9 @@ pub struct NodeConfig {
     /// kube-proxy's `nodePortAddresses`: NodePorts answer only on node addresses inside one of
     /// these prefixes (`None`: on every node and port address).
     pub node_port_addresses: Option<Vec<NodePortAddresses>>,
+    /// The node's zone (its `topology.kubernetes.io/zone` label) for topology-aware routing,
+    /// when no Node object says otherwise.
+    pub zone: Option<String>,
 }
 
 /// One entry of `node.node_port_addresses`.
@@ -825,6 +828,7 @@ struct RawNode {
     #[serde(default)]
     addresses: Vec<Ipv4>,
     node_port_addresses: Option<Vec<String>>,
+    zone: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1008,6 +1012,7 @@ impl RawConfig {
             name: self.node.name,
             addresses: self.node.addresses.into_iter().map(|a| a.0).collect(),
             node_port_addresses,
+            zone: self.node.zone.filter(|z| !z.trim().is_empty()),
         };
 
         // workers / cpus

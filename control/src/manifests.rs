@@ -826,6 +826,18 @@ fn convert_slice(
             terminating,
             node_name: ep.node_name.filter(|s| !s.is_empty()),
             zone: ep.zone.filter(|s| !s.is_empty()),
+            zone_hints: ep
+                .hints
+                .as_ref()
+                .and_then(|h| h.for_zones.as_ref())
+                .map(|z| z.iter().map(|z| z.name.clone()).collect())
+                .unwrap_or_default(),
+            node_hints: ep
+                .hints
+                .as_ref()
+                .and_then(|h| h.for_nodes.as_ref())
+                .map(|n| n.iter().map(|n| n.name.clone()).collect())
+                .unwrap_or_default(),
         });
     }
 

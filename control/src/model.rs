@@ -86,6 +86,11 @@ pub struct Endpoint {
     pub terminating: bool,
     pub node_name: Option<String>,
     pub zone: Option<String>,
+    /// `hints.forZones[].name`: the zones whose nodes should use this endpoint (topology-aware
+    /// routing, set by the EndpointSlice controller for `trafficDistribution: PreferClose`).
+    pub zone_hints: Vec<String>,
+    /// `hints.forNodes[].name` (`trafficDistribution: PreferSameNode`).
+    pub node_hints: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

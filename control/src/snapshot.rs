@@ -5,7 +5,10 @@
 //! fallback), `internalTrafficPolicy` for ClusterIPs, `externalTrafficPolicy` for node ports,
 //! load balancer and external IPs (Cluster: any endpoint and SNAT; Local: local endpoints only,
 //! client address kept), and what a frontend without a usable endpoint does (reject when the
-//! Service has no endpoint at all, drop when the policy filtered them all out).
+//! Service has no endpoint at all, drop when the policy filtered them all out). Topology hints
+//! (`hints.forNodes`, `hints.forZones`) narrow cluster-wide endpoints as kube-proxy's
+//! `topologyModeFromHints` does; `loadBalancerSourceRanges` guard the load balancer IPs;
+//! `node.node_port_addresses` says where NodePorts listen.
 
 use crate::config::{yaml_index, Config, ConfigError};
 use crate::model::{ClusterState, Endpoint, Protocol, Service, ServicePort, ServiceType};
@@ -107,7 +110,13 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
         .copied()
         .filter(|&a| cfg.node.node_port_on(a))
         .collect();
-    let (services, warnings) = service_table(state, &cfg.node.name, &node_port_addrs, &local);
+    let node = NodeView {
+        name: &cfg.node.name,
+        zone: cfg.node.zone.as_deref(),
+        node_ports: &node_port_addrs,
+        addresses: &local,
+    };
+    let (services, warnings) = service_table(state, &node);
     Ok((
         Tables {
             generation: 0,
@@ -199,13 +208,58 @@ fn proto_number(p: Protocol) -> u8 {
 }
 
 /// One endpoint of one Service port, conditions merged across slices.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Candidate {
     addr: Ipv4Addr,
     port: u16,
     ready: bool,
     serving_terminating: bool,
     local: bool,
+    zone_hints: Vec<String>,
+    node_hints: Vec<String>,
+}
+
+/// kube-proxy's topology mode for a Service port's cluster-wide endpoints
+/// (`topologyModeFromHints`): when every ready endpoint carries node hints and one names this
+/// node, only those; else when every ready endpoint carries zone hints and one names this
+/// node's zone, only those; else all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Topology {
+    All,
+    SameNode,
+    SameZone,
+}
+
+fn topology(cands: &[Candidate], node: &NodeView) -> Topology {
+    let ready = || cands.iter().filter(|c| c.ready);
+    if ready().next().is_none() {
+        return Topology::All;
+    }
+    if ready().all(|c| !c.node_hints.is_empty())
+        && ready().any(|c| c.node_hints.iter().any(|n| n == node.name))
+    {
+        return Topology::SameNode;
+    }
+    if let Some(zone) = node.zone {
+        if ready().all(|c| !c.zone_hints.is_empty())
+            && ready().any(|c| c.zone_hints.iter().any(|z| z == zone))
+        {
+            return Topology::SameZone;
+        }
+    }
+    Topology::All
+}
+
+impl Topology {
+    fn allows(self, c: &Candidate, node: &NodeView) -> bool {
+        match self {
+            Topology::All => true,
+            Topology::SameNode => c.node_hints.iter().any(|n| n == node.name),
+            Topology::SameZone => node
+                .zone
+                .is_some_and(|zone| c.zone_hints.iter().any(|z| z == zone)),
+        }
+    }
 }
 
 /// The endpoints of `sp` from every slice of `svc`, deduplicated by address (a pod can sit in
@@ -237,6 +291,16 @@ fn candidates(state: &ClusterState, svc: &Service, sp: &ServicePort, node: &str)
                     old.ready |= c.ready;
                     old.serving_terminating |= c.serving_terminating;
                     old.local |= c.local;
+                    for z in &c.zone_hints {
+                        if !old.zone_hints.contains(z) {
+                            old.zone_hints.push(z.clone());
+                        }
+                    }
+                    for n in &c.node_hints {
+                        if !old.node_hints.contains(n) {
+                            old.node_hints.push(n.clone());
+                        }
+                    }
                 })
                 .or_insert(c);
         }
@@ -251,6 +315,8 @@ fn candidate(ep: &Endpoint, addr: Ipv4Addr, port: u16, node: &str) -> Candidate 
         ready: ep.ready,
         serving_terminating: ep.serving && ep.terminating,
         local: ep.node_name.as_deref() == Some(node),
+        zone_hints: ep.zone_hints.clone(),
+        node_hints: ep.node_hints.clone(),
     }
 }
 
@@ -277,14 +343,21 @@ fn usable(cands: &[Candidate], keep: impl Fn(&Candidate) -> bool) -> Vec<Backend
         .collect()
 }
 
-/// Builds the service table. `local` are the addresses NodePorts listen on, `node_addrs` all of
-/// the node's addresses.
-pub fn service_table(
-    state: &ClusterState,
-    node: &str,
-    local: &[Ipv4Addr],
-    node_addrs: &[Ipv4Addr],
-) -> (ServiceTable, Vec<String>) {
+/// What the service table needs to know about this node.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeView<'a> {
+    /// Endpoints with this `nodeName` are local.
+    pub name: &'a str,
+    /// `topology.kubernetes.io/zone`, for topology hints.
+    pub zone: Option<&'a str>,
+    /// Where NodePorts listen.
+    pub node_ports: &'a [Ipv4Addr],
+    /// Every address of the node.
+    pub addresses: &'a [Ipv4Addr],
+}
+
+/// Builds the service table.
+pub fn service_table(state: &ClusterState, node: &NodeView) -> (ServiceTable, Vec<String>) {
     let mut frontends = Vec::new();
     let mut service_port_id = 0u32;
     let mut services: Vec<&Service> = state.services.iter().collect();
@@ -296,15 +369,20 @@ pub fn service_table(
         }
         for sp in &svc.ports {
             service_port_id += 1;
-            let cands = candidates(state, svc, sp, node);
-            let cluster = BackendSet::new(usable(&cands, |_| true)).map(Arc::new);
+            let cands = candidates(state, svc, sp, node.name);
+            // Topology hints narrow the endpoints of cluster-wide traffic, never local ones.
+            let topology = topology(&cands, node);
+            let cluster =
+                BackendSet::new(usable(&cands, |c| topology.allows(c, node))).map(Arc::new);
+            // kube-proxy: whether the Service has any endpoint at all decides Reject vs Drop.
+            let any = !usable(&cands, |_| true).is_empty();
             let local_set = BackendSet::new(usable(&cands, |c| c.local)).map(Arc::new);
             let action = |local_only: bool| {
                 let chosen = if local_only { &local_set } else { &cluster };
-                match (chosen, &cluster) {
-                    (Some(set), _) => FrontendAction::Balance(set.clone()),
-                    (None, None) => FrontendAction::Reject,
-                    (None, Some(_)) => FrontendAction::Drop,
+                match chosen {
+                    Some(set) => FrontendAction::Balance(set.clone()),
+                    None if !any => FrontendAction::Reject,
+                    None => FrontendAction::Drop,
                 }
             };
             let name: Arc<str> = if sp.name.is_empty() {
@@ -314,7 +392,7 @@ pub fn service_table(
             };
             let proto = proto_number(sp.protocol);
             let source_ranges =
-                SourceRanges::new(&svc.load_balancer_source_ranges, node_addrs).map(Arc::new);
+                SourceRanges::new(&svc.load_balancer_source_ranges, node.addresses).map(Arc::new);
             let mut add = |kind: FrontendKind, addr: Ipv4Addr, port: u16| {
                 let internal = kind == FrontendKind::ClusterIp;
                 let local_only = if internal {
@@ -346,7 +424,7 @@ pub fn service_table(
                 ServiceType::NodePort | ServiceType::LoadBalancer
             ) {
                 if let Some(np) = sp.node_port {
-                    for &ip in local {
+                    for &ip in node.node_ports {
                         add(FrontendKind::NodePort, ip, np);
                     }
                 }
@@ -409,6 +487,8 @@ mod test {
             terminating,
             node_name: Some(node.into()),
             zone: None,
+            zone_hints: vec![],
+            node_hints: vec![],
         }
     }
 
@@ -438,6 +518,15 @@ mod test {
         match a {
             FrontendAction::Balance(s) => s.backends().iter().map(|b| b.addr).collect(),
             _ => vec![],
+        }
+    }
+
+    fn view<'a>(name: &'a str, addrs: &'a [Ipv4Addr]) -> NodeView<'a> {
+        NodeView {
+            name,
+            zone: None,
+            node_ports: addrs,
+            addresses: addrs,
         }
     }
 
@@ -540,6 +629,71 @@ mod test {
     }
 
     #[test]
+    fn test_topology_hints_narrow_cluster_endpoints_as_kube_proxy_does() {
+        let hinted = |addr: &str, node: &str, zones: &[&str], nodes: &[&str]| {
+            let mut e = ep(addr, node, true, true, false);
+            e.zone_hints = zones.iter().map(|z| z.to_string()).collect();
+            e.node_hints = nodes.iter().map(|n| n.to_string()).collect();
+            e
+        };
+        let table = |eps: Vec<Endpoint>, zone: Option<&str>, local: bool| {
+            let state = ClusterState {
+                services: vec![service("web", ServiceType::NodePort, local)],
+                endpoint_slices: vec![slice("web", eps)],
+            };
+            let addrs = [ip("10.0.0.1")];
+            let node = NodeView {
+                name: "node-a",
+                zone,
+                node_ports: &addrs,
+                addresses: &addrs,
+            };
+            service_table(&state, &node).0
+        };
+        let zoned = || {
+            vec![
+                hinted("10.1.0.1", "node-b", &["zone-a"], &[]),
+                hinted("10.1.0.2", "node-c", &["zone-b"], &[]),
+                hinted("10.1.0.3", "node-a", &["zone-b"], &[]),
+            ]
+        };
+        // Every ready endpoint has a zone hint and one is for this zone: only those.
+        let t = table(zoned(), Some("zone-a"), false);
+        assert_eq!(addrs(&action_of(&t, "10.96.0.10", 80)), [ip("10.1.0.1")]);
+        assert_eq!(addrs(&action_of(&t, "10.0.0.1", 30080)), [ip("10.1.0.1")]);
+        // No hint for this zone, no zone on the node, or one endpoint without hints: all.
+        for (eps, zone) in [
+            (zoned(), Some("zone-c")),
+            (zoned(), None),
+            (
+                {
+                    let mut e = zoned();
+                    e.push(ep("10.1.0.4", "node-d", true, true, false));
+                    e
+                },
+                Some("zone-a"),
+            ),
+        ] {
+            let n = eps.len();
+            let t = table(eps, zone, false);
+            assert_eq!(addrs(&action_of(&t, "10.96.0.10", 80)).len(), n, "{zone:?}");
+        }
+        // Hints are for cluster-wide traffic only: policy Local keeps the local endpoint.
+        let t = table(zoned(), Some("zone-a"), true);
+        assert_eq!(addrs(&action_of(&t, "10.0.0.1", 30080)), [ip("10.1.0.3")]);
+        // Node hints (PreferSameNode) win when every endpoint has them.
+        let t = table(
+            vec![
+                hinted("10.1.0.1", "node-b", &["zone-a"], &["node-b"]),
+                hinted("10.1.0.3", "node-a", &["zone-a"], &["node-a"]),
+            ],
+            Some("zone-a"),
+            false,
+        );
+        assert_eq!(addrs(&action_of(&t, "10.96.0.10", 80)), [ip("10.1.0.3")]);
+    }
+
+    #[test]
     fn test_every_frontend_kind_is_programmed() {
         let state = ClusterState {
             services: vec![service("web", ServiceType::LoadBalancer, false)],
@@ -550,9 +704,7 @@ mod test {
         };
         let (t, warnings) = service_table(
             &state,
-            "node-a",
-            &[ip("10.0.0.1"), ip("192.168.1.1")],
-            &[ip("10.0.0.1"), ip("192.168.1.1")],
+            &view("node-a", &[ip("10.0.0.1"), ip("192.168.1.1")]),
         );
         assert!(warnings.is_empty());
         // ClusterIP, two node addresses, one LB address.
@@ -575,14 +727,14 @@ mod test {
                 vec![ep("10.1.0.5", "node-b", true, true, false)],
             )],
         };
-        let (on_a, _) = service_table(&state, "node-a", &[ip("10.0.0.1")], &[ip("10.0.0.1")]);
+        let (on_a, _) = service_table(&state, &view("node-a", &[ip("10.0.0.1")]));
         assert_eq!(action_of(&on_a, "10.0.0.1", 30080), FrontendAction::Drop);
         // ClusterIP is internal traffic: still any endpoint.
         assert_eq!(
             addrs(&action_of(&on_a, "10.96.0.10", 80)),
             vec![ip("10.1.0.5")]
         );
-        let (on_b, _) = service_table(&state, "node-b", &[ip("10.0.0.2")], &[ip("10.0.0.2")]);
+        let (on_b, _) = service_table(&state, &view("node-b", &[ip("10.0.0.2")]));
         let (_, fe) = on_b.lookup(PROTO_TCP, ip("10.0.0.2"), 30080).unwrap();
         assert!(!fe.snat);
         assert_eq!(addrs(&fe.action), vec![ip("10.1.0.5")]);
@@ -597,7 +749,7 @@ mod test {
                 vec![ep("10.1.0.5", "node-a", false, false, false)],
             )],
         };
-        let (t, _) = service_table(&state, "node-a", &[ip("10.0.0.1")], &[ip("10.0.0.1")]);
+        let (t, _) = service_table(&state, &view("node-a", &[ip("10.0.0.1")]));
         assert_eq!(action_of(&t, "10.96.0.10", 80), FrontendAction::Reject);
         assert_eq!(action_of(&t, "10.0.0.1", 30080), FrontendAction::Reject);
     }
@@ -612,7 +764,7 @@ mod test {
             services: vec![service("web", ServiceType::ClusterIp, false)],
             endpoint_slices: vec![slice("web", eps)],
         };
-        let (t, _) = service_table(&state, "node-a", &[], &[]);
+        let (t, _) = service_table(&state, &view("node-a", &[]));
         assert_eq!(
             addrs(&action_of(&t, "10.96.0.10", 80)),
             vec![ip("10.1.0.6")]
@@ -624,7 +776,7 @@ mod test {
                 vec![ep("10.1.0.5", "node-a", false, true, true)],
             )],
         };
-        let (t, _) = service_table(&state, "node-a", &[], &[]);
+        let (t, _) = service_table(&state, &view("node-a", &[]));
         assert_eq!(
             addrs(&action_of(&t, "10.96.0.10", 80)),
             vec![ip("10.1.0.5")]
@@ -640,7 +792,7 @@ mod test {
                 slice("web", vec![ep("10.1.0.5", "node-a", false, false, false)]),
             ],
         };
-        let (t, _) = service_table(&state, "node-a", &[], &[]);
+        let (t, _) = service_table(&state, &view("node-a", &[]));
         assert_eq!(
             addrs(&action_of(&t, "10.96.0.10", 80)),
             vec![ip("10.1.0.5")]
@@ -661,7 +813,7 @@ mod test {
             ],
             endpoint_slices: vec![],
         };
-        let (t, warnings) = service_table(&state, "node-a", &[], &[]);
+        let (t, warnings) = service_table(&state, &view("node-a", &[]));
         assert_eq!(t.len(), 1);
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         assert!(warnings[0].contains("default/web2"), "{warnings:?}");

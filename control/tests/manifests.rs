@@ -178,6 +178,8 @@ fn kubectl_list_output() {
             terminating,
             node_name: node.map(String::from),
             zone: zone.map(String::from),
+            zone_hints: vec![],
+            node_hints: vec![],
         };
     assert_eq!(
         web.endpoints,
@@ -411,6 +413,18 @@ fn duplicate_service_across_files_names_both() {
 }
 
 /// Each case: manifest text, expected field, fragment of the reason.
+#[test]
+fn endpoint_hints_are_kept() {
+    let state = parse(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nendpoints:\n- addresses: [10.1.0.1]\n  zone: zone-a\n  hints: {forZones: [{name: zone-a}, {name: zone-b}], forNodes: [{name: node-a}]}\n- addresses: [10.1.0.2]\n",
+    )
+    .unwrap();
+    let eps = &state.endpoint_slices[0].endpoints;
+    assert_eq!(eps[0].zone_hints, ["zone-a", "zone-b"]);
+    assert_eq!(eps[0].node_hints, ["node-a"]);
+    assert!(eps[1].zone_hints.is_empty() && eps[1].node_hints.is_empty());
+}
+
 #[test]
 fn load_balancer_source_ranges_are_trimmed_normalised_and_ipv4_only() {
     let state = parse(
