@@ -490,6 +490,7 @@ mod test {
                 "web",
                 vec![ep("10.1.0.5", "node-b", true, true, false)],
             )],
+            ..Default::default()
         };
         let (t, warnings) = service_table(&state, "node-a", &[ip("10.0.0.1"), ip("192.168.1.1")]);
         assert!(warnings.is_empty());
@@ -512,6 +513,7 @@ mod test {
                 "web",
                 vec![ep("10.1.0.5", "node-b", true, true, false)],
             )],
+            ..Default::default()
         };
         let (on_a, _) = service_table(&state, "node-a", &[ip("10.0.0.1")]);
         assert_eq!(action_of(&on_a, "10.0.0.1", 30080), FrontendAction::Drop);
@@ -534,6 +536,7 @@ mod test {
                 "web",
                 vec![ep("10.1.0.5", "node-a", false, false, false)],
             )],
+            ..Default::default()
         };
         let (t, _) = service_table(&state, "node-a", &[ip("10.0.0.1")]);
         assert_eq!(action_of(&t, "10.96.0.10", 80), FrontendAction::Reject);
@@ -549,6 +552,7 @@ mod test {
         let state = ClusterState {
             services: vec![service("web", ServiceType::ClusterIp, false)],
             endpoint_slices: vec![slice("web", eps)],
+            ..Default::default()
         };
         let (t, _) = service_table(&state, "node-a", &[]);
         assert_eq!(
@@ -561,6 +565,7 @@ mod test {
                 "web",
                 vec![ep("10.1.0.5", "node-a", false, true, true)],
             )],
+            ..Default::default()
         };
         let (t, _) = service_table(&state, "node-a", &[]);
         assert_eq!(
@@ -577,6 +582,7 @@ mod test {
                 slice("web", vec![ep("10.1.0.5", "node-a", true, true, false)]),
                 slice("web", vec![ep("10.1.0.5", "node-a", false, false, false)]),
             ],
+            ..Default::default()
         };
         let (t, _) = service_table(&state, "node-a", &[]);
         assert_eq!(
@@ -598,6 +604,7 @@ mod test {
                 other,
             ],
             endpoint_slices: vec![],
+            ..Default::default()
         };
         let (t, warnings) = service_table(&state, "node-a", &[]);
         assert_eq!(t.len(), 1);
