@@ -6,6 +6,7 @@
 
 pub mod af_packet;
 pub mod af_xdp;
+pub mod control;
 pub mod demo;
 #[cfg(feature = "dpdk")]
 pub mod dpdk;

@@ -28,6 +28,9 @@ enum Command {
         /// Print every frame received and sent, and why frames were dropped.
         #[arg(long)]
         trace: bool,
+        /// Kubeconfig of the API server to watch (live runs); overrides `kubernetes.kubeconfig`.
+        #[arg(long, value_name = "PATH")]
+        kubeconfig: Option<PathBuf>,
     },
     /// Run the Kubernetes "Using Source IP" walkthrough for real in network namespaces (two
     /// nodes running nodegate on veth interfaces, a client, pods) and print what the backend
@@ -42,7 +45,10 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            // kube's HTTP layer logs every failed request as an error; the watchers log the
+            // same failures, with what they do about them.
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,kube_client::client::builder=off".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -77,11 +83,13 @@ fn main() -> ExitCode {
             config,
             stats_json,
             trace,
+            kubeconfig,
         } => {
             let opts = nodegate::run::RunOptions {
                 config,
                 stats_json,
                 trace,
+                kubeconfig,
             };
             match nodegate::run::run(&opts) {
                 Ok(stats) => {

@@ -2,7 +2,9 @@
 //!
 //! With pcap ports the run replays every input file in timestamp order (several pcap ports are
 //! merged), with the data plane clock following the capture's timestamps, and exits when the
-//! input is exhausted.
+//! input is exhausted; its tables are the ones built at start (replays are deterministic).
+//! A live run forwards with the tables built at start and keeps them in step with the
+//! manifests directory and the API server from its control thread ([`crate::control`]).
 
 use crate::node::{worker_configs, Node};
 use crate::pcap::{PcapReader, PcapTxPort, PcapWriter, Record, ReplayClock};
@@ -25,6 +27,8 @@ pub struct RunOptions {
     pub stats_json: Option<PathBuf>,
     /// Print every received and transmitted frame, and why a frame was dropped.
     pub trace: bool,
+    /// Kubeconfig of the API server (`--kubeconfig`); overrides `kubernetes.kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Why a run could not start or finish. Each message names the file at fault.
@@ -64,6 +68,19 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
             Driver::Tap | Driver::AfPacket | Driver::AfXdp | Driver::Dpdk
         )
     });
+    // Where the API server comes from (live runs only). A kubeconfig that does not read stops
+    // the run before any port or device is touched.
+    let api = if live {
+        let api = cfg.kubernetes.api_source(
+            &cfg.file,
+            opts.kubeconfig.as_deref(),
+            std::env::var_os("KUBERNETES_SERVICE_HOST").is_some(),
+        )?;
+        control::watch::api::check(&api).map_err(|e| api_error(&cfg, opts, &api, e.0))?;
+        Some(api)
+    } else {
+        None
+    };
     // DPDK devices start before the tables are built: a dpdk port without `mac` has its
     // device's address.
     let dpdk = if live {
@@ -83,8 +100,11 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
         "tables built"
     );
 
-    if live {
-        return run_live(&cfg, tables, opts, dpdk);
+    if let Some(api) = api {
+        return run_live(&cfg, tables, state, api, opts, dpdk);
+    }
+    if opts.kubeconfig.is_some() || cfg.kubernetes.kubeconfig.is_some() {
+        tracing::warn!("a replay uses the manifests only: the kubeconfig is not used");
     }
 
     let clock = ReplayClock::default();
@@ -158,6 +178,8 @@ const LIVE_POOL: usize = 64 * 1024;
 fn run_live(
     cfg: &Config,
     tables: dataplane::tables::Tables,
+    manifests: ClusterState,
+    api: control::config::ApiSource,
     opts: &RunOptions,
     mut dpdk: Option<crate::dpdk::DpdkPorts>,
 ) -> Result<Stats, RunError> {
@@ -184,11 +206,21 @@ fn run_live(
     // Data ports, then host ports: every worker has a queue of each.
     let ports = queues.first().map_or(0, Vec::len);
     let parts = crate::node::build_workers(worker_configs(cfg), tables, ports, pool);
+    let cpus = worker_cpus(cfg.cpus.as_deref(), n);
+    // The control thread keeps the tables in step with the cluster from a CPU of its own.
+    let control = crate::control::ControlThread::start(
+        cfg,
+        manifests,
+        api.clone(),
+        parts.publisher.clone(),
+        crate::control::control_cpu(&cpus),
+    )
+    .map_err(|reason| api_error(cfg, opts, &api, reason))?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handles = crate::node::spawn_workers(
         parts.workers,
         queues,
-        Some(worker_cpus(cfg.cpus.as_deref(), n)),
+        Some(cpus),
         crate::node::IdlePolicy {
             spin: cfg.idle.spin,
             sleep: std::time::Duration::from_micros(cfg.idle.sleep_us),
@@ -200,6 +232,8 @@ fn run_live(
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     tracing::info!("stopping");
+    // Nothing is published once the workers stop.
+    control.stop();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (workers, ports): (Vec<_>, Vec<_>) = handles
         .into_iter()
@@ -220,6 +254,31 @@ fn run_live(
     }
     write_stats(opts, &stats)?;
     Ok(stats)
+}
+
+/// Why the API server client could not be made, as a configuration error naming where the
+/// configuration came from: `--kubeconfig`, `kubernetes.kubeconfig`, or `kubernetes.api`.
+fn api_error(
+    cfg: &Config,
+    opts: &RunOptions,
+    api: &control::config::ApiSource,
+    reason: String,
+) -> RunError {
+    let (file, field) = match (api, &opts.kubeconfig) {
+        (control::config::ApiSource::Kubeconfig(_), Some(path)) => {
+            (path.clone(), "(kubeconfig from --kubeconfig)".to_string())
+        }
+        (control::config::ApiSource::Kubeconfig(_), None) => {
+            (cfg.file.clone(), "kubernetes.kubeconfig".to_string())
+        }
+        _ => (cfg.file.clone(), "kubernetes.api".to_string()),
+    };
+    control::config::ConfigError {
+        file,
+        field,
+        reason,
+    }
+    .into()
 }
 
 /// Opens live port `port_index` for `n` workers: one queue (a `Port`) per worker, logged as

@@ -3,7 +3,7 @@
 //! The file is read into private serde "raw" structs (unknown fields rejected), then validated
 //! into the plain public values below. Every error names the file, the dotted path of the
 //! offending field (`ports[0].addresses[1]`) and the reason. Relative paths in the file (`rx`,
-//! `tx`, `kubernetes.manifests`) are resolved against the directory of the config file.
+//! `tx`, `kubernetes.manifests`, `kubernetes.kubeconfig`) are resolved against the directory of the config file.
 //!
 //! ```yaml
 //! node: { name: node-a, addresses: ["10.0.0.1"] }
@@ -23,7 +23,7 @@
 //! neighbors:
 //!   - { address: "10.0.255.254", mac: "02:00:00:00:00:fe" }
 //!   - { address: "fd00::fffe", mac: "02:00:00:00:00:fe" }
-//! kubernetes: { manifests: manifests }
+//! kubernetes: { manifests: manifests, kubeconfig: /etc/nodegate/kubeconfig, min_sync_ms: 1000 }
 //! conntrack: { max_flows: 1048576, timeouts: { tcp_established: 432000, udp: 30 }, affinity_max: 65536 }
 //! snat: { ports: "20000-29999" }
 //! dpdk: { eal_args: ["--no-huge", "-m", "256"], mbufs: 16383, descriptors: 1024 }
@@ -473,12 +473,97 @@ pub struct NeighborConfig {
     pub port: Option<String>,
 }
 
+/// kube-proxy's `minSyncPeriod` default: at most one table rebuild per second.
+pub const DEFAULT_MIN_SYNC_MS: u64 = 1000;
+/// Longest `kubernetes.min_sync_ms` accepted (one minute).
+pub const MAX_MIN_SYNC_MS: u64 = 60_000;
+
 /// `kubernetes:`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubernetesConfig {
     /// Directory of Service / EndpointSlice manifests, resolved against the config file's
     /// directory.
     pub manifests: Option<PathBuf>,
+    /// Kubeconfig file for the API server, resolved against the config file's directory
+    /// (`--kubeconfig` overrides it).
+    pub kubeconfig: Option<PathBuf>,
+    /// Whether and how to find the API server when no kubeconfig is named.
+    pub api: ApiMode,
+    /// Least time between two table rebuilds (kube-proxy's `minSyncPeriod`): changes arriving
+    /// meanwhile are applied together by the next one.
+    pub min_sync: std::time::Duration,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        KubernetesConfig {
+            manifests: None,
+            kubeconfig: None,
+            api: ApiMode::Auto,
+            min_sync: std::time::Duration::from_millis(DEFAULT_MIN_SYNC_MS),
+        }
+    }
+}
+
+/// `kubernetes.api`: where the API server's address and credentials come from when no
+/// kubeconfig is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiMode {
+    /// A named kubeconfig, else the in-cluster configuration when running in a pod
+    /// (`KUBERNETES_SERVICE_HOST` set), else no API server (manifests only).
+    Auto,
+    /// What kubectl would use: `$KUBECONFIG` or `~/.kube/config`, else the in-cluster
+    /// configuration (kube's `Config::infer`).
+    Infer,
+    /// Never watch the API server, even in a pod: a clusterless node served by manifests.
+    Off,
+}
+
+/// Where the API server watchers get their client configuration, as decided by
+/// [`KubernetesConfig::api_source`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiSource {
+    /// No API server: the tables come from the manifests only.
+    None,
+    /// This kubeconfig file, its current context.
+    Kubeconfig(PathBuf),
+    /// The pod's service account (`KUBERNETES_SERVICE_HOST`/`_PORT`, the token and CA under
+    /// `/var/run/secrets/kubernetes.io/serviceaccount`).
+    InCluster,
+    /// kube's `Config::infer`: `$KUBECONFIG` or `~/.kube/config`, else in-cluster.
+    Infer,
+}
+
+impl KubernetesConfig {
+    /// Decides where the API server comes from: `cli_kubeconfig` (`--kubeconfig`) first, then
+    /// `kubeconfig`, then `api`; `in_pod` says whether the in-cluster environment
+    /// (`KUBERNETES_SERVICE_HOST`) is there. A kubeconfig with `api: off` is a contradiction and
+    /// an error naming the field.
+    pub fn api_source(
+        &self,
+        file: &Path,
+        cli_kubeconfig: Option<&Path>,
+        in_pod: bool,
+    ) -> Result<ApiSource, ConfigError> {
+        let kubeconfig = cli_kubeconfig
+            .map(Path::to_path_buf)
+            .or(self.kubeconfig.clone());
+        match (self.api, kubeconfig) {
+            (ApiMode::Off, Some(k)) => Err(ConfigError {
+                file: file.to_path_buf(),
+                field: "kubernetes.api".to_string(),
+                reason: format!(
+                    "`off` does not watch the API server, but a kubeconfig ({}) is given",
+                    k.display()
+                ),
+            }),
+            (ApiMode::Off, None) => Ok(ApiSource::None),
+            (_, Some(k)) => Ok(ApiSource::Kubeconfig(k)),
+            (ApiMode::Infer, None) => Ok(ApiSource::Infer),
+            (ApiMode::Auto, None) if in_pod => Ok(ApiSource::InCluster),
+            (ApiMode::Auto, None) => Ok(ApiSource::None),
+        }
+    }
 }
 
 /// TCP connection-tracking timeouts in seconds (Linux nf_conntrack defaults).
@@ -867,6 +952,9 @@ struct RawNeighbor {
 #[serde(deny_unknown_fields)]
 struct RawKubernetes {
     manifests: Option<PathBuf>,
+    kubeconfig: Option<PathBuf>,
+    api: Option<String>,
+    min_sync_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -1330,12 +1418,49 @@ impl RawConfig {
         }
 
         // kubernetes
-        let kubernetes = KubernetesConfig {
-            manifests: self
-                .kubernetes
-                .and_then(|k| k.manifests)
-                .map(|m| resolve(base, m)),
-        };
+        let mut kubernetes = KubernetesConfig::default();
+        if let Some(k) = self.kubernetes {
+            kubernetes.manifests = k.manifests.map(|m| resolve(base, m));
+            if let Some(path) = k.kubeconfig {
+                if path.as_os_str().is_empty() {
+                    return invalid("kubernetes.kubeconfig", "must not be empty");
+                }
+                kubernetes.kubeconfig = Some(resolve(base, path));
+            }
+            if let Some(api) = k.api {
+                kubernetes.api = match api.as_str() {
+                    "auto" => ApiMode::Auto,
+                    "infer" => ApiMode::Infer,
+                    "off" => ApiMode::Off,
+                    other => {
+                        return invalid(
+                            "kubernetes.api",
+                            format!("unknown mode `{other}`, expected `auto`, `infer` or `off`"),
+                        )
+                    }
+                };
+            }
+            if let Some(ms) = k.min_sync_ms {
+                if ms > MAX_MIN_SYNC_MS {
+                    return invalid(
+                        "kubernetes.min_sync_ms",
+                        format!("{ms} is above the maximum {MAX_MIN_SYNC_MS} (one minute)"),
+                    );
+                }
+                kubernetes.min_sync = std::time::Duration::from_millis(ms);
+            }
+        }
+        if kubernetes.api == ApiMode::Off {
+            if let Some(k) = &kubernetes.kubeconfig {
+                return invalid(
+                    "kubernetes.api",
+                    format!(
+                        "`off` does not watch the API server, but kubernetes.kubeconfig is {}",
+                        k.display()
+                    ),
+                );
+            }
+        }
 
         // conntrack
         let mut conntrack = ConntrackConfig::default();

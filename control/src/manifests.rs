@@ -11,6 +11,9 @@
 //! ignored, and only IPv4 addresses are kept (IPv6 ones are dropped, IPv6 and FQDN
 //! EndpointSlices are skipped).
 //!
+//! The same conversion serves objects watched on the API server ([`service_from_object`],
+//! [`slice_from_object`], [`node_from_object`]).
+//!
 //! Errors name the file, the place of the offending field and the reason, e.g.
 //! `svc.yaml: document 2: items[3] (Service default/web): spec.ports[0].port: 70000 is out of
 //! range 1..=65535`. Document numbers count from 1, list indices from 0.
@@ -28,7 +31,7 @@ use serde_json::Value;
 
 use crate::config::path_error;
 use crate::model::{
-    ClusterState, Endpoint, EndpointPort, EndpointSlice, Protocol, Service, ServicePort,
+    ClusterState, Endpoint, EndpointPort, EndpointSlice, Node, Protocol, Service, ServicePort,
     ServiceType, TargetPort,
 };
 
@@ -77,6 +80,134 @@ pub fn load_dir(dir: &Path) -> Result<ClusterState, ManifestError> {
         "loaded manifests"
     );
     Ok(state)
+}
+
+/// What identifies the content of a manifests directory without reading it: every manifest
+/// file [`load_dir`] would read, with its size, inode, and modification and change times.
+/// Equal stamps mean nothing a reload would see has changed (an edit in place, a file
+/// replaced by rename, added or removed, a ConfigMap volume's `..data` link swapped all change
+/// it).
+pub type DirStamp = Vec<(PathBuf, FileStamp)>;
+
+/// One file of a [`DirStamp`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    pub len: u64,
+    pub inode: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+/// The [`DirStamp`] of `dir`: cheap (metadata only), for polling a directory for changes.
+pub fn dir_stamp(dir: &Path) -> Result<DirStamp, ManifestError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut files = Vec::new();
+    collect_files(dir, 0, &mut files)?;
+    files.sort();
+    let mut stamp = Vec::with_capacity(files.len());
+    for file in files {
+        let meta = std::fs::metadata(&file).map_err(|e| ManifestError {
+            file: file.clone(),
+            field: "(file)".to_string(),
+            reason: e.to_string(),
+        })?;
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        stamp.push((
+            file,
+            FileStamp {
+                len: meta.len(),
+                inode: meta.ino(),
+                mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+                ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            },
+        ));
+    }
+    Ok(stamp)
+}
+
+/// Why one Kubernetes object cannot be used: the field inside it and the reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct ObjectError {
+    /// Path inside the object, e.g. `spec.ports[0].port`.
+    pub field: String,
+    pub reason: String,
+}
+
+impl From<Invalid> for ObjectError {
+    fn from((field, reason): Invalid) -> ObjectError {
+        ObjectError { field, reason }
+    }
+}
+
+/// Converts a Service as the API server sends it, with the rules manifests are read with;
+/// `Ok(None)` when kube-proxy would ignore it (headless, `ExternalName`, another proxy's).
+pub fn service_from_object(svc: core::Service) -> Result<Option<Service>, ObjectError> {
+    let (namespace, name) = object_name(&svc.metadata)?;
+    let loc = format!("Service {namespace}/{name}");
+    Ok(convert_service(svc, &namespace, &name, &loc)?)
+}
+
+/// Converts an EndpointSlice as the API server sends it, with the rules manifests are read
+/// with; `Ok(None)` when kube-proxy would ignore it (not IPv4, no Service label, another
+/// proxy's, a headless Service's).
+pub fn slice_from_object(
+    slice: discovery::EndpointSlice,
+) -> Result<Option<EndpointSlice>, ObjectError> {
+    let (namespace, name) = object_name(&slice.metadata)?;
+    let loc = format!("EndpointSlice {namespace}/{name}");
+    Ok(convert_slice(slice, &namespace, &name, &loc)?)
+}
+
+/// Label of a Node naming its zone.
+pub const LABEL_ZONE: &str = "topology.kubernetes.io/zone";
+/// Taint the cluster autoscaler puts on a Node it is about to remove.
+pub const TAINT_TO_BE_DELETED: &str = "ToBeDeletedByClusterAutoscaler";
+
+/// Converts a Node as the API server sends it: its zone label, whether it is being deleted,
+/// and whether the cluster autoscaler is draining it.
+pub fn node_from_object(node: core::Node) -> Result<Node, ObjectError> {
+    let Some(name) = node.metadata.name.filter(|n| !n.is_empty()) else {
+        return Err(ObjectError {
+            field: "metadata.name".to_string(),
+            reason: "required field is missing".to_string(),
+        });
+    };
+    let zone = node
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_ZONE))
+        .filter(|z| !z.is_empty())
+        .cloned();
+    let to_be_deleted = node
+        .spec
+        .and_then(|s| s.taints)
+        .unwrap_or_default()
+        .iter()
+        .any(|t| t.key == TAINT_TO_BE_DELETED);
+    Ok(Node {
+        name,
+        zone,
+        deleting: node.metadata.deletion_timestamp.is_some(),
+        to_be_deleted,
+    })
+}
+
+/// Namespace (default `default`) and name (required) of an object.
+fn object_name(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Result<(String, String), ObjectError> {
+    match meta.name.as_deref() {
+        Some(name) if !name.is_empty() => Ok((
+            namespace_or_default(meta.namespace.as_deref()),
+            name.to_string(),
+        )),
+        _ => Err(ObjectError {
+            field: "metadata.name".to_string(),
+            reason: "required field is missing".to_string(),
+        }),
+    }
 }
 
 /// Loads one manifest file (YAML, or JSON when named `*.json`) into `state`. On error `state`

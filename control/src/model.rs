@@ -1,6 +1,6 @@
 //! The control plane's own view of Kubernetes Services and EndpointSlices.
 //!
-//! Manifests on disk (and, later, the API server watchers) are turned into these plain values;
+//! Manifests on disk and the API server watchers are turned into these plain values;
 //! `snapshot` turns them into the data plane's immutable tables. Only what nodegate acts on is
 //! kept, already validated: addresses are parsed, protocols are known, defaults are applied.
 
@@ -103,9 +103,25 @@ pub struct EndpointSlice {
     pub endpoints: Vec<Endpoint>,
 }
 
-/// Everything the manifests (or the API server) say about Services.
+/// This node's `Node` object (the one named `node.name`): what health checks and
+/// topology-aware routing need of it. Only the API server gives it; manifests do not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub name: String,
+    /// The `topology.kubernetes.io/zone` label.
+    pub zone: Option<String>,
+    /// `metadata.deletionTimestamp` is set: the Node is being deleted.
+    pub deleting: bool,
+    /// The cluster autoscaler tainted it `ToBeDeletedByClusterAutoscaler`: it is being drained
+    /// before removal (kube-proxy's health check then reports it unhealthy for load balancers).
+    pub to_be_deleted: bool,
+}
+
+/// Everything the manifests and the API server say about Services, and this node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterState {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
+    /// This node's `Node` object, once the API server has sent it.
+    pub node: Option<Node>,
 }

@@ -701,6 +701,7 @@ mod test {
                 "web",
                 vec![ep("10.1.0.5", "node-b", true, true, false)],
             )],
+            ..Default::default()
         };
         let (t, warnings) = service_table(
             &state,
@@ -726,6 +727,7 @@ mod test {
                 "web",
                 vec![ep("10.1.0.5", "node-b", true, true, false)],
             )],
+            ..Default::default()
         };
         let (on_a, _) = service_table(&state, &view("node-a", &[ip("10.0.0.1")]));
         assert_eq!(action_of(&on_a, "10.0.0.1", 30080), FrontendAction::Drop);
@@ -748,6 +750,7 @@ mod test {
                 "web",
                 vec![ep("10.1.0.5", "node-a", false, false, false)],
             )],
+            ..Default::default()
         };
         let (t, _) = service_table(&state, &view("node-a", &[ip("10.0.0.1")]));
         assert_eq!(action_of(&t, "10.96.0.10", 80), FrontendAction::Reject);
@@ -763,6 +766,7 @@ mod test {
         let state = ClusterState {
             services: vec![service("web", ServiceType::ClusterIp, false)],
             endpoint_slices: vec![slice("web", eps)],
+            ..Default::default()
         };
         let (t, _) = service_table(&state, &view("node-a", &[]));
         assert_eq!(
@@ -775,6 +779,7 @@ mod test {
                 "web",
                 vec![ep("10.1.0.5", "node-a", false, true, true)],
             )],
+            ..Default::default()
         };
         let (t, _) = service_table(&state, &view("node-a", &[]));
         assert_eq!(
@@ -791,6 +796,7 @@ mod test {
                 slice("web", vec![ep("10.1.0.5", "node-a", true, true, false)]),
                 slice("web", vec![ep("10.1.0.5", "node-a", false, false, false)]),
             ],
+            ..Default::default()
         };
         let (t, _) = service_table(&state, &view("node-a", &[]));
         assert_eq!(
@@ -812,6 +818,7 @@ mod test {
                 other,
             ],
             endpoint_slices: vec![],
+            ..Default::default()
         };
         let (t, warnings) = service_table(&state, &view("node-a", &[]));
         assert_eq!(t.len(), 1);

@@ -3,9 +3,11 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use control::config::{
-    format_mac, parse_mac, Cidr, Config, ConntrackConfig, DpdkBus, DpdkConfig, DpdkDevice, Driver,
-    SnatConfig, TcpTimeouts, DEFAULT_EAL_ARGS,
+    format_mac, parse_mac, ApiMode, ApiSource, Cidr, Config, ConntrackConfig, DpdkBus, DpdkConfig,
+    DpdkDevice, Driver, KubernetesConfig, SnatConfig, TcpTimeouts, DEFAULT_EAL_ARGS,
 };
 
 fn fixtures() -> PathBuf {
@@ -228,6 +230,9 @@ fn minimal_config_gets_defaults() {
     assert!(c.routes.is_empty());
     assert!(c.neighbors.is_empty());
     assert_eq!(c.kubernetes.manifests, None);
+    assert_eq!(c.kubernetes.kubeconfig, None);
+    assert_eq!(c.kubernetes.api, ApiMode::Auto);
+    assert_eq!(c.kubernetes.min_sync, Duration::from_secs(1));
     assert_eq!(c.conntrack, ConntrackConfig::default());
     assert_eq!(c.snat, SnatConfig::default());
 }
@@ -264,6 +269,84 @@ fn relative_paths_resolve_against_the_config_directory() {
         c.kubernetes.manifests,
         Some(dir.path().join("sub/manifests"))
     );
+}
+
+#[test]
+fn kubernetes_api_server_settings() {
+    let text = base_with(
+        "manifests: manifests",
+        "manifests: manifests\n  kubeconfig: secrets/kubeconfig\n  api: infer\n  min_sync_ms: 250",
+    );
+    let c = Config::parse(&text, Path::new("/etc/nodegate/node.yaml")).unwrap();
+    let k = &c.kubernetes;
+    assert_eq!(
+        k.kubeconfig,
+        Some(PathBuf::from("/etc/nodegate/secrets/kubeconfig"))
+    );
+    assert_eq!(k.api, ApiMode::Infer);
+    assert_eq!(k.min_sync, Duration::from_millis(250));
+    let text = base_with("manifests: manifests", "min_sync_ms: 0\n  api: \"off\"");
+    let c = Config::parse(&text, Path::new("c.yaml")).unwrap();
+    assert_eq!(c.kubernetes.min_sync, Duration::ZERO);
+    assert_eq!(c.kubernetes.api, ApiMode::Off);
+    assert_eq!(c.kubernetes.manifests, None);
+}
+
+#[test]
+fn api_source_order_cli_then_file_then_mode() {
+    let file = Path::new("/cfg/node.yaml");
+    let cli = Path::new("/root/.kube/config");
+    let k = |kubeconfig: Option<&str>, api: ApiMode| KubernetesConfig {
+        kubeconfig: kubeconfig.map(PathBuf::from),
+        api,
+        ..Default::default()
+    };
+    let cases = [
+        // (settings, --kubeconfig, in a pod, expected)
+        (k(None, ApiMode::Auto), None, false, ApiSource::None),
+        (k(None, ApiMode::Auto), None, true, ApiSource::InCluster),
+        (
+            k(None, ApiMode::Auto),
+            Some(cli),
+            true,
+            ApiSource::Kubeconfig(cli.into()),
+        ),
+        (
+            k(Some("/cfg/kc"), ApiMode::Auto),
+            None,
+            true,
+            ApiSource::Kubeconfig("/cfg/kc".into()),
+        ),
+        (
+            k(Some("/cfg/kc"), ApiMode::Auto),
+            Some(cli),
+            false,
+            ApiSource::Kubeconfig(cli.into()),
+        ),
+        (k(None, ApiMode::Infer), None, false, ApiSource::Infer),
+        (
+            k(None, ApiMode::Infer),
+            Some(cli),
+            false,
+            ApiSource::Kubeconfig(cli.into()),
+        ),
+        (k(None, ApiMode::Off), None, true, ApiSource::None),
+    ];
+    for (settings, flag, in_pod, expected) in cases {
+        assert_eq!(
+            settings.api_source(file, flag, in_pod).unwrap(),
+            expected,
+            "{settings:?} {flag:?} {in_pod}"
+        );
+    }
+    let e = k(None, ApiMode::Off)
+        .api_source(file, Some(cli), false)
+        .unwrap_err();
+    assert_eq!(
+        (e.file.as_path(), e.field.as_str()),
+        (file, "kubernetes.api")
+    );
+    assert!(e.reason.contains("/root/.kube/config"), "{}", e.reason);
 }
 
 fn base_with(replace: &str, with: &str) -> String {
@@ -647,7 +730,35 @@ fn validation_rules_name_the_field() {
         (
             base_with("manifests: manifests", "manifest: manifests"),
             "kubernetes.manifest",
-            "unknown field `manifest`, expected `manifests`",
+            "unknown field `manifest`, expected one of `manifests`, `kubeconfig`",
+        ),
+        (
+            base_with("manifests: manifests", "manifests: manifests\n  min_sync_ms: 60001"),
+            "kubernetes.min_sync_ms",
+            "60001 is above the maximum 60000",
+        ),
+        (
+            base_with("manifests: manifests", "manifests: manifests\n  min_sync_ms: -1"),
+            "kubernetes.min_sync_ms",
+            "invalid value",
+        ),
+        (
+            base_with("manifests: manifests", "manifests: manifests\n  api: cluster"),
+            "kubernetes.api",
+            "unknown mode `cluster`, expected `auto`, `infer` or `off`",
+        ),
+        (
+            base_with(
+                "manifests: manifests",
+                "manifests: manifests\n  api: \"off\"\n  kubeconfig: kc.yaml",
+            ),
+            "kubernetes.api",
+            "`off` does not watch the API server, but kubernetes.kubeconfig is /cfg/kc.yaml",
+        ),
+        (
+            base_with("manifests: manifests", "manifests: manifests\n  kubeconfig: \"\""),
+            "kubernetes.kubeconfig",
+            "must not be empty",
         ),
         // conntrack
         (

@@ -731,3 +731,98 @@ fn errors_in_directories_name_the_file() {
     );
     assert!(e.reason.contains("invalid type"), "{}", e.reason);
 }
+
+/// Objects as the API server sends them go through the same conversion as manifests.
+#[test]
+fn watched_objects_convert_like_manifests() {
+    use control::manifests::{node_from_object, service_from_object, slice_from_object};
+    let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"type": "NodePort", "clusterIP": "10.96.0.10",
+                 "ports": [{"port": 80, "targetPort": 8080, "nodePort": 30080}]}
+    }))
+    .unwrap();
+    let s = service_from_object(svc).unwrap().unwrap();
+    assert_eq!((s.namespace.as_str(), s.name.as_str()), ("shop", "web"));
+    assert_eq!(s.service_type, ServiceType::NodePort);
+    assert_eq!(s.ports[0].node_port, Some(30080));
+
+    let bad: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 80, "protocol": "QUIC"}]}
+    }))
+    .unwrap();
+    let e = service_from_object(bad).unwrap_err();
+    assert_eq!(e.field, "spec.ports[0].protocol");
+    assert!(e.reason.contains("unsupported protocol `QUIC`"), "{e}");
+
+    let external: k8s_openapi::api::core::v1::Service = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "x", "namespace": "a"}, "spec": {"type": "ExternalName"}}),
+    )
+    .unwrap();
+    assert_eq!(service_from_object(external).unwrap(), None);
+
+    let slice: k8s_openapi::api::discovery::v1::EndpointSlice =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "shop",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "ports": [{"port": 8080}],
+            "endpoints": [{"addresses": ["10.1.0.5"], "nodeName": "node-a", "zone": "z1"}]
+        }))
+        .unwrap();
+    let sl = slice_from_object(slice).unwrap().unwrap();
+    assert_eq!(sl.service_name, "web");
+    assert_eq!(sl.endpoints[0].zone.as_deref(), Some("z1"));
+
+    let node = |v: serde_json::Value| -> k8s_openapi::api::core::v1::Node {
+        serde_json::from_value(v).unwrap()
+    };
+    let n = node_from_object(node(serde_json::json!({
+        "metadata": {"name": "node-a", "labels": {"topology.kubernetes.io/zone": "z1"},
+                     "deletionTimestamp": "2025-01-01T00:00:00Z"},
+        "spec": {"taints": [{"key": "ToBeDeletedByClusterAutoscaler", "value": "1700000000", "effect": "NoSchedule"}]}
+    })))
+    .unwrap();
+    assert_eq!(n.name, "node-a");
+    assert_eq!(n.zone.as_deref(), Some("z1"));
+    assert!(n.deleting && n.to_be_deleted);
+    let n = node_from_object(node(serde_json::json!({
+        "metadata": {"name": "node-b"},
+        "spec": {"taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}
+    })))
+    .unwrap();
+    assert_eq!(n.zone, None);
+    assert!(!n.deleting && !n.to_be_deleted);
+}
+
+/// The directory stamp changes with every edit a reload would see, and only then.
+#[test]
+fn dir_stamp_sees_edits_additions_removals_and_renames() {
+    use control::manifests::dir_stamp;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("a.yaml"), "kind: Service\n").unwrap();
+    std::fs::write(d.join("notes.txt"), "not a manifest").unwrap();
+    let s0 = dir_stamp(d).unwrap();
+    assert_eq!(s0.len(), 1);
+    assert_eq!(dir_stamp(d).unwrap(), s0, "nothing changed");
+    std::fs::write(d.join("notes.txt"), "still not a manifest").unwrap();
+    assert_eq!(dir_stamp(d).unwrap(), s0, "other files do not count");
+    // The same size, written again.
+    std::fs::write(d.join("a.yaml"), "kind: Servicf\n").unwrap();
+    let s1 = dir_stamp(d).unwrap();
+    assert_ne!(s1, s0);
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(d.join("sub/b.yml"), "").unwrap();
+    let s2 = dir_stamp(d).unwrap();
+    assert_eq!(s2.len(), 2);
+    // Replaced by rename (what editors and ConfigMap volumes do).
+    std::fs::write(d.join(".tmp"), "kind: Service\n").unwrap();
+    std::fs::rename(d.join(".tmp"), d.join("a.yaml")).unwrap();
+    let s3 = dir_stamp(d).unwrap();
+    assert_ne!(s3, s2);
+    std::fs::remove_file(d.join("sub/b.yml")).unwrap();
+    assert_eq!(dir_stamp(d).unwrap().len(), 1);
+    assert!(dir_stamp(&d.join("missing")).is_err());
+}

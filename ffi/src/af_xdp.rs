@@ -397,7 +397,7 @@ impl Mapping {
     /// The 32-bit word at `offset`, for atomic access shared with the kernel.
     fn word(&self, offset: usize) -> &AtomicU32 {
         self.check(offset, 4);
-        assert!(offset % 4 == 0, "unaligned ring word at {offset}");
+        assert!(offset.is_multiple_of(4), "unaligned ring word at {offset}");
         // SAFETY: in bounds (checked) and 4-byte aligned (checked; mappings are page aligned)
         // in a mapping that lives as long as `self`; AtomicU32 has the layout of u32, and the
         // kernel only ever accesses these words atomically too.

@@ -108,9 +108,11 @@ pub fn bulk_transfer(ns: &str) {
 /// directory; killed on drop if it is still running (a failed test never leaves it behind).
 pub struct Running {
     child: std::process::Child,
-    _stderr: BufReader<std::process::ChildStderr>,
     /// What it logged up to its `ready` line.
     pub log: String,
+    /// What it logged after, read as it comes by a thread (so that nodegate never blocks on a
+    /// full pipe).
+    later: std::sync::Arc<std::sync::Mutex<String>>,
     dir: std::path::PathBuf,
 }
 
@@ -123,14 +125,20 @@ impl Running {
     /// The same, with nodegate inside network namespace `ns` (`ip netns exec` execs it, so the
     /// process is still our child).
     pub fn start_in(dir: &std::path::Path, ns: Option<&str>) -> Running {
+        Running::start_with(dir, ns, &[])
+    }
+
+    /// The same, with more arguments for `nodegate run`.
+    pub fn start_with(dir: &std::path::Path, ns: Option<&str>, extra: &[&str]) -> Running {
         let bin = env!("CARGO_BIN_EXE_nodegate");
-        let run = [
+        let mut run = vec![
             "run",
             "--config",
             "nodegate.yaml",
             "--stats-json",
             "stats.json",
         ];
+        run.extend_from_slice(extra);
         let mut cmd = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
@@ -162,11 +170,50 @@ impl Running {
             }
             log.push_str(&line);
         }
+        let later = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = later.clone();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
         Running {
             child,
-            _stderr: stderr,
             log,
+            later,
             dir: dir.to_path_buf(),
+        }
+    }
+
+    /// What it logged after its `ready` line, so far.
+    pub fn log_after_ready(&self) -> String {
+        self.later.lock().unwrap().clone()
+    }
+
+    /// Waits at most `timeout` for a line logged after `ready`, from the `skip`th byte on,
+    /// that contains every one of `needles`; returns that line.
+    pub fn wait_for_line(
+        &self,
+        skip: usize,
+        needles: &[&str],
+        timeout: std::time::Duration,
+    ) -> Option<String> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let found = {
+                let log = self.later.lock().unwrap();
+                log.get(skip..)
+                    .unwrap_or_default()
+                    .lines()
+                    .find(|l| needles.iter().all(|n| l.contains(n)))
+                    .map(str::to_string)
+            };
+            if found.is_some() || std::time::Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 
