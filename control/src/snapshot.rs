@@ -112,7 +112,12 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
         .collect();
     let node = NodeView {
         name: &cfg.node.name,
-        zone: cfg.node.zone.as_deref(),
+        // The Node object's zone label wins over the configuration's.
+        zone: state
+            .node
+            .as_ref()
+            .and_then(|n| n.zone.as_deref())
+            .or(cfg.node.zone.as_deref()),
         node_ports: &node_port_addrs,
         addresses: &local,
     };
@@ -596,6 +601,7 @@ mod test {
                 "web",
                 vec![ep("10.1.0.5", "node-b", true, true, false)],
             )],
+            ..Default::default()
         };
         let ports = "ports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\"]}\n  - {name: b, driver: memory, addresses: [\"192.168.1.1/24\"]}\n";
         let listens = |node: &str| {
@@ -640,6 +646,7 @@ mod test {
             let state = ClusterState {
                 services: vec![service("web", ServiceType::NodePort, local)],
                 endpoint_slices: vec![slice("web", eps)],
+                ..Default::default()
             };
             let addrs = [ip("10.0.0.1")];
             let node = NodeView {
@@ -691,6 +698,40 @@ mod test {
             false,
         );
         assert_eq!(addrs(&action_of(&t, "10.96.0.10", 80)), [ip("10.1.0.3")]);
+    }
+
+    #[test]
+    fn test_the_node_objects_zone_wins_over_the_configured_one() {
+        let hinted = |addr: &str, zone: &str| {
+            let mut e = ep(addr, "node-b", true, true, false);
+            e.zone_hints = vec![zone.to_string()];
+            e
+        };
+        let mut state = ClusterState {
+            services: vec![service("web", ServiceType::ClusterIp, false)],
+            endpoint_slices: vec![slice(
+                "web",
+                vec![hinted("10.1.0.1", "zone-a"), hinted("10.1.0.2", "zone-b")],
+            )],
+            node: None,
+        };
+        let cfg = parse("node: {name: node-a, zone: zone-a}\nports: [{name: p, driver: memory}]\n");
+        let (t, _) = build(&cfg, &state).unwrap();
+        assert_eq!(
+            addrs(&action_of(&t.services, "10.96.0.10", 80)),
+            [ip("10.1.0.1")]
+        );
+        state.node = Some(crate::model::Node {
+            name: "node-a".into(),
+            zone: Some("zone-b".into()),
+            deleting: false,
+            to_be_deleted: false,
+        });
+        let (t, _) = build(&cfg, &state).unwrap();
+        assert_eq!(
+            addrs(&action_of(&t.services, "10.96.0.10", 80)),
+            [ip("10.1.0.2")]
+        );
     }
 
     #[test]

@@ -606,6 +606,7 @@ mod test {
             internal_policy_local: false,
             affinity_timeout_secs: None,
             health_check_node_port: None,
+            load_balancer_source_ranges: vec![],
         }
     }
 
@@ -628,6 +629,8 @@ mod test {
                     terminating: false,
                     node_name: Some("node-b".into()),
                     zone: None,
+                    zone_hints: vec![],
+                    node_hints: vec![],
                 })
                 .collect(),
         }
