@@ -71,7 +71,9 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
     } else {
         None
     };
+    let build_started = std::time::Instant::now();
     let (tables, warnings) = control::snapshot::build(&cfg, &state)?;
+    let build_time = build_started.elapsed();
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -79,12 +81,13 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
         services = state.services.len(),
         endpoint_slices = state.endpoint_slices.len(),
         frontends = tables.services.len(),
+        health_checks = tables.health.len(),
         routes = tables.routes.len(),
         "tables built"
     );
 
     if live {
-        return run_live(&cfg, tables, opts, dpdk);
+        return run_live(&cfg, tables, build_time, opts, dpdk);
     }
 
     let clock = ReplayClock::default();
@@ -154,10 +157,12 @@ const LIVE_POOL: usize = 64 * 1024;
 
 /// A live run on TAP, AF_PACKET and DPDK ports: one poll-mode thread per worker, each with its
 /// own queue of every port (multi-queue TAP when there are several workers, a fanout group of
-/// AF_PACKET sockets, DPDK queues), until SIGINT or SIGTERM.
+/// AF_PACKET sockets, DPDK queues), until SIGINT or SIGTERM. The health and metrics servers
+/// and the host stack run beside them (`control::serve`).
 fn run_live(
     cfg: &Config,
     tables: dataplane::tables::Tables,
+    build_time: std::time::Duration,
     opts: &RunOptions,
     mut dpdk: Option<crate::dpdk::DpdkPorts>,
 ) -> Result<Stats, RunError> {
@@ -181,9 +186,27 @@ fn run_live(
         }
     }
     open_host_interfaces(cfg, &tables, &mut queues)?;
-    // Data ports, then host ports: every worker has a queue of each.
+    // The host stack's port comes last: every worker may hand it frames, worker 0 sends what
+    // it answers.
+    let stack = cfg
+        .health
+        .host_stack
+        .then(|| dataplane::hoststack::StackQueues::new(dataplane::hoststack::STACK_DEPTH));
+    if let Some(s) = &stack {
+        for (w, q) in queues.iter_mut().enumerate() {
+            q.push(Box::new(s.port(w == 0)));
+        }
+    }
+    // Data ports, then host ports, then the stack port: every worker has a queue of each.
     let ports = queues.first().map_or(0, Vec::len);
-    let parts = crate::node::build_workers(worker_configs(cfg), tables, ports, pool);
+    let mut configs = worker_configs(cfg);
+    if stack.is_some() {
+        for c in &mut configs {
+            c.stack_port = Some((ports - 1) as PortId);
+        }
+    }
+    let parts = crate::node::build_workers(configs, tables, ports, pool);
+    let servers = start_servers(cfg, &parts, build_time, stack)?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handles = crate::node::spawn_workers(
         parts.workers,
@@ -205,6 +228,7 @@ fn run_live(
         .into_iter()
         .map(|h| h.join().expect("a worker thread panicked"))
         .unzip();
+    servers.stop();
     let mut stats = Stats::gather(&workers, &parts.publisher.current());
     for worker_ports in &ports {
         for (i, port) in worker_ports.iter().enumerate() {
@@ -220,6 +244,59 @@ fn run_live(
     }
     write_stats(opts, &stats)?;
     Ok(stats)
+}
+
+/// The health and metrics servers and the host stack of a live run (`control::serve`), over the
+/// workers' tables and counters.
+fn start_servers(
+    cfg: &Config,
+    parts: &crate::node::Parts,
+    build_time: std::time::Duration,
+    stack: Option<std::sync::Arc<dataplane::hoststack::StackQueues>>,
+) -> Result<control::serve::Servers, RunError> {
+    use std::sync::Arc;
+    let health = Arc::new(control::health::ProxyHealth::new(
+        parts.publisher.clone(),
+        std::time::Duration::from_secs(u64::from(cfg.health.timeout_secs)),
+        std::time::SystemTime::now(),
+    ));
+    // The first sync: the tables built before the workers started.
+    health
+        .metrics()
+        .sync_duration
+        .observe(build_time.as_secs_f64());
+    let collector = control::metrics::DataPlaneCollector::new(
+        parts.publisher.clone(),
+        parts.workers.iter().map(|w| w.mirror()).collect(),
+        stack.clone(),
+    );
+    let metrics = Arc::new(control::metrics::Metrics::new(
+        health.metrics(),
+        Some(collector),
+    ));
+    let serve = control::serve::ServeConfig {
+        health_bind: cfg.health.bind,
+        metrics_bind: cfg.metrics.bind,
+        node_port_address: cfg.health.node_port_address,
+    };
+    let servers = control::serve::Servers::start(
+        &serve,
+        health,
+        metrics,
+        stack.map(|s| (s, parts.pool.clone())),
+    )
+    .map_err(|e| RunError::Io {
+        path: cfg.file.clone(),
+        reason: format!("cannot start the health and metrics servers: {e}"),
+    })?;
+    tracing::info!(
+        health = ?cfg.health.bind,
+        metrics = ?cfg.metrics.bind,
+        health_check_ports = ?cfg.health.node_port_address,
+        host_stack = cfg.health.host_stack,
+        "servers started"
+    );
+    Ok(servers)
 }
 
 /// Opens live port `port_index` for `n` workers: one queue (a `Port`) per worker, logged as
