@@ -28,15 +28,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-/// Listening sockets kept ready on each port.
-const LISTENERS: usize = 4;
+/// Listening sockets kept ready on each port (probes arriving in the same poll each need one).
+const LISTENERS: usize = 2;
 /// Most sockets (listening or connected) on one port.
 const MAX_SOCKETS_PER_PORT: usize = 64;
 /// A connection that has not been answered and closed by then is aborted.
 pub const CONN_TIMEOUT: SDuration = SDuration::from_secs(10);
-/// Socket buffers: a request head (more is refused with 431) and an answer.
-const RX_BUFFER: usize = MAX_REQUEST_HEAD + 1024;
-const TX_BUFFER: usize = 4096;
+/// Socket buffers. The request head is drained into the connection as it arrives (up to
+/// `MAX_REQUEST_HEAD`, then 431), so the receive buffer need not hold it whole; an answer is a
+/// few hundred bytes. 4 KiB a socket keeps a node with many Services cheap.
+const RX_BUFFER: usize = 2048;
+const TX_BUFFER: usize = 2048;
 /// The IP MTU the stack sends with (the workers' frames are Ethernet, 1500-byte payloads).
 const MTU: usize = 1500;
 

@@ -102,13 +102,22 @@ async fn bind_retrying(addr: SocketAddr, what: &str) -> TcpListener {
     }
 }
 
+/// The next connection of `listener`; an accept error (out of file descriptors, say) is
+/// waited out briefly instead of spinning.
+async fn accept(listener: &TcpListener) -> TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => return stream,
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
 /// An HTTP server on `addr` answering every request with `handler` (named `what` in logs).
 pub async fn serve_http(addr: SocketAddr, what: &'static str, handler: Handler) {
     let listener = bind_retrying(addr, what).await;
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let stream = accept(&listener).await;
         let handler = handler.clone();
         tokio::spawn(serve_connection(stream, move |req, refusal| {
             let now = SystemTime::now();
@@ -123,9 +132,7 @@ pub async fn serve_http(addr: SocketAddr, what: &'static str, handler: Handler) 
 /// Serves one health-check port on the node's kernel until aborted.
 async fn serve_health_check_port(listener: TcpListener, port: u16, health: Arc<ProxyHealth>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
+        let stream = accept(&listener).await;
         let health = health.clone();
         tokio::spawn(serve_connection(stream, move |req, refusal| {
             let now = SystemTime::now();
