@@ -627,7 +627,7 @@ impl Nodegate {
         });
         let mut log = String::new();
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !log.contains("ready") {
+        while !log.contains("nodegate::run: ready") {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(100))) {
                 Ok(line) => {

@@ -36,6 +36,7 @@ impl ControlThread {
         manifests: ClusterState,
         api: ApiSource,
         publisher: TablePublisher,
+        health: Option<Arc<control::health::ProxyHealth>>,
         cpu: Option<usize>,
     ) -> Result<ControlThread, String> {
         let status = Arc::new(SyncStatus::new(api != ApiSource::None));
@@ -70,8 +71,11 @@ impl ControlThread {
                     cfg,
                     manifests,
                     api,
-                    publisher,
-                    thread_status,
+                    Outputs {
+                        publisher,
+                        health,
+                        status: thread_status,
+                    },
                     ready_tx,
                     stop_rx,
                 ));
@@ -126,17 +130,29 @@ impl Drop for ControlThread {
     }
 }
 
+/// Where the control loop's results go: the tables to the workers, its progress to the proxy
+/// health state and to the counters.
+struct Outputs {
+    publisher: TablePublisher,
+    health: Option<Arc<control::health::ProxyHealth>>,
+    status: Arc<SyncStatus>,
+}
+
 /// The thread's body: makes the client, reports readiness, starts the sources and runs the
 /// loop until `stop`.
 async fn control_loop(
     cfg: Config,
     manifests: ClusterState,
     api: ApiSource,
-    publisher: TablePublisher,
-    status: Arc<SyncStatus>,
+    out: Outputs,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
+    let Outputs {
+        publisher,
+        health,
+        status,
+    } = out;
     let client = match control::watch::api::client(&api).await {
         Ok(c) => c,
         Err(e) => {
@@ -170,7 +186,7 @@ async fn control_loop(
     let _ = ready.send(Ok(()));
     // The start-up tables count as a build long ago: the first change is applied at once.
     let state = SyncState::new(&cfg.node.name, cfg.kubernetes.min_sync, manifests, None);
-    control::sync::run(&cfg, state, publisher, status, rx, async {
+    control::sync::run(&cfg, state, publisher, status, health, rx, async {
         let _ = stop.await;
     })
     .await;

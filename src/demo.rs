@@ -205,7 +205,7 @@ fn start_node(exe: &Path, dir: &Path, name: &str, netns: &str) -> Result<Child, 
             ));
         }
         seen.push_str(&line);
-        if line.contains("ready") {
+        if line.contains("nodegate::run: ready") {
             break;
         }
     }

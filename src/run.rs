@@ -88,7 +88,9 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
     } else {
         None
     };
+    let build_started = std::time::Instant::now();
     let (tables, warnings) = control::snapshot::build(&cfg, &state)?;
+    let build_time = build_started.elapsed();
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -96,12 +98,13 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
         services = state.services.len(),
         endpoint_slices = state.endpoint_slices.len(),
         frontends = tables.services.len(),
+        health_checks = tables.health.len(),
         routes = tables.routes.len(),
         "tables built"
     );
 
     if let Some(api) = api {
-        return run_live(&cfg, tables, state, api, opts, dpdk);
+        return run_live(&cfg, tables, state, api, build_time, opts, dpdk);
     }
     if opts.kubeconfig.is_some() || cfg.kubernetes.kubeconfig.is_some() {
         tracing::warn!("a replay uses the manifests only: the kubeconfig is not used");
@@ -174,12 +177,14 @@ const LIVE_POOL: usize = 64 * 1024;
 
 /// A live run on TAP, AF_PACKET and DPDK ports: one poll-mode thread per worker, each with its
 /// own queue of every port (multi-queue TAP when there are several workers, a fanout group of
-/// AF_PACKET sockets, DPDK queues), until SIGINT or SIGTERM.
+/// AF_PACKET sockets, DPDK queues), until SIGINT or SIGTERM. The health and metrics servers
+/// and the host stack run beside them (`control::serve`).
 fn run_live(
     cfg: &Config,
     tables: dataplane::tables::Tables,
     manifests: ClusterState,
     api: control::config::ApiSource,
+    build_time: std::time::Duration,
     opts: &RunOptions,
     mut dpdk: Option<crate::dpdk::DpdkPorts>,
 ) -> Result<Stats, RunError> {
@@ -203,9 +208,27 @@ fn run_live(
         }
     }
     open_host_interfaces(cfg, &tables, &mut queues)?;
-    // Data ports, then host ports: every worker has a queue of each.
+    // The host stack's port comes last: every worker may hand it frames, worker 0 sends what
+    // it answers.
+    let stack = cfg
+        .health
+        .host_stack
+        .then(|| dataplane::hoststack::StackQueues::new(dataplane::hoststack::STACK_DEPTH));
+    if let Some(s) = &stack {
+        for (w, q) in queues.iter_mut().enumerate() {
+            q.push(Box::new(s.port(w == 0)));
+        }
+    }
+    // Data ports, then host ports, then the stack port: every worker has a queue of each.
     let ports = queues.first().map_or(0, Vec::len);
-    let parts = crate::node::build_workers(worker_configs(cfg), tables, ports, pool);
+    let mut configs = worker_configs(cfg);
+    if stack.is_some() {
+        for c in &mut configs {
+            c.stack_port = Some((ports - 1) as PortId);
+        }
+    }
+    let parts = crate::node::build_workers(configs, tables, ports, pool);
+    let (servers, health) = start_servers(cfg, &parts, build_time, stack)?;
     let cpus = worker_cpus(cfg.cpus.as_deref(), n);
     // The control thread keeps the tables in step with the cluster from a CPU of its own.
     let control = crate::control::ControlThread::start(
@@ -213,6 +236,7 @@ fn run_live(
         manifests,
         api.clone(),
         parts.publisher.clone(),
+        Some(health),
         crate::control::control_cpu(&cpus),
     )
     .map_err(|reason| api_error(cfg, opts, &api, reason))?;
@@ -239,6 +263,7 @@ fn run_live(
         .into_iter()
         .map(|h| h.join().expect("a worker thread panicked"))
         .unzip();
+    servers.stop();
     let mut stats = Stats::gather(&workers, &parts.publisher.current());
     for worker_ports in &ports {
         for (i, port) in worker_ports.iter().enumerate() {
@@ -279,6 +304,65 @@ fn api_error(
         reason,
     }
     .into()
+}
+
+/// The health and metrics servers and the host stack of a live run (`control::serve`), over the
+/// workers' tables and counters; with the proxy health state the control thread reports to.
+fn start_servers(
+    cfg: &Config,
+    parts: &crate::node::Parts,
+    build_time: std::time::Duration,
+    stack: Option<std::sync::Arc<dataplane::hoststack::StackQueues>>,
+) -> Result<
+    (
+        control::serve::Servers,
+        std::sync::Arc<control::health::ProxyHealth>,
+    ),
+    RunError,
+> {
+    use std::sync::Arc;
+    let health = Arc::new(control::health::ProxyHealth::new(
+        parts.publisher.clone(),
+        std::time::Duration::from_secs(u64::from(cfg.health.timeout_secs)),
+        std::time::SystemTime::now(),
+    ));
+    // The first sync: the tables built before the workers started.
+    health
+        .metrics()
+        .sync_duration
+        .observe(build_time.as_secs_f64());
+    let collector = control::metrics::DataPlaneCollector::new(
+        parts.publisher.clone(),
+        parts.workers.iter().map(|w| w.mirror()).collect(),
+        stack.clone(),
+    );
+    let metrics = Arc::new(control::metrics::Metrics::new(
+        health.metrics(),
+        Some(collector),
+    ));
+    let serve = control::serve::ServeConfig {
+        health_bind: cfg.health.bind,
+        metrics_bind: cfg.metrics.bind,
+        node_port_address: cfg.health.node_port_address,
+    };
+    let servers = control::serve::Servers::start(
+        &serve,
+        health.clone(),
+        metrics,
+        stack.map(|s| (s, parts.pool.clone())),
+    )
+    .map_err(|e| RunError::Io {
+        path: cfg.file.clone(),
+        reason: format!("cannot start the health and metrics servers: {e}"),
+    })?;
+    tracing::info!(
+        health = ?cfg.health.bind,
+        metrics = ?cfg.metrics.bind,
+        health_check_ports = ?cfg.health.node_port_address,
+        host_stack = cfg.health.host_stack,
+        "servers started"
+    );
+    Ok((servers, health))
 }
 
 /// Opens live port `port_index` for `n` workers: one queue (a `Port`) per worker, logged as

@@ -27,6 +27,8 @@
 //! conntrack: { max_flows: 1048576, timeouts: { tcp_established: 432000, udp: 30 }, affinity_max: 65536 }
 //! snat: { ports: "20000-29999" }
 //! dpdk: { eal_args: ["--no-huge", "-m", "256"], mbufs: 16383, descriptors: 1024 }
+//! health: { bind: "0.0.0.0:10256", timeout_secs: 60, node_port_address: "0.0.0.0", host_stack: true }
+//! metrics: { bind: "127.0.0.1:10249" }
 //! ```
 //!
 //! IPv6 entries share the YAML lists with IPv4 ones but land in separate fields
@@ -35,7 +37,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -72,6 +74,10 @@ pub struct Config {
     pub idle: IdleConfig,
     /// The DPDK environment; used only when a port has `driver: dpdk`.
     pub dpdk: DpdkConfig,
+    /// kube-proxy's health servers (live runs).
+    pub health: HealthConfig,
+    /// kube-proxy's metrics server (live runs).
+    pub metrics: MetricsConfig,
 }
 
 /// `node:` — who this node is.
@@ -714,6 +720,49 @@ impl Default for SnatConfig {
     }
 }
 
+/// `health:` — what kube-proxy's health servers do, nodegate's do (live runs only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// Where the proxy health server (`/healthz`, `/livez`) listens, on the node's kernel;
+    /// kube-proxy's `--healthz-bind-address`. `None` (`bind: ""`): not served.
+    pub bind: Option<SocketAddr>,
+    /// How long a table change may wait to be in effect in every worker before the proxy is
+    /// unhealthy; kube-proxy's is twice its sync period, 2 x 30 s.
+    pub timeout_secs: u32,
+    /// Where the node's kernel listens on each Service's `healthCheckNodePort` (kube-proxy:
+    /// every address, or its `--nodeport-addresses`). `None` (`node_port_address: ""`): only the
+    /// data-plane ports answer.
+    pub node_port_address: Option<IpAddr>,
+    /// Whether the data-plane ports answer health checks themselves (the host stack).
+    pub host_stack: bool,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            bind: Some(SocketAddr::from(([0, 0, 0, 0], 10256))),
+            timeout_secs: 60,
+            node_port_address: Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            host_stack: true,
+        }
+    }
+}
+
+/// `metrics:` — kube-proxy's metrics server (`/metrics`, `/proxyMode`, `/healthz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// kube-proxy's `--metrics-bind-address`; `None` (`bind: ""`): not served.
+    pub bind: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            bind: Some(SocketAddr::from(([127, 0, 0, 1], 10249))),
+        }
+    }
+}
+
 /// A configuration that could not be read, parsed or validated.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {field}: {reason}", file.display())]
@@ -904,6 +953,8 @@ struct RawConfig {
     snat: Option<RawSnat>,
     idle: Option<RawIdle>,
     dpdk: Option<RawDpdk>,
+    health: Option<RawHealth>,
+    metrics: Option<RawMetrics>,
 }
 
 #[derive(Deserialize)]
@@ -996,6 +1047,21 @@ struct RawDpdk {
     eal_args: Option<Vec<String>>,
     mbufs: Option<u32>,
     descriptors: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    bind: Option<String>,
+    timeout_secs: Option<u32>,
+    node_port_address: Option<String>,
+    host_stack: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    bind: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1540,6 +1606,49 @@ impl RawConfig {
             snat = parse_port_range(&ports).map_err(|r| ("snat.ports".to_string(), r))?;
         }
 
+        // health, metrics
+        let mut health = HealthConfig::default();
+        if let Some(raw) = self.health {
+            if let Some(b) = raw.bind {
+                health.bind = parse_bind(&b).map_err(|r| ("health.bind".to_string(), r))?;
+            }
+            if let Some(t) = raw.timeout_secs {
+                if !(1..=3600).contains(&t) {
+                    return invalid(
+                        "health.timeout_secs",
+                        format!("{t} is out of range 1..=3600"),
+                    );
+                }
+                health.timeout_secs = t;
+            }
+            if let Some(a) = raw.node_port_address {
+                health.node_port_address = if a.is_empty() {
+                    None
+                } else {
+                    Some(a.parse().map_err(|_| {
+                        (
+                            "health.node_port_address".to_string(),
+                            format!(
+                                "invalid IP address `{a}` (expected e.g. `0.0.0.0`, or \"\" for none)"
+                            ),
+                        )
+                    })?)
+                };
+            }
+            health.host_stack = raw.host_stack.unwrap_or(health.host_stack);
+        }
+        let mut metrics = MetricsConfig::default();
+        if let Some(b) = self.metrics.and_then(|m| m.bind) {
+            metrics.bind = parse_bind(&b).map_err(|r| ("metrics.bind".to_string(), r))?;
+        }
+        if let (Some(h), Some(m)) = (health.bind, metrics.bind) {
+            if h.port() == m.port()
+                && (h.ip() == m.ip() || h.ip().is_unspecified() || m.ip().is_unspecified())
+            {
+                return invalid("metrics.bind", format!("{m} collides with health.bind {h}"));
+            }
+        }
+
         Ok(Config {
             file: PathBuf::new(),
             node,
@@ -1555,7 +1664,24 @@ impl RawConfig {
             snat,
             idle,
             dpdk,
+            health,
+            metrics,
         })
+    }
+}
+
+/// A server's `ADDRESS:PORT` (`[::]:10256` for IPv6), or `""` for no server.
+fn parse_bind(s: &str) -> Result<Option<SocketAddr>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    match s.parse::<SocketAddr>() {
+        Ok(a) if a.port() == 0 => Err(format!("`{s}` has port 0; give the port to listen on")),
+        Ok(a) => Ok(Some(a)),
+        Err(_) => Err(format!(
+            "invalid address `{s}` (expected ADDRESS:PORT such as `0.0.0.0:10256` or `[::]:10256`, \
+             or \"\" for no server)"
+        )),
     }
 }
 

@@ -9,18 +9,26 @@
 //! - [`sync`]: the control loop that merges the sources, coalesces changes, rebuilds and
 //!   publishes the tables; [`sync::SyncStatus`] is what metrics and health read of it.
 //! - [`watch`]: the sources: the API server watchers and the manifests directory poller.
+//! - [`health`]: kube-proxy's proxy health rule and answers (shared state between the sync side
+//!   and the health servers); [`metrics`]: `/metrics`; [`http`]: the HTTP/1.1 they speak.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod health;
+pub mod hoststack;
+pub mod http;
 pub mod manifests;
+pub mod metrics;
 pub mod model;
+pub mod serve;
 pub mod snapshot;
 pub mod sync;
 pub mod watch;
 
 pub use config::{
-    ApiMode, ApiSource, Cidr, Config, ConfigError, ConntrackConfig, Driver, IdleConfig,
-    KubernetesConfig, NeighborConfig, NodeConfig, PortConfig, RouteConfig, SnatConfig, TcpTimeouts,
+    ApiMode, ApiSource, Cidr, Config, ConfigError, ConntrackConfig, Driver, HealthConfig,
+    IdleConfig, KubernetesConfig, MetricsConfig, NeighborConfig, NodeConfig, PortConfig,
+    RouteConfig, SnatConfig, TcpTimeouts,
 };
 pub use manifests::ManifestError;
 pub use model::ClusterState;

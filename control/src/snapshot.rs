@@ -8,15 +8,17 @@
 //! Service has no endpoint at all, drop when the policy filtered them all out). Topology hints
 //! (`hints.forNodes`, `hints.forZones`) narrow cluster-wide endpoints as kube-proxy's
 //! `topologyModeFromHints` does; `loadBalancerSourceRanges` guard the load balancer IPs;
-//! `node.node_port_addresses` says where NodePorts listen.
+//! `node.node_port_addresses` says where NodePorts listen. The answers of the Services' health
+//! checks (`healthCheckNodePort`: how many ready endpoints the Service has on this node) are
+//! computed here too ([`health_checks`]).
 
 use crate::config::{yaml_index, Config, ConfigError};
 use crate::model::{ClusterState, Endpoint, Protocol, Service, ServicePort, ServiceType};
 use dataplane::ip6::{Ip6Item, Ip6Tables, PortAddress6, StaticNeighbor6, StaticRoute6};
 use dataplane::route::{PortAddress, RouteTable, StaticRoute};
 use dataplane::service::{
-    Backend, BackendSet, Frontend, FrontendAction, FrontendKey, FrontendKind, ServiceTable,
-    SourceRanges, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    Backend, BackendSet, Frontend, FrontendAction, FrontendKey, FrontendKind, HealthCheck,
+    HealthChecks, ServiceTable, SourceRanges, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
 use dataplane::tables::{PortInfo, Tables};
 use dataplane::wire::MacAddr;
@@ -121,7 +123,9 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
         node_ports: &node_port_addrs,
         addresses: &local,
     };
-    let (services, warnings) = service_table(state, &node);
+    let (services, mut warnings) = service_table(state, &node);
+    let (health, health_warnings) = health_checks(state, &cfg.node.name);
+    warnings.extend(health_warnings);
     Ok((
         Tables {
             generation: 0,
@@ -130,6 +134,7 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
             routes,
             neighbors,
             services,
+            health,
             ip6,
         },
         warnings,
@@ -222,6 +227,8 @@ struct Candidate {
     local: bool,
     zone_hints: Vec<String>,
     node_hints: Vec<String>,
+    /// Ready and not terminating: counted by the health check.
+    ready_not_terminating: bool,
 }
 
 /// kube-proxy's topology mode for a Service port's cluster-wide endpoints
@@ -306,6 +313,7 @@ fn candidates(state: &ClusterState, svc: &Service, sp: &ServicePort, node: &str)
                             old.node_hints.push(n.clone());
                         }
                     }
+                    old.ready_not_terminating |= c.ready_not_terminating;
                 })
                 .or_insert(c);
         }
@@ -322,7 +330,62 @@ fn candidate(ep: &Endpoint, addr: Ipv4Addr, port: u16, node: &str) -> Candidate 
         local: ep.node_name.as_deref() == Some(node),
         zone_hints: ep.zone_hints.clone(),
         node_hints: ep.node_hints.clone(),
+        ready_not_terminating: ep.ready && !ep.terminating,
     }
+}
+
+/// The health checks of the node: one per LoadBalancer Service with `externalTrafficPolicy:
+/// Local` and a `healthCheckNodePort` (kube-proxy's `NeedsHealthCheck`), each with its count of
+/// local endpoints as kube-proxy's `LocalReadyEndpoints` makes it: distinct addresses of
+/// endpoints on this node that are ready, over every port of the Service (an endpoint serving
+/// ports 80 and 443 counts once); terminating endpoints never count, even while they still
+/// serve. Two Services on one port come back as a warning, the first (by namespace and name)
+/// keeps it.
+pub fn health_checks(state: &ClusterState, node: &str) -> (HealthChecks, Vec<String>) {
+    let mut checks = Vec::new();
+    let mut services: Vec<&Service> = state.services.iter().collect();
+    services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    for svc in services {
+        let Some(port) = svc.health_check_node_port else {
+            continue;
+        };
+        // Headless Services are not proxied at all (nor could a LoadBalancer be headless).
+        if svc.service_type != ServiceType::LoadBalancer
+            || !svc.external_policy_local
+            || svc.cluster_ips.is_empty()
+        {
+            continue;
+        }
+        let mut addrs: Vec<Ipv4Addr> = svc
+            .ports
+            .iter()
+            .flat_map(|sp| candidates(state, svc, sp, node))
+            .filter(|c| c.local && c.ready_not_terminating)
+            .map(|c| c.addr)
+            .collect();
+        addrs.sort_unstable();
+        addrs.dedup();
+        checks.push(HealthCheck {
+            namespace: svc.namespace.as_str().into(),
+            name: svc.name.as_str().into(),
+            port,
+            local_endpoints: addrs.len() as u32,
+        });
+    }
+    let (table, dups) = HealthChecks::new(checks);
+    let warnings = dups
+        .into_iter()
+        .map(|d| {
+            let first = table
+                .lookup(d.port)
+                .map_or_else(String::new, |c| format!("{}/{}", c.namespace, c.name));
+            format!(
+                "healthCheckNodePort {} is claimed by both {first} and {}/{}; keeping the first",
+                d.port, d.namespace, d.name
+            )
+        })
+        .collect();
+    (table, warnings)
 }
 
 /// Ready endpoints among `cands` (filtered by `keep`), or if there are none the serving and
@@ -843,6 +906,127 @@ mod test {
         assert_eq!(
             addrs(&action_of(&t, "10.96.0.10", 80)),
             vec![ip("10.1.0.5")]
+        );
+    }
+
+    /// A LoadBalancer Service with policy Local, health check on `hc`, ports 80 and 443.
+    fn lb_local(name: &str, hc: u16) -> Service {
+        let mut s = service(name, ServiceType::LoadBalancer, true);
+        s.health_check_node_port = Some(hc);
+        s.ports.push(ServicePort {
+            name: "https".into(),
+            protocol: Protocol::Tcp,
+            port: 443,
+            node_port: Some(30443),
+            target_port: TargetPort::Number(8443),
+        });
+        s.ports[0].name = "http".into();
+        s
+    }
+
+    fn two_port_slice(svc: &str, endpoints: Vec<Endpoint>) -> EndpointSlice {
+        let mut sl = slice(svc, endpoints);
+        sl.ports = vec![
+            EndpointPort {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 8080,
+            },
+            EndpointPort {
+                name: "https".into(),
+                protocol: Protocol::Tcp,
+                port: 8443,
+            },
+        ];
+        sl
+    }
+
+    #[test]
+    fn test_health_check_counts_distinct_local_ready_endpoints() {
+        let state = ClusterState {
+            services: vec![lb_local("web", 32000)],
+            endpoint_slices: vec![
+                two_port_slice(
+                    "web",
+                    vec![
+                        // Local and ready: counted once although it serves two ports.
+                        ep("10.1.0.5", "node-a", true, true, false),
+                        // Local, not ready.
+                        ep("10.1.0.6", "node-a", false, false, false),
+                        // Local, terminating but still serving: never counted.
+                        ep("10.1.0.7", "node-a", false, true, true),
+                        // Ready on another node.
+                        ep("10.1.0.8", "node-b", true, true, false),
+                    ],
+                ),
+                // The same pod again in a second slice, and a second local ready pod.
+                two_port_slice(
+                    "web",
+                    vec![
+                        ep("10.1.0.5", "node-a", true, true, false),
+                        ep("10.1.0.9", "node-a", true, true, false),
+                    ],
+                ),
+            ],
+            ..Default::default()
+        };
+        let (t, warnings) = health_checks(&state, "node-a");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let c = t.lookup(32000).unwrap();
+        assert_eq!((&*c.namespace, &*c.name), ("default", "web"));
+        assert_eq!(c.local_endpoints, 2);
+        let (on_b, _) = health_checks(&state, "node-b");
+        assert_eq!(on_b.lookup(32000).unwrap().local_endpoints, 1);
+        let (on_c, _) = health_checks(&state, "node-c");
+        assert_eq!(on_c.lookup(32000).unwrap().local_endpoints, 0);
+    }
+
+    #[test]
+    fn test_ready_and_terminating_endpoint_is_not_counted() {
+        // The API sets ready=false on terminating endpoints; a slice saying both is still
+        // treated as going away.
+        let state = ClusterState {
+            services: vec![lb_local("web", 32000)],
+            endpoint_slices: vec![two_port_slice(
+                "web",
+                vec![ep("10.1.0.5", "node-a", true, true, true)],
+            )],
+            ..Default::default()
+        };
+        let (t, _) = health_checks(&state, "node-a");
+        assert_eq!(t.lookup(32000).unwrap().local_endpoints, 0);
+    }
+
+    #[test]
+    fn test_only_local_policy_load_balancers_have_health_checks() {
+        let mut cluster_policy = lb_local("cluster", 32001);
+        cluster_policy.external_policy_local = false;
+        let mut node_port = lb_local("nodeport", 32002);
+        node_port.service_type = ServiceType::NodePort;
+        let mut no_port = lb_local("noport", 32003);
+        no_port.health_check_node_port = None;
+        let mut headless = lb_local("headless", 32005);
+        headless.cluster_ips.clear();
+        let state = ClusterState {
+            services: vec![
+                cluster_policy,
+                node_port,
+                no_port,
+                headless,
+                lb_local("web", 32004),
+                // Same port as web: web (first by name) keeps it.
+                lb_local("zeta", 32004),
+            ],
+            endpoint_slices: vec![],
+            ..Default::default()
+        };
+        let (t, warnings) = health_checks(&state, "node-a");
+        let ports: Vec<(u16, &str)> = t.iter().map(|c| (c.port, &*c.name)).collect();
+        assert_eq!(ports, vec![(32004, "web")]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("default/web and default/zeta"),
+            "{warnings:?}"
         );
     }
 

@@ -471,9 +471,11 @@ pub async fn run(
     mut state: SyncState,
     publisher: TablePublisher,
     status: Arc<SyncStatus>,
+    health: Option<Arc<crate::health::ProxyHealth>>,
     mut updates: mpsc::Receiver<Update>,
     stop: impl std::future::Future<Output = ()>,
 ) {
+    let health = health.as_deref();
     let mut stop = std::pin::pin!(stop);
     let mut retired: Vec<Arc<Tables>> = Vec::new();
     let mut warnings: Vec<String> = Vec::new();
@@ -497,6 +499,10 @@ pub async fn run(
             () = &mut stop => return,
             received = updates.recv(), if open => match received {
                 Some(update) => {
+                    if let Some(h) = health {
+                        // kube-proxy's QueuedUpdate: the change waits for a rebuild from now.
+                        h.queued_update(SystemTime::now());
+                    }
                     state.apply(update);
                     for _ in 1..DRAIN_MAX {
                         match updates.try_recv() {
@@ -511,7 +517,7 @@ pub async fn run(
                 None => open = false,
             },
             () = sleep_until(due) => {
-                rebuild(cfg, &mut state, &publisher, &status, &mut retired, &mut warnings);
+                rebuild(cfg, &mut state, &publisher, &status, health, &mut retired, &mut warnings);
             }
             _ = retire_tick.tick(), if !retired.is_empty() => {
                 retired.retain(|t| Arc::strong_count(t) > 1);
@@ -533,6 +539,7 @@ fn rebuild(
     state: &mut SyncState,
     publisher: &TablePublisher,
     status: &SyncStatus,
+    health: Option<&crate::health::ProxyHealth>,
     retired: &mut Vec<Arc<Tables>>,
     warnings: &mut Vec<String>,
 ) {
@@ -552,6 +559,18 @@ fn rebuild(
             let generation = publisher.publish(tables);
             retired.retain(|t| Arc::strong_count(t) > 1);
             let took = started.elapsed();
+            if let Some(h) = health {
+                h.published(generation, took, SystemTime::now());
+                // `/healthz` fails while this node is being deleted or drained.
+                h.set_node_eligible(merged.node.as_ref().is_none_or(|n| {
+                    crate::health::node_eligible(
+                        n.deleting,
+                        n.to_be_deleted
+                            .then_some(crate::health::TO_BE_DELETED_TAINT)
+                            .into_iter(),
+                    )
+                }));
+            }
             status.rebuilds.fetch_add(1, Ordering::Relaxed);
             status.generation.store(generation, Ordering::Relaxed);
             status
@@ -978,6 +997,7 @@ mod test {
             state,
             publisher.clone(),
             status.clone(),
+            None,
             rx,
             std::future::pending(),
         )
@@ -1009,7 +1029,16 @@ mod test {
         let (_tx, rx) = mpsc::channel(16);
         let state = SyncState::new("node-a", SECOND, ClusterState::default(), None);
         let status = Arc::new(SyncStatus::new(false));
-        run(&cfg, state, publisher.clone(), status.clone(), rx, async {}).await;
+        run(
+            &cfg,
+            state,
+            publisher.clone(),
+            status.clone(),
+            None,
+            rx,
+            async {},
+        )
+        .await;
         assert_eq!(publisher.current().generation, 0);
         assert_eq!(status.read().rebuilds, 0);
     }

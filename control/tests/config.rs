@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use control::config::{
     format_mac, parse_mac, ApiMode, ApiSource, Cidr, Config, ConntrackConfig, DpdkBus, DpdkConfig,
-    DpdkDevice, Driver, KubernetesConfig, SnatConfig, TcpTimeouts, DEFAULT_EAL_ARGS,
+    DpdkDevice, Driver, HealthConfig, KubernetesConfig, MetricsConfig, SnatConfig, TcpTimeouts,
+    DEFAULT_EAL_ARGS,
 };
 
 fn fixtures() -> PathBuf {
@@ -1251,6 +1252,103 @@ fn idle_policy_defaults_and_bounds() {
     )
     .unwrap_err();
     assert!(e.field.starts_with("idle"), "{e}");
+}
+
+#[test]
+fn health_and_metrics_defaults_are_kube_proxys() {
+    let base = "node: {name: n}\nports: [{name: p, driver: memory}]\n";
+    let c = Config::parse(base, Path::new("/x/c.yaml")).unwrap();
+    assert_eq!(c.health, HealthConfig::default());
+    assert_eq!(c.health.bind, Some("0.0.0.0:10256".parse().unwrap()));
+    assert_eq!(c.health.timeout_secs, 60);
+    assert_eq!(c.health.node_port_address, Some("0.0.0.0".parse().unwrap()));
+    assert!(c.health.host_stack);
+    assert_eq!(c.metrics, MetricsConfig::default());
+    assert_eq!(c.metrics.bind, Some("127.0.0.1:10249".parse().unwrap()));
+
+    let c = Config::parse(
+        &format!(
+            "{base}health: {{bind: \"[::]:20256\", timeout_secs: 5, node_port_address: \"10.0.0.1\", host_stack: false}}\nmetrics: {{bind: \"0.0.0.0:20249\"}}\n"
+        ),
+        Path::new("/x/c.yaml"),
+    )
+    .unwrap();
+    assert_eq!(
+        c.health,
+        HealthConfig {
+            bind: Some("[::]:20256".parse().unwrap()),
+            timeout_secs: 5,
+            node_port_address: Some("10.0.0.1".parse().unwrap()),
+            host_stack: false,
+        }
+    );
+    assert_eq!(c.metrics.bind, Some("0.0.0.0:20249".parse().unwrap()));
+
+    // "" switches a server off.
+    let c = Config::parse(
+        &format!(
+            "{base}health: {{bind: \"\", node_port_address: \"\"}}\nmetrics: {{bind: \"\"}}\n"
+        ),
+        Path::new("/x/c.yaml"),
+    )
+    .unwrap();
+    assert_eq!((c.health.bind, c.health.node_port_address), (None, None));
+    assert_eq!(c.metrics.bind, None);
+}
+
+#[test]
+fn health_and_metrics_errors_name_the_field() {
+    let base = "node: {name: n}\nports: [{name: p, driver: memory}]\n";
+    let cases = [
+        (
+            "health: {bind: \"10256\"}",
+            "health.bind",
+            "expected ADDRESS:PORT",
+        ),
+        ("health: {bind: \"0.0.0.0:0\"}", "health.bind", "port 0"),
+        (
+            "health: {timeout_secs: 0}",
+            "health.timeout_secs",
+            "out of range 1..=3600",
+        ),
+        (
+            "health: {timeout_secs: 3601}",
+            "health.timeout_secs",
+            "out of range",
+        ),
+        (
+            "health: {node_port_address: \"node\"}",
+            "health.node_port_address",
+            "invalid IP address `node`",
+        ),
+        (
+            "health: {host_stack: 1}",
+            "health.host_stack",
+            "invalid type",
+        ),
+        ("health: {port: 1}", "health.port", "unknown field `port`"),
+        (
+            "metrics: {bind: \"localhost:10249\"}",
+            "metrics.bind",
+            "expected ADDRESS:PORT",
+        ),
+        (
+            "metrics: {bind: \"0.0.0.0:10256\"}",
+            "metrics.bind",
+            "collides with health.bind",
+        ),
+        (
+            "metrics: {path: /m}",
+            "metrics.path",
+            "unknown field `path`",
+        ),
+    ];
+    for (extra, field, reason) in cases {
+        let e = Config::parse(&format!("{base}{extra}\n"), Path::new("/x/c.yaml")).unwrap_err();
+        assert_eq!(e.field, field, "{extra}: {e}");
+        assert!(e.reason.contains(reason), "{extra}: {e}");
+        assert_eq!(e.file, Path::new("/x/c.yaml"));
+    }
 }
 
 #[test]

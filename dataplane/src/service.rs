@@ -263,6 +263,71 @@ impl ServiceTable {
     }
 }
 
+/// One Service's health check (`externalTrafficPolicy: Local` with a `healthCheckNodePort`), as
+/// kube-proxy serves it: the answer is computed when the tables are built, so serving it is a
+/// lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    /// `spec.healthCheckNodePort` (TCP, on every node address).
+    pub port: u16,
+    /// Distinct addresses of the Service's ready endpoints on this node (terminating ones are
+    /// not ready), across all its ports: kube-proxy's `localEndpoints`.
+    pub local_endpoints: u32,
+}
+
+/// Every health check of the node, by port. Consulted by the data plane only for TCP frames to
+/// a node address that no flow and no Service frontend claimed (a binary search on a short list).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthChecks {
+    by_port: Vec<HealthCheck>,
+}
+
+impl HealthChecks {
+    /// Builds the table; a second check on a port already taken is returned (the first is kept).
+    pub fn new(mut checks: Vec<HealthCheck>) -> (HealthChecks, Vec<HealthCheck>) {
+        checks.sort_by_key(|c| c.port);
+        let mut by_port: Vec<HealthCheck> = Vec::with_capacity(checks.len());
+        let mut dups = Vec::new();
+        for c in checks {
+            if by_port.last().is_some_and(|l| l.port == c.port) {
+                dups.push(c);
+            } else {
+                by_port.push(c);
+            }
+        }
+        (HealthChecks { by_port }, dups)
+    }
+
+    /// The check served on TCP port `port`.
+    pub fn lookup(&self, port: u16) -> Option<&HealthCheck> {
+        self.by_port
+            .binary_search_by_key(&port, |c| c.port)
+            .ok()
+            .map(|i| &self.by_port[i])
+    }
+
+    /// Whether a health check listens on TCP port `port`.
+    #[inline]
+    pub fn serves(&self, port: u16) -> bool {
+        !self.by_port.is_empty() && self.lookup(port).is_some()
+    }
+
+    /// Every check, by port.
+    pub fn iter(&self) -> impl Iterator<Item = &HealthCheck> {
+        self.by_port.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_port.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_port.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -288,5 +353,31 @@ mod test {
         assert!(!r.allows(lb, a("192.0.2.11")));
         let all = SourceRanges::new(&[(a("0.0.0.0"), 0)], &[]).unwrap();
         assert!(all.allows(a("1.2.3.4"), lb));
+    }
+
+    fn check(name: &str, port: u16, n: u32) -> HealthCheck {
+        HealthCheck {
+            namespace: "default".into(),
+            name: name.into(),
+            port,
+            local_endpoints: n,
+        }
+    }
+
+    #[test]
+    fn test_health_checks_by_port() {
+        let (t, dups) = HealthChecks::new(vec![
+            check("b", 32001, 0),
+            check("a", 32000, 2),
+            check("c", 32001, 1),
+        ]);
+        assert_eq!(t.len(), 2);
+        assert_eq!(dups, vec![check("c", 32001, 1)]);
+        assert_eq!(t.lookup(32000).map(|c| &*c.name), Some("a"));
+        assert_eq!(t.lookup(32001).map(|c| c.local_endpoints), Some(0));
+        assert!(t.serves(32000) && !t.serves(31999));
+        assert!(!HealthChecks::default().serves(32000));
+        let ports: Vec<u16> = t.iter().map(|c| c.port).collect();
+        assert_eq!(ports, vec![32000, 32001]);
     }
 }

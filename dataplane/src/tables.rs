@@ -6,16 +6,22 @@
 //! exists) and swaps it in between bursts. A worker therefore never sees half an update, and a
 //! slow worker only delays its own switch. Flows already tracked keep the endpoint they were
 //! given, whatever the new snapshot says.
+//!
+//! Every snapshot carries a generation. Each reader (one per worker) records the generation it
+//! runs in an atomic of its own when it switches, so the control plane can tell whether a
+//! published change is in effect everywhere ([`TablePublisher::applied`]): a stuck worker shows
+//! as a reader left behind, which is what the proxy health check reports.
 
 use crate::ip6::Ip6Tables;
 use crate::port::PortId;
 use crate::route::RouteTable;
-use crate::service::ServiceTable;
+use crate::service::{HealthChecks, ServiceTable};
 use crate::wire::MacAddr;
 use arc_swap::ArcSwap;
 use hashbrown::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 /// A port as the data plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +44,9 @@ pub struct Tables {
     /// Static neighbours; learned ones live in each worker.
     pub neighbors: HashMap<Ipv4Addr, MacAddr>,
     pub services: ServiceTable,
+    /// The health checks of Services with `externalTrafficPolicy: Local`, by port; served by the
+    /// host stack (frames to a node address on one of these ports go there).
+    pub health: HealthChecks,
     /// IPv6 routes, static neighbours and addresses (routed only: no Services).
     pub ip6: Ip6Tables,
 }
@@ -68,12 +77,16 @@ impl Tables {
 #[derive(Clone)]
 pub struct TablePublisher {
     shared: Arc<ArcSwap<Tables>>,
+    /// The generation each reader runs, in the order the readers were made. Locked only by the
+    /// control plane (making a reader, reading the generations), never by a reader.
+    applied: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
 }
 
 impl TablePublisher {
     pub fn new(initial: Tables) -> TablePublisher {
         TablePublisher {
             shared: Arc::new(ArcSwap::from_pointee(initial)),
+            applied: Arc::default(),
         }
     }
 
@@ -90,12 +103,31 @@ impl TablePublisher {
         self.shared.load_full()
     }
 
-    /// A reader for one worker.
+    /// A reader for one worker. Its generation is reported by [`TablePublisher::applied`] from
+    /// now on (for as long as the publisher lives), so make readers for the workers only; the
+    /// control plane reads [`TablePublisher::current`].
     pub fn reader(&self) -> TableReader {
+        let current = self.shared.load_full();
+        let applied = Arc::new(AtomicU64::new(current.generation));
+        self.applied
+            .lock()
+            .expect("table reader registry poisoned")
+            .push(applied.clone());
         TableReader {
             shared: self.shared.clone(),
-            current: self.shared.load_full(),
+            current,
+            applied,
         }
+    }
+
+    /// The generation every reader runs now, in the order the readers were made (worker order).
+    pub fn applied(&self) -> Vec<u64> {
+        self.applied
+            .lock()
+            .expect("table reader registry poisoned")
+            .iter()
+            .map(|g| g.load(Ordering::Acquire))
+            .collect()
     }
 }
 
@@ -103,10 +135,13 @@ impl TablePublisher {
 pub struct TableReader {
     shared: Arc<ArcSwap<Tables>>,
     current: Arc<Tables>,
+    /// The generation of `current`, for the control plane (written only here, on a switch).
+    applied: Arc<AtomicU64>,
 }
 
 impl TableReader {
-    /// Switches to the newest snapshot if there is one; true when it changed.
+    /// Switches to the newest snapshot if there is one; true when it changed. A switch records
+    /// the new generation for [`TablePublisher::applied`] (one atomic store, only then).
     #[inline]
     pub fn refresh(&mut self) -> bool {
         let latest = self.shared.load();
@@ -114,11 +149,39 @@ impl TableReader {
             return false;
         }
         self.current = arc_swap::Guard::into_inner(latest);
+        self.applied
+            .store(self.current.generation, Ordering::Release);
         true
     }
 
     #[inline]
     pub fn get(&self) -> &Arc<Tables> {
         &self.current
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    #[test]
+    fn test_readers_report_the_generation_they_run() {
+        let publisher = TablePublisher::new(Tables::default());
+        let mut a = publisher.reader();
+        let mut b = publisher.reader();
+        assert_eq!(publisher.applied(), vec![0, 0]);
+        assert_eq!(publisher.publish(Tables::default()), 1);
+        assert_eq!(publisher.publish(Tables::default()), 2);
+        // Nothing changes until a reader switches.
+        assert_eq!(publisher.applied(), vec![0, 0]);
+        assert!(a.refresh());
+        assert!(!a.refresh());
+        assert_eq!(a.get().generation, 2);
+        assert_eq!(publisher.applied(), vec![2, 0]);
+        assert!(b.refresh());
+        assert_eq!(publisher.applied(), vec![2, 2]);
+        // A reader made later starts at the current generation.
+        let _c = publisher.reader();
+        assert_eq!(publisher.applied(), vec![2, 2, 2]);
     }
 }

@@ -13,6 +13,8 @@
 //!                                                  └─► hold + ARP request
 //!  ip4-local, ip6-local (not echo), ARP replies and NAs to the node ─► host-punt ─► host port
 //!  host-input (what the kernel sent on a host port) ─► tx batch of the paired data port, unchanged
+//!  ip4-local, TCP to a health-check port ─► stack-punt ─► stack port (the host stack)
+//!  stack-input (what the host stack sends) ─► ip4-output ─► tx batch of the routed port
 //! ```
 //!
 //! **Host ports** (the node's exception path): a data port may be paired with a host port, the
@@ -20,6 +22,12 @@
 //! *punted* to it unchanged instead of dropped (`ip4-local`), and every frame read from a host
 //! port leaves by its data port unchanged. Host ports are numbered after the data ports
 //! ([`WorkerConfig::host_ports`]); without one a port behaves as before.
+//!
+//! **The stack port** ([`WorkerConfig::stack_port`], after the host ports): the node's own small
+//! TCP/IP stack, which serves the Services' health checks (see [`crate::hoststack`]). TCP frames
+//! to a node address on a health-check port (`Tables::health`) that no flow and no Service
+//! claims go there instead of to the kernel; what the stack sends (IP packets) is routed like
+//! any packet the node originates.
 //!
 //! Every flow is owned by exactly one worker (see `docs/architecture.md`): a frame that reaches
 //! the wrong worker is handed to its owner through a lock-free queue before it touches any flow
@@ -31,6 +39,7 @@ use crate::drop::DropReason;
 use crate::hash::{addr_hash, flow_hash};
 use crate::ip6::{self, Ip6Config, Ip6State, Ip6Verdict};
 use crate::mbuf::{Mbuf, Pool, PoolCache};
+use crate::mirror::{StatsMirror, MIRROR_PERIOD};
 use crate::nat::{self, PROTO_ICMP};
 use crate::neighbor::{AffinityTable, NeighborCache};
 use crate::port::{Port, PortId, BURST};
@@ -81,6 +90,9 @@ pub struct WorkerConfig {
     /// The node's exception path: (data port, host port) pairs. Host port ids come after the
     /// data ports' (`tables.ports.len()..`); each worker owns its own queue of every host port.
     pub host_ports: Vec<(PortId, PortId)>,
+    /// The host stack's port (see [`crate::hoststack`]), numbered after the host ports; every
+    /// worker has its own queue of it.
+    pub stack_port: Option<PortId>,
 }
 
 impl WorkerConfig {
@@ -96,6 +108,7 @@ impl WorkerConfig {
             hold_max: 256,
             icmp_rate: 1000,
             host_ports: Vec::new(),
+            stack_port: None,
         }
     }
 
@@ -181,7 +194,7 @@ pub struct WorkerStats {
 }
 
 impl WorkerStats {
-    fn new(ports: usize) -> WorkerStats {
+    pub(crate) fn new(ports: usize) -> WorkerStats {
         WorkerStats {
             rx: vec![0; ports],
             tx: vec![0; ports],
@@ -227,6 +240,8 @@ enum PortRole {
     Data { host: Option<PortId> },
     /// The kernel's side of data port `data`.
     Host { data: PortId },
+    /// The host stack: receives frames for health-check ports, sends IP packets to be routed.
+    Stack,
 }
 
 struct Held {
@@ -291,6 +306,9 @@ pub struct Worker {
     snat_chunk: (u16, u16),
     snat_cursor: u32,
     stats: WorkerStats,
+    /// `stats` as other threads see them, copied from the timers every `MIRROR_PERIOD`.
+    mirror: Arc<StatsMirror>,
+    next_mirror: Instant,
     icmp_tokens: u32,
     icmp_refill: Instant,
     next_timer: Instant,
@@ -330,6 +348,14 @@ impl Worker {
             roles[d] = PortRole::Data { host: Some(host) };
             roles[h] = PortRole::Host { data };
         }
+        if let Some(stack) = cfg.stack_port {
+            let s = usize::from(stack);
+            assert!(
+                s < ports && roles[s] == PortRole::Data { host: None },
+                "stack port {stack} outside the {ports} ports or paired with a data port"
+            );
+            roles[s] = PortRole::Stack;
+        }
         Worker {
             ct: FlowTable::new(cfg.max_flows, cfg.timeouts),
             affinity: AffinityTable::new(cfg.affinity_max),
@@ -349,6 +375,8 @@ impl Worker {
             snat_chunk,
             snat_cursor: 0,
             stats: WorkerStats::new(ports),
+            mirror: Arc::new(StatsMirror::new(ports)),
+            next_mirror: Instant::ZERO,
             icmp_tokens: (cfg.icmp_rate / 10).max(1),
             icmp_refill: Instant::ZERO,
             next_timer: Instant::ZERO,
@@ -365,6 +393,12 @@ impl Worker {
 
     pub fn stats(&self) -> &WorkerStats {
         &self.stats
+    }
+
+    /// This worker's counters as other threads may read them while it runs (copied from the
+    /// timers every [`MIRROR_PERIOD`], so at most that old).
+    pub fn mirror(&self) -> Arc<StatsMirror> {
+        self.mirror.clone()
     }
 
     pub fn flows(&self) -> &FlowTable {
@@ -443,12 +477,22 @@ impl Worker {
     /// and its flow-index bucket prefetched, then the flow slots are prefetched, then each frame
     /// is decided and rewritten — so the cache misses of a group overlap instead of queueing.
     pub fn process_rx(&mut self, port: PortId, burst: &mut Vec<Mbuf>, now: Instant) {
-        if let Some(PortRole::Host { data }) = self.roles.get(usize::from(port)).copied() {
-            if let Some(c) = self.stats.rx.get_mut(usize::from(port)) {
-                *c += burst.len() as u64;
+        match self.roles.get(usize::from(port)).copied() {
+            Some(PortRole::Host { data }) => {
+                if let Some(c) = self.stats.rx.get_mut(usize::from(port)) {
+                    *c += burst.len() as u64;
+                }
+                self.host_input(data, burst);
+                return;
             }
-            self.host_input(data, burst);
-            return;
+            Some(PortRole::Stack) => {
+                if let Some(c) = self.stats.rx.get_mut(usize::from(port)) {
+                    *c += burst.len() as u64;
+                }
+                self.stack_input(port, burst, now);
+                return;
+            }
+            _ => {}
         }
         self.now = now;
         self.tables.refresh();
@@ -495,6 +539,31 @@ impl Worker {
                     self.pool.free(m);
                 }
             }
+        }
+    }
+
+    /// stack-input: IP packets the host stack sends (after `STACK_L2` bytes of room for the
+    /// Ethernet header) are routed like any packet the node originates. Only unicast
+    /// destinations off the node are accepted.
+    fn stack_input(&mut self, port: PortId, burst: &mut Vec<Mbuf>, now: Instant) {
+        self.now = now;
+        self.tables.refresh();
+        let t = self.tables.get().clone();
+        for mut m in burst.drain(..) {
+            let dst = match m.get(L2..).map(Ipv4Packet::new_checked) {
+                Some(Ok(ip)) => ip.dst_addr(),
+                _ => {
+                    self.count(DropReason::Ip4Malformed);
+                    self.pool.free(m);
+                    continue;
+                }
+            };
+            let action = if dst.is_broadcast() || dst.is_multicast() || t.is_local(dst) {
+                Action::Drop(DropReason::Ip4NoRoute)
+            } else {
+                self.ip4_output_local(&t, &mut m, dst)
+            };
+            self.apply(&t, m, port, action);
         }
     }
 
@@ -569,7 +638,19 @@ impl Worker {
             return;
         }
         self.next_timer = now + TIMER_PERIOD;
+        // An idle worker still switches to new tables, so that "every worker runs generation N"
+        // means what it says (the proxy health check waits for it).
+        self.tables.refresh();
         self.ct.sweep(now, SWEEP_BUDGET);
+        if now >= self.next_mirror {
+            self.next_mirror = now + MIRROR_PERIOD;
+            self.mirror.store(
+                &self.stats,
+                self.ct.len(),
+                self.ct.stats(),
+                self.tables.get().generation,
+            );
+        }
         if self.ip6.held() > 0 {
             let t = self.tables.get().clone();
             let Worker { ip6, pool, tx, .. } = self;
@@ -617,6 +698,9 @@ impl Worker {
     }
 
     /// Carries out a decision: the frame is queued for transmission, freed, handed over or held.
+    /// Always inlined: it is the per-frame tail of the burst loop, and with a third caller
+    /// (stack-input) the compiler stopped inlining it there, which cost 15 instructions a frame.
+    #[inline(always)]
     fn apply(&mut self, t: &Tables, m: Mbuf, port: PortId, action: Action) {
         match action {
             Action::Tx(p) => match self.tx.get_mut(usize::from(p)) {
@@ -1215,6 +1299,18 @@ impl Worker {
                 icmp.fill_checksum();
                 self.stats.icmp_sent += 1;
                 return self.ip4_output_local(t, m, meta.src);
+            }
+        }
+        // stack-punt: a Service's health check, served by the host stack. The frame goes,
+        // unchanged, to the stack port's transmit batch like any frame to send.
+        if meta.proto == PROTO_TCP {
+            if let Some(stack) = self.cfg.stack_port {
+                let dport = m
+                    .get(meta.l4 + 2..meta.l4 + 4)
+                    .map_or(0, |p| u16::from_be_bytes([p[0], p[1]]));
+                if t.health.serves(dport) {
+                    return Action::Tx(stack);
+                }
             }
         }
         self.punt_or(port, Action::Drop(DropReason::Ip4Local))

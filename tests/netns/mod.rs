@@ -27,6 +27,27 @@ impl Drop for Link {
     }
 }
 
+/// Fails the test with a clear reason unless it runs as root with every tool in `tools`.
+pub fn preflight(tools: &[&str]) {
+    let uid = sh(&["id", "-u"]);
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "this test needs root (network namespaces, veth, XDP)"
+    );
+    for tool in tools {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "this test needs `{tool}` (install iproute2, iputils-ping, ethtool, python3, curl)"
+        );
+    }
+}
+
 pub fn sh(args: &[&str]) -> Output {
     Command::new(args[0])
         .args(&args[1..])
@@ -161,7 +182,7 @@ impl Running {
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut log = String::new();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !log.contains("ready") {
+        while !log.contains("nodegate::run: ready") {
             let mut line = String::new();
             if std::time::Instant::now() > deadline || stderr.read_line(&mut line).unwrap_or(0) == 0
             {

@@ -292,6 +292,40 @@ impl Harness {
         }
     }
 
+    /// A harness whose workers also have the host stack's port (numbered after the data
+    /// ports), as a live run with `health.host_stack` has; returns the stack's queues, which
+    /// the test serves with a `control::hoststack::HostStack`.
+    pub fn with_host_stack(
+        workers: usize,
+        manifests: &str,
+    ) -> (Harness, std::sync::Arc<dataplane::hoststack::StackQueues>) {
+        use dataplane::port::{MemoryPort, Port};
+        let cfg = config(workers, "");
+        let t = tables(&cfg, manifests);
+        let data = t.ports.len();
+        let mut configs = worker_configs(&cfg);
+        for c in &mut configs {
+            c.stack_port = Some(data as u16);
+        }
+        let queues = dataplane::hoststack::StackQueues::new(dataplane::hoststack::STACK_DEPTH);
+        let mut ports: Vec<Box<dyn Port>> = Vec::new();
+        let mut peers = Vec::new();
+        for _ in 0..data {
+            let (p, peer) = MemoryPort::pair(4096);
+            ports.push(Box::new(p));
+            peers.push(peer);
+        }
+        ports.push(Box::new(queues.port(true)));
+        let node = Node::new(configs, t, ports, 8192);
+        let h = Harness {
+            node,
+            peers,
+            now: Instant::from_secs(1),
+            cfg,
+        };
+        (h, queues)
+    }
+
     /// Publishes tables built from new manifests.
     pub fn publish(&mut self, manifests: &str) {
         let t = tables(&self.cfg, manifests);
