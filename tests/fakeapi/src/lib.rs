@@ -311,9 +311,8 @@ impl FakeApi {
         let listener = loop {
             match StdListener::bind(self.shared.addr) {
                 Ok(l) => break l,
-                Err(e) if Instant::now() < deadline => {
-                    let _ = e;
-                    std::thread::sleep(Duration::from_millis(20));
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
                 }
                 Err(e) => panic!("fakeapi: rebinding {}: {e}", self.shared.addr),
             }

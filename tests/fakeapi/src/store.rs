@@ -318,8 +318,7 @@ impl Store {
     }
 
     /// A list request: `resourceVersion`/`resourceVersionMatch`/`limit`/`continue` with the
-    /// apiserver's semantics (an exact RV or a continue token older than the compacted point
-    /// is 410 Expired; "not older than" is served from the newest state).
+    /// apiserver's semantics (see `list_snapshot`). Pages are cut from one snapshot.
     pub fn list(
         &self,
         filter: &Filter,
@@ -328,55 +327,8 @@ impl Store {
         limit: Option<usize>,
         continue_token: Option<&str>,
     ) -> Result<Page, ApiError> {
-        let (at, start_after) = match continue_token {
-            Some(token) => {
-                let (rv, key) = decode_continue(token)
-                    .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
-                if rv < self.compacted {
-                    return Err(ApiError::expired(
-                        "The provided continue parameter is too old to display a consistent \
-                         list result. You can start a new list without the continue \
-                         parameter, or use the continue token in this response to retrieve \
-                         the remainder of the results. Continuing with the provided token \
-                         results in an inconsistent list - objects that were created, \
-                         modified, or deleted between the time the first chunk was returned \
-                         and now may show up in the list.",
-                    ));
-                }
-                (rv, Some(key))
-            }
-            None => {
-                let asked = match resource_version.filter(|v| !v.is_empty()) {
-                    None => None,
-                    Some(v) => Some(v.parse::<u64>().map_err(|_| {
-                        ApiError::bad_request(format!("invalid resource version: {v}"))
-                    })?),
-                };
-                let exact = match version_match {
-                    Some("Exact") => true,
-                    Some("NotOlderThan") | None => {
-                        // Legacy semantics: a non-zero RV with a limit is exact.
-                        version_match.is_none() && limit.is_some() && asked.unwrap_or(0) > 0
-                    }
-                    Some(other) => {
-                        return Err(ApiError::bad_request(format!(
-                            "unknown resourceVersionMatch: {other}"
-                        )))
-                    }
-                };
-                match asked {
-                    Some(rv) if rv > self.rv => return Err(ApiError::too_large_rv(rv, self.rv)),
-                    Some(rv) if exact && rv < self.compacted => {
-                        return Err(ApiError::expired(format!(
-                            "The resourceVersion for the provided list is too old: {rv} ({})",
-                            self.compacted
-                        )))
-                    }
-                    Some(rv) if exact => (rv, None),
-                    _ => (self.rv, None),
-                }
-            }
-        };
+        let (at, start_after) =
+            self.list_snapshot(resource_version, version_match, limit, continue_token)?;
         let state = self.state_at(filter.res, at);
         let mut matching = state
             .iter()
@@ -407,6 +359,65 @@ impl Store {
             continue_token: None,
             remaining: None,
         })
+    }
+
+    /// Which state a list is served from, and after which key it starts: a continue token's
+    /// snapshot, an exact resourceVersion, or the newest state. An exact RV or a continue
+    /// token older than the compacted point is 410 Expired; "not older than" never is.
+    fn list_snapshot(
+        &self,
+        resource_version: Option<&str>,
+        version_match: Option<&str>,
+        limit: Option<usize>,
+        continue_token: Option<&str>,
+    ) -> Result<(u64, Option<(String, String)>), ApiError> {
+        match continue_token {
+            Some(token) => {
+                let (rv, key) = decode_continue(token)
+                    .ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+                if rv < self.compacted {
+                    return Err(ApiError::expired(
+                        "The provided continue parameter is too old to display a consistent \
+                         list result. You can start a new list without the continue \
+                         parameter, or use the continue token in this response to retrieve \
+                         the remainder of the results. Continuing with the provided token \
+                         results in an inconsistent list - objects that were created, \
+                         modified, or deleted between the time the first chunk was returned \
+                         and now may show up in the list.",
+                    ));
+                }
+                Ok((rv, Some(key)))
+            }
+            None => {
+                let asked = match resource_version.filter(|v| !v.is_empty()) {
+                    None => None,
+                    Some(v) => Some(v.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(format!("invalid resource version: {v}"))
+                    })?),
+                };
+                let exact = match version_match {
+                    Some("Exact") => true,
+                    Some("NotOlderThan") | None => {
+                        // Legacy semantics: a non-zero RV with a limit is exact.
+                        version_match.is_none() && limit.is_some() && asked.unwrap_or(0) > 0
+                    }
+                    Some(other) => {
+                        return Err(ApiError::bad_request(format!(
+                            "unknown resourceVersionMatch: {other}"
+                        )))
+                    }
+                };
+                match asked {
+                    Some(rv) if rv > self.rv => Err(ApiError::too_large_rv(rv, self.rv)),
+                    Some(rv) if exact && rv < self.compacted => Err(ApiError::expired(format!(
+                        "The resourceVersion for the provided list is too old: {rv} ({})",
+                        self.compacted
+                    ))),
+                    Some(rv) if exact => Ok((rv, None)),
+                    _ => Ok((self.rv, None)),
+                }
+            }
+        }
     }
 
     /// Checks a body for a create or an update: an object of the path's kind, in the path's

@@ -230,7 +230,10 @@ impl Ctx<'_> {
             };
             tokio::pin!(deadline);
             loop {
+                // Biased: pending changes go out before a bookmark, so a bookmark carries
+                // the newest resourceVersion already written when it was asked for.
                 let chunk = tokio::select! {
+                    biased;
                     _ = disconnect.changed() => return,
                     _ = tx.closed() => return,
                     _ = &mut deadline => return,
