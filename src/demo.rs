@@ -5,22 +5,52 @@
 //! `af_packet`), a backend pod behind node-b that answers HTTP with the client address it sees,
 //! and a client pod behind node-a. Then it runs the page's experiments with `curl` (ClusterIP
 //! from a pod; NodePort and LoadBalancer, each with `externalTrafficPolicy` Cluster and Local,
-//! through both nodes) and prints what the backend saw. Everything is removed at the end, also
-//! on failure.
+//! through both nodes) and prints what the backend saw, then asks each node's health check
+//! port of the `Local` LoadBalancer what a cloud load balancer would (`/healthz`: 503 and no
+//! local endpoint on node-a, 200 and one on node-b). Everything is removed at the end, also on
+//! failure.
+//!
+//! The nodes take their Services and EndpointSlices from a manifests directory ([`objects`],
+//! written out), or, with [`Source::Api`], from an API server named by a kubeconfig, which the
+//! caller fills with [`objects`]. The nodes' `nodegate run` is in the node's namespace, where
+//! the caller's `127.0.0.1` is not reachable: each node namespace gets a management link
+//! (`api0`, 10.255.77.2 and .3) to a bridge in the root namespace (`ngdemo-api`, 10.255.77.1),
+//! where the demo relays TCP to the kubeconfig's server; the nodes get a copy of the kubeconfig
+//! naming the relay (with `tls-server-name` set to the original host for https).
 //!
 //! ```text
 //!  client 10.0.0.100 ──┐                    ┌── node-a 10.0.0.1 ── pods-a 10.2.0.0/24 ── pod-a 10.2.0.9
 //!                      └── lan bridge ──────┤
 //!                                           └── node-b 10.0.0.2 ── pods-b 10.1.0.0/24 ── pod-b 10.1.0.5:8080
+//!  (API mode: node-a, node-b ── api0 ── root namespace ngdemo-api 10.255.77.1 ── relay ── API server)
 //! ```
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const PREFIX: &str = "ngdemo";
 const NAMESPACES: [&str; 6] = ["lan", "client", "poda", "podb", "nodea", "nodeb"];
+/// The root namespace's bridge of the management links (API mode) and its address.
+const API_BRIDGE: &str = "ngdemo-api";
+const API_GATEWAY: &str = "10.255.77.1";
 
+/// Where the nodes take their Services and EndpointSlices from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A manifests directory holding [`objects`], written by the demo.
+    Manifests,
+    /// The API server of this kubeconfig (its current context), which must hold [`objects`].
+    Api(PathBuf),
+}
+
+/// The Services. Only the `Local` LoadBalancer has a `healthCheckNodePort`: the API server
+/// allocates one for no other type (and refuses one set on a NodePort Service), and kube-proxy
+/// serves none for them either.
 const MANIFESTS: &str = r#"apiVersion: v1
 kind: List
 items:
@@ -35,7 +65,7 @@ items:
 - apiVersion: v1
   kind: Service
   metadata: {name: nodeport-local, namespace: default}
-  spec: {type: NodePort, clusterIP: 10.96.0.12, externalTrafficPolicy: Local, healthCheckNodePort: 32100, ports: [{port: 80, targetPort: 8080, nodePort: 30081, protocol: TCP}]}
+  spec: {type: NodePort, clusterIP: 10.96.0.12, externalTrafficPolicy: Local, ports: [{port: 80, targetPort: 8080, nodePort: 30081, protocol: TCP}]}
 - apiVersion: v1
   kind: Service
   metadata: {name: loadbalancer, namespace: default}
@@ -63,6 +93,21 @@ fn slices() -> String {
         ));
     }
     s
+}
+
+/// The demo's Kubernetes objects: five Services (ClusterIP, NodePort and LoadBalancer with
+/// both traffic policies) and one EndpointSlice each, all pointing at the backend pod on
+/// node-b. With [`Source::Api`], the API server must hold them.
+pub fn objects() -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    for list in [MANIFESTS.to_string(), slices()] {
+        let list: serde_json::Value =
+            serde_yaml::from_str(&list).expect("the demo's manifests are valid YAML");
+        if let Some(items) = list["items"].as_array() {
+            out.extend(items.iter().cloned());
+        }
+    }
+    out
 }
 
 /// The backend: answers every GET with the address the connection came from.
@@ -104,10 +149,17 @@ fn ip(args: &[&str]) -> Result<(), String> {
 struct Lab {
     children: Vec<Child>,
     dir: PathBuf,
+    /// The API relay's address and stop flag (API mode).
+    relay: Option<(SocketAddr, Arc<AtomicBool>)>,
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
+        if let Some((addr, stop)) = &self.relay {
+            stop.store(true, Ordering::SeqCst);
+            // Wake the accept loop so it sees the flag.
+            let _ = TcpStream::connect_timeout(addr, Duration::from_secs(1));
+        }
         for c in &mut self.children {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
@@ -136,14 +188,165 @@ fn remove_namespaces() {
             .stderr(Stdio::null())
             .status();
     }
+    // The management links' root ends went with their namespaces; the bridge stays otherwise.
+    let _ = Command::new("ip")
+        .args(["link", "del", API_BRIDGE])
+        .stderr(Stdio::null())
+        .status();
 }
 
-fn node_config(name: &str, driver: &str, up_addr: &str, pods_addr: &str, route: &str) -> String {
+fn node_config(
+    name: &str,
+    driver: &str,
+    up_addr: &str,
+    pods_addr: &str,
+    route: &str,
+    api: bool,
+) -> String {
     let short = &name[name.len() - 1..];
+    let kubernetes = if api {
+        "kubernetes: {kubeconfig: api.kubeconfig}"
+    } else {
+        "kubernetes: {manifests: manifests}"
+    };
     format!(
-        "node: {{name: {name}, addresses: [\"{up}\"]}}\nworkers: 1\nports:\n  - {{name: uplink, driver: {driver}, interface: up{short}, addresses: [\"{up_addr}\"]}}\n  - {{name: pods, driver: {driver}, interface: pods{short}, addresses: [\"{pods_addr}\"]}}\nroutes:\n  - {route}\nkubernetes: {{manifests: manifests}}\n",
+        "node: {{name: {name}, addresses: [\"{up}\"]}}\nworkers: 1\nports:\n  - {{name: uplink, driver: {driver}, interface: up{short}, addresses: [\"{up_addr}\"]}}\n  - {{name: pods, driver: {driver}, interface: pods{short}, addresses: [\"{pods_addr}\"]}}\nroutes:\n  - {route}\n{kubernetes}\n",
         up = up_addr.split('/').next().unwrap_or_default(),
     )
+}
+
+/// The kubeconfig's current server URL, the file parsed as YAML.
+fn kubeconfig_server(config: &serde_yaml::Value) -> Result<String, String> {
+    let current = config["current-context"]
+        .as_str()
+        .ok_or("it has no current-context")?;
+    let named = |list: &str, name: &str| -> Option<serde_yaml::Value> {
+        config[list]
+            .as_sequence()?
+            .iter()
+            .find(|e| e["name"].as_str() == Some(name))
+            .cloned()
+    };
+    let context = named("contexts", current).ok_or(format!("no context {current:?}"))?;
+    let cluster = context["context"]["cluster"]
+        .as_str()
+        .ok_or(format!("context {current:?} names no cluster"))?;
+    let cluster = named("clusters", cluster).ok_or(format!("no cluster {cluster:?}"))?;
+    cluster["cluster"]["server"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or(format!("cluster of context {current:?} has no server"))
+}
+
+/// Splits `scheme://host[:port][/path]` into (scheme, host, port, path).
+fn split_url(url: &str) -> Result<(String, String, u16, String), String> {
+    let (scheme, rest) = url.split_once("://").ok_or(format!("{url:?} is no URL"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let default = if scheme == "https" { 443 } else { 80 };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
+            h.to_string(),
+            p.parse().map_err(|_| format!("bad port in {url:?}"))?,
+        ),
+        _ => (authority.to_string(), default),
+    };
+    Ok((scheme.to_string(), host, port, path.to_string()))
+}
+
+/// The kubeconfig, parsed, and the server of its current context.
+fn read_kubeconfig(path: &Path) -> Result<(serde_yaml::Value, String), String> {
+    let what = |e: String| format!("kubeconfig {}: {e}", path.display());
+    let text = std::fs::read_to_string(path).map_err(|e| what(e.to_string()))?;
+    let config: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| what(e.to_string()))?;
+    let server = kubeconfig_server(&config).map_err(what)?;
+    Ok((config, server))
+}
+
+/// Reads the caller's kubeconfig, starts a TCP relay on the management bridge's address to its
+/// server, and writes `api.kubeconfig` into `dir`, the same with the relay as server. Returns
+/// the relay's address and stop flag.
+fn relay_api(kubeconfig: &Path, dir: &Path) -> Result<(SocketAddr, Arc<AtomicBool>), String> {
+    let what = |e: String| format!("kubeconfig {}: {e}", kubeconfig.display());
+    let (mut config, server) = read_kubeconfig(kubeconfig)?;
+    let (scheme, host, port, path) = split_url(&server).map_err(what)?;
+    let target: Vec<SocketAddr> = (host.trim_matches(['[', ']']), port)
+        .to_socket_addrs()
+        .map_err(|e| what(format!("cannot resolve {host}: {e}")))?
+        .collect();
+    let listener = TcpListener::bind((API_GATEWAY, 0))
+        .map_err(|e| format!("cannot listen on {API_GATEWAY} for the API relay: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if flag.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(inbound) = conn else { continue };
+            let Ok(outbound) = TcpStream::connect(&target[..]) else {
+                continue;
+            };
+            pipe(inbound, outbound);
+        }
+    });
+    // Every cluster of the file gets the relay (only the current context's is used).
+    let relayed = format!("{scheme}://{addr}{path}");
+    if let Some(clusters) = config["clusters"].as_sequence_mut() {
+        for c in clusters {
+            if c["cluster"]["server"].as_str() == Some(server.as_str()) {
+                c["cluster"]["server"] = relayed.clone().into();
+                if scheme == "https" && c["cluster"].get("tls-server-name").is_none() {
+                    c["cluster"]["tls-server-name"] = host.clone().into();
+                }
+            }
+        }
+    }
+    let text = serde_yaml::to_string(&config).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("api.kubeconfig"), text).map_err(|e| format!("api.kubeconfig: {e}"))?;
+    Ok((addr, stop))
+}
+
+/// Copies bytes both ways between two connections until either side closes.
+fn pipe(a: TcpStream, b: TcpStream) {
+    let one_way = |mut from: TcpStream, mut to: TcpStream| {
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 16 * 1024];
+            loop {
+                match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if to.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = to.shutdown(Shutdown::Write);
+            let _ = from.shutdown(Shutdown::Read);
+        });
+    };
+    if let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) {
+        one_way(a, b2);
+        one_way(b, a2);
+    }
+}
+
+/// The management link of a node namespace: a veth from the root namespace's bridge, `api0`
+/// with `addr` in the node namespace.
+fn management_link(node_ns: &str, short: &str, addr: &str) -> Result<(), String> {
+    let root_end = format!("{API_BRIDGE}{short}");
+    ip(&[
+        "link", "add", &root_end, "type", "veth", "peer", "name", "api0", "netns", node_ns,
+    ])?;
+    ip(&["link", "set", &root_end, "master", API_BRIDGE])?;
+    ip(&["link", "set", &root_end, "up"])?;
+    ip(&["-n", node_ns, "addr", "add", addr, "dev", "api0"])?;
+    ip(&["-n", node_ns, "link", "set", "api0", "up"])?;
+    Ok(())
 }
 
 /// A veth pair with one end in each namespace (named `a` and `b` there), both up, and the TX
@@ -219,19 +422,23 @@ fn start_node(exe: &Path, dir: &Path, name: &str, netns: &str) -> Result<Child, 
     Ok(child)
 }
 
-fn build(exe: &Path, driver: &str) -> Result<Lab, String> {
+fn build(exe: &Path, driver: &str, source: &Source) -> Result<Lab, String> {
     remove_namespaces();
     let dir = std::env::temp_dir().join(format!("{PREFIX}-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("manifests")).map_err(|e| e.to_string())?;
     let mut lab = Lab {
         children: Vec::new(),
         dir: dir.clone(),
+        relay: None,
     };
     let write = |file: &str, text: &str| {
         std::fs::write(dir.join(file), text).map_err(|e| format!("{file}: {e}"))
     };
-    write("manifests/services.yaml", MANIFESTS)?;
-    write("manifests/endpointslices.yaml", &slices())?;
+    let api = matches!(source, Source::Api(_));
+    if !api {
+        write("manifests/services.yaml", MANIFESTS)?;
+        write("manifests/endpointslices.yaml", &slices())?;
+    }
     write(
         "node-a.yaml",
         &node_config(
@@ -240,6 +447,7 @@ fn build(exe: &Path, driver: &str) -> Result<Lab, String> {
             "10.0.0.1/24",
             "10.2.0.1/24",
             "{prefix: \"10.1.0.0/24\", via: \"10.0.0.2\"}",
+            api,
         ),
     )?;
     write(
@@ -250,12 +458,25 @@ fn build(exe: &Path, driver: &str) -> Result<Lab, String> {
             "10.0.0.2/24",
             "10.1.0.1/24",
             "{prefix: \"10.2.0.0/24\", via: \"10.0.0.1\"}",
+            api,
         ),
     )?;
 
     for n in NAMESPACES {
         ip(&["netns", "add", &ns(n)])?;
         ip(&["-n", &ns(n), "link", "set", "lo", "up"])?;
+    }
+    if let Source::Api(kubeconfig) = source {
+        ip(&["link", "add", API_BRIDGE, "type", "bridge"])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{API_GATEWAY}/24"),
+            "dev",
+            API_BRIDGE,
+        ])?;
+        ip(&["link", "set", API_BRIDGE, "up"])?;
+        lab.relay = Some(relay_api(kubeconfig, &dir)?);
     }
     let lan = ns("lan");
     ip(&["-n", &lan, "link", "add", "br0", "type", "bridge"])?;
@@ -268,12 +489,27 @@ fn build(exe: &Path, driver: &str) -> Result<Lab, String> {
 
     // The nodes: an uplink on the LAN and a port to their pods, both owned by nodegate (the
     // node's kernel has no address on them).
-    for (node, pod_ns, pod_addr, gw) in [
-        ("node-a", "poda", "10.2.0.9/24", "10.2.0.1"),
-        ("node-b", "podb", "10.1.0.5/24", "10.1.0.1"),
+    for (node, pod_ns, pod_addr, gw, mgmt) in [
+        (
+            "node-a",
+            "poda",
+            "10.2.0.9/24",
+            "10.2.0.1",
+            "10.255.77.2/24",
+        ),
+        (
+            "node-b",
+            "podb",
+            "10.1.0.5/24",
+            "10.1.0.1",
+            "10.255.77.3/24",
+        ),
     ] {
         let short = &node[node.len() - 1..];
         let node_ns = ns(&format!("node{short}"));
+        if api {
+            management_link(&node_ns, short, mgmt)?;
+        }
         veth(&node_ns, &format!("up{short}"), &lan, node)?;
         ip(&["-n", &lan, "link", "set", node, "master", "br0"])?;
         let pn = ns(pod_ns);
@@ -400,12 +636,70 @@ fn curl(from: &str, url: &str) -> Result<Option<String>, String> {
         .map(str::to_string))
 }
 
+/// What a load balancer's health check gets from `url` from a namespace: the status code and
+/// `localEndpoints` of the answer, as `"503 localEndpoints=0"`, or `None` when nothing answered.
+fn health(from: &str, url: &str) -> Result<Option<String>, String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns(from),
+            "curl",
+            "-s",
+            "--max-time",
+            "2",
+            "-w",
+            "\n%{http_code}",
+            url,
+        ])
+        .output()
+        .map_err(|e| format!("cannot run curl: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let code = code.trim();
+    if code.is_empty() || code == "000" {
+        return Ok(None);
+    }
+    let endpoints = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["localEndpoints"].as_u64())
+        .map_or_else(|| "?".to_string(), |n| n.to_string());
+    Ok(Some(format!("{code} localEndpoints={endpoints}")))
+}
+
+/// One health check experiment: a load balancer asking a node's `healthCheckNodePort`.
+struct HealthExperiment {
+    what: &'static str,
+    via: &'static str,
+    url: &'static str,
+    expect: &'static str,
+}
+
+const HEALTH_EXPERIMENTS: &[HealthExperiment] = &[
+    HealthExperiment {
+        what: "LoadBalancer, Local",
+        via: "node-a",
+        url: "http://10.0.0.1:32101/healthz",
+        expect: "503 localEndpoints=0 (no local pod)",
+    },
+    HealthExperiment {
+        what: "LoadBalancer, Local",
+        via: "node-b",
+        url: "http://10.0.0.2:32101/healthz",
+        expect: "200 localEndpoints=1 (pod runs here)",
+    },
+];
+
 /// One row of the result table.
 pub struct Row {
     pub what: &'static str,
     pub via: &'static str,
+    /// What the backend saw (the client address), or, for a health check row, the answer's
+    /// status code and `localEndpoints`.
     pub seen: Option<String>,
     pub expect: &'static str,
+    /// A health check row (`healthCheckNodePort`, `/healthz` from the client).
+    pub health: bool,
 }
 
 impl Row {
@@ -418,10 +712,9 @@ impl Row {
     }
 }
 
-/// Runs the demo; returns the table (or why it could not run).
-/// Runs the demo with the nodes on `driver` (`af_xdp` or `af_packet`); returns the table (or
-/// why it could not run).
-pub fn run(exe: &Path, driver: &str) -> Result<Vec<Row>, String> {
+/// Runs the demo with the nodes on `driver` (`af_xdp` or `af_packet`), their Services and
+/// EndpointSlices from `source`; returns the table (or why it could not run).
+pub fn run(exe: &Path, driver: &str, source: &Source) -> Result<Vec<Row>, String> {
     if !matches!(driver, "af_xdp" | "af_packet") {
         return Err(format!(
             "the demo runs the nodes on `af_xdp` or `af_packet`, not `{driver}`"
@@ -431,7 +724,10 @@ pub fn run(exe: &Path, driver: &str) -> Result<Vec<Row>, String> {
     if !matches!(probe, Ok(ref o) if o.status.success()) {
         return Err("the demo needs iproute2 (`ip`)".into());
     }
-    let lab = build(exe, driver).map_err(|e| {
+    if let Source::Api(kubeconfig) = source {
+        read_kubeconfig(kubeconfig)?;
+    }
+    let lab = build(exe, driver, source).map_err(|e| {
         format!("{e}\nthe demo creates network namespaces and veth pairs: run it as root")
     })?;
     // Wait for the backend to listen, then let the neighbours resolve once.
@@ -442,8 +738,18 @@ pub fn run(exe: &Path, driver: &str) -> Result<Vec<Row>, String> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = curl("client", "http://10.0.0.2:30080/");
+    // Both nodes serve the Services once they have them (at once from manifests; from an API
+    // server, once their watchers have listed): wait for a Cluster NodePort through each.
+    let deadline = Instant::now() + Duration::from_secs(30);
     let _ = curl("poda", "http://10.96.0.10/");
+    while curl("client", "http://10.0.0.1:30080/")?.is_none()
+        || curl("client", "http://10.0.0.2:30080/")?.is_none()
+    {
+        if Instant::now() > deadline {
+            break; // the rows will say what does not answer
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let mut rows = Vec::new();
     for e in EXPERIMENTS {
         if let Some((prefix, via)) = e.route {
@@ -454,26 +760,56 @@ pub fn run(exe: &Path, driver: &str) -> Result<Vec<Row>, String> {
             via: e.via,
             seen: curl(e.from, e.url)?,
             expect: e.expect,
+            health: false,
+        });
+    }
+    for h in HEALTH_EXPERIMENTS {
+        rows.push(Row {
+            what: h.what,
+            via: h.via,
+            seen: health("client", h.url)?,
+            expect: h.expect,
+            health: true,
         });
     }
     drop(lab);
     Ok(rows)
 }
 
-/// The table as printed.
+/// The table as printed: the curl experiments, then the health checks.
 pub fn table(rows: &[Row]) -> String {
-    let mut s = format!(
-        "{:<24} {:<8} {:<22} {:<32} {}\n",
-        "experiment", "through", "backend saw client", "Kubernetes docs say", ""
+    let line = |a: &str, b: &str, c: &str, d: &str, e: &str| {
+        format!(
+            "{}\n",
+            format!("{a:<24} {b:<8} {c:<22} {d:<36} {e}").trim_end()
+        )
+    };
+    let mut s = line(
+        "experiment",
+        "through",
+        "backend saw client",
+        "Kubernetes docs say",
+        "",
     );
+    let mut health_header = false;
     for r in rows {
-        s.push_str(&format!(
-            "{:<24} {:<8} {:<22} {:<32} {}\n",
+        if r.health && !health_header {
+            health_header = true;
+            s.push('\n');
+            s.push_str(&line(
+                "health check (LB's view)",
+                "node",
+                "GET :32101/healthz",
+                "Kubernetes docs say",
+                "",
+            ));
+        }
+        s.push_str(&line(
             r.what,
             r.via,
             r.seen.as_deref().unwrap_or("(no answer)"),
             r.expect,
-            if r.as_expected() { "ok" } else { "DIFFERENT" }
+            if r.as_expected() { "ok" } else { "DIFFERENT" },
         ));
     }
     s

@@ -39,6 +39,10 @@ enum Command {
         /// The port driver of the nodes: `af_xdp` or `af_packet`.
         #[arg(long, default_value = "af_xdp")]
         driver: String,
+        /// Take the Services and EndpointSlices from the API server of this kubeconfig (which
+        /// must hold the demo's objects) instead of a manifests directory.
+        #[arg(long, value_name = "PATH")]
+        kubeconfig: Option<PathBuf>,
     },
 }
 
@@ -54,7 +58,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo { driver } => {
+        Command::Demo { driver, kubeconfig } => {
             let exe = match std::env::current_exe() {
                 Ok(e) => e,
                 Err(e) => {
@@ -62,8 +66,18 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            println!("building the topology of the \"Using Source IP\" page (nodes on {driver}) and running its experiments...");
-            match nodegate::demo::run(&exe, &driver) {
+            let (source, from) = match kubeconfig {
+                Some(path) => {
+                    let from = format!("the API server of {}", path.display());
+                    (nodegate::demo::Source::Api(path), from)
+                }
+                None => (
+                    nodegate::demo::Source::Manifests,
+                    "a manifests directory".to_string(),
+                ),
+            };
+            println!("building the topology of the \"Using Source IP\" page (nodes on {driver}, Services from {from}) and running its experiments...");
+            match nodegate::demo::run(&exe, &driver, &source) {
                 Ok(rows) => {
                     print!("{}", nodegate::demo::table(&rows));
                     if rows.iter().all(nodegate::demo::Row::as_expected) {

@@ -1,6 +1,6 @@
 //! `nodegate demo` end to end: the "Using Source IP" experiments through two nodegate processes
 //! on veth interfaces in network namespaces (once on `af_xdp`, once on `af_packet`), with real
-//! curl and a real HTTP backend. Needs root, iproute2, ethtool, curl and python3 (CI installs
+//! curl and a real HTTP backend, and the Local LoadBalancer's health check on both nodes. Needs root, iproute2, ethtool, curl and python3 (CI installs
 //! them); without them it fails with the reason.
 
 use std::process::Command;
@@ -20,7 +20,7 @@ fn demo(driver: &str) {
     let row = |what: &str, via: &str| {
         table
             .lines()
-            .find(|l| l.starts_with(what) && l.contains(via))
+            .find(|l| l.starts_with(what) && l.contains(via) && !l.contains("localEndpoints"))
             .unwrap_or_else(|| panic!("no row {what} / {via} in\n{table}"))
             .to_string()
     };
@@ -32,7 +32,28 @@ fn demo(driver: &str) {
     assert!(row("LoadBalancer, Cluster", "node-a").contains(" 10.0.0.1 "));
     assert!(row("LoadBalancer, Local", "node-a").contains("(no answer)"));
     assert!(row("LoadBalancer, Local", "node-b").contains("10.0.0.100"));
-    assert_eq!(table.matches(" ok").count(), 9, "{table}");
+    // What a load balancer's health check sees on the Local LoadBalancer's healthCheckNodePort.
+    let health = |via: &str| {
+        table
+            .lines()
+            .find(|l| {
+                l.starts_with("LoadBalancer, Local")
+                    && l.contains(via)
+                    && l.contains("localEndpoints")
+            })
+            .unwrap_or_else(|| panic!("no health check row through {via} in\n{table}"))
+            .to_string()
+    };
+    assert!(
+        health("node-a").contains(" 503 localEndpoints=0 "),
+        "{table}"
+    );
+    assert!(
+        health("node-b").contains(" 200 localEndpoints=1 "),
+        "{table}"
+    );
+    assert_eq!(table.matches(" ok").count(), 11, "{table}");
+    assert!(!table.contains("DIFFERENT"), "{table}");
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(
         !String::from_utf8_lossy(&ns.stdout).contains("ngdemo"),
@@ -56,4 +77,18 @@ fn demo_refuses_a_driver_it_cannot_run() {
         .expect("run nodegate demo");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`af_xdp` or `af_packet`"));
+}
+
+#[test]
+fn demo_names_a_kubeconfig_it_cannot_read() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nodegate"))
+        .args(["demo", "--kubeconfig", "/nonexistent/ngdemo.kubeconfig"])
+        .output()
+        .expect("run nodegate demo");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kubeconfig /nonexistent/ngdemo.kubeconfig:") && !err.contains("root"),
+        "{err}"
+    );
 }
