@@ -145,8 +145,9 @@ fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Everything the demo created; removed on drop.
-struct Lab {
+/// The demo's topology, running (see [`Lab::start`]); everything it created is removed on
+/// drop.
+pub struct Lab {
     children: Vec<Child>,
     dir: PathBuf,
     /// The API relay's address and stop flag (API mode).
@@ -715,65 +716,92 @@ impl Row {
 /// Runs the demo with the nodes on `driver` (`af_xdp` or `af_packet`), their Services and
 /// EndpointSlices from `source`; returns the table (or why it could not run).
 pub fn run(exe: &Path, driver: &str, source: &Source) -> Result<Vec<Row>, String> {
-    if !matches!(driver, "af_xdp" | "af_packet") {
-        return Err(format!(
-            "the demo runs the nodes on `af_xdp` or `af_packet`, not `{driver}`"
-        ));
-    }
-    let probe = Command::new("ip").args(["netns", "list"]).output();
-    if !matches!(probe, Ok(ref o) if o.status.success()) {
-        return Err("the demo needs iproute2 (`ip`)".into());
-    }
-    if let Source::Api(kubeconfig) = source {
-        read_kubeconfig(kubeconfig)?;
-    }
-    let lab = build(exe, driver, source).map_err(|e| {
-        format!("{e}\nthe demo creates network namespaces and veth pairs: run it as root")
-    })?;
-    // Wait for the backend to listen, then let the neighbours resolve once.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while curl("podb", "http://127.0.0.1:8080/")?.is_none() {
-        if Instant::now() > deadline {
-            return Err("the backend HTTP server did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    // Both nodes serve the Services once they have them (at once from manifests; from an API
-    // server, once their watchers have listed): wait for a Cluster NodePort through each.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let _ = curl("poda", "http://10.96.0.10/");
-    while curl("client", "http://10.0.0.1:30080/")?.is_none()
-        || curl("client", "http://10.0.0.2:30080/")?.is_none()
-    {
-        if Instant::now() > deadline {
-            break; // the rows will say what does not answer
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let mut rows = Vec::new();
-    for e in EXPERIMENTS {
-        if let Some((prefix, via)) = e.route {
-            ip(&["-n", &ns(e.from), "route", "replace", prefix, "via", via])?;
-        }
-        rows.push(Row {
-            what: e.what,
-            via: e.via,
-            seen: curl(e.from, e.url)?,
-            expect: e.expect,
-            health: false,
-        });
-    }
-    for h in HEALTH_EXPERIMENTS {
-        rows.push(Row {
-            what: h.what,
-            via: h.via,
-            seen: health("client", h.url)?,
-            expect: h.expect,
-            health: true,
-        });
-    }
-    drop(lab);
+    let lab = Lab::start(exe, driver, source)?;
+    let mut rows = lab.experiments()?;
+    rows.extend(lab.health_checks()?);
     Ok(rows)
+}
+
+impl Lab {
+    /// Builds the topology and starts the nodes (`exe` is the `nodegate` executable), the
+    /// backend, and waits until both nodes serve the Cluster NodePort (at most 30 s: after
+    /// that the experiments will show what does not answer). Everything is removed when the
+    /// `Lab` is dropped. Needs root; only one `Lab` can exist at a time (fixed namespace
+    /// names).
+    pub fn start(exe: &Path, driver: &str, source: &Source) -> Result<Lab, String> {
+        if !matches!(driver, "af_xdp" | "af_packet") {
+            return Err(format!(
+                "the demo runs the nodes on `af_xdp` or `af_packet`, not `{driver}`"
+            ));
+        }
+        let probe = Command::new("ip").args(["netns", "list"]).output();
+        if !matches!(probe, Ok(ref o) if o.status.success()) {
+            return Err("the demo needs iproute2 (`ip`)".into());
+        }
+        if let Source::Api(kubeconfig) = source {
+            read_kubeconfig(kubeconfig)?;
+        }
+        let lab = build(exe, driver, source).map_err(|e| {
+            format!("{e}\nthe demo creates network namespaces and veth pairs: run it as root")
+        })?;
+        // Wait for the backend to listen, then let the neighbours resolve once.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while curl("podb", "http://127.0.0.1:8080/")?.is_none() {
+            if Instant::now() > deadline {
+                return Err("the backend HTTP server did not start".into());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Both nodes serve the Services once they have them (at once from manifests; from an
+        // API server, once their watchers have listed): wait for a Cluster NodePort through
+        // each.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let _ = curl("poda", "http://10.96.0.10/");
+        while curl("client", "http://10.0.0.1:30080/")?.is_none()
+            || curl("client", "http://10.0.0.2:30080/")?.is_none()
+        {
+            if Instant::now() > deadline {
+                break; // the rows will say what does not answer
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(lab)
+    }
+
+    /// The page's curl experiments, one row each: what the backend saw.
+    pub fn experiments(&self) -> Result<Vec<Row>, String> {
+        let mut rows = Vec::new();
+        for e in EXPERIMENTS {
+            if let Some((prefix, via)) = e.route {
+                ip(&["-n", &ns(e.from), "route", "replace", prefix, "via", via])?;
+            }
+            rows.push(Row {
+                what: e.what,
+                via: e.via,
+                seen: curl(e.from, e.url)?,
+                expect: e.expect,
+                health: false,
+            });
+        }
+        Ok(rows)
+    }
+
+    /// The Local LoadBalancer's health check on each node, from the client, as a load
+    /// balancer asks it; the expectations are the demo's objects' (the pod on node-b).
+    pub fn health_checks(&self) -> Result<Vec<Row>, String> {
+        HEALTH_EXPERIMENTS
+            .iter()
+            .map(|h| {
+                Ok(Row {
+                    what: h.what,
+                    via: h.via,
+                    seen: health("client", h.url)?,
+                    expect: h.expect,
+                    health: true,
+                })
+            })
+            .collect()
+    }
 }
 
 /// The table as printed: the curl experiments, then the health checks.

@@ -6,6 +6,9 @@
 //!
 //! Needs root, iproute2, ethtool, curl, python3 and kubectl (`$KUBECTL` or `PATH`); without
 //! them it fails with the reason.
+//!
+//! A second phase keeps the lab up through `demo::Lab` and moves the Local LoadBalancer's
+//! endpoint to node-a in the API server: the health checks of both nodes follow.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -133,6 +136,53 @@ fn demo_driven_by_the_api_server_reproduces_the_source_ip_page() {
     assert!(row("LoadBalancer, Local", "node-b", true).contains(" 200 localEndpoints=1 "));
     assert_eq!(table.matches(" ok").count(), 11, "{table}");
     assert!(!table.contains("DIFFERENT"), "{table}");
+
+    // Second phase, with the lab kept up (library API): the API server moves the Local
+    // LoadBalancer's endpoint to node-a (the EndpointSlice's nodeName), and the health checks
+    // follow within seconds: node-a passes with one local endpoint, node-b fails with none.
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_nodegate"));
+    let source = nodegate::demo::Source::Api(kubeconfig.clone());
+    let lab = nodegate::demo::Lab::start(exe, "af_xdp", &source).expect("start the lab");
+    let answers = |lab: &nodegate::demo::Lab| -> Vec<(String, Option<String>)> {
+        lab.health_checks()
+            .expect("health checks")
+            .into_iter()
+            .map(|r| (r.via.to_string(), r.seen))
+            .collect()
+    };
+    let pair = |a: &str, b: &str| {
+        vec![
+            ("node-a".to_string(), Some(a.to_string())),
+            ("node-b".to_string(), Some(b.to_string())),
+        ]
+    };
+    assert_eq!(
+        answers(&lab),
+        pair("503 localEndpoints=0", "200 localEndpoints=1")
+    );
+    let mut slice = api
+        .get("endpointslices", "default", "loadbalancer-local-x")
+        .expect("the Local LoadBalancer's EndpointSlice");
+    slice["endpoints"][0]["nodeName"] = "node-a".into();
+    api.apply(&slice).expect("move the endpoint to node-a");
+    let moved = std::time::Instant::now();
+    let want = pair("200 localEndpoints=1", "503 localEndpoints=0");
+    let mut seen = answers(&lab);
+    while seen != want && moved.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        seen = answers(&lab);
+    }
+    assert_eq!(
+        seen,
+        want,
+        "health checks {:?} after the endpoint moved to node-a",
+        moved.elapsed()
+    );
+    println!(
+        "endpoint moved to node-a: health checks followed within {:?}",
+        moved.elapsed()
+    );
+    drop(lab);
 
     let ns = Command::new("ip").args(["netns", "list"]).output().unwrap();
     assert!(
