@@ -247,12 +247,22 @@ fn split_url(url: &str) -> Result<(String, String, u16, String), String> {
         None => (rest, ""),
     };
     let default = if scheme == "https" { 443 } else { 80 };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
-            h.to_string(),
-            p.parse().map_err(|_| format!("bad port in {url:?}"))?,
-        ),
-        _ => (authority.to_string(), default),
+    let bad_port = |p: &str| p.parse().map_err(|_| format!("bad port in {url:?}"));
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 literal: `[addr]` or `[addr]:port`.
+        Some(v6) => {
+            let (addr, rest) = v6.split_once(']').ok_or(format!("bad host in {url:?}"))?;
+            let port = match rest.strip_prefix(':') {
+                Some(p) => bad_port(p)?,
+                None if rest.is_empty() => default,
+                None => return Err(format!("bad host in {url:?}")),
+            };
+            (format!("[{addr}]"), port)
+        }
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), bad_port(p)?),
+            None => (authority.to_string(), default),
+        },
     };
     Ok((scheme.to_string(), host, port, path.to_string()))
 }
@@ -272,7 +282,7 @@ fn read_kubeconfig(path: &Path) -> Result<(serde_yaml::Value, String), String> {
 fn relay_api(kubeconfig: &Path, dir: &Path) -> Result<(SocketAddr, Arc<AtomicBool>), String> {
     let what = |e: String| format!("kubeconfig {}: {e}", kubeconfig.display());
     let (mut config, server) = read_kubeconfig(kubeconfig)?;
-    let (scheme, host, port, path) = split_url(&server).map_err(what)?;
+    let (_, host, port, _) = split_url(&server).map_err(what)?;
     let target: Vec<SocketAddr> = (host.trim_matches(['[', ']']), port)
         .to_socket_addrs()
         .map_err(|e| what(format!("cannot resolve {host}: {e}")))?
@@ -294,21 +304,56 @@ fn relay_api(kubeconfig: &Path, dir: &Path) -> Result<(SocketAddr, Arc<AtomicBoo
             pipe(inbound, outbound);
         }
     });
-    // Every cluster of the file gets the relay (only the current context's is used).
-    let relayed = format!("{scheme}://{addr}{path}");
+    let base = kubeconfig.parent().unwrap_or(Path::new("."));
+    relayed_kubeconfig(&mut config, &server, addr, base)?;
+    let text = serde_yaml::to_string(&config).map_err(|e| e.to_string())?;
+    std::fs::write(dir.join("api.kubeconfig"), text).map_err(|e| format!("api.kubeconfig: {e}"))?;
+    Ok((addr, stop))
+}
+
+/// Rewrites a kubeconfig for the nodes: the clusters whose server is `server` get the relay at
+/// `relay` instead (with `tls-server-name` set to the original host for https, so the
+/// certificate is still checked against it), and the relative file names kube resolves against
+/// the kubeconfig's directory are made absolute against `base`, as the copy lives elsewhere.
+fn relayed_kubeconfig(
+    config: &mut serde_yaml::Value,
+    server: &str,
+    relay: SocketAddr,
+    base: &Path,
+) -> Result<(), String> {
+    let (scheme, host, _, path) = split_url(server)?;
+    let relayed = format!("{scheme}://{relay}{path}");
+    let absolute = |v: &mut serde_yaml::Value, key: &str, only_with_separator: bool| {
+        if let Some(file) = v.get(key).and_then(serde_yaml::Value::as_str) {
+            let relative = Path::new(file).is_relative()
+                && (!only_with_separator || file.contains(std::path::MAIN_SEPARATOR));
+            if relative {
+                v[key] = base.join(file).to_string_lossy().into_owned().into();
+            }
+        }
+    };
     if let Some(clusters) = config["clusters"].as_sequence_mut() {
         for c in clusters {
-            if c["cluster"]["server"].as_str() == Some(server.as_str()) {
-                c["cluster"]["server"] = relayed.clone().into();
-                if scheme == "https" && c["cluster"].get("tls-server-name").is_none() {
-                    c["cluster"]["tls-server-name"] = host.clone().into();
+            let cluster = &mut c["cluster"];
+            absolute(cluster, "certificate-authority", false);
+            if cluster["server"].as_str() == Some(server) {
+                cluster["server"] = relayed.clone().into();
+                if scheme == "https" && cluster.get("tls-server-name").is_none() {
+                    cluster["tls-server-name"] = host.trim_matches(['[', ']']).into();
                 }
             }
         }
     }
-    let text = serde_yaml::to_string(&config).map_err(|e| e.to_string())?;
-    std::fs::write(dir.join("api.kubeconfig"), text).map_err(|e| format!("api.kubeconfig: {e}"))?;
-    Ok((addr, stop))
+    if let Some(users) = config["users"].as_sequence_mut() {
+        for u in users {
+            let user = &mut u["user"];
+            for key in ["client-certificate", "client-key", "tokenFile"] {
+                absolute(user, key, false);
+            }
+            absolute(&mut user["exec"], "command", true);
+        }
+    }
+    Ok(())
 }
 
 /// Copies bytes both ways between two connections until either side closes.
@@ -326,8 +371,9 @@ fn pipe(a: TcpStream, b: TcpStream) {
                     }
                 }
             }
-            let _ = to.shutdown(Shutdown::Write);
-            let _ = from.shutdown(Shutdown::Read);
+            // Either side gone ends the whole connection (and the other direction's thread).
+            let _ = to.shutdown(Shutdown::Both);
+            let _ = from.shutdown(Shutdown::Both);
         });
     };
     if let (Ok(a2), Ok(b2)) = (a.try_clone(), b.try_clone()) {
@@ -841,4 +887,86 @@ pub fn table(rows: &[Row]) -> String {
         ));
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_scheme_host_port_and_path() {
+        let s = |u| split_url(u).unwrap();
+        assert_eq!(
+            s("http://127.0.0.1:6443"),
+            ("http".into(), "127.0.0.1".into(), 6443, String::new())
+        );
+        assert_eq!(
+            s("https://api.example:8443/k8s"),
+            ("https".into(), "api.example".into(), 8443, "/k8s".into())
+        );
+        assert_eq!(
+            s("https://api.example"),
+            ("https".into(), "api.example".into(), 443, String::new())
+        );
+        assert_eq!(
+            s("http://[::1]:80"),
+            ("http".into(), "[::1]".into(), 80, String::new())
+        );
+        assert_eq!(
+            s("https://[::1]"),
+            ("https".into(), "[::1]".into(), 443, String::new())
+        );
+        assert!(split_url("127.0.0.1:6443").is_err());
+    }
+
+    #[test]
+    fn the_nodes_kubeconfig_names_the_relay_and_absolute_files() {
+        let mut config: serde_yaml::Value = serde_yaml::from_str(
+            "current-context: c\n\
+             contexts: [{name: c, context: {cluster: k, user: u}}]\n\
+             clusters:\n\
+             - {name: k, cluster: {server: \"https://kube.example:6443\", certificate-authority: ca.crt}}\n\
+             - {name: other, cluster: {server: \"http://elsewhere:80\"}}\n\
+             users: [{name: u, user: {client-key: keys/u.key, tokenFile: /abs/token, exec: {command: ./bin/auth}}}]\n",
+        )
+        .unwrap();
+        let server = kubeconfig_server(&config).unwrap();
+        assert_eq!(server, "https://kube.example:6443");
+        let relay: SocketAddr = "10.255.77.1:4000".parse().unwrap();
+        relayed_kubeconfig(&mut config, &server, relay, Path::new("/home/me/.kube")).unwrap();
+        let k = &config["clusters"][0]["cluster"];
+        assert_eq!(k["server"], "https://10.255.77.1:4000");
+        assert_eq!(k["tls-server-name"], "kube.example");
+        assert_eq!(k["certificate-authority"], "/home/me/.kube/ca.crt");
+        assert_eq!(
+            config["clusters"][1]["cluster"]["server"],
+            "http://elsewhere:80"
+        );
+        let u = &config["users"][0]["user"];
+        assert_eq!(u["client-key"], "/home/me/.kube/keys/u.key");
+        assert_eq!(u["tokenFile"], "/abs/token");
+        assert_eq!(u["exec"]["command"], "/home/me/.kube/./bin/auth");
+    }
+
+    #[test]
+    fn the_objects_are_the_five_services_and_their_slices() {
+        let objects = objects();
+        let kinds: Vec<_> = objects
+            .iter()
+            .map(|o| o["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds.iter().filter(|k| **k == "Service").count(), 5);
+        assert_eq!(kinds.iter().filter(|k| **k == "EndpointSlice").count(), 5);
+        let with_health: Vec<_> = objects
+            .iter()
+            .filter(|o| !o["spec"]["healthCheckNodePort"].is_null())
+            .map(|o| {
+                (
+                    o["metadata"]["name"].as_str().unwrap(),
+                    o["spec"]["healthCheckNodePort"].as_u64(),
+                )
+            })
+            .collect();
+        assert_eq!(with_health, [("loadbalancer-local", Some(32101))]);
+    }
 }
