@@ -9,38 +9,11 @@
 mod netns;
 use netns::*;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A namespace with a veth pair: `host` in the test's namespace for nodegate, the peer with
-/// 192.0.2.2/24 and 192.0.2.3/24 (two endpoints), a route to the ClusterIP range via nodegate,
-/// TX checksum offload off.
 fn topology(tag: &str) -> (Netns, Link, String) {
-    let id = std::process::id() % 100_000;
-    let ns = Netns(format!("ngs{tag}{id}"));
-    let (host, peer) = (format!("ngs{tag}{id}"), format!("ngt{tag}{id}"));
-    must(&["ip", "netns", "add", &ns.0]);
-    must(&[
-        "ip", "link", "add", &host, "type", "veth", "peer", "name", &peer,
-    ]);
-    let link = Link(host.clone());
-    must(&["ip", "link", "set", &peer, "netns", &ns.0]);
-    must(&["ip", "link", "set", &host, "up"]);
-    for cmd in [
-        vec!["addr", "add", "192.0.2.2/24", "dev", &peer],
-        vec!["addr", "add", "192.0.2.3/24", "dev", &peer],
-        vec!["link", "set", &peer, "up"],
-        vec!["link", "set", "lo", "up"],
-        vec!["route", "add", "10.96.0.0/16", "via", "192.0.2.1"],
-    ] {
-        let mut args = vec!["ip", "-n", &ns.0];
-        args.extend(cmd);
-        must(&args);
-    }
-    must(&[
-        "ip", "netns", "exec", &ns.0, "ethtool", "-K", &peer, "tx", "off",
-    ]);
-    (ns, link, host)
+    veth_pair("ngs", "ngt", tag)
 }
 
 /// `nodegate.yaml` for one af_xdp worker on `host`, `extra` appended under `kubernetes:`, and a
@@ -64,108 +37,6 @@ fn write_manifest(dir: &std::path::Path, name: &str, text: &str) {
     let tmp = dir.join(format!(".{name}.tmp"));
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, dir.join("manifests").join(name)).unwrap();
-}
-
-/// The TCP Service of these tests: ClusterIP 10.96.0.20:80 and NodePort 30080 to port 8000 of
-/// `endpoints`.
-fn tcp_service(endpoints: &[&str]) -> String {
-    let eps: String = endpoints
-        .iter()
-        .map(|e| {
-            format!("  - {{addresses: [\"{e}\"], conditions: {{ready: true}}, nodeName: node-b}}\n")
-        })
-        .collect();
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: tcp, namespace: default}}
-spec:
-  type: NodePort
-  clusterIP: 10.96.0.20
-  ports: [{{port: 80, protocol: TCP, targetPort: 8000, nodePort: 30080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: tcp-1, namespace: default, labels: {{kubernetes.io/service-name: tcp}}}}
-addressType: IPv4
-ports: [{{name: "", port: 8000, protocol: TCP}}]
-endpoints:
-{eps}"#
-    )
-}
-
-/// A threaded TCP server on port 8000 of every address of the namespace: `hello` is answered
-/// with the address it reached (the endpoint), `bulk N` with N bytes (`i % 251`) sent in 64 KiB
-/// pieces 20 ms apart. Killed on drop.
-struct TcpServer(std::process::Child);
-
-const TCP_SERVER: &str = r#"
-import socketserver, time
-PATTERN = bytes(i % 251 for i in range(65536 + 251))
-class H(socketserver.StreamRequestHandler):
-    def handle(self):
-        line = self.rfile.readline().decode().split()
-        if line and line[0] == 'bulk':
-            n = int(line[1]); sent = 0
-            while sent < n:
-                k = min(65536, n - sent)
-                self.wfile.write(PATTERN[sent % 251:sent % 251 + k]); sent += k
-                time.sleep(0.02)
-        else:
-            self.wfile.write(('ep ' + self.request.getsockname()[0] + '\n').encode())
-socketserver.ThreadingTCPServer.allow_reuse_address = True
-socketserver.ThreadingTCPServer.daemon_threads = True
-s = socketserver.ThreadingTCPServer(('0.0.0.0', 8000), H)
-print('listening', flush=True)
-s.serve_forever()
-"#;
-
-impl TcpServer {
-    fn start(ns: &str) -> TcpServer {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", "-c", TCP_SERVER])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 for the TCP server");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line.trim(), "listening");
-        TcpServer(child)
-    }
-}
-
-impl Drop for TcpServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// One `hello` through the ClusterIP from the namespace: the endpoint that answered, or why
-/// not (within about a second). The client is the endpoint 192.0.2.2 itself, so the flow is
-/// hairpinned (DNAT and SNAT).
-fn tcp_hello(ns: &str) -> Result<String, String> {
-    hello_at(ns, "10.96.0.20", 80)
-}
-
-/// The same through the NodePort, 192.0.2.1:30080 (policy Cluster: SNAT to the node address,
-/// so an endpoint in the client's own namespace, 192.0.2.3, answers through nodegate too).
-fn nodeport_hello(ns: &str) -> Result<String, String> {
-    hello_at(ns, "192.0.2.1", 30080)
-}
-
-fn hello_at(ns: &str, addr: &str, port: u16) -> Result<String, String> {
-    let client = format!("import socket\ns=socket.create_connection(('{addr}',{port}),timeout=1)\ns.settimeout(2)\ns.sendall(b'hello\\n')\nprint(s.makefile().readline().split()[1])\n");
-    let out = sh(&["ip", "netns", "exec", ns, "python3", "-c", &client]);
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
 }
 
 /// Retries [`tcp_hello`] until it answers; returns how long it took (panics after 15 s).
@@ -273,16 +144,7 @@ fn established_transfer_keeps_its_endpoint_while_endpoints_change() {
     assert_eq!(tcp_hello(&ns.0).as_deref(), Ok("192.0.2.2"));
 
     // 32 MiB at about 3 MiB/s: the transfer runs for about ten seconds.
-    const SIZE: usize = 32 * 1024 * 1024;
-    let client = format!(
-        "import socket,hashlib\ns=socket.create_connection(('10.96.0.20',80),timeout=5)\ns.settimeout(20)\ns.sendall(b'bulk {SIZE}\\n')\nh=hashlib.sha256();n=0\nwhile True:\n    b=s.recv(65536)\n    if not b: break\n    h.update(b); n+=len(b)\nprint(s.getpeername()[0], n, h.hexdigest())\n"
-    );
-    let mut transfer = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c", &client])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut transfer = SlowTransfer::start(&ns.0, 32 * 1024 * 1024);
     std::thread::sleep(Duration::from_millis(500));
 
     // An endpoint is added.
@@ -302,9 +164,8 @@ fn established_transfer_keeps_its_endpoint_while_endpoints_change() {
         ["192.0.2.2", "192.0.2.3"],
         "new connections use both endpoints"
     );
-    assert_eq!(
-        transfer.try_wait().unwrap(),
-        None,
+    assert!(
+        transfer.running(),
         "the transfer must still run when the tables change"
     );
 
@@ -316,22 +177,12 @@ fn established_transfer_keeps_its_endpoint_while_endpoints_change() {
     for _ in 0..5 {
         assert_eq!(nodeport_hello(&ns.0).as_deref(), Ok("192.0.2.3"));
     }
-    assert_eq!(
-        transfer.try_wait().unwrap(),
-        None,
+    assert!(
+        transfer.running(),
         "the transfer must still run when its endpoint is removed"
     );
 
-    let out = transfer.wait_with_output().unwrap();
-    let got = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "transfer failed: {got}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
-    let digest = sha256_hex(&expected);
-    assert_eq!(got.trim(), format!("10.96.0.20 {SIZE} {digest}"));
+    transfer.assert_complete();
     let stats = run.stop();
     for reason in ["tx-full", "no-buffer", "ct-full", "l4-malformed"] {
         assert_eq!(stats["total"]["drops"][reason], 0, "{reason}: {stats}");
@@ -428,22 +279,4 @@ fn unreadable_kubeconfig_is_rejected_before_anything_starts() {
         err.contains("error: nodegate.yaml: (kubeconfig from --kubeconfig):"),
         "{err}"
     );
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            use std::io::Write;
-            c.stdin.take().unwrap().write_all(data)?;
-            c.wait_with_output()
-        })
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

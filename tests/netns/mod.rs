@@ -290,27 +290,44 @@ endpoints:
 
 /// A UDP echo server and a client, run by the namespace's own Python.
 const UDP_SERVER: &str = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',7777))\ns.settimeout(10)\nd,a=s.recvfrom(2048)\ns.sendto(d+b' from '+a[0].encode(),a)\n";
-const UDP_CLIENT: &str = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(5)\ns.sendto(b'hello',('10.96.0.10',5353))\nd,a=s.recvfrom(2048)\nprint(d.decode(), a[0], a[1])\n";
 
 /// One UDP request through the ClusterIP of [`UDP_SERVICE`] from namespace `ns` (server and
 /// client both there: hairpinned, so DNAT and SNAT); asserts the answer says the server saw the
 /// node's address 192.0.2.1 and came back from the Service address.
 pub fn udp_request(ns: &str) {
+    udp_exchange(ns, "10.96.0.10", 5353, 5).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The same to any Service address whose endpoint is 192.0.2.2:7777: `Err` with the reason when
+/// no answer comes within two seconds or it is not the expected one.
+pub fn udp_request_at(ns: &str, addr: &str, port: u16) -> Result<(), String> {
+    udp_exchange(ns, addr, port, 2)
+}
+
+fn udp_exchange(ns: &str, addr: &str, port: u16, timeout_secs: u32) -> Result<(), String> {
     let mut server = Command::new("ip")
         .args(["netns", "exec", ns, "python3", "-c", UDP_SERVER])
         .spawn()
         .expect("python3 for the UDP server");
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let client = sh(&["ip", "netns", "exec", ns, "python3", "-c", UDP_CLIENT]);
+    let client = format!("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout({timeout_secs})\ns.sendto(b'hello',('{addr}',{port}))\nd,a=s.recvfrom(2048)\nprint(d.decode(), a[0], a[1])\n");
+    let client = sh(&["ip", "netns", "exec", ns, "python3", "-c", &client]);
     let _ = server.kill();
     let _ = server.wait();
     let answer = String::from_utf8_lossy(&client.stdout);
-    assert!(
-        client.status.success(),
-        "UDP through the ClusterIP failed: {answer}{}",
-        String::from_utf8_lossy(&client.stderr)
-    );
-    assert_eq!(answer.trim(), "hello from 192.0.2.1 10.96.0.10 5353");
+    if !client.status.success() {
+        return Err(format!(
+            "UDP through {addr}:{port} failed: {answer}{}",
+            String::from_utf8_lossy(&client.stderr)
+        ));
+    }
+    let expected = format!("hello from 192.0.2.1 {addr} {port}");
+    if answer.trim() != expected {
+        return Err(format!(
+            "UDP through {addr}:{port}: {answer:?}, not {expected:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// What every namespace test that pinged the node and moved traffic through a Service expects
@@ -334,4 +351,229 @@ pub fn assert_forwarded_cleanly(stats: &serde_json::Value) {
     ] {
         assert_eq!(stats["total"]["drops"][reason], 0, "{reason}: {stats}");
     }
+}
+
+/// A namespace `{host_prefix}{tag}{id}` with a veth pair: `host` (`{host_prefix}{tag}{id}`) in
+/// the test's namespace for nodegate, the peer (`{peer_prefix}{tag}{id}`) with 192.0.2.2/24 and
+/// 192.0.2.3/24 (two endpoints), a route to the ClusterIP range via nodegate (192.0.2.1), TX
+/// checksum offload off.
+pub fn veth_pair(host_prefix: &str, peer_prefix: &str, tag: &str) -> (Netns, Link, String) {
+    let id = std::process::id() % 100_000;
+    let ns = Netns(format!("{host_prefix}{tag}{id}"));
+    let (host, peer) = (
+        format!("{host_prefix}{tag}{id}"),
+        format!("{peer_prefix}{tag}{id}"),
+    );
+    must(&["ip", "netns", "add", &ns.0]);
+    must(&[
+        "ip", "link", "add", &host, "type", "veth", "peer", "name", &peer,
+    ]);
+    let link = Link(host.clone());
+    must(&["ip", "link", "set", &peer, "netns", &ns.0]);
+    must(&["ip", "link", "set", &host, "up"]);
+    for cmd in [
+        vec!["addr", "add", "192.0.2.2/24", "dev", &peer],
+        vec!["addr", "add", "192.0.2.3/24", "dev", &peer],
+        vec!["link", "set", &peer, "up"],
+        vec!["link", "set", "lo", "up"],
+        vec!["route", "add", "10.96.0.0/16", "via", "192.0.2.1"],
+    ] {
+        let mut args = vec!["ip", "-n", &ns.0];
+        args.extend(cmd);
+        must(&args);
+    }
+    // veth hands frames on with partial checksums unless the sender computes them.
+    must(&[
+        "ip", "netns", "exec", &ns.0, "ethtool", "-K", &peer, "tx", "off",
+    ]);
+    (ns, link, host)
+}
+
+/// The TCP Service of the endpoint tests: ClusterIP 10.96.0.20:80 and NodePort 30080 to port
+/// 8000 of `endpoints` (all ready).
+pub fn tcp_service(endpoints: &[&str]) -> String {
+    let eps: Vec<(&str, bool)> = endpoints.iter().map(|e| (*e, true)).collect();
+    tcp_service_with(&eps)
+}
+
+/// The same with each endpoint's `ready` condition given.
+pub fn tcp_service_with(endpoints: &[(&str, bool)]) -> String {
+    let eps: String = endpoints
+        .iter()
+        .map(|(e, ready)| {
+            format!(
+                "  - {{addresses: [\"{e}\"], conditions: {{ready: {ready}}}, nodeName: node-b}}\n"
+            )
+        })
+        .collect();
+    let eps = if eps.is_empty() {
+        " []\n".to_string()
+    } else {
+        format!("\n{eps}")
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: tcp, namespace: default}}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.20
+  ports: [{{port: 80, protocol: TCP, targetPort: 8000, nodePort: 30080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: tcp-1, namespace: default, labels: {{kubernetes.io/service-name: tcp}}}}
+addressType: IPv4
+ports: [{{name: "", port: 8000, protocol: TCP}}]
+endpoints:{eps}"#
+    )
+}
+
+/// A threaded TCP server on port 8000 of every address of the namespace: `hello` is answered
+/// with the address it reached (the endpoint), `bulk N` with N bytes (`i % 251`) sent in 64 KiB
+/// pieces 20 ms apart. Killed on drop.
+pub struct TcpServer(std::process::Child);
+
+const TCP_SERVER: &str = r#"
+import socketserver, time
+PATTERN = bytes(i % 251 for i in range(65536 + 251))
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        line = self.rfile.readline().decode().split()
+        if line and line[0] == 'bulk':
+            n = int(line[1]); sent = 0
+            while sent < n:
+                k = min(65536, n - sent)
+                self.wfile.write(PATTERN[sent % 251:sent % 251 + k]); sent += k
+                time.sleep(0.02)
+        else:
+            self.wfile.write(('ep ' + self.request.getsockname()[0] + '\n').encode())
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer.daemon_threads = True
+s = socketserver.ThreadingTCPServer(('0.0.0.0', 8000), H)
+print('listening', flush=True)
+s.serve_forever()
+"#;
+
+impl TcpServer {
+    pub fn start(ns: &str) -> TcpServer {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", TCP_SERVER])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 for the TCP server");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "listening");
+        TcpServer(child)
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One `hello` through the ClusterIP of [`tcp_service`] from the namespace: the endpoint that
+/// answered, or why not (within about a second). The client is the endpoint 192.0.2.2 itself,
+/// so the flow is hairpinned (DNAT and SNAT).
+pub fn tcp_hello(ns: &str) -> Result<String, String> {
+    hello_at(ns, "10.96.0.20", 80)
+}
+
+/// The same through the NodePort, 192.0.2.1:30080 (policy Cluster: SNAT to the node address,
+/// so an endpoint in the client's own namespace, 192.0.2.3, answers through nodegate too).
+pub fn nodeport_hello(ns: &str) -> Result<String, String> {
+    hello_at(ns, "192.0.2.1", 30080)
+}
+
+/// One `hello` to `addr:port` from namespace `ns` (see [`TcpServer`]).
+pub fn hello_at(ns: &str, addr: &str, port: u16) -> Result<String, String> {
+    let client = format!("import socket\ns=socket.create_connection(('{addr}',{port}),timeout=1)\ns.settimeout(2)\ns.sendall(b'hello\\n')\nprint(s.makefile().readline().split()[1])\n");
+    let out = sh(&["ip", "netns", "exec", ns, "python3", "-c", &client]);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// A long transfer through the ClusterIP of [`tcp_service`]: `bulk SIZE` asked of the
+/// [`TcpServer`] from namespace `ns`, about 3 MiB/s, so 32 MiB take about ten seconds.
+pub struct SlowTransfer {
+    child: Option<std::process::Child>,
+    size: usize,
+}
+
+impl SlowTransfer {
+    pub fn start(ns: &str, size: usize) -> SlowTransfer {
+        let client = format!(
+            "import socket,hashlib\ns=socket.create_connection(('10.96.0.20',80),timeout=5)\ns.settimeout(20)\ns.sendall(b'bulk {size}\\n')\nh=hashlib.sha256();n=0\nwhile True:\n    b=s.recv(65536)\n    if not b: break\n    h.update(b); n+=len(b)\nprint(s.getpeername()[0], n, h.hexdigest())\n"
+        );
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-c", &client])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("python3 for the transfer's client");
+        SlowTransfer {
+            child: Some(child),
+            size,
+        }
+    }
+
+    /// Still running.
+    pub fn running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("not waited for yet");
+        child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the end; asserts that every byte came, unchanged, from the Service address.
+    pub fn assert_complete(mut self) {
+        let size = self.size;
+        let child = self.child.take().expect("not waited for yet");
+        let out = child.wait_with_output().unwrap();
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "transfer failed: {got}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let expected: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        let digest = sha256_hex(&expected);
+        assert_eq!(got.trim(), format!("10.96.0.20 {size} {digest}"));
+    }
+}
+
+impl Drop for SlowTransfer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(None) = child.try_wait() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import hashlib,sys;print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(data)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

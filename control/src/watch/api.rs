@@ -156,6 +156,55 @@ pub async fn watch(client: Client, node_name: String, tx: mpsc::Sender<Update>) 
     tokio::join!(services, slices, nodes);
 }
 
+/// What is worth saying about a watcher's progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Note {
+    /// The first list is complete.
+    Listed,
+    /// A relist after failures (a lost connection, `410 Gone`) is complete: the objects are
+    /// the API server's again.
+    Relisted { after_failures: u64 },
+    /// A resumed watch delivers events again after failures.
+    Recovered { after_failures: u64 },
+}
+
+/// A watcher's failures since its last good event, and whether it has listed once.
+#[derive(Debug, Default)]
+struct Progress {
+    failures: u64,
+    listed: bool,
+}
+
+impl Progress {
+    /// Counts a failure; returns the attempt number (failures in a row).
+    fn failed(&mut self) -> u64 {
+        self.failures += 1;
+        self.failures
+    }
+
+    /// Takes an event in; what to say about it. A relist is a recovery when it completes, not
+    /// at its first object (the objects of a relist only count at `InitDone`).
+    fn event<T>(&mut self, event: &WatchEvent<T>) -> Option<Note> {
+        let after_failures = self.failures;
+        let note = match event {
+            WatchEvent::Init | WatchEvent::InitApply(..) => return None,
+            WatchEvent::InitDone => {
+                let first = !std::mem::replace(&mut self.listed, true);
+                if after_failures > 0 {
+                    Some(Note::Relisted { after_failures })
+                } else {
+                    first.then_some(Note::Listed)
+                }
+            }
+            WatchEvent::Apply(..) | WatchEvent::Delete(_) => {
+                (after_failures > 0).then_some(Note::Recovered { after_failures })
+            }
+        };
+        self.failures = 0;
+        note
+    }
+}
+
 /// One resource's watch loop. Errors are logged (each retry, with the attempt number) and
 /// reported; the first success after errors is logged too.
 async fn watch_resource<K, T>(
@@ -171,8 +220,7 @@ async fn watch_resource<K, T>(
     let key = |o: &K| ObjectKey::new(o.namespace().unwrap_or_default(), o.name_any());
     let stream = watcher(api, config).backoff(WatchBackoff::default());
     let mut stream = std::pin::pin!(stream);
-    let mut failures = 0u64;
-    let mut listed = false;
+    let mut progress = Progress::default();
     while let Some(item) = stream.next().await {
         let update = match item {
             Ok(event) => {
@@ -183,25 +231,27 @@ async fn watch_resource<K, T>(
                     Event::Apply(o) => WatchEvent::Apply(key(&o), convert(o)),
                     Event::Delete(o) => WatchEvent::Delete(key(&o)),
                 };
-                if matches!(event, WatchEvent::InitDone) {
-                    if failures > 0 {
-                        tracing::info!(%resource, after_failures = failures, "API server watch recovered: relisted");
-                    } else if !listed {
-                        tracing::info!(%resource, "API server listed");
-                    }
-                    failures = 0;
-                    listed = true;
-                } else if failures > 0 && !matches!(event, WatchEvent::Init) {
-                    tracing::info!(%resource, after_failures = failures, "API server watch recovered");
-                    failures = 0;
+                match progress.event(&event) {
+                    Some(Note::Listed) => tracing::info!(%resource, "API server listed"),
+                    Some(Note::Relisted { after_failures }) => tracing::info!(
+                        %resource,
+                        after_failures,
+                        "API server watch recovered: relisted"
+                    ),
+                    Some(Note::Recovered { after_failures }) => tracing::info!(
+                        %resource,
+                        after_failures,
+                        "API server watch recovered"
+                    ),
+                    None => {}
                 }
                 wrap(event)
             }
             Err(e) => {
-                failures += 1;
+                let attempt = progress.failed();
                 tracing::warn!(
                     %resource,
-                    attempt = failures,
+                    attempt,
                     "API server watch failed: {}; retrying with backoff (the tables keep what was seen last)",
                     error_chain(&e)
                 );
@@ -211,5 +261,70 @@ async fn watch_resource<K, T>(
         if tx.send(update).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod test {
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new("default", name)
+    }
+
+    #[test]
+    fn test_first_list_is_listed() {
+        let mut p = Progress::default();
+        assert_eq!(p.event::<()>(&WatchEvent::Init), None);
+        assert_eq!(
+            p.event(&WatchEvent::InitApply(key("a"), Ok(Some(())))),
+            None
+        );
+        assert_eq!(p.event::<()>(&WatchEvent::InitDone), Some(Note::Listed));
+        assert_eq!(p.event(&WatchEvent::Apply(key("a"), Ok(Some(())))), None);
+        // A relist without failures (the watcher's own) is nothing to report.
+        assert_eq!(p.event::<()>(&WatchEvent::Init), None);
+        assert_eq!(p.event::<()>(&WatchEvent::InitDone), None);
+    }
+
+    /// After a `410 Gone` the watcher relists: the relist's objects come before it is
+    /// complete, and the recovery is reported once, as a relist, when it is.
+    #[test]
+    fn test_relist_after_failures_is_reported_when_complete() {
+        let mut p = Progress::default();
+        p.event::<()>(&WatchEvent::Init);
+        p.event::<()>(&WatchEvent::InitDone);
+        assert_eq!(p.failed(), 1);
+        p.event::<()>(&WatchEvent::Init);
+        assert_eq!(p.failed(), 2, "a list that fails counts on");
+        assert_eq!(p.event::<()>(&WatchEvent::Init), None);
+        assert_eq!(
+            p.event(&WatchEvent::InitApply(key("a"), Ok(Some(())))),
+            None
+        );
+        assert_eq!(
+            p.event(&WatchEvent::InitApply(key("b"), Ok(Some(())))),
+            None
+        );
+        assert_eq!(
+            p.event::<()>(&WatchEvent::InitDone),
+            Some(Note::Relisted { after_failures: 2 })
+        );
+        assert_eq!(p.event(&WatchEvent::Apply(key("a"), Ok(Some(())))), None);
+        assert_eq!(p.failed(), 1, "the count starts again");
+    }
+
+    /// A watch resumed after a lost connection (no relist) recovers at its first event.
+    #[test]
+    fn test_resumed_watch_recovers_at_its_first_event() {
+        let mut p = Progress::default();
+        p.event::<()>(&WatchEvent::Init);
+        p.event::<()>(&WatchEvent::InitDone);
+        p.failed();
+        assert_eq!(
+            p.event::<()>(&WatchEvent::Delete(key("a"))),
+            Some(Note::Recovered { after_failures: 1 })
+        );
+        assert_eq!(p.event::<()>(&WatchEvent::Delete(key("b"))), None);
     }
 }
