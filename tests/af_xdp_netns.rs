@@ -7,56 +7,16 @@
 mod netns;
 use netns::*;
 
-/// A namespace `ngx…` with a veth pair: `host` in the test's namespace, `peer` (192.0.2.2/24,
-/// route to the ClusterIP range via 192.0.2.1, TX checksum offload off) in the namespace.
+/// A namespace `ngx…` with a veth pair: `host` in the test's namespace, the peer (192.0.2.2/24
+/// and .3, route to the ClusterIP range via 192.0.2.1, TX checksum offload off) in the
+/// namespace (`netns::veth_pair`).
 fn topology(tag: &str) -> (Netns, Link, String) {
-    topology_with_queues(tag, 1)
+    veth_pair("ngx", "ngy", tag)
 }
 
 /// The same with `queues` RX and TX queues on both veth ends.
 fn topology_with_queues(tag: &str, queues: usize) -> (Netns, Link, String) {
-    let id = std::process::id() % 100_000;
-    let ns = Netns(format!("ngx{tag}{id}"));
-    let (host, peer) = (format!("ngx{tag}{id}"), format!("ngy{tag}{id}"));
-    must(&["ip", "netns", "add", &ns.0]);
-    let q = queues.to_string();
-    must(&[
-        "ip",
-        "link",
-        "add",
-        &host,
-        "numtxqueues",
-        &q,
-        "numrxqueues",
-        &q,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &peer,
-        "numtxqueues",
-        &q,
-        "numrxqueues",
-        &q,
-    ]);
-    let link = Link(host.clone());
-    must(&["ip", "link", "set", &peer, "netns", &ns.0]);
-    must(&["ip", "link", "set", &host, "up"]);
-    for cmd in [
-        vec!["addr", "add", "192.0.2.2/24", "dev", &peer],
-        vec!["link", "set", &peer, "up"],
-        vec!["link", "set", "lo", "up"],
-        vec!["route", "add", "10.96.0.0/16", "via", "192.0.2.1"],
-    ] {
-        let mut args = vec!["ip", "-n", &ns.0];
-        args.extend(cmd);
-        must(&args);
-    }
-    // veth hands frames on with partial checksums unless the sender computes them.
-    must(&[
-        "ip", "netns", "exec", &ns.0, "ethtool", "-K", &peer, "tx", "off",
-    ]);
-    (ns, link, host)
+    veth_pair_with_queues("ngx", "ngy", tag, queues)
 }
 
 fn write_config(dir: &std::path::Path, host: &str, workers: usize, mode: &str) {
@@ -250,6 +210,9 @@ fn af_xdp_works_on_a_tap_interface() {
 fn transmit_only_socket_sends_prebuilt_frames_without_a_program() {
     let (ns, _link, host) = topology("t");
     let peer = host.replacen("ngx", "ngy", 1);
+    // Only our frames may reach the peer: no IPv6 neighbour discovery or MLD from this end.
+    std::fs::write(format!("/proc/sys/net/ipv6/conf/{host}/disable_ipv6"), "1")
+        .expect("disable IPv6 on the host end (needs root)");
     let counter = |ns: Option<&str>, dev: &str, name: &str| -> u64 {
         let path = format!("/sys/class/net/{dev}/{name}");
         let out = match ns {

@@ -358,6 +358,16 @@ pub fn assert_forwarded_cleanly(stats: &serde_json::Value) {
 /// 192.0.2.3/24 (two endpoints), a route to the ClusterIP range via nodegate (192.0.2.1), TX
 /// checksum offload off.
 pub fn veth_pair(host_prefix: &str, peer_prefix: &str, tag: &str) -> (Netns, Link, String) {
+    veth_pair_with_queues(host_prefix, peer_prefix, tag, 1)
+}
+
+/// The same with `queues` RX and TX queues on both veth ends.
+pub fn veth_pair_with_queues(
+    host_prefix: &str,
+    peer_prefix: &str,
+    tag: &str,
+    queues: usize,
+) -> (Netns, Link, String) {
     let id = std::process::id() % 100_000;
     let ns = Netns(format!("{host_prefix}{tag}{id}"));
     let (host, peer) = (
@@ -365,8 +375,25 @@ pub fn veth_pair(host_prefix: &str, peer_prefix: &str, tag: &str) -> (Netns, Lin
         format!("{peer_prefix}{tag}{id}"),
     );
     must(&["ip", "netns", "add", &ns.0]);
+    let q = queues.to_string();
     must(&[
-        "ip", "link", "add", &host, "type", "veth", "peer", "name", &peer,
+        "ip",
+        "link",
+        "add",
+        &host,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
     ]);
     let link = Link(host.clone());
     must(&["ip", "link", "set", &peer, "netns", &ns.0]);
