@@ -661,22 +661,20 @@ const EXPERIMENTS: &[Experiment] = &[
     },
 ];
 
-/// What the backend saw, or `None` when nothing answered.
-fn curl(from: &str, url: &str) -> Result<Option<String>, String> {
+/// `curl -s --max-time 2 [extra] url` from namespace `from`; its standard output.
+fn curl_output(from: &str, extra: &[&str], url: &str) -> Result<String, String> {
     let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns(from),
-            "curl",
-            "-s",
-            "--max-time",
-            "2",
-            url,
-        ])
+        .args(["netns", "exec", &ns(from), "curl", "-s", "--max-time", "2"])
+        .args(extra)
+        .arg(url)
         .output()
         .map_err(|e| format!("cannot run curl: {e}"))?;
-    let body = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What the backend saw, or `None` when nothing answered.
+fn curl(from: &str, url: &str) -> Result<Option<String>, String> {
+    let body = curl_output(from, &[], url)?;
     Ok(body
         .trim()
         .strip_prefix("client_address=")
@@ -686,22 +684,7 @@ fn curl(from: &str, url: &str) -> Result<Option<String>, String> {
 /// What a load balancer's health check gets from `url` from a namespace: the status code and
 /// `localEndpoints` of the answer, as `"503 localEndpoints=0"`, or `None` when nothing answered.
 fn health(from: &str, url: &str) -> Result<Option<String>, String> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns(from),
-            "curl",
-            "-s",
-            "--max-time",
-            "2",
-            "-w",
-            "\n%{http_code}",
-            url,
-        ])
-        .output()
-        .map_err(|e| format!("cannot run curl: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = curl_output(from, &["-w", "\n%{http_code}"], url)?;
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     let code = code.trim();
     if code.is_empty() || code == "000" {
