@@ -279,15 +279,7 @@ fn api_server_loss_keeps_forwarding_and_the_tables_converge_when_it_returns() {
     // Each watcher comes back at its own next attempt (the delays are jittered), at most
     // 12.8 s after the restart here; the tables follow within min_sync.
     for resource in ["Service", "EndpointSlice"] {
-        run.wait_for_line(
-            mark,
-            &[
-                "API server watch recovered: relisted",
-                &format!("resource={resource}"),
-            ],
-            Duration::from_secs(40),
-        )
-        .unwrap_or_else(|| panic!("{resource}: no recovery logged:\n{}", run.log_after_ready()));
+        relisted(&run, mark, resource, Duration::from_secs(40));
     }
     eventually(
         &run,
@@ -386,15 +378,7 @@ fn gone_after_compaction_makes_nodegate_relist_and_converge() {
             Duration::from_secs(1),
         )
         .unwrap_or_else(|| panic!("{kind}: no 410 Gone logged:\n{}", run.log_after_ready()));
-        run.wait_for_line(
-            mark,
-            &[
-                "API server watch recovered: relisted",
-                &format!("resource={kind}"),
-            ],
-            Duration::from_secs(1),
-        )
-        .unwrap_or_else(|| panic!("{kind}: no relist logged:\n{}", run.log_after_ready()));
+        relisted(&run, mark, kind, Duration::from_secs(1));
     }
     assert!(udp_request_at(&ns.0, "10.96.0.10", 5353).is_err());
     let stats = run.stop();
@@ -506,18 +490,7 @@ fn established_transfer_survives_endpoint_changes_from_the_api() {
     let mark = run.log_after_ready().len();
     apply_yaml(&api, &tcp_service(&["192.0.2.2", "192.0.2.3"]));
     published(mark, "the new endpoint");
-    let mut seen = std::collections::BTreeSet::new();
-    for _ in 0..40 {
-        seen.insert(nodeport_hello(&ns.0).expect("hello"));
-        if seen.len() == 2 {
-            break;
-        }
-    }
-    assert_eq!(
-        seen.into_iter().collect::<Vec<_>>(),
-        ["192.0.2.2", "192.0.2.3"],
-        "new connections use both endpoints"
-    );
+    nodeport_reaches(&ns.0, &["192.0.2.2", "192.0.2.3"]);
     assert!(
         transfer.running(),
         "the transfer must survive a new endpoint"
@@ -555,4 +528,18 @@ fn established_transfer_survives_endpoint_changes_from_the_api() {
     for reason in ["tx-full", "no-buffer", "ct-full", "l4-malformed"] {
         assert_eq!(stats["total"]["drops"][reason], 0, "{reason}: {stats}");
     }
+}
+
+/// Waits (at most `timeout`) for nodegate to log, after log position `mark`, that the watcher
+/// of `resource` recovered by relisting.
+fn relisted(run: &Running, mark: usize, resource: &str, timeout: Duration) {
+    run.wait_for_line(
+        mark,
+        &[
+            "API server watch recovered: relisted",
+            &format!("resource={resource}"),
+        ],
+        timeout,
+    )
+    .unwrap_or_else(|| panic!("{resource}: no relist logged:\n{}", run.log_after_ready()));
 }

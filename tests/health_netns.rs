@@ -92,34 +92,9 @@ fn service_body(name: &str, n: u32, healthy: bool) -> String {
 #[test]
 fn health_checks_and_metrics_answer_like_kube_proxy() {
     preflight(&["ip", "ethtool", "curl"]);
-    let id = std::process::id() % 100_000;
-    let node = Netns(format!("nghhn{id}"));
-    let client = Netns(format!("nghhc{id}"));
-    let (wire, peer) = (format!("nghhv{id}"), format!("nghhw{id}"));
-    must(&["ip", "netns", "add", &node.0]);
-    must(&["ip", "netns", "add", &client.0]);
-    must(&[
-        "ip", "-n", &node.0, "link", "add", &wire, "type", "veth", "peer", "name", &peer, "netns",
-        &client.0,
-    ]);
-    for (ns, dev) in [(&node.0, &wire), (&client.0, &peer)] {
-        must(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-    }
-    must(&[
-        "ip",
-        "-n",
-        &client.0,
-        "addr",
-        "add",
-        &format!("{CLIENT_IP}/24"),
-        "dev",
-        &peer,
-    ]);
-    // veth passes partial checksums on unless the sender computes them.
-    must(&[
-        "ip", "netns", "exec", &client.0, "ethtool", "-K", &peer, "tx", "off",
-    ]);
+    let NodeAndClient {
+        node, client, wire, ..
+    } = node_and_client("nghh", &format!("{CLIENT_IP}/24"));
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(

@@ -151,25 +151,10 @@ fn exception_path_on_af_xdp() {
 
 fn exception_path(driver: &str, tag: &str) {
     preflight();
-    let id = std::process::id() % 100_000;
-    let node = Netns(format!("ngh{tag}n{id}"));
-    let client = Netns(format!("ngh{tag}c{id}"));
-    let (wire, peer, tap) = (
-        format!("ngh{tag}v{id}"),
-        format!("ngh{tag}w{id}"),
-        format!("ngh{tag}t{id}"),
-    );
-    must(&["ip", "netns", "add", &node.0]);
-    must(&["ip", "netns", "add", &client.0]);
-    // The veth lives and dies with the namespaces.
-    must(&[
-        "ip", "-n", &node.0, "link", "add", &wire, "type", "veth", "peer", "name", &peer, "netns",
-        &client.0,
-    ]);
-    for (ns, dev) in [(&node.0, &wire), (&client.0, &peer)] {
-        must(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-    }
+    let NodeAndClient {
+        node, client, wire, ..
+    } = node_and_client(&format!("ngh{tag}"), &format!("{CLIENT_IP}/24"));
+    let tap = format!("ngh{tag}t{}", std::process::id() % 100_000);
     // af_packet does not take frames away from the node's kernel: keep its stack off the wire
     // (no address there, no ARP answers, strict reverse path, no IPv6), so that the kernel only
     // sees what nodegate punts to the TAP.
@@ -182,25 +167,11 @@ fn exception_path(driver: &str, tag: &str) {
         "ip",
         "-n",
         &client.0,
-        "addr",
-        "add",
-        &format!("{CLIENT_IP}/24"),
-        "dev",
-        &peer,
-    ]);
-    must(&[
-        "ip",
-        "-n",
-        &client.0,
         "route",
         "add",
         "10.96.0.0/16",
         "via",
         NODE_IP,
-    ]);
-    // veth hands AF_PACKET frames with partial checksums unless the sender computes them.
-    must(&[
-        "ip", "netns", "exec", &client.0, "ethtool", "-K", &peer, "tx", "off",
     ]);
 
     let dir = tempfile::tempdir().unwrap();

@@ -604,3 +604,68 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A "node" namespace and a "client" namespace (`{prefix}n{id}`, `{prefix}c{id}`) joined by a
+/// veth pair that lives and dies with them: `wire` in the node namespace (no address: the data
+/// plane owns it), `peer` in the client namespace with `client_addr`, TX checksum offload off
+/// (veth passes partial checksums on unless the sender computes them). Both ends and both
+/// loopbacks are up.
+pub struct NodeAndClient {
+    pub node: Netns,
+    pub client: Netns,
+    pub wire: String,
+    pub peer: String,
+}
+
+pub fn node_and_client(prefix: &str, client_addr: &str) -> NodeAndClient {
+    let id = std::process::id() % 100_000;
+    let node = Netns(format!("{prefix}n{id}"));
+    let client = Netns(format!("{prefix}c{id}"));
+    let (wire, peer) = (format!("{prefix}v{id}"), format!("{prefix}w{id}"));
+    must(&["ip", "netns", "add", &node.0]);
+    must(&["ip", "netns", "add", &client.0]);
+    must(&[
+        "ip", "-n", &node.0, "link", "add", &wire, "type", "veth", "peer", "name", &peer, "netns",
+        &client.0,
+    ]);
+    for (ns, dev) in [(&node.0, &wire), (&client.0, &peer)] {
+        must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+    must(&[
+        "ip",
+        "-n",
+        &client.0,
+        "addr",
+        "add",
+        client_addr,
+        "dev",
+        &peer,
+    ]);
+    must(&[
+        "ip", "netns", "exec", &client.0, "ethtool", "-K", &peer, "tx", "off",
+    ]);
+    NodeAndClient {
+        node,
+        client,
+        wire,
+        peer,
+    }
+}
+
+/// Connections to the NodePort of [`tcp_service`] until `expected` endpoints have all answered
+/// (at most 40); asserts they did.
+pub fn nodeport_reaches(ns: &str, expected: &[&str]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        seen.insert(nodeport_hello(ns).expect("hello"));
+        if seen.len() == expected.len() {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        expected,
+        "new connections use every endpoint"
+    );
+}
