@@ -98,9 +98,12 @@ pub struct NodeConfig {
 /// One entry of `node.node_port_addresses`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodePortAddresses {
-    /// Addresses inside this prefix.
+    /// IPv4 addresses inside this prefix.
     Prefix(Cidr),
-    /// `primary`: the node's own addresses (`node.addresses`), as kube-proxy's keyword.
+    /// IPv6 addresses inside this prefix.
+    Prefix6(Cidr6),
+    /// `primary`: the node's own addresses (`node.addresses`), as kube-proxy's keyword; for
+    /// IPv6 the first IPv6 port address.
     Primary,
 }
 
@@ -111,9 +114,38 @@ impl NodeConfig {
             None => true,
             Some(list) => list.iter().any(|e| match e {
                 NodePortAddresses::Prefix(c) => c.contains(addr),
+                NodePortAddresses::Prefix6(_) => false,
                 NodePortAddresses::Primary => self.addresses.contains(&addr),
             }),
         }
+    }
+
+    /// [`Self::node_port_on`] for an IPv6 address; `primary` is the node's primary IPv6
+    /// address. As in kube-proxy, a list with no entry for IPv6 (only IPv4 prefixes) leaves
+    /// every IPv6 address open.
+    pub fn node_port_on6(&self, addr: Ipv6Addr, primary: Option<Ipv6Addr>) -> bool {
+        let Some(list) = &self.node_port_addresses else {
+            return true;
+        };
+        let mut any6 = false;
+        for e in list {
+            match e {
+                NodePortAddresses::Prefix(_) => {}
+                NodePortAddresses::Prefix6(c) => {
+                    any6 = true;
+                    if c.contains(addr) {
+                        return true;
+                    }
+                }
+                NodePortAddresses::Primary => {
+                    any6 = true;
+                    if primary == Some(addr) {
+                        return true;
+                    }
+                }
+            }
+        }
+        !any6
     }
 }
 
@@ -1149,6 +1181,13 @@ impl RawConfig {
                 for (i, entry) in list.iter().enumerate() {
                     let e = if entry == "primary" {
                         NodePortAddresses::Primary
+                    } else if entry.contains(':') {
+                        NodePortAddresses::Prefix6(entry.parse().map_err(|e: CidrParseError| {
+                            (
+                                format!("node.node_port_addresses[{i}]"),
+                                format!("{} (or `primary`)", e.0),
+                            )
+                        })?)
                     } else {
                         NodePortAddresses::Prefix(entry.parse().map_err(|e: CidrParseError| {
                             (

@@ -8,8 +8,8 @@
 //!
 //! Like kube-proxy, objects labelled `service.kubernetes.io/service-proxy-name` (owned by
 //! another proxy) or `service.kubernetes.io/headless` are ignored, `ExternalName` Services are
-//! ignored, and only IPv4 addresses are kept (IPv6 ones are dropped, IPv6 and FQDN
-//! EndpointSlices are skipped).
+//! ignored, and FQDN EndpointSlices are skipped. Services are dual-stack: addresses of both
+//! families are kept, and `IPv4` and `IPv6` EndpointSlices are both read.
 //!
 //! The same conversion serves objects watched on the API server ([`service_from_object`],
 //! [`slice_from_object`], [`node_from_object`]).
@@ -654,12 +654,44 @@ fn port_number(field: String, n: i32) -> Result<u16, Invalid> {
 }
 
 /// Parses an IP address: `Some` for IPv4, `None` for IPv6 (dropped), error otherwise.
-fn parse_ip(field: String, s: &str) -> Result<Option<Ipv4Addr>, Invalid> {
+fn parse_ip(field: String, s: &str) -> Result<Option<IpAddr>, Invalid> {
     match s.parse::<IpAddr>() {
-        Ok(IpAddr::V4(v4)) => Ok(Some(v4)),
-        Ok(IpAddr::V6(_)) => Ok(None),
+        Ok(ip) => Ok(Some(ip)),
         Err(_) => invalid(field, format!("invalid IP address `{s}`")),
     }
+}
+
+/// A CIDR of either family, reduced to its network address (`10.0.0.1/8` => `10.0.0.0/8`).
+fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
+    let bad = |why: &str| {
+        format!("invalid CIDR `{s}`: {why} (expected e.g. `10.0.0.0/8` or `2001:db8::/32`)")
+    };
+    let (addr, len) = s.split_once('/').ok_or_else(|| bad("no prefix length"))?;
+    let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
+    let len: u8 = len.parse().map_err(|_| bad("bad prefix length"))?;
+    let bits = if addr.is_ipv4() { 32 } else { 128 };
+    if u32::from(len) > bits {
+        return Err(bad("prefix length too long for the family"));
+    }
+    let net = match addr {
+        IpAddr::V4(a) => {
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - u32::from(len))
+            };
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+        }
+        IpAddr::V6(a) => {
+            let mask = if len == 0 {
+                0
+            } else {
+                u128::MAX << (128 - u32::from(len))
+            };
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(a) & mask))
+        }
+    };
+    Ok((net, len))
 }
 
 fn has_label(labels: &Option<std::collections::BTreeMap<String, String>>, key: &str) -> bool {
@@ -845,16 +877,10 @@ fn convert_service(
         .flatten()
         .enumerate()
     {
-        let r = r.trim();
-        if r.contains(':') {
-            continue; // IPv6: Services are IPv4 in this build
-        }
-        let cidr: crate::config::Cidr = r.parse().map_err(|e: crate::config::CidrParseError| {
-            (format!("spec.loadBalancerSourceRanges[{i}]"), e.to_string())
-        })?;
-        let net = cidr.network();
-        if !load_balancer_source_ranges.contains(&(net.address, net.prefix_len)) {
-            load_balancer_source_ranges.push((net.address, net.prefix_len));
+        let net =
+            parse_cidr(r.trim()).map_err(|e| (format!("spec.loadBalancerSourceRanges[{i}]"), e))?;
+        if !load_balancer_source_ranges.contains(&net) {
+            load_balancer_source_ranges.push(net);
         }
     }
 
@@ -894,14 +920,15 @@ fn convert_slice(
             return Ok(None);
         }
     }
-    match slice.address_type.as_str() {
-        "IPv4" => {}
+    let ipv6 = match slice.address_type.as_str() {
+        "IPv4" => false,
+        "IPv6" => true,
         "" => return invalid("addressType", "required field is missing"),
         other => {
-            tracing::debug!(location = %loc, address_type = other, "skipping non-IPv4 EndpointSlice");
+            tracing::debug!(location = %loc, address_type = other, "skipping EndpointSlice that is not IPv4 or IPv6");
             return Ok(None);
         }
-    }
+    };
     let service_name = labels
         .as_ref()
         .and_then(|l| l.get(LABEL_SERVICE_NAME))
@@ -938,12 +965,17 @@ fn convert_slice(
         }
         let mut addresses = Vec::with_capacity(ep.addresses.len());
         for (j, a) in ep.addresses.iter().enumerate() {
-            let ip: Ipv4Addr = a.parse().map_err(|_| {
-                (
-                    format!("endpoints[{i}].addresses[{j}]"),
-                    format!("invalid IPv4 address `{a}`"),
-                )
-            })?;
+            let family = if ipv6 { "IPv6" } else { "IPv4" };
+            let ip: IpAddr = a
+                .parse()
+                .ok()
+                .filter(|ip: &IpAddr| ip.is_ipv6() == ipv6)
+                .ok_or_else(|| {
+                    (
+                        format!("endpoints[{i}].addresses[{j}]"),
+                        format!("invalid {family} address `{a}` (addressType is {family})"),
+                    )
+                })?;
             addresses.push(ip);
         }
         let c = ep.conditions.unwrap_or_default();

@@ -4,7 +4,7 @@
 //! `snapshot` turns them into the data plane's immutable tables. Only what nodegate acts on is
 //! kept, already validated: addresses are parsed, protocols are known, defaults are applied.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 /// L4 protocol of a Service port (`spec.ports[].protocol`, default TCP).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,13 +47,14 @@ pub struct Service {
     pub namespace: String,
     pub name: String,
     pub service_type: ServiceType,
-    /// IPv4 cluster IPs (`spec.clusterIPs`, or `spec.clusterIP`). Empty for headless Services.
-    pub cluster_ips: Vec<Ipv4Addr>,
+    /// Cluster IPs of either family (`spec.clusterIPs`, or `spec.clusterIP`): one per family
+    /// for a dual-stack Service. Empty for headless Services.
+    pub cluster_ips: Vec<IpAddr>,
     pub ports: Vec<ServicePort>,
-    /// `spec.externalIPs` (IPv4 only).
-    pub external_ips: Vec<Ipv4Addr>,
-    /// `status.loadBalancer.ingress[].ip` (IPv4 only).
-    pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// `spec.externalIPs`.
+    pub external_ips: Vec<IpAddr>,
+    /// `status.loadBalancer.ingress[].ip`.
+    pub load_balancer_ips: Vec<IpAddr>,
     /// `spec.externalTrafficPolicy: Local`.
     pub external_policy_local: bool,
     /// `spec.internalTrafficPolicy: Local`.
@@ -62,9 +63,9 @@ pub struct Service {
     pub affinity_timeout_secs: Option<u32>,
     /// `spec.healthCheckNodePort`, set for LoadBalancer/NodePort Services with Local policy.
     pub health_check_node_port: Option<u16>,
-    /// `spec.loadBalancerSourceRanges` (IPv4 prefixes): only these clients may use the load
-    /// balancer IPs. Empty: anyone.
-    pub load_balancer_source_ranges: Vec<(Ipv4Addr, u8)>,
+    /// `spec.loadBalancerSourceRanges` (prefixes of either family, network address and
+    /// length): only these clients may use the load balancer IPs. Empty: anyone.
+    pub load_balancer_source_ranges: Vec<(IpAddr, u8)>,
 }
 
 /// A port of an EndpointSlice (`ports[]`).
@@ -80,7 +81,8 @@ pub struct EndpointPort {
 /// `serving` unset means `ready`, `terminating` unset means false.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
-    pub addresses: Vec<Ipv4Addr>,
+    /// Of the slice's address family (an `IPv4` or `IPv6` EndpointSlice).
+    pub addresses: Vec<IpAddr>,
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,

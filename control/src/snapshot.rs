@@ -17,13 +17,13 @@ use crate::model::{ClusterState, Endpoint, Protocol, Service, ServicePort, Servi
 use dataplane::ip6::{Ip6Item, Ip6Tables, PortAddress6, StaticNeighbor6, StaticRoute6};
 use dataplane::route::{PortAddress, RouteTable, StaticRoute};
 use dataplane::service::{
-    Backend, BackendSet, Frontend, FrontendAction, FrontendKey, FrontendKind, HealthCheck,
+    Address, Backend, BackendSet, Frontend, FrontendAction, FrontendKey, FrontendKind, HealthCheck,
     HealthChecks, ServiceTable, SourceRanges, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
 use dataplane::tables::{PortInfo, Tables};
 use dataplane::wire::MacAddr;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 /// Builds the node part (ports, addresses, routes, static neighbours) and the service table.
@@ -124,6 +124,28 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
         addresses: &local,
     };
     let (services, mut warnings) = service_table(state, &node);
+
+    // IPv6: every port's IPv6 address is the node's (there is no `node.addresses` for IPv6).
+    let mut local6: Vec<Ipv6Addr> = Vec::new();
+    for a in cfg.ports.iter().flat_map(|p| p.addresses6.iter()) {
+        if !local6.contains(&a.address) {
+            local6.push(a.address);
+        }
+    }
+    let primary6 = local6.first().copied();
+    let node_ports6: Vec<Ipv6Addr> = local6
+        .iter()
+        .copied()
+        .filter(|&a| cfg.node.node_port_on6(a, primary6))
+        .collect();
+    let node6 = NodeView {
+        name: node.name,
+        zone: node.zone,
+        node_ports: &node_ports6,
+        addresses: &local6,
+    };
+    let (services6, warnings6) = service_table(state, &node6);
+    warnings.extend(warnings6);
     let (health, health_warnings) = health_checks(state, &cfg.node.name);
     warnings.extend(health_warnings);
     Ok((
@@ -134,6 +156,7 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
             routes,
             neighbors,
             services,
+            services6,
             health,
             ip6,
         },
@@ -219,8 +242,8 @@ fn proto_number(p: Protocol) -> u8 {
 
 /// One endpoint of one Service port, conditions merged across slices.
 #[derive(Debug, Clone)]
-struct Candidate {
-    addr: Ipv4Addr,
+struct Candidate<A> {
+    addr: A,
     port: u16,
     ready: bool,
     serving_terminating: bool,
@@ -242,7 +265,7 @@ enum Topology {
     SameZone,
 }
 
-fn topology(cands: &[Candidate], node: &NodeView) -> Topology {
+fn topology<A: Address>(cands: &[Candidate<A>], node: &NodeView<A>) -> Topology {
     let ready = || cands.iter().filter(|c| c.ready);
     if ready().next().is_none() {
         return Topology::All;
@@ -263,7 +286,7 @@ fn topology(cands: &[Candidate], node: &NodeView) -> Topology {
 }
 
 impl Topology {
-    fn allows(self, c: &Candidate, node: &NodeView) -> bool {
+    fn allows<A: Address>(self, c: &Candidate<A>, node: &NodeView<A>) -> bool {
         match self {
             Topology::All => true,
             Topology::SameNode => c.node_hints.iter().any(|n| n == node.name),
@@ -274,10 +297,15 @@ impl Topology {
     }
 }
 
-/// The endpoints of `sp` from every slice of `svc`, deduplicated by address (a pod can sit in
-/// two slices while they are being rebalanced; the most ready copy wins).
-fn candidates(state: &ClusterState, svc: &Service, sp: &ServicePort, node: &str) -> Vec<Candidate> {
-    let mut by_addr: BTreeMap<(u32, u16), Candidate> = BTreeMap::new();
+/// The endpoints of `sp` of family `A` from every slice of `svc`, deduplicated by address (a
+/// pod can sit in two slices while they are being rebalanced; the most ready copy wins).
+fn candidates<A: Address>(
+    state: &ClusterState,
+    svc: &Service,
+    sp: &ServicePort,
+    node: &str,
+) -> Vec<Candidate<A>> {
+    let mut by_addr: BTreeMap<(A, u16), Candidate<A>> = BTreeMap::new();
     for slice in state
         .endpoint_slices
         .iter()
@@ -293,12 +321,12 @@ fn candidates(state: &ClusterState, svc: &Service, sp: &ServicePort, node: &str)
         };
         for ep in &slice.endpoints {
             // Consumers use the first address only (the API says the rest are ignored).
-            let Some(&addr) = ep.addresses.first() else {
+            let Some(addr) = ep.addresses.first().and_then(|&a| A::of(a)) else {
                 continue;
             };
             let c = candidate(ep, addr, port, node);
             by_addr
-                .entry((u32::from(addr), port))
+                .entry((addr, port))
                 .and_modify(|old| {
                     old.ready |= c.ready;
                     old.serving_terminating |= c.serving_terminating;
@@ -321,7 +349,7 @@ fn candidates(state: &ClusterState, svc: &Service, sp: &ServicePort, node: &str)
     by_addr.into_values().collect()
 }
 
-fn candidate(ep: &Endpoint, addr: Ipv4Addr, port: u16, node: &str) -> Candidate {
+fn candidate<A>(ep: &Endpoint, addr: A, port: u16, node: &str) -> Candidate<A> {
     Candidate {
         addr,
         port,
@@ -356,20 +384,15 @@ pub fn health_checks(state: &ClusterState, node: &str) -> (HealthChecks, Vec<Str
         {
             continue;
         }
-        let mut addrs: Vec<Ipv4Addr> = svc
-            .ports
-            .iter()
-            .flat_map(|sp| candidates(state, svc, sp, node))
-            .filter(|c| c.local && c.ready_not_terminating)
-            .map(|c| c.addr)
-            .collect();
-        addrs.sort_unstable();
-        addrs.dedup();
+        // A dual-stack pod has one address per family, in two slices: count per family and
+        // report the larger, so that it counts once.
+        let local_endpoints = local_ready::<Ipv4Addr>(state, svc, node)
+            .max(local_ready::<Ipv6Addr>(state, svc, node));
         checks.push(HealthCheck {
             namespace: svc.namespace.as_str().into(),
             name: svc.name.as_str().into(),
             port,
-            local_endpoints: addrs.len() as u32,
+            local_endpoints,
         });
     }
     let (table, dups) = HealthChecks::new(checks);
@@ -388,15 +411,33 @@ pub fn health_checks(state: &ClusterState, node: &str) -> (HealthChecks, Vec<Str
     (table, warnings)
 }
 
+/// Distinct addresses of family `A` of the Service's endpoints on `node` that are ready and not
+/// terminating, over every port.
+fn local_ready<A: Address>(state: &ClusterState, svc: &Service, node: &str) -> u32 {
+    let mut addrs: Vec<A> = svc
+        .ports
+        .iter()
+        .flat_map(|sp| candidates::<A>(state, svc, sp, node))
+        .filter(|c| c.local && c.ready_not_terminating)
+        .map(|c| c.addr)
+        .collect();
+    addrs.sort_unstable();
+    addrs.dedup();
+    addrs.len() as u32
+}
+
 /// Ready endpoints among `cands` (filtered by `keep`), or if there are none the serving and
 /// terminating ones (kube-proxy's terminating-endpoint fallback).
-fn usable(cands: &[Candidate], keep: impl Fn(&Candidate) -> bool) -> Vec<Backend> {
-    let to_backend = |c: &Candidate| Backend {
+fn usable<A: Address>(
+    cands: &[Candidate<A>],
+    keep: impl Fn(&Candidate<A>) -> bool,
+) -> Vec<Backend<A>> {
+    let to_backend = |c: &Candidate<A>| Backend {
         addr: c.addr,
         port: c.port,
         local: c.local,
     };
-    let ready: Vec<Backend> = cands
+    let ready: Vec<Backend<A>> = cands
         .iter()
         .filter(|c| keep(c) && c.ready)
         .map(to_backend)
@@ -411,21 +452,26 @@ fn usable(cands: &[Candidate], keep: impl Fn(&Candidate) -> bool) -> Vec<Backend
         .collect()
 }
 
-/// What the service table needs to know about this node.
+/// What the service table of one address family needs to know about this node.
 #[derive(Debug, Clone, Copy)]
-pub struct NodeView<'a> {
+pub struct NodeView<'a, A = Ipv4Addr> {
     /// Endpoints with this `nodeName` are local.
     pub name: &'a str,
     /// `topology.kubernetes.io/zone`, for topology hints.
     pub zone: Option<&'a str>,
     /// Where NodePorts listen.
-    pub node_ports: &'a [Ipv4Addr],
+    pub node_ports: &'a [A],
     /// Every address of the node.
-    pub addresses: &'a [Ipv4Addr],
+    pub addresses: &'a [A],
 }
 
-/// Builds the service table.
-pub fn service_table(state: &ClusterState, node: &NodeView) -> (ServiceTable, Vec<String>) {
+/// Builds the service table of one address family: the Services' addresses of that family,
+/// balanced over their endpoints of that family (kube-proxy runs one proxier per family the
+/// same way). A family a Service has no address of gets no frontend for it.
+pub fn service_table<A: Address>(
+    state: &ClusterState,
+    node: &NodeView<A>,
+) -> (ServiceTable<A>, Vec<String>) {
     let mut frontends = Vec::new();
     let mut service_port_id = 0u32;
     let mut services: Vec<&Service> = state.services.iter().collect();
@@ -435,6 +481,23 @@ pub fn service_table(state: &ClusterState, node: &NodeView) -> (ServiceTable, Ve
         if svc.cluster_ips.is_empty() {
             continue;
         }
+        let family = |ips: &[std::net::IpAddr]| -> Vec<A> {
+            ips.iter().filter_map(|&ip| A::of(ip)).collect()
+        };
+        let (cluster_ips, external_ips, lb_ips) = (
+            family(&svc.cluster_ips),
+            family(&svc.external_ips),
+            family(&svc.load_balancer_ips),
+        );
+        // A Service of the other family only (kube-proxy: not this proxier's).
+        if cluster_ips.is_empty() {
+            continue;
+        }
+        let ranges: Vec<(A, u8)> = svc
+            .load_balancer_source_ranges
+            .iter()
+            .filter_map(|&(ip, len)| A::of(ip).map(|a| (a, len)))
+            .collect();
         for sp in &svc.ports {
             service_port_id += 1;
             let cands = candidates(state, svc, sp, node.name);
@@ -459,9 +522,10 @@ pub fn service_table(state: &ClusterState, node: &NodeView) -> (ServiceTable, Ve
                 format!("{}/{}:{}", svc.namespace, svc.name, sp.name).into()
             };
             let proto = proto_number(sp.protocol);
-            let source_ranges =
-                SourceRanges::new(&svc.load_balancer_source_ranges, node.addresses).map(Arc::new);
-            let mut add = |kind: FrontendKind, addr: Ipv4Addr, port: u16| {
+            // Each family is filtered by its own ranges; a family without any is open, as in
+            // kube-proxy (which splits the ranges by family per proxier).
+            let source_ranges = SourceRanges::new(&ranges, node.addresses).map(Arc::new);
+            let mut add = |kind: FrontendKind, addr: A, port: u16| {
                 let internal = kind == FrontendKind::ClusterIp;
                 let local_only = if internal {
                     svc.internal_policy_local
@@ -484,7 +548,7 @@ pub fn service_table(state: &ClusterState, node: &NodeView) -> (ServiceTable, Ve
                     action: action(local_only),
                 });
             };
-            for &ip in &svc.cluster_ips {
+            for &ip in &cluster_ips {
                 add(FrontendKind::ClusterIp, ip, sp.port);
             }
             if matches!(
@@ -498,11 +562,11 @@ pub fn service_table(state: &ClusterState, node: &NodeView) -> (ServiceTable, Ve
                 }
             }
             if svc.service_type == ServiceType::LoadBalancer {
-                for &ip in &svc.load_balancer_ips {
+                for &ip in &lb_ips {
                     add(FrontendKind::LoadBalancer, ip, sp.port);
                 }
             }
-            for &ip in &svc.external_ips {
+            for &ip in &external_ips {
                 add(FrontendKind::ExternalIp, ip, sp.port);
             }
         }
@@ -529,7 +593,7 @@ mod test {
             namespace: "default".into(),
             name: name.into(),
             service_type: ty,
-            cluster_ips: vec![ip("10.96.0.10")],
+            cluster_ips: vec![ip("10.96.0.10").into()],
             ports: vec![ServicePort {
                 name: String::new(),
                 protocol: Protocol::Tcp,
@@ -538,7 +602,7 @@ mod test {
                 target_port: TargetPort::Number(8080),
             }],
             external_ips: vec![],
-            load_balancer_ips: vec![ip("203.0.113.10")],
+            load_balancer_ips: vec![ip("203.0.113.10").into()],
             external_policy_local: local,
             internal_policy_local: false,
             affinity_timeout_secs: None,
@@ -549,7 +613,7 @@ mod test {
 
     fn ep(addr: &str, node: &str, ready: bool, serving: bool, terminating: bool) -> Endpoint {
         Endpoint {
-            addresses: vec![ip(addr)],
+            addresses: vec![ip(addr).into()],
             ready,
             serving,
             terminating,

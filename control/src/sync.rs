@@ -611,7 +611,7 @@ mod test {
             namespace: "default".into(),
             name: name.into(),
             service_type: ServiceType::ClusterIp,
-            cluster_ips: vec![Ipv4Addr::from(ip)],
+            cluster_ips: vec![Ipv4Addr::from(ip).into()],
             ports: vec![ServicePort {
                 name: String::new(),
                 protocol: Protocol::Tcp,
@@ -642,7 +642,7 @@ mod test {
             endpoints: addrs
                 .iter()
                 .map(|a| Endpoint {
-                    addresses: vec![Ipv4Addr::from(*a)],
+                    addresses: vec![Ipv4Addr::from(*a).into()],
                     ready: true,
                     serving: true,
                     terminating: false,

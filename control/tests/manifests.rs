@@ -1,6 +1,6 @@
 //! Tests of `control::manifests`.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
 use control::manifests::{load_dir, load_file, parse_str, ManifestError};
@@ -60,7 +60,7 @@ fn kubectl_list_output() {
             namespace: "shop".into(),
             name: "web".into(),
             service_type: ServiceType::NodePort,
-            cluster_ips: vec![ip("10.96.10.10")],
+            cluster_ips: vec![ip("10.96.10.10").into()],
             ports: vec![
                 ServicePort {
                     name: "http".into(),
@@ -87,12 +87,31 @@ fn kubectl_list_output() {
         }
     );
 
-    // LoadBalancer, dual stack (IPv6 dropped), status ingress (hostname ignored), Local policy.
+    // LoadBalancer, dual stack (both families kept), status ingress (hostname ignored), Local
+    // policy.
     let lb = service(&state, "shop", "ingress");
     assert_eq!(lb.service_type, ServiceType::LoadBalancer);
-    assert_eq!(lb.cluster_ips, vec![ip("10.96.20.20")]);
-    assert_eq!(lb.external_ips, vec![ip("192.0.2.50")]);
-    assert_eq!(lb.load_balancer_ips, vec![ip("203.0.113.10")]);
+    assert_eq!(
+        lb.cluster_ips,
+        vec![
+            IpAddr::from(ip("10.96.20.20")),
+            "fd00:10:96::20".parse::<IpAddr>().unwrap()
+        ]
+    );
+    assert_eq!(
+        lb.external_ips,
+        vec![
+            IpAddr::from(ip("192.0.2.50")),
+            "2001:db8::50".parse::<IpAddr>().unwrap()
+        ]
+    );
+    assert_eq!(
+        lb.load_balancer_ips,
+        vec![
+            IpAddr::from(ip("203.0.113.10")),
+            "2001:db8::10".parse::<IpAddr>().unwrap()
+        ]
+    );
     assert!(lb.external_policy_local);
     assert!(!lb.internal_policy_local);
     assert_eq!(lb.health_check_node_port, Some(32000));
@@ -144,13 +163,22 @@ fn kubectl_list_output() {
     assert!(db.cluster_ips.is_empty());
     assert_eq!(db.ports.len(), 1);
 
-    // Slices: IPv6 slice and the one without a service-name label are skipped.
+    // Slices: the IPv6 slice is read (dual stack); the one without a service-name label is
+    // skipped.
     let slices: Vec<&str> = state
         .endpoint_slices
         .iter()
         .map(|s| s.name.as_str())
         .collect();
-    assert_eq!(slices, ["web-x7k2p", "ingress-v4", "cache-empty"]);
+    assert_eq!(
+        slices,
+        ["web-x7k2p", "ingress-v6", "ingress-v4", "cache-empty"]
+    );
+    let v6 = &state.endpoint_slices[1];
+    assert_eq!(
+        v6.endpoints[0].addresses,
+        vec!["fd00:10:244::10".parse::<IpAddr>().unwrap()]
+    );
 
     let web = &state.endpoint_slices[0];
     assert_eq!(web.namespace, "shop");
@@ -172,7 +200,7 @@ fn kubectl_list_output() {
     );
     let ep =
         |a: &str, ready, serving, terminating, node: Option<&str>, zone: Option<&str>| Endpoint {
-            addresses: vec![ip(a)],
+            addresses: vec![ip(a).into()],
             ready,
             serving,
             terminating,
@@ -211,7 +239,7 @@ fn kubectl_list_output() {
     );
 
     // Protocol default, port with null number skipped.
-    let ingress = &state.endpoint_slices[1];
+    let ingress = &state.endpoint_slices[2];
     assert_eq!(ingress.service_name, "ingress");
     assert_eq!(
         ingress.ports,
@@ -229,7 +257,7 @@ fn kubectl_list_output() {
         ]
     );
 
-    let empty = &state.endpoint_slices[2];
+    let empty = &state.endpoint_slices[3];
     assert!(empty.ports.is_empty());
     assert!(empty.endpoints.is_empty());
 }
@@ -270,7 +298,8 @@ fn load_dir_is_deterministic() {
 fn whole_fixture_tree_loads() {
     let state = load_dir(&fixtures()).unwrap();
     assert_eq!(state.services.len(), 7);
-    assert_eq!(state.endpoint_slices.len(), 5);
+    // Including the IPv6 slice of the dual-stack Service.
+    assert_eq!(state.endpoint_slices.len(), 6);
 }
 
 #[test]
@@ -426,14 +455,18 @@ fn endpoint_hints_are_kept() {
 }
 
 #[test]
-fn load_balancer_source_ranges_are_trimmed_normalised_and_ipv4_only() {
+fn load_balancer_source_ranges_are_trimmed_normalised_of_both_families() {
     let state = parse(
         "apiVersion: v1\nkind: Service\nmetadata: {name: fw, namespace: default}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.3\n  ports: [{port: 80}]\n  loadBalancerSourceRanges: [\" 203.0.113.7/24 \", \"2001:db8::/32\", \"203.0.113.0/24\", \"198.51.100.1/32\"]\n",
     )
     .unwrap();
     assert_eq!(
         service(&state, "default", "fw").load_balancer_source_ranges,
-        vec![(ip("203.0.113.0"), 24), (ip("198.51.100.1"), 32)]
+        vec![
+            (ip("203.0.113.0").into(), 24),
+            ("2001:db8::".parse().unwrap(), 32),
+            (ip("198.51.100.1").into(), 32)
+        ]
     );
 }
 
@@ -463,7 +496,7 @@ fn errors_name_file_field_and_reason() {
         (
             svc("{clusterIP: 10.96.0.3, type: LoadBalancer, loadBalancerSourceRanges: [10.0.0.0/8, 10.1.0.0]}"),
             format!("{LOC}: spec.loadBalancerSourceRanges[1]"),
-            "invalid IPv4 CIDR `10.1.0.0`",
+            "invalid CIDR `10.1.0.0`",
         ),
         (
             svc("{clusterIPs: [10.96.0.1, bogus]}"),
@@ -613,6 +646,11 @@ fn errors_name_file_field_and_reason() {
             slice("addressType: IPv4\nendpoints: [{addresses: [\"fd00::1\"]}]"),
             format!("{SLICE}: endpoints[0].addresses[0]"),
             "invalid IPv4 address",
+        ),
+        (
+            slice("addressType: IPv6\nendpoints: [{addresses: [\"fd00::1\", 10.0.0.1]}]"),
+            format!("{SLICE}: endpoints[0].addresses[1]"),
+            "invalid IPv6 address `10.0.0.1` (addressType is IPv6)",
         ),
         (
             slice("addressType: IPv4\nports: [{port: 80, protocol: tcp}]"),

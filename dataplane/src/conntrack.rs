@@ -51,6 +51,56 @@ impl FlowKey {
     }
 }
 
+/// What a flow table needs of a tuple: IPv4 [`FlowKey`]s and IPv6
+/// [`FlowKey6`](crate::nat66::FlowKey6)s each get a table of their own, so an IPv4 flow still
+/// fits one cache line.
+pub trait Tuple: Copy + Eq + core::fmt::Debug {
+    /// A key no packet carries, for empty slots.
+    const EMPTY: Self;
+    /// The tuple of the other direction.
+    fn reverse(&self) -> Self;
+    fn proto(&self) -> u8;
+    /// The flow index's hash, keyed with its per-process `seed`.
+    fn hash_seeded(&self, seed: u64) -> u64;
+    /// The checksum delta of rewriting `from` into `to`.
+    fn delta(from: &Self, to: &Self) -> crate::nat::Delta;
+}
+
+impl Tuple for FlowKey {
+    const EMPTY: FlowKey = FlowKey {
+        src: Ipv4Addr::UNSPECIFIED,
+        dst: Ipv4Addr::UNSPECIFIED,
+        sport: 0,
+        dport: 0,
+        proto: 0,
+    };
+
+    #[inline]
+    fn reverse(&self) -> FlowKey {
+        FlowKey::reverse(self)
+    }
+
+    #[inline]
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+
+    #[inline]
+    fn hash_seeded(&self, seed: u64) -> u64 {
+        let a = (u64::from(u32::from(self.src)) << 32) | u64::from(u32::from(self.dst));
+        let b =
+            (u64::from(self.sport) << 32) | (u64::from(self.dport) << 16) | u64::from(self.proto);
+        // One multiply folds the ports in, one SplitMix64 finaliser mixes: every input bit
+        // reaches both the bucket bits (low) and the signature bits (high).
+        crate::hash::mix64((a ^ seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b)
+    }
+
+    #[inline]
+    fn delta(from: &FlowKey, to: &FlowKey) -> crate::nat::Delta {
+        crate::nat::Delta::new(from, to)
+    }
+}
+
 impl core::fmt::Display for FlowKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
@@ -140,12 +190,12 @@ pub mod tcp_flags {
 /// Marks a flow not created by a Service (never today; kept for plain NAT rules).
 pub const NO_FRONTEND: u32 = u32::MAX;
 
-/// One tracked flow: one cache line.
+/// One tracked flow: one cache line for IPv4, two for IPv6.
 #[derive(Debug, Clone, Copy)]
 #[repr(align(64))]
-pub struct Flow {
-    pub orig: FlowKey,
-    pub reply: FlowKey,
+pub struct Flow<K = FlowKey> {
+    pub orig: K,
+    pub reply: K,
     pub tcp: TcpState,
     /// A packet in the reply direction has been seen.
     pub replied: bool,
@@ -158,22 +208,10 @@ pub struct Flow {
     live: bool,
 }
 
-impl Flow {
-    const EMPTY: Flow = Flow {
-        orig: FlowKey {
-            src: Ipv4Addr::UNSPECIFIED,
-            dst: Ipv4Addr::UNSPECIFIED,
-            sport: 0,
-            dport: 0,
-            proto: 0,
-        },
-        reply: FlowKey {
-            src: Ipv4Addr::UNSPECIFIED,
-            dst: Ipv4Addr::UNSPECIFIED,
-            sport: 0,
-            dport: 0,
-            proto: 0,
-        },
+impl<K: Tuple> Flow<K> {
+    const EMPTY: Flow<K> = Flow {
+        orig: K::EMPTY,
+        reply: K::EMPTY,
         tcp: TcpState::Close,
         replied: false,
         fin: [false; 2],
@@ -186,7 +224,7 @@ impl Flow {
     /// The tuple a packet in direction `dir` must carry after translation: the reverse of the
     /// other direction's key.
     #[inline]
-    pub fn translated(&self, dir: Dir) -> FlowKey {
+    pub fn translated(&self, dir: Dir) -> K {
         match dir {
             Dir::Orig => self.reply.reverse(),
             Dir::Reply => self.orig.reverse(),
@@ -195,7 +233,7 @@ impl Flow {
 
     /// The key of direction `dir` (the tuple as it arrives).
     #[inline]
-    pub fn key(&self, dir: Dir) -> FlowKey {
+    pub fn key(&self, dir: Dir) -> K {
         match dir {
             Dir::Orig => self.orig,
             Dir::Reply => self.reply,
@@ -223,10 +261,10 @@ pub struct CtStats {
 /// Slots examined when a full table looks for expired flows before refusing a new one.
 const FULL_SCAN: usize = 1024;
 
-/// A worker's flow table.
-pub struct FlowTable {
+/// A worker's flow table (IPv4 by default; `FlowTable<FlowKey6>` for IPv6).
+pub struct FlowTable<K = FlowKey> {
     index: FlowIndex,
-    slots: Vec<Flow>,
+    slots: Vec<Flow<K>>,
     free: Vec<u32>,
     hand: usize,
     timeouts: Timeouts,
@@ -234,9 +272,9 @@ pub struct FlowTable {
     stats: CtStats,
 }
 
-impl FlowTable {
+impl<K: Tuple> FlowTable<K> {
     /// A table for `capacity` flows (at least 1), all memory allocated now.
-    pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable {
+    pub fn new(capacity: usize, timeouts: Timeouts) -> FlowTable<K> {
         let capacity = capacity.clamp(1, u32::MAX as usize / 2);
         let mut slots = Vec::with_capacity(capacity);
         ffi::memory::advise_huge_pages(slots.spare_capacity_mut());
@@ -277,7 +315,7 @@ impl FlowTable {
     /// Finds the flow a packet with tuple `key` belongs to. An expired flow is removed and
     /// reported as absent.
     #[inline]
-    pub fn lookup(&mut self, key: &FlowKey, now: Instant) -> Option<(u32, Dir)> {
+    pub fn lookup(&mut self, key: &K, now: Instant) -> Option<(u32, Dir)> {
         let hash = self.index.hash(key);
         self.lookup_hashed(key, hash, now)
     }
@@ -285,7 +323,7 @@ impl FlowTable {
     /// The hash [`FlowTable::lookup_hashed`] wants, with the key's index bucket prefetched: call
     /// it for a whole burst before looking any of it up.
     #[inline]
-    pub fn prefetch(&self, key: &FlowKey) -> u64 {
+    pub fn prefetch(&self, key: &K) -> u64 {
         let hash = self.index.hash(key);
         self.index.prefetch(hash);
         hash
@@ -302,7 +340,7 @@ impl FlowTable {
 
     /// [`FlowTable::lookup`] with the hash already computed by [`FlowTable::prefetch`].
     #[inline]
-    pub fn lookup_hashed(&mut self, key: &FlowKey, hash: u64, now: Instant) -> Option<(u32, Dir)> {
+    pub fn lookup_hashed(&mut self, key: &K, hash: u64, now: Instant) -> Option<(u32, Dir)> {
         let v = self.find(key, hash)?;
         let slot = v >> 1;
         if self.slots[slot as usize].expires <= now {
@@ -316,13 +354,13 @@ impl FlowTable {
 
     /// Whether a key is in use by a flow (expired or not): SNAT port probing.
     #[inline]
-    pub fn contains(&self, key: &FlowKey) -> bool {
+    pub fn contains(&self, key: &K) -> bool {
         self.find(key, self.index.hash(key)).is_some()
     }
 
     /// The index value (slot << 1 | direction) of `key`.
     #[inline]
-    fn find(&self, key: &FlowKey, hash: u64) -> Option<u32> {
+    fn find(&self, key: &K, hash: u64) -> Option<u32> {
         let slots = &self.slots;
         self.index.find(hash, |v| {
             let f = &slots[(v >> 1) as usize];
@@ -336,15 +374,15 @@ impl FlowTable {
     }
 
     #[inline]
-    pub fn get(&self, slot: u32) -> &Flow {
+    pub fn get(&self, slot: u32) -> &Flow<K> {
         &self.slots[slot as usize]
     }
 
     /// Creates a flow; `tcp_flags` is the first packet's (ignored for other protocols).
     pub fn insert(
         &mut self,
-        orig: FlowKey,
-        reply: FlowKey,
+        orig: K,
+        reply: K,
         frontend: u32,
         tcp_flags: u8,
         now: Instant,
@@ -359,8 +397,8 @@ impl FlowTable {
     /// looked up `orig` and probed `reply`): skips checking again.
     pub fn insert_new(
         &mut self,
-        orig: FlowKey,
-        reply: FlowKey,
+        orig: K,
+        reply: K,
         frontend: u32,
         tcp_flags: u8,
         now: Instant,
@@ -388,8 +426,8 @@ impl FlowTable {
             expires: now,
             frontend,
             delta: [
-                crate::nat::Delta::new(&orig, &reply.reverse()),
-                crate::nat::Delta::new(&reply, &orig.reverse()),
+                K::delta(&orig, &reply.reverse()),
+                K::delta(&reply, &orig.reverse()),
             ],
             live: true,
         };
@@ -420,7 +458,7 @@ impl FlowTable {
         }
         // Most packets are data or ACKs of an established connection: no state change.
         let plain = tcp_flags & (tcp_flags::SYN | tcp_flags::FIN | tcp_flags::RST) == 0;
-        if flow.orig.proto == crate::service::PROTO_TCP
+        if flow.orig.proto() == crate::service::PROTO_TCP
             && !(plain && flow.tcp == TcpState::Established)
         {
             flow.tcp = tcp_next(flow.tcp, dir, tcp_flags, &mut flow.fin);
@@ -431,7 +469,7 @@ impl FlowTable {
 
     /// The instant a flow in `flow`'s state expires if nothing more is seen from `now`.
     #[inline]
-    fn expiry(&self, flow: &Flow, now: Instant) -> Instant {
+    fn expiry(&self, flow: &Flow<K>, now: Instant) -> Instant {
         Instant::from_nanos(now.as_nanos().saturating_add(self.nanos.of(flow)))
     }
 }
@@ -465,8 +503,8 @@ impl TimeoutNanos {
     }
 
     #[inline]
-    fn of(&self, flow: &Flow) -> u64 {
-        let i = match flow.orig.proto {
+    fn of<K: Tuple>(&self, flow: &Flow<K>) -> u64 {
+        let i = match flow.orig.proto() {
             crate::service::PROTO_TCP => match flow.tcp {
                 TcpState::SynSent => 0,
                 TcpState::SynRecv => 1,
@@ -487,7 +525,7 @@ impl TimeoutNanos {
     }
 }
 
-impl FlowTable {
+impl<K: Tuple> FlowTable<K> {
     /// Removes a flow and both its keys.
     pub fn remove(&mut self, slot: u32) {
         let flow = &mut self.slots[slot as usize];
@@ -535,7 +573,7 @@ impl FlowTable {
     }
 
     /// Removes every flow `pred` selects (control-plane driven clean-ups); returns the count.
-    pub fn remove_where(&mut self, mut pred: impl FnMut(&Flow) -> bool) -> usize {
+    pub fn remove_where(&mut self, mut pred: impl FnMut(&Flow<K>) -> bool) -> usize {
         let mut n = 0;
         for i in 0..self.slots.len() {
             if self.slots[i].live && pred(&self.slots[i]) {
@@ -553,7 +591,7 @@ impl FlowTable {
         &mut self,
         from: usize,
         budget: usize,
-        mut pred: impl FnMut(&Flow) -> bool,
+        mut pred: impl FnMut(&Flow<K>) -> bool,
     ) -> (usize, Option<usize>) {
         let end = from.saturating_add(budget).min(self.slots.len());
         let mut n = 0;
@@ -567,7 +605,7 @@ impl FlowTable {
     }
 
     /// Iterates over live flows.
-    pub fn iter(&self) -> impl Iterator<Item = &Flow> {
+    pub fn iter(&self) -> impl Iterator<Item = &Flow<K>> {
         self.slots.iter().filter(|f| f.live)
     }
 }

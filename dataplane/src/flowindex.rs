@@ -12,8 +12,7 @@
 //! The hash is keyed with a per-process random seed, so outsiders cannot aim tuples at one
 //! bucket.
 
-use crate::conntrack::FlowKey;
-use crate::hash::mix64;
+use crate::conntrack::Tuple;
 
 const WAYS: usize = 7;
 /// Buckets an entry may be placed away from its home bucket.
@@ -66,12 +65,8 @@ impl FlowIndex {
 
     /// The seeded hash of a key.
     #[inline]
-    pub fn hash(&self, k: &FlowKey) -> u64 {
-        let a = (u64::from(u32::from(k.src)) << 32) | u64::from(u32::from(k.dst));
-        let b = (u64::from(k.sport) << 32) | (u64::from(k.dport) << 16) | u64::from(k.proto);
-        // One multiply folds the ports in, one SplitMix64 finaliser mixes: every input bit
-        // reaches both the bucket bits (low) and the signature bits (high).
-        mix64((a ^ self.seed).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b)
+    pub fn hash<K: Tuple>(&self, k: &K) -> u64 {
+        k.hash_seeded(self.seed)
     }
 
     #[inline]
@@ -191,6 +186,7 @@ impl FlowIndex {
 #[cfg(test)]
 mod test {
     use super::*;
+    use crate::conntrack::FlowKey;
     use std::net::Ipv4Addr;
 
     fn key(i: u32) -> FlowKey {

@@ -29,6 +29,22 @@ pub fn addr_hash(addr: u32) -> u64 {
     mix64(u64::from(addr) ^ 0x9e37_79b9_7f4a_7c15)
 }
 
+/// Hash of an IPv6 5-tuple, used to choose a backend for a new flow.
+#[inline]
+pub fn flow_hash6(src: u128, dst: u128, sport: u16, dport: u16, proto: u8) -> u64 {
+    let b = (u64::from(sport) << 32) | (u64::from(dport) << 16) | u64::from(proto);
+    let h = mix64((src >> 64) as u64 ^ 0x9e37_79b9_7f4a_7c15);
+    let h = mix64(h ^ src as u64);
+    let h = mix64(h ^ (dst >> 64) as u64);
+    mix64(mix64(h ^ dst as u64) ^ b.rotate_left(17))
+}
+
+/// Hash of one IPv6 address: worker steering.
+#[inline]
+pub fn addr_hash6(addr: u128) -> u64 {
+    mix64(mix64((addr >> 64) as u64 ^ 0x9e37_79b9_7f4a_7c15) ^ addr as u64)
+}
+
 /// A byte-string hash (FNV-1a folded through [`mix64`]) with a seed, for Maglev permutations.
 pub fn bytes_hash(bytes: &[u8], seed: u64) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325u64 ^ seed;

@@ -901,6 +901,74 @@ impl Ip6State {
         }
     }
 
+    // ---- entry points for the Service path (NAT66) ----------------------------------------------
+
+    /// Sends a packet the worker has already rewritten (NAT66) towards `dst`: route lookup and
+    /// next-hop resolution, holding the frame while the neighbour is asked. The caller has
+    /// checked and decremented the hop limit.
+    pub fn output_to(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        dst: Ipv6Addr,
+        now: Instant,
+        pool: &mut PoolCache,
+        tx: &mut dyn FnMut(PortId, Mbuf) -> Result<(), Mbuf>,
+    ) -> Ip6Verdict {
+        self.now = now;
+        if is_link_local(dst) {
+            return Ip6Verdict::Drop(DropReason::Ip6LinkLocal);
+        }
+        match t.ip6.routes.lookup(dst).copied() {
+            Some(hop) => self.output(t, m, hop, dst, pool, tx),
+            None => Ip6Verdict::Drop(DropReason::Ip6NoRoute),
+        }
+    }
+
+    /// Answers a packet to a Service without endpoints with ICMPv6 port unreachable from the
+    /// Service address `from` (kube-proxy's REJECT); `reason` is counted.
+    #[allow(clippy::too_many_arguments)]
+    pub fn port_unreachable(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        in_port: PortId,
+        from: Ipv6Addr,
+        reason: DropReason,
+        now: Instant,
+        pool: &mut PoolCache,
+        tx: &mut dyn FnMut(PortId, Mbuf) -> Result<(), Mbuf>,
+    ) -> Ip6Verdict {
+        self.now = now;
+        let Ok(eth) = EthernetFrame::new_checked(&m[..]) else {
+            return Ip6Verdict::Drop(DropReason::EthMalformed);
+        };
+        let eth_src = eth.src_addr();
+        let Ok(ip) = Ipv6Packet::new_checked(&m[L2..]) else {
+            return Ip6Verdict::Drop(DropReason::Ip6Malformed);
+        };
+        let meta = Meta {
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
+            next: u8::from(ip.next_header()),
+            hop: ip.hop_limit(),
+            eth_src,
+        };
+        let code = icmpv6::msg_code::PORT_UNREACHABLE;
+        let ty = msg_type::DST_UNREACHABLE;
+        self.icmp_error_from(
+            t,
+            m,
+            in_port,
+            &meta,
+            Some(from),
+            (ty, code),
+            reason,
+            pool,
+            tx,
+        )
+    }
+
     // ---- forward -------------------------------------------------------------------------------
 
     fn forward(
@@ -1015,12 +1083,31 @@ impl Ip6State {
         pool: &mut PoolCache,
         tx: &mut dyn FnMut(PortId, Mbuf) -> Result<(), Mbuf>,
     ) -> Ip6Verdict {
-        let src = t
-            .ip6
-            .routes
-            .lookup(meta.src)
-            .map(|h| h.src)
-            .or_else(|| t.ip6.port_address(in_port));
+        self.icmp_error_from(t, m, in_port, meta, None, (ty, code), reason, pool, tx)
+    }
+
+    /// [`Self::icmp_error`] sent from `from` (a Service address) instead of the node's address
+    /// towards the source.
+    #[allow(clippy::too_many_arguments)]
+    fn icmp_error_from(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        in_port: PortId,
+        meta: &Meta,
+        from: Option<Ipv6Addr>,
+        (ty, code): (u8, u8),
+        reason: DropReason,
+        pool: &mut PoolCache,
+        tx: &mut dyn FnMut(PortId, Mbuf) -> Result<(), Mbuf>,
+    ) -> Ip6Verdict {
+        let src = from.or_else(|| {
+            t.ip6
+                .routes
+                .lookup(meta.src)
+                .map(|h| h.src)
+                .or_else(|| t.ip6.port_address(in_port))
+        });
         let Some(src) = src else {
             return Ip6Verdict::Drop(reason);
         };

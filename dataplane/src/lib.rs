@@ -17,6 +17,7 @@ pub mod maglev;
 pub mod mbuf;
 pub mod mirror;
 pub mod nat;
+pub mod nat66;
 pub mod neighbor;
 pub mod port;
 pub mod route;

@@ -66,13 +66,13 @@ impl<A: Copy + Eq + core::hash::Hash> NeighborCache<A> {
 }
 
 /// `sessionAffinity: ClientIP`: the endpoint each client was last sent to, per Service port.
-pub struct AffinityTable {
-    entries: HashMap<(u32, Ipv4Addr), (Ipv4Addr, u16, Instant)>,
+pub struct AffinityTable<A = Ipv4Addr> {
+    entries: HashMap<(u32, A), (A, u16, Instant)>,
     capacity: usize,
 }
 
-impl AffinityTable {
-    pub fn new(capacity: usize) -> AffinityTable {
+impl<A: crate::service::Address> AffinityTable<A> {
+    pub fn new(capacity: usize) -> AffinityTable<A> {
         AffinityTable {
             entries: HashMap::with_capacity(capacity * 2),
             capacity,
@@ -81,7 +81,7 @@ impl AffinityTable {
 
     /// The remembered endpoint for `client` on Service port `svc`, if not expired.
     #[inline]
-    pub fn lookup(&self, svc: u32, client: Ipv4Addr, now: Instant) -> Option<(Ipv4Addr, u16)> {
+    pub fn lookup(&self, svc: u32, client: A, now: Instant) -> Option<(A, u16)> {
         match self.entries.get(&(svc, client)) {
             Some(&(addr, port, expires)) if expires > now => Some((addr, port)),
             _ => None,
@@ -92,8 +92,8 @@ impl AffinityTable {
     pub fn record(
         &mut self,
         svc: u32,
-        client: Ipv4Addr,
-        endpoint: (Ipv4Addr, u16),
+        client: A,
+        endpoint: (A, u16),
         timeout: Duration,
         now: Instant,
     ) -> bool {

@@ -4,8 +4,58 @@
 
 use crate::maglev::Maglev;
 use hashbrown::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
+
+/// An address family's address as the service tables use it: IPv4 ([`Ipv4Addr`], the default of
+/// every type here) or IPv6 ([`Ipv6Addr`]). A dual-stack Service becomes one frontend per family,
+/// each with the endpoints of its own family, in two tables.
+pub trait Address:
+    Copy + Eq + Ord + core::hash::Hash + core::fmt::Debug + core::fmt::Display + Send + Sync + 'static
+{
+    /// Address length in bits.
+    const BITS: u32;
+    /// The address as an integer (right-aligned).
+    fn to_u128(self) -> u128;
+    /// Appends the address's bytes (network order) to `out`.
+    fn write_octets(self, out: &mut Vec<u8>);
+    /// The address if `ip` is of this family.
+    fn of(ip: std::net::IpAddr) -> Option<Self>;
+}
+
+impl Address for Ipv4Addr {
+    const BITS: u32 = 32;
+    #[inline]
+    fn to_u128(self) -> u128 {
+        u128::from(u32::from(self))
+    }
+    fn write_octets(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.octets());
+    }
+    fn of(ip: std::net::IpAddr) -> Option<Ipv4Addr> {
+        match ip {
+            std::net::IpAddr::V4(a) => Some(a),
+            std::net::IpAddr::V6(_) => None,
+        }
+    }
+}
+
+impl Address for Ipv6Addr {
+    const BITS: u32 = 128;
+    #[inline]
+    fn to_u128(self) -> u128 {
+        u128::from(self)
+    }
+    fn write_octets(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.octets());
+    }
+    fn of(ip: std::net::IpAddr) -> Option<Ipv6Addr> {
+        match ip {
+            std::net::IpAddr::V6(a) => Some(a),
+            std::net::IpAddr::V4(_) => None,
+        }
+    }
+}
 
 /// IP protocol numbers of the L4 protocols a Service can carry.
 pub const PROTO_TCP: u8 = 6;
@@ -14,9 +64,9 @@ pub const PROTO_SCTP: u8 = 132;
 
 /// What a frontend answers to: protocol, address, port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct FrontendKey {
+pub struct FrontendKey<A = Ipv4Addr> {
     pub proto: u8,
-    pub addr: Ipv4Addr,
+    pub addr: A,
     pub port: u16,
 }
 
@@ -42,39 +92,40 @@ impl FrontendKind {
 
 /// One endpoint address and port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Backend {
-    pub addr: Ipv4Addr,
+pub struct Backend<A = Ipv4Addr> {
+    pub addr: A,
     pub port: u16,
     /// The endpoint runs on this node.
     pub local: bool,
 }
 
-impl Backend {
+impl<A: Address> Backend<A> {
     /// Identity bytes for Maglev: address and port.
-    pub fn key(&self) -> [u8; 6] {
-        let a = self.addr.octets();
-        let p = self.port.to_be_bytes();
-        [a[0], a[1], a[2], a[3], p[0], p[1]]
+    pub fn key(&self) -> Vec<u8> {
+        let mut k = Vec::with_capacity(18);
+        self.addr.write_octets(&mut k);
+        k.extend_from_slice(&self.port.to_be_bytes());
+        k
     }
 }
 
 /// The backends one frontend balances over, with their Maglev table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendSet {
-    backends: Vec<Backend>,
+pub struct BackendSet<A = Ipv4Addr> {
+    backends: Vec<Backend<A>>,
     maglev: Maglev,
 }
 
-impl BackendSet {
+impl<A: Address> BackendSet<A> {
     /// `None` for an empty list. Backends are sorted and deduplicated first, so the table does
     /// not depend on the order the API server listed them in.
-    pub fn new(mut backends: Vec<Backend>) -> Option<BackendSet> {
-        backends.sort_by_key(|b| (u32::from(b.addr), b.port));
+    pub fn new(mut backends: Vec<Backend<A>>) -> Option<BackendSet<A>> {
+        backends.sort_by_key(|b| (b.addr, b.port));
         backends.dedup_by_key(|b| (b.addr, b.port));
         if backends.is_empty() {
             return None;
         }
-        let keys: Vec<[u8; 6]> = backends.iter().map(Backend::key).collect();
+        let keys: Vec<Vec<u8>> = backends.iter().map(Backend::key).collect();
         Some(BackendSet {
             maglev: Maglev::build(&keys),
             backends,
@@ -83,18 +134,18 @@ impl BackendSet {
 
     /// The backend for a flow hash.
     #[inline]
-    pub fn pick(&self, hash: u64) -> &Backend {
+    pub fn pick(&self, hash: u64) -> &Backend<A> {
         &self.backends[self.maglev.lookup(hash)]
     }
 
-    pub fn backends(&self) -> &[Backend] {
+    pub fn backends(&self) -> &[Backend<A>] {
         &self.backends
     }
 
-    pub fn contains(&self, addr: Ipv4Addr, port: u16) -> bool {
+    pub fn contains(&self, addr: A, port: u16) -> bool {
         // Sorted by (address, port) in `new`.
         self.backends
-            .binary_search_by_key(&(u32::from(addr), port), |b| (u32::from(b.addr), b.port))
+            .binary_search_by_key(&(addr, port), |b| (b.addr, b.port))
             .is_ok()
     }
 }
@@ -102,42 +153,45 @@ impl BackendSet {
 /// `loadBalancerSourceRanges` of a load balancer frontend: the clients allowed to start flows
 /// to it. Checked once per new flow, never for packets of an established one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SourceRanges {
+pub struct SourceRanges<A = Ipv4Addr> {
     /// (network, mask) in host order.
-    prefixes: Vec<(u32, u32)>,
+    prefixes: Vec<(u128, u128)>,
     /// Also allow the load balancer's own address as a source: kube-proxy does when a range
     /// holds one of the node's addresses, for VIP-style load balancers whose traffic from the
     /// node loops back with the VIP as its source.
     allow_frontend_address: bool,
+    _family: core::marker::PhantomData<A>,
 }
 
-impl SourceRanges {
+impl<A: Address> SourceRanges<A> {
     /// `None` when `prefixes` is empty (everyone may connect). `node` are the node's addresses.
-    pub fn new(prefixes: &[(Ipv4Addr, u8)], node: &[Ipv4Addr]) -> Option<SourceRanges> {
+    pub fn new(prefixes: &[(A, u8)], node: &[A]) -> Option<SourceRanges<A>> {
         if prefixes.is_empty() {
             return None;
         }
-        let prefixes: Vec<(u32, u32)> = prefixes
+        let prefixes: Vec<(u128, u128)> = prefixes
             .iter()
             .map(|&(a, len)| {
+                let len = u32::from(len).min(A::BITS);
                 let mask = if len == 0 {
                     0
                 } else {
-                    u32::MAX << (32 - u32::from(len.min(32)))
+                    (u128::MAX >> (128 - A::BITS)) & !((1u128 << (A::BITS - len)).wrapping_sub(1))
                 };
-                (u32::from(a) & mask, mask)
+                (a.to_u128() & mask, mask)
             })
             .collect();
-        let within = |a: Ipv4Addr| prefixes.iter().any(|&(n, m)| u32::from(a) & m == n);
+        let within = |a: A| prefixes.iter().any(|&(n, m)| a.to_u128() & m == n);
         Some(SourceRanges {
             allow_frontend_address: node.iter().any(|&a| within(a)),
             prefixes,
+            _family: core::marker::PhantomData,
         })
     }
 
     /// Whether `src` may start a flow to the frontend at `frontend`.
-    pub fn allows(&self, src: Ipv4Addr, frontend: Ipv4Addr) -> bool {
-        let s = u32::from(src);
+    pub fn allows(&self, src: A, frontend: A) -> bool {
+        let s = src.to_u128();
         self.prefixes.iter().any(|&(n, m)| s & m == n)
             || (self.allow_frontend_address && src == frontend)
     }
@@ -145,9 +199,9 @@ impl SourceRanges {
 
 /// What a new flow to a frontend gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FrontendAction {
+pub enum FrontendAction<A = Ipv4Addr> {
     /// DNAT to one of these backends.
-    Balance(Arc<BackendSet>),
+    Balance(Arc<BackendSet<A>>),
     /// The Service has no usable endpoint at all: TCP RST or ICMP port unreachable (kube-proxy's
     /// REJECT).
     Reject,
@@ -158,8 +212,8 @@ pub enum FrontendAction {
 
 /// A Service port reachable at one address.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frontend {
-    pub key: FrontendKey,
+pub struct Frontend<A = Ipv4Addr> {
+    pub key: FrontendKey<A>,
     pub kind: FrontendKind,
     /// `namespace/name:port` for traces and counters.
     pub service: Arc<str>,
@@ -170,19 +224,19 @@ pub struct Frontend {
     /// `sessionAffinity: ClientIP` timeout.
     pub affinity_secs: Option<u32>,
     /// Load balancer frontends of a Service with `loadBalancerSourceRanges`.
-    pub source_ranges: Option<Arc<SourceRanges>>,
-    pub action: FrontendAction,
+    pub source_ranges: Option<Arc<SourceRanges<A>>>,
+    pub action: FrontendAction<A>,
 }
 
 /// Error building a [`ServiceTable`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DuplicateFrontend {
-    pub key: FrontendKey,
+pub struct DuplicateFrontend<A = Ipv4Addr> {
+    pub key: FrontendKey<A>,
     pub first: Arc<str>,
     pub second: Arc<str>,
 }
 
-impl core::fmt::Display for DuplicateFrontend {
+impl<A: Address> core::fmt::Display for DuplicateFrontend<A> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         write!(
             f,
@@ -208,16 +262,25 @@ pub fn proto_name(proto: u8) -> &'static str {
 }
 
 /// Every frontend of every Service, keyed for the fast path.
-#[derive(Debug, Clone, Default)]
-pub struct ServiceTable {
-    index: HashMap<FrontendKey, u32>,
-    frontends: Vec<Frontend>,
+#[derive(Debug, Clone)]
+pub struct ServiceTable<A = Ipv4Addr> {
+    index: HashMap<FrontendKey<A>, u32>,
+    frontends: Vec<Frontend<A>>,
 }
 
-impl ServiceTable {
+impl<A: Address> Default for ServiceTable<A> {
+    fn default() -> Self {
+        ServiceTable {
+            index: HashMap::new(),
+            frontends: Vec::new(),
+        }
+    }
+}
+
+impl<A: Address> ServiceTable<A> {
     /// Builds the table. Two frontends on the same key are reported; the first one is kept (the
     /// caller decides whether that is fatal).
-    pub fn new(frontends: Vec<Frontend>) -> (ServiceTable, Vec<DuplicateFrontend>) {
+    pub fn new(frontends: Vec<Frontend<A>>) -> (ServiceTable<A>, Vec<DuplicateFrontend<A>>) {
         let mut table = ServiceTable {
             index: HashMap::with_capacity(frontends.len()),
             frontends: Vec::with_capacity(frontends.len()),
@@ -239,18 +302,18 @@ impl ServiceTable {
     }
 
     #[inline]
-    pub fn lookup(&self, proto: u8, addr: Ipv4Addr, port: u16) -> Option<(u32, &Frontend)> {
+    pub fn lookup(&self, proto: u8, addr: A, port: u16) -> Option<(u32, &Frontend<A>)> {
         let key = FrontendKey { proto, addr, port };
         self.index
             .get(&key)
             .map(|&i| (i, &self.frontends[i as usize]))
     }
 
-    pub fn get(&self, id: u32) -> Option<&Frontend> {
+    pub fn get(&self, id: u32) -> Option<&Frontend<A>> {
         self.frontends.get(id as usize)
     }
 
-    pub fn frontends(&self) -> &[Frontend] {
+    pub fn frontends(&self) -> &[Frontend<A>] {
         &self.frontends
     }
 

@@ -19,7 +19,7 @@ use crate::service::{HealthChecks, ServiceTable};
 use crate::wire::MacAddr;
 use arc_swap::ArcSwap;
 use hashbrown::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -44,10 +44,12 @@ pub struct Tables {
     /// Static neighbours; learned ones live in each worker.
     pub neighbors: HashMap<Ipv4Addr, MacAddr>,
     pub services: ServiceTable,
+    /// The IPv6 frontends of dual-stack and IPv6 Services.
+    pub services6: ServiceTable<Ipv6Addr>,
     /// The health checks of Services with `externalTrafficPolicy: Local`, by port; served by the
     /// host stack (frames to a node address on one of these ports go there).
     pub health: HealthChecks,
-    /// IPv6 routes, static neighbours and addresses (routed only: no Services).
+    /// IPv6 routes, static neighbours and addresses.
     pub ip6: Ip6Tables,
 }
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  rx burst ─► eth-input ─┬─► arp-input ──────────────────────────────► tx (reply) / learn
-//!                         ├─► ip6-input ─► drop (IPv6 forwarding not configured yet)
+//!                         ├─► ip6-input ─► svc6 (IPv6 Services, see `svc6`) / ip6 routing
 //!                         └─► ip4-input ─► steer ─► ct-lookup ─┬─ hit ─► nat44 ─► ip4-forward
 //!                                            │                  └─ miss ─► svc-lookup
 //!                               handoff ◄────┘   svc-lookup ─┬─ Balance ─► ct-create ─► nat44-dnat(+snat) ─► ip4-forward
@@ -34,17 +34,22 @@
 //! state. Nothing here allocates, locks or reads a clock: buffers come from the pool, tables
 //! were sized at start-up, and `now` is passed in once per burst.
 
-use crate::conntrack::{tcp_flags, CtError, Flow, FlowKey, FlowTable, Timeouts, NO_FRONTEND};
+mod svc6;
+
+use crate::conntrack::{tcp_flags, CtError, FlowKey, FlowTable, Timeouts, Tuple, NO_FRONTEND};
 use crate::drop::DropReason;
 use crate::hash::{addr_hash, flow_hash};
 use crate::ip6::{self, Ip6Config, Ip6State, Ip6Verdict};
 use crate::mbuf::{Mbuf, Pool, PoolCache};
 use crate::mirror::{StatsMirror, MIRROR_PERIOD};
 use crate::nat::{self, PROTO_ICMP};
+use crate::nat66::FlowKey6;
 use crate::neighbor::{AffinityTable, NeighborCache};
 use crate::port::{Port, PortId, BURST};
 use crate::route::NextHop;
-use crate::service::{Frontend, FrontendAction, PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use crate::service::{
+    Address, Frontend, FrontendAction, ServiceTable, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+};
 use crate::tables::{TableReader, Tables};
 use crate::time::Instant;
 use crate::wire::{
@@ -53,7 +58,7 @@ use crate::wire::{
 };
 use core::time::Duration;
 use crossbeam_queue::ArrayQueue;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 /// Length of an untagged Ethernet header: the IPv4 header starts here.
@@ -78,6 +83,8 @@ pub struct WorkerConfig {
     pub workers: usize,
     /// Flow table capacity of this worker.
     pub max_flows: usize,
+    /// IPv6 flow table capacity of this worker (IPv6 Services; a flow takes two cache lines).
+    pub max_flows6: usize,
     pub timeouts: Timeouts,
     /// The node's SNAT port range, split evenly between the workers.
     pub snat_ports: (u16, u16),
@@ -101,6 +108,7 @@ impl WorkerConfig {
             id,
             workers: workers.max(1),
             max_flows: 65_536,
+            max_flows6: 16_384,
             timeouts: Timeouts::default(),
             snat_ports: (20000, 29999),
             affinity_max: 65_536,
@@ -291,7 +299,9 @@ pub struct Worker {
     cfg: WorkerConfig,
     tables: TableReader,
     ct: FlowTable,
+    ct6: FlowTable<FlowKey6>,
     affinity: AffinityTable,
+    affinity6: AffinityTable<Ipv6Addr>,
     neigh: NeighborCache,
     held: Vec<Held>,
     ip6: Ip6State,
@@ -315,6 +325,8 @@ pub struct Worker {
     /// The table generation the UDP flows were last checked against, and where the check of
     /// the flow table stands (`None`: done).
     udp_checked: (u64, Option<usize>),
+    /// Where the check of the IPv6 flow table stands.
+    udp6_checked: Option<usize>,
     now: Instant,
 }
 
@@ -358,7 +370,9 @@ impl Worker {
         }
         Worker {
             ct: FlowTable::new(cfg.max_flows, cfg.timeouts),
+            ct6: FlowTable::new(cfg.max_flows6, cfg.timeouts),
             affinity: AffinityTable::new(cfg.affinity_max),
+            affinity6: AffinityTable::new(cfg.affinity_max),
             neigh: NeighborCache::new(cfg.neighbor_max),
             held: Vec::with_capacity(cfg.hold_max),
             ip6: Ip6State::new(Ip6Config {
@@ -381,6 +395,7 @@ impl Worker {
             icmp_refill: Instant::ZERO,
             next_timer: Instant::ZERO,
             udp_checked: (0, None),
+            udp6_checked: None,
             now: Instant::ZERO,
             tables,
             cfg,
@@ -444,7 +459,7 @@ impl Worker {
         work += self.poll_handoff(now);
         self.timers(now);
         // A UDP clean-up still under way is work: the loop keeps polling until it is done.
-        work += usize::from(self.udp_checked.1.is_some());
+        work += usize::from(self.udp_checked.1.is_some() || self.udp6_checked.is_some());
         self.flush(ports);
         work
     }
@@ -459,16 +474,27 @@ impl Worker {
         let generation = self.tables.get().generation;
         if generation != self.udp_checked.0 {
             self.udp_checked = (generation, Some(0));
+            self.udp6_checked = (!self.ct6.is_empty()).then_some(0);
         }
-        let Some(from) = self.udp_checked.1 else {
-            return;
-        };
-        let t = self.tables.get().clone();
-        let (removed, next) = self.ct.remove_where_from(from, UDP_CHECK_BUDGET, |f| {
-            f.orig.proto == PROTO_UDP && f.frontend != NO_FRONTEND && !offers(&t, f)
-        });
-        self.stats.udp_flows_flushed += removed as u64;
-        self.udp_checked.1 = next;
+        if let Some(from) = self.udp_checked.1 {
+            let t = self.tables.get().clone();
+            let (removed, next) = self.ct.remove_where_from(from, UDP_CHECK_BUDGET, |f| {
+                f.orig.proto == PROTO_UDP
+                    && f.frontend != NO_FRONTEND
+                    && !balances(
+                        &t.services,
+                        (f.orig.proto, f.orig.dst, f.orig.dport),
+                        (f.reply.src, f.reply.sport),
+                    )
+            });
+            self.stats.udp_flows_flushed += removed as u64;
+            self.udp_checked.1 = next;
+        } else if let Some(from) = self.udp6_checked {
+            let t = self.tables.get().clone();
+            let (removed, next) = self.check_udp_flows6(&t, from);
+            self.stats.udp_flows_flushed += removed as u64;
+            self.udp6_checked = next;
+        }
     }
 
     /// Runs a received burst through the pipeline; `burst` is left empty.
@@ -642,12 +668,21 @@ impl Worker {
         // means what it says (the proxy health check waits for it).
         self.tables.refresh();
         self.ct.sweep(now, SWEEP_BUDGET);
+        if !self.ct6.is_empty() {
+            self.ct6.sweep(now, SWEEP_BUDGET);
+        }
         if now >= self.next_mirror {
             self.next_mirror = now + MIRROR_PERIOD;
+            let (s4, s6) = (self.ct.stats(), self.ct6.stats());
+            let ct = crate::conntrack::CtStats {
+                created: s4.created + s6.created,
+                expired: s4.expired + s6.expired,
+                refused_full: s4.refused_full + s6.refused_full,
+            };
             self.mirror.store(
                 &self.stats,
-                self.ct.len(),
-                self.ct.stats(),
+                self.ct.len() + self.ct6.len(),
+                ct,
                 self.tables.get().generation,
             );
         }
@@ -799,6 +834,11 @@ impl Worker {
             Class::Ip6 => {
                 if self.cfg.workers > 1 && !steered && ip6::is_ndp(m) {
                     self.copy_to_other_workers(m, port);
+                }
+                if !learn {
+                    if let Some(action) = self.ip6_flow(t, m, port, steered) {
+                        return action;
+                    }
                 }
                 self.ip6_input(t, m, port, learn)
             }
@@ -1197,17 +1237,9 @@ impl Worker {
 
     /// A free port in this worker's SNAT slice for a reply tuple like `reply`.
     fn alloc_port(&mut self, reply: &FlowKey) -> Option<u16> {
-        let (lo, hi) = self.snat_chunk;
-        let size = u32::from(hi) - u32::from(lo) + 1;
-        for _ in 0..size.min(64) {
-            let p = lo + (self.snat_cursor % size) as u16;
-            self.snat_cursor = self.snat_cursor.wrapping_add(1);
-            let candidate = FlowKey { dport: p, ..*reply };
-            if !self.ct.contains(&candidate) {
-                return Some(p);
-            }
-        }
-        None
+        free_port(&self.ct, self.snat_chunk, &mut self.snat_cursor, |p| {
+            FlowKey { dport: p, ..*reply }
+        })
     }
 
     /// kube-proxy's REJECT for a Service without endpoints: TCP RST, else ICMP port
@@ -1245,14 +1277,7 @@ impl Worker {
                 tcp.payload().len() as u32,
             )
         };
-        let (rst_seq, rst_ack, rst_flags) = if flags & tcp_flags::ACK != 0 {
-            (ack, 0, tcp_flags::RST)
-        } else {
-            let len = payload
-                + u32::from(flags & tcp_flags::SYN != 0)
-                + u32::from(flags & tcp_flags::FIN != 0);
-            (0, seq.wrapping_add(len), tcp_flags::RST | tcp_flags::ACK)
-        };
+        let (rst_seq, rst_ack, rst_flags) = rst_for(flags, seq, ack, payload);
         let ip_len = 20 + 20;
         let repr = Ipv4Repr {
             src_addr: key.dst,
@@ -1561,13 +1586,50 @@ fn write_eth(m: &mut Mbuf, dst: MacAddr, src: MacAddr, ethertype: EtherType) {
 /// Flow slots the UDP clean-up examines per poll.
 const UDP_CHECK_BUDGET: usize = 4096;
 
-/// Whether `t` still balances the frontend `f` was created for to the endpoint it uses.
-fn offers(t: &Tables, f: &Flow) -> bool {
-    match t.services.lookup(f.orig.proto, f.orig.dst, f.orig.dport) {
+/// Whether `services` still balances the frontend (proto, address, port) to the endpoint
+/// (address, port): a UDP flow created for it may stay.
+fn balances<A: Address>(
+    services: &ServiceTable<A>,
+    (proto, addr, port): (u8, A, u16),
+    (ep, ep_port): (A, u16),
+) -> bool {
+    match services.lookup(proto, addr, port) {
         Some((_, fe)) => match &fe.action {
-            FrontendAction::Balance(set) => set.contains(f.reply.src, f.reply.sport),
+            FrontendAction::Balance(set) => set.contains(ep, ep_port),
             _ => false,
         },
         None => false,
+    }
+}
+
+/// A port of the SNAT slice `(lo, hi)` for which the reply tuple `with_port(port)` is free,
+/// scanning at most 64 from `cursor`.
+fn free_port<K: Tuple>(
+    ct: &FlowTable<K>,
+    (lo, hi): (u16, u16),
+    cursor: &mut u32,
+    with_port: impl Fn(u16) -> K,
+) -> Option<u16> {
+    let size = u32::from(hi) - u32::from(lo) + 1;
+    for _ in 0..size.min(64) {
+        let p = lo + (*cursor % size) as u16;
+        *cursor = cursor.wrapping_add(1);
+        if !ct.contains(&with_port(p)) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// Sequence number, acknowledgement and flags of the RST answering a segment with `flags`,
+/// `seq`, `ack` and `payload` bytes (RFC 9293 §3.10.7.1).
+fn rst_for(flags: u8, seq: u32, ack: u32, payload: u32) -> (u32, u32, u8) {
+    if flags & tcp_flags::ACK != 0 {
+        (ack, 0, tcp_flags::RST)
+    } else {
+        let len = payload
+            + u32::from(flags & tcp_flags::SYN != 0)
+            + u32::from(flags & tcp_flags::FIN != 0);
+        (0, seq.wrapping_add(len), tcp_flags::RST | tcp_flags::ACK)
     }
 }

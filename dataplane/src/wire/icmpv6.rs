@@ -26,6 +26,14 @@ pub mod msg_type {
     pub const REDIRECT: u8 = 137;
 }
 
+/// Codes of destination unreachable (RFC 4443 section 3.1).
+pub mod msg_code {
+    pub const NO_ROUTE: u8 = 0;
+    pub const ADMIN_PROHIBITED: u8 = 1;
+    pub const ADDR_UNREACHABLE: u8 = 3;
+    pub const PORT_UNREACHABLE: u8 = 4;
+}
+
 /// Flag bits of a neighbor advertisement (RFC 4861 section 4.4).
 pub mod ndisc_flags {
     pub const ROUTER: u8 = 0x80;

@@ -1,0 +1,327 @@
+//! NAT66 for IPv6 Services: the IPv6 flow tuple and its in-place rewrite.
+//!
+//! The same design as [`crate::nat`] (NAT44): a flow is a pair of conntrack keys, every packet is
+//! rewritten from the tuple it carries to the reverse of the other direction's key, and the
+//! TCP/UDP checksum is patched with one addition of a delta precomputed when the flow was created.
+//! IPv6 has no header checksum, so the delta only covers the L4 checksum (addresses in the pseudo
+//! header, and ports) and the hop limit is simply written. SCTP's CRC32c is recomputed.
+//!
+//! As with kube-proxy's ip6tables rules, translation is stateful NAT66 between addresses of the
+//! same family: an IPv6 frontend only ever has IPv6 endpoints.
+
+use crate::conntrack::Tuple;
+use crate::hash::mix64;
+use crate::nat::Delta;
+use crate::service::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use crate::wire::checksum;
+use crate::wire::{Ipv6Packet, SctpPacket, TcpPacket, UdpPacket};
+use std::net::Ipv6Addr;
+
+/// Length of the fixed IPv6 header.
+const IP6: usize = 40;
+
+/// An IPv6 flow tuple (TCP, UDP or SCTP: IPv6 Services carry nothing else).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowKey6 {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+impl FlowKey6 {
+    pub fn reverse(&self) -> FlowKey6 {
+        FlowKey6 {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+        }
+    }
+}
+
+impl core::fmt::Display for FlowKey6 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} [{}]:{} -> [{}]:{}",
+            crate::service::proto_name(self.proto),
+            self.src,
+            self.sport,
+            self.dst,
+            self.dport
+        )
+    }
+}
+
+/// The two halves of an address, for hashing.
+#[inline]
+fn halves(a: Ipv6Addr) -> (u64, u64) {
+    let x = u128::from(a);
+    ((x >> 64) as u64, x as u64)
+}
+
+impl Tuple for FlowKey6 {
+    const EMPTY: FlowKey6 = FlowKey6 {
+        src: Ipv6Addr::UNSPECIFIED,
+        dst: Ipv6Addr::UNSPECIFIED,
+        sport: 0,
+        dport: 0,
+        proto: 0,
+    };
+
+    #[inline]
+    fn reverse(&self) -> FlowKey6 {
+        FlowKey6::reverse(self)
+    }
+
+    #[inline]
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+
+    #[inline]
+    fn hash_seeded(&self, seed: u64) -> u64 {
+        let (sh, sl) = halves(self.src);
+        let (dh, dl) = halves(self.dst);
+        let ports =
+            (u64::from(self.sport) << 32) | (u64::from(self.dport) << 16) | u64::from(self.proto);
+        // Chained finalisers: every word passes through a full mix before the next joins, so a
+        // change in any bit of either address reaches the bucket and the signature bits.
+        let h = mix64(sh ^ seed);
+        let h = mix64(h ^ sl);
+        let h = mix64(h ^ dh);
+        mix64(h ^ dl ^ ports.rotate_left(23))
+    }
+
+    #[inline]
+    fn delta(from: &FlowKey6, to: &FlowKey6) -> Delta {
+        Delta::new6(from, to)
+    }
+}
+
+/// The sum of `~old + new` over the eight words of two addresses.
+fn addr_change(old: Ipv6Addr, new: Ipv6Addr) -> u32 {
+    old.segments()
+        .iter()
+        .zip(new.segments())
+        .map(|(&o, n)| u32::from(!o) + u32::from(n))
+        .sum()
+}
+
+impl Delta {
+    /// The delta for rewriting IPv6 tuple `from` into `to`: `ip` stays 0 (no header checksum),
+    /// `l4` covers the pseudo header's addresses and the ports.
+    pub fn new6(from: &FlowKey6, to: &FlowKey6) -> Delta {
+        let mut l4 = 0u32;
+        if from.src != to.src {
+            l4 += addr_change(from.src, to.src);
+        }
+        if from.dst != to.dst {
+            l4 += addr_change(from.dst, to.dst);
+        }
+        if from.sport != to.sport {
+            l4 += u32::from(!from.sport) + u32::from(to.sport);
+        }
+        if from.dport != to.dport {
+            l4 += u32::from(!from.dport) + u32::from(to.dport);
+        }
+        Delta {
+            ip: 0,
+            l4: checksum::fold(l4),
+        }
+    }
+}
+
+/// A stored checksum after adding a precomputed delta.
+#[inline]
+fn adjust(c: u16, delta: u16) -> u16 {
+    !checksum::fold(u32::from(!c) + u32::from(delta))
+}
+
+/// Translates an IPv6 packet of a flow (`ip` starts at the IPv6 header; the L4 header follows it
+/// directly, as the pipeline checked) from tuple `from` to `to` with the flow's precomputed
+/// `delta`, and decrements the hop limit (which must be at least 2).
+#[inline]
+pub fn forward_with(ip: &mut [u8], from: &FlowKey6, to: &FlowKey6, delta: Delta) {
+    let total = {
+        let mut p = Ipv6Packet::new_unchecked(&mut *ip);
+        let hop = p.hop_limit();
+        p.set_hop_limit(hop - 1);
+        p.set_src_addr(&to.src);
+        p.set_dst_addr(&to.dst);
+        IP6 + usize::from(p.payload_len())
+    };
+    let l4 = &mut ip[IP6..total];
+    match from.proto {
+        PROTO_TCP => {
+            let mut t = TcpPacket::new_unchecked(l4);
+            t.set_src_port(to.sport);
+            t.set_dst_port(to.dport);
+            let c = t.checksum();
+            t.set_checksum(adjust(c, delta.l4));
+        }
+        PROTO_UDP => {
+            let mut u = UdpPacket::new_unchecked(l4);
+            u.set_src_port(to.sport);
+            u.set_dst_port(to.dport);
+            let c = adjust(u.checksum(), delta.l4);
+            // The UDP checksum is mandatory over IPv6; a computed zero is sent as 0xffff.
+            u.set_checksum(if c == 0 { 0xffff } else { c });
+        }
+        PROTO_SCTP => {
+            let mut s = SctpPacket::new_unchecked(&mut *l4);
+            s.set_src_port(to.sport);
+            s.set_dst_port(to.dport);
+            s.fill_checksum();
+        }
+        _ => {}
+    }
+}
+
+/// What the IPv6 pipeline needs of a packet to look it up as a flow: its tuple and TCP flags.
+/// `None` when the packet does not carry TCP, UDP or SCTP right after the fixed header (extension
+/// headers, fragments, ICMPv6) or its L4 header is cut short: such packets are routed, not
+/// load balanced.
+pub fn flow_key(ip: &[u8]) -> Option<(FlowKey6, u8)> {
+    let p = Ipv6Packet::new_checked(ip).ok()?;
+    let total = IP6 + usize::from(p.payload_len());
+    let proto = u8::from(p.next_header());
+    let l4 = ip.get(IP6..total)?;
+    let min = match proto {
+        PROTO_TCP => 20,
+        PROTO_UDP => 8,
+        PROTO_SCTP => 12,
+        _ => return None,
+    };
+    if l4.len() < min {
+        return None;
+    }
+    let flags = if proto == PROTO_TCP { l4[13] } else { 0 };
+    Some((
+        FlowKey6 {
+            src: p.src_addr(),
+            dst: p.dst_addr(),
+            sport: u16::from_be_bytes([l4[0], l4[1]]),
+            dport: u16::from_be_bytes([l4[2], l4[3]]),
+            proto,
+        },
+        flags,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conntrack::Tuple;
+
+    fn ip(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn packet(proto: u8, src: &str, dst: &str, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+        let b = etherparse::PacketBuilder::ipv6(ip(src).octets(), ip(dst).octets(), 9);
+        let mut out = Vec::new();
+        match proto {
+            PROTO_TCP => {
+                let b = b.tcp(sport, dport, 1000, 512).ack(7).psh();
+                b.write(&mut out, payload).unwrap();
+            }
+            PROTO_UDP => b.udp(sport, dport).write(&mut out, payload).unwrap(),
+            _ => unreachable!(),
+        }
+        out
+    }
+
+    fn checksum_ok(pkt: &[u8]) -> bool {
+        let p = Ipv6Packet::new_checked(pkt).unwrap();
+        let (s, d) = (p.src_addr(), p.dst_addr());
+        match u8::from(p.next_header()) {
+            PROTO_TCP => TcpPacket::new_unchecked(p.payload()).verify_checksum_v6(&s, &d),
+            PROTO_UDP => UdpPacket::new_unchecked(p.payload()).verify_checksum_v6(&s, &d),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn test_forward_rewrites_tuple_with_valid_checksums() {
+        for proto in [PROTO_TCP, PROTO_UDP] {
+            let mut pkt = packet(proto, "fd00:1::5", "fd00:96::10", 40000, 80, b"hello six");
+            let (from, flags) = flow_key(&pkt).unwrap();
+            assert_eq!(from.proto, proto);
+            assert_eq!((from.sport, from.dport), (40000, 80));
+            assert_eq!(flags != 0, proto == PROTO_TCP);
+            let to = FlowKey6 {
+                src: ip("fd00:2::1"),
+                dst: ip("fd00:10:244::7"),
+                sport: 20001,
+                dport: 8080,
+                proto,
+            };
+            forward_with(&mut pkt, &from, &to, FlowKey6::delta(&from, &to));
+            let (got, _) = flow_key(&pkt).unwrap();
+            assert_eq!(got, to);
+            assert_eq!(Ipv6Packet::new_checked(&pkt[..]).unwrap().hop_limit(), 8);
+            assert!(checksum_ok(&pkt), "{proto}: checksum after NAT66");
+            // And back: the reply direction restores the original tuple.
+            let back = from;
+            forward_with(&mut pkt, &to, &back, FlowKey6::delta(&to, &back));
+            assert!(checksum_ok(&pkt));
+            assert_eq!(flow_key(&pkt).unwrap().0, from);
+        }
+    }
+
+    #[test]
+    fn test_not_a_flow() {
+        // ICMPv6 echo: routed, no tuple.
+        let mut out = Vec::new();
+        etherparse::PacketBuilder::ipv6(ip("fd00::1").octets(), ip("fd00::2").octets(), 9)
+            .icmpv6_echo_request(1, 1)
+            .write(&mut out, b"x")
+            .unwrap();
+        assert!(flow_key(&out).is_none());
+        // A TCP header cut short.
+        let pkt = packet(PROTO_TCP, "fd00::1", "fd00::2", 1, 2, b"");
+        assert!(flow_key(&pkt[..IP6 + 10]).is_none());
+        assert!(flow_key(&[0u8; 3]).is_none());
+    }
+
+    #[test]
+    fn test_hash_spreads_and_depends_on_every_field() {
+        let k = FlowKey6 {
+            src: ip("fd00::1"),
+            dst: ip("fd00:96::1"),
+            sport: 1000,
+            dport: 80,
+            proto: PROTO_TCP,
+        };
+        let h = k.hash_seeded(7);
+        let variants = [
+            FlowKey6 {
+                src: ip("fd00::2"),
+                ..k
+            },
+            FlowKey6 {
+                src: ip("fd01::1"),
+                ..k
+            },
+            FlowKey6 {
+                dst: ip("fd00:96::2"),
+                ..k
+            },
+            FlowKey6 { sport: 1001, ..k },
+            FlowKey6 { dport: 81, ..k },
+            FlowKey6 {
+                proto: PROTO_UDP,
+                ..k
+            },
+        ];
+        for v in variants {
+            assert_ne!(v.hash_seeded(7), h, "{v}");
+        }
+        assert_ne!(k.hash_seeded(8), h);
+        assert_eq!(k.reverse().reverse(), k);
+    }
+}

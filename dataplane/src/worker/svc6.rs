@@ -1,0 +1,287 @@
+//! The IPv6 half of dual-stack Services: steer, ct6-lookup, nat66, svc6-lookup.
+//!
+//! ```text
+//!  ip6-input ─► flow tuple? ─► steer ─► ct6-lookup ─┬─ hit ─► nat66 ─► ip6-output
+//!                  │                                 └─ miss ─► svc6-lookup ─┬─ Balance ─► ct6-create ─► nat66 ─► ip6-output
+//!                  │                                                          ├─ Reject ─► tcp-rst / icmp6-unreachable
+//!                  │                                                          ├─ Drop (policy Local, none here)
+//!                  └─ no (ICMPv6, NDP, extension headers) or unclaimed ───────┴─ none ─► ip6 routing / ip6-local
+//! ```
+//!
+//! The same rules as IPv4 ([`super`]): one owner per flow (replies to SNATed flows by SNAT port,
+//! new Service flows by client address, the rest by destination), flows keep their endpoint
+//! across table changes, stale UDP flows are flushed, and nothing allocates. IPv6 flows live in
+//! a table of their own ([`FlowTable<FlowKey6>`]) so IPv4 flows still take one cache line.
+
+use super::{queue_tx, Action, Worker, L2};
+use crate::conntrack::{tcp_flags, CtError, FlowTable};
+use crate::drop::DropReason;
+use crate::hash::{addr_hash6, flow_hash6};
+use crate::ip6::{self, Ip6Verdict};
+use crate::mbuf::Mbuf;
+use crate::nat66::{self, FlowKey6};
+use crate::port::PortId;
+use crate::service::{Frontend, FrontendAction, PROTO_TCP};
+use crate::tables::Tables;
+use crate::wire::{IpProtocol, Ipv6Packet, Ipv6Repr, TcpPacket};
+use core::time::Duration;
+use std::net::Ipv6Addr;
+
+/// Length of the fixed IPv6 header.
+const IP6: usize = 40;
+
+impl Worker {
+    /// An IPv6 frame that may belong to a Service flow. `None` when no flow and no Service
+    /// claims it (or it carries no TCP/UDP/SCTP tuple): the caller routes it or hands it to the
+    /// node as before.
+    pub(super) fn ip6_flow(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        steered: bool,
+    ) -> Option<Action> {
+        if t.services6.is_empty() && self.ct6.is_empty() {
+            return None;
+        }
+        let (key, flags) = nat66::flow_key(&m[L2..])?;
+        if key.dst.is_multicast() || key.src.is_multicast() || ip6::is_link_local(key.dst) {
+            return None;
+        }
+        if self.cfg.workers > 1 && !steered {
+            let owner = self.owner_of6(t, &key);
+            if owner != self.cfg.id {
+                return Some(Action::Handoff(owner));
+            }
+        }
+        let found = self.ct6.lookup(&key, self.now);
+        let frontend = match found {
+            Some(_) => None,
+            None => Some(t.services6.lookup(key.proto, key.dst, key.dport)?),
+        };
+        self.ip6_seen = true;
+        let (hop, payload) = {
+            let ip = Ipv6Packet::new_unchecked(&m[L2..]);
+            (ip.hop_limit(), usize::from(ip.payload_len()))
+        };
+        if hop <= 1 {
+            // Forwarded traffic gets time exceeded from the router; traffic to the node's own
+            // address (a NodePort) is dropped, as it would create a flow it cannot send.
+            if t.ip6.is_local(key.dst) {
+                return Some(Action::Drop(DropReason::Ip6HopLimitExceeded));
+            }
+            return None;
+        }
+        // Ethernet padding is not part of the packet (flow_key checked the length).
+        m.set_len(L2 + IP6 + payload);
+        if let Some((slot, dir)) = found {
+            self.ct6.update(slot, dir, flags, self.now);
+            let flow = self.ct6.get(slot);
+            let to = flow.translated(dir);
+            nat66::forward_with(&mut m[L2..], &key, &to, flow.delta[dir as usize]);
+            return Some(self.ip6_output(t, m, to.dst));
+        }
+        let (id, fe) = frontend?;
+        Some(self.svc6_new_flow(t, m, port, &key, id, fe, flags))
+    }
+
+    /// The worker that owns an IPv6 flow: the same rules as [`Worker::owner_of`].
+    fn owner_of6(&self, t: &Tables, key: &FlowKey6) -> usize {
+        let n = self.cfg.workers as u64;
+        if t.ip6.is_local(key.dst) {
+            if let Some(w) = self.cfg.snat_owner(key.dport) {
+                return w;
+            }
+        }
+        if t.services6.lookup(key.proto, key.dst, key.dport).is_some() {
+            return (addr_hash6(u128::from(key.src)) % n) as usize;
+        }
+        (addr_hash6(u128::from(key.dst)) % n) as usize
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn svc6_new_flow(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        key: &FlowKey6,
+        frontend_id: u32,
+        fe: &Frontend<Ipv6Addr>,
+        flags: u8,
+    ) -> Action {
+        if let Some(ranges) = &fe.source_ranges {
+            if !ranges.allows(key.src, key.dst) {
+                return Action::Drop(DropReason::SvcSourceNotAllowed);
+            }
+        }
+        let set = match &fe.action {
+            FrontendAction::Balance(set) => set,
+            FrontendAction::Drop => return Action::Drop(DropReason::SvcNoLocalEndpoint),
+            FrontendAction::Reject => return self.reject6(t, m, port, key, flags),
+        };
+        if key.proto == PROTO_TCP && flags & tcp_flags::RST != 0 {
+            return Action::Drop(DropReason::CtInvalid);
+        }
+        let remembered = fe.affinity_secs.and_then(|_| {
+            self.affinity6
+                .lookup(fe.service_port_id, key.src, self.now)
+                .filter(|(a, p)| set.contains(*a, *p))
+        });
+        let (baddr, bport) = remembered.unwrap_or_else(|| {
+            let b = set.pick(flow_hash6(
+                u128::from(key.src),
+                u128::from(key.dst),
+                key.sport,
+                key.dport,
+                key.proto,
+            ));
+            (b.addr, b.port)
+        });
+        let Some(hop) = t.ip6.routes.lookup(baddr).copied() else {
+            return Action::Drop(DropReason::Ip6NoRoute);
+        };
+        // Hairpin: a client reaching itself through the Service is SNATed, as in IPv4.
+        let snat = fe.snat || key.src == baddr;
+        let mut reply = FlowKey6 {
+            src: baddr,
+            dst: if snat { hop.src } else { key.src },
+            sport: bport,
+            dport: key.sport,
+            proto: key.proto,
+        };
+        if snat || self.ct6.contains(&reply) {
+            let found = super::free_port(&self.ct6, self.snat_chunk, &mut self.snat_cursor, |p| {
+                FlowKey6 { dport: p, ..reply }
+            });
+            match found {
+                Some(p) => reply.dport = p,
+                None => return Action::Drop(DropReason::SnatExhausted),
+            }
+        }
+        let slot = match self
+            .ct6
+            .insert_new(*key, reply, frontend_id, flags, self.now)
+        {
+            Ok(slot) => slot,
+            Err(CtError::Full) => return Action::Drop(DropReason::CtFull),
+            Err(CtError::Clash) => return Action::Drop(DropReason::CtInvalid),
+        };
+        if let Some(secs) = fe.affinity_secs {
+            self.affinity6.record(
+                fe.service_port_id,
+                key.src,
+                (baddr, bport),
+                Duration::from_secs(u64::from(secs)),
+                self.now,
+            );
+        }
+        let delta = self.ct6.get(slot).delta[0];
+        nat66::forward_with(&mut m[L2..], key, &reply.reverse(), delta);
+        self.ip6_output(t, m, baddr)
+    }
+
+    /// kube-proxy's REJECT for an IPv6 Service without endpoints: TCP RST, else ICMPv6 port
+    /// unreachable, sent from the Service address.
+    fn reject6(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        key: &FlowKey6,
+        flags: u8,
+    ) -> Action {
+        if key.proto != PROTO_TCP {
+            let Worker {
+                ip6, pool, tx, now, ..
+            } = self;
+            let mut out = |p: PortId, f: Mbuf| queue_tx(tx, p, f);
+            let verdict = ip6.port_unreachable(
+                t,
+                m,
+                port,
+                key.dst,
+                DropReason::SvcRejected,
+                *now,
+                pool,
+                &mut out,
+            );
+            return self.ip6_action(verdict);
+        }
+        self.count(DropReason::SvcRejected);
+        if flags & tcp_flags::RST != 0 {
+            return Action::Free;
+        }
+        let (seq, ack, payload) = {
+            let tcp = TcpPacket::new_unchecked(&m[L2 + IP6..]);
+            (
+                tcp.seq_number(),
+                tcp.ack_number(),
+                tcp.payload().len() as u32,
+            )
+        };
+        let (rst_seq, rst_ack, rst_flags) = super::rst_for(flags, seq, ack, payload);
+        let repr = Ipv6Repr {
+            src_addr: key.dst,
+            dst_addr: key.src,
+            next_header: IpProtocol::Tcp,
+            payload_len: 20,
+            hop_limit: 64,
+        };
+        m.set_len(L2 + IP6 + 20);
+        let buf = &mut m[L2..];
+        buf.fill(0);
+        repr.emit(&mut Ipv6Packet::new_unchecked(&mut *buf));
+        {
+            let mut tcp = TcpPacket::new_unchecked(&mut buf[IP6..]);
+            tcp.set_src_port(key.dport);
+            tcp.set_dst_port(key.sport);
+            tcp.set_seq_number(rst_seq);
+            tcp.set_ack_number(rst_ack);
+            tcp.set_header_len(20);
+            tcp.set_flags(rst_flags);
+            tcp.set_window_len(0);
+            tcp.fill_checksum_v6(&key.dst, &key.src);
+        }
+        self.stats.tcp_resets_sent += 1;
+        self.ip6_output(t, m, key.src)
+    }
+
+    /// Routes a packet the Service path rewrote or built.
+    fn ip6_output(&mut self, t: &Tables, m: &mut Mbuf, dst: Ipv6Addr) -> Action {
+        let Worker {
+            ip6, pool, tx, now, ..
+        } = self;
+        let mut out = |p: PortId, f: Mbuf| queue_tx(tx, p, f);
+        let verdict = ip6.output_to(t, m, dst, *now, pool, &mut out);
+        self.ip6_action(verdict)
+    }
+
+    fn ip6_action(&mut self, v: Ip6Verdict) -> Action {
+        self.ip6_seen = true;
+        match v {
+            Ip6Verdict::Tx(p) => Action::Tx(p),
+            Ip6Verdict::Drop(r) => Action::Drop(r),
+            Ip6Verdict::Free | Ip6Verdict::Held | Ip6Verdict::Host(_) => Action::Free,
+        }
+    }
+
+    /// The IPv6 half of the UDP clean-up after a table change (see `check_udp_flows`).
+    pub(super) fn check_udp_flows6(&mut self, t: &Tables, from: usize) -> (usize, Option<usize>) {
+        self.ct6
+            .remove_where_from(from, super::UDP_CHECK_BUDGET, |f| {
+                f.orig.proto == crate::service::PROTO_UDP
+                    && f.frontend != crate::conntrack::NO_FRONTEND
+                    && !super::balances(
+                        &t.services6,
+                        (f.orig.proto, f.orig.dst, f.orig.dport),
+                        (f.reply.src, f.reply.sport),
+                    )
+            })
+    }
+
+    /// This worker's IPv6 flow table.
+    pub fn flows6(&self) -> &FlowTable<FlowKey6> {
+        &self.ct6
+    }
+}
