@@ -60,6 +60,7 @@ pub fn worker_configs(cfg: &Config) -> Vec<WorkerConfig> {
         .map(|id| {
             let mut w = WorkerConfig::new(id, n);
             w.max_flows = (ct.max_flows / n).max(16);
+            w.max_flows6 = (ct.max_flows6 / n).max(16);
             w.timeouts = timeouts;
             w.snat_ports = (cfg.snat.port_min, cfg.snat.port_max);
             w.affinity_max = (ct.affinity_max / n).max(1);

@@ -24,7 +24,7 @@
 //!   - { address: "10.0.255.254", mac: "02:00:00:00:00:fe" }
 //!   - { address: "fd00::fffe", mac: "02:00:00:00:00:fe" }
 //! kubernetes: { manifests: manifests, kubeconfig: /etc/nodegate/kubeconfig, min_sync_ms: 1000 }
-//! conntrack: { max_flows: 1048576, timeouts: { tcp_established: 432000, udp: 30 }, affinity_max: 65536 }
+//! conntrack: { max_flows: 1048576, max_flows6: 262144, timeouts: { tcp_established: 432000, udp: 30 }, affinity_max: 65536 }
 //! snat: { ports: "20000-29999" }
 //! dpdk: { eal_args: ["--no-huge", "-m", "256"], mbufs: 16383, descriptors: 1024 }
 //! health: { bind: "0.0.0.0:10256", timeout_secs: 60, node_port_address: "0.0.0.0", host_stack: true }
@@ -639,6 +639,9 @@ impl Default for TcpTimeouts {
 pub struct ConntrackConfig {
     /// Capacity of the flow table, >= 16 (default 1_048_576).
     pub max_flows: usize,
+    /// Capacity of the IPv6 flow table (IPv6 Services), >= 16 (default a quarter of
+    /// `max_flows`: an IPv6 flow takes 128 bytes, an IPv4 one 64).
+    pub max_flows6: usize,
     pub tcp: TcpTimeouts,
     /// UDP flow seen in one direction only (default 30).
     pub udp_secs: u32,
@@ -656,6 +659,7 @@ impl Default for ConntrackConfig {
     fn default() -> Self {
         ConntrackConfig {
             max_flows: 1_048_576,
+            max_flows6: 262_144,
             tcp: TcpTimeouts::default(),
             udp_secs: 30,
             udp_stream_secs: 120,
@@ -1044,6 +1048,7 @@ struct RawKubernetes {
 #[serde(deny_unknown_fields)]
 struct RawConntrack {
     max_flows: Option<usize>,
+    max_flows6: Option<usize>,
     timeouts: Option<RawTimeouts>,
     affinity_max: Option<usize>,
 }
@@ -1578,6 +1583,16 @@ impl RawConfig {
                     );
                 }
                 conntrack.max_flows = m;
+                conntrack.max_flows6 = (m / 4).max(16);
+            }
+            if let Some(m) = c.max_flows6 {
+                if m < 16 {
+                    return invalid(
+                        "conntrack.max_flows6",
+                        format!("{m} is below the minimum 16"),
+                    );
+                }
+                conntrack.max_flows6 = m;
             }
             if let Some(m) = c.affinity_max {
                 if m < 1 {

@@ -688,6 +688,75 @@ mod test {
     }
 
     #[test]
+    fn test_dual_stack_service_gets_a_frontend_per_family_with_that_familys_endpoints() {
+        use std::net::{IpAddr, Ipv6Addr};
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let cfg = parse(
+            "node: {name: node-a, node_port_addresses: [\"10.0.0.0/24\", \"fd00::/64\"]}\nports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\", \"fd00::1/64\", \"fd01::1/64\"]}\n",
+        );
+        let mut svc = service("web", ServiceType::LoadBalancer, false);
+        svc.cluster_ips.push(IpAddr::V6(v6("fd00:96::10")));
+        svc.load_balancer_ips.push(IpAddr::V6(v6("2001:db8::10")));
+        svc.load_balancer_source_ranges = vec![(IpAddr::V6(v6("2001:db8:c::")), 48)];
+        let mut ep6 = ep("10.1.0.5", "node-a", true, true, false);
+        ep6.addresses = vec![IpAddr::V6(v6("fd10::5"))];
+        let mut slice6 = slice("web", vec![ep6]);
+        slice6.name = "web-v6".into();
+        // An IPv6-only Service: no IPv4 frontend at all.
+        let mut only6 = service("six", ServiceType::ClusterIp, false);
+        only6.cluster_ips = vec![IpAddr::V6(v6("fd00:96::20"))];
+        only6.load_balancer_ips = vec![];
+        let state = ClusterState {
+            services: vec![svc, only6],
+            endpoint_slices: vec![
+                slice("web", vec![ep("10.1.0.5", "node-a", true, true, false)]),
+                slice6,
+            ],
+            ..Default::default()
+        };
+        let (t, warnings) = build(&cfg, &state).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // IPv4: ClusterIP, NodePort on 10.0.0.1, the LB address; no source ranges of its family.
+        assert_eq!(t.services.len(), 3);
+        assert_eq!(
+            addrs(&action_of(&t.services, "10.96.0.10", 80)),
+            [ip("10.1.0.5")]
+        );
+        let lb4 = t
+            .services
+            .lookup(PROTO_TCP, ip("203.0.113.10"), 80)
+            .unwrap()
+            .1;
+        assert!(lb4.source_ranges.is_none());
+        // IPv6: both ClusterIPs, a NodePort on fd00::1 only (node_port_addresses), the LB.
+        let t6 = &t.services6;
+        assert_eq!(t6.len(), 4);
+        let backends6 =
+            |addr: &str, port: u16| match &t6.lookup(PROTO_TCP, v6(addr), port).unwrap().1.action {
+                FrontendAction::Balance(s) => {
+                    s.backends().iter().map(|b| b.addr).collect::<Vec<_>>()
+                }
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(backends6("fd00:96::10", 80), [v6("fd10::5")]);
+        assert_eq!(backends6("fd00::1", 30080), [v6("fd10::5")]);
+        assert!(t6.lookup(PROTO_TCP, v6("fd01::1"), 30080).is_none());
+        let lb6 = t6.lookup(PROTO_TCP, v6("2001:db8::10"), 80).unwrap().1;
+        assert!(lb6.snat, "external policy Cluster SNATs in IPv6 too");
+        let ranges = lb6.source_ranges.as_ref().unwrap();
+        assert!(ranges.allows(v6("2001:db8:c::7"), v6("2001:db8::10")));
+        assert!(!ranges.allows(v6("2001:db8:d::7"), v6("2001:db8::10")));
+        // The IPv6-only Service has no endpoints of its family: reject.
+        assert_eq!(
+            t6.lookup(PROTO_TCP, v6("fd00:96::20"), 80)
+                .unwrap()
+                .1
+                .action,
+            FrontendAction::Reject
+        );
+    }
+
+    #[test]
     fn test_ip6_errors_name_the_yaml_entry() {
         let base = "node: {name: n}\nports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\", \"fd00::1/64\"]}\n";
         let cases = [

@@ -154,6 +154,8 @@ fn every_option_loads() {
     );
     let ct = c.conntrack;
     assert_eq!(ct.max_flows, 4096);
+    // The IPv6 table follows max_flows unless it is given.
+    assert_eq!(ct.max_flows6, 1024);
     assert_eq!(ct.affinity_max, 1024);
     assert_eq!(
         ct.tcp,
@@ -765,6 +767,11 @@ fn validation_rules_name_the_field() {
         (
             append("conntrack: {max_flows: 15}\n"),
             "conntrack.max_flows",
+            "below the minimum 16",
+        ),
+        (
+            append("conntrack: {max_flows6: 8}\n"),
+            "conntrack.max_flows6",
             "below the minimum 16",
         ),
         (
