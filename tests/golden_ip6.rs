@@ -1,6 +1,6 @@
 //! Golden IPv6 tests: whole frames in, whole frames out, through a lockstep [`Node`] built from
-//! a YAML configuration with IPv6 port addresses, routes and neighbours. IPv6 is routed only
-//! (no Service NAT). Every frame is built with etherparse and every output parsed with it; UDP
+//! a YAML configuration with IPv6 port addresses, routes and neighbours, and at the end IPv6
+//! Services (NAT66). Every frame is built with etherparse and every output parsed with it; UDP
 //! and ICMPv6 checksums are recomputed independently over the IPv6 pseudo header.
 //!
 //! Topology of node-a (IPv4 as in `support`, plus):
@@ -1229,4 +1229,133 @@ fn with_host_ports_ipv6_for_the_node_and_advertisements_to_it_reach_the_kernel()
     assert_eq!(h.drops(DropReason::Ip6Local), 0);
     let s = nodegate::stats::Stats::gather(h.node.workers(), &h.node.publisher().current());
     assert_eq!((s.ports[0].punted, s.ports[1].from_host), (2, 1));
+}
+
+// ---- IPv6 Services (NAT66) --------------------------------------------------------------------
+
+/// An IPv6 UDP ClusterIP fd00:96::10:53 to port 5353 of `endpoints` (pods on eth1), and an IPv6
+/// UDP Service without endpoints at fd00:96::20:53.
+fn udp_services6(endpoints: &[&str]) -> String {
+    let eps: String = endpoints
+        .iter()
+        .map(|e| {
+            format!("  - {{addresses: [\"{e}\"], conditions: {{ready: true}}, nodeName: node-a}}\n")
+        })
+        .collect();
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: dns6, namespace: default}}
+spec:
+  ipFamilies: [IPv6]
+  clusterIPs: ["fd00:96::10"]
+  ports: [{{port: 53, protocol: UDP, targetPort: 5353}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: dns6-1, namespace: default, labels: {{kubernetes.io/service-name: dns6}}}}
+addressType: IPv6
+ports: [{{name: "", port: 5353, protocol: UDP}}]
+endpoints:
+{eps}---
+apiVersion: v1
+kind: Service
+metadata: {{name: none6, namespace: default}}
+spec:
+  clusterIPs: ["fd00:96::20"]
+  ports: [{{port: 53, protocol: UDP}}]
+"#
+    )
+}
+
+fn harness6_with(workers: usize, manifests: &str) -> Harness {
+    let text = config6_yaml(workers);
+    let cfg = Config::parse(&text, Path::new("/virtual/nodegate6.yaml")).unwrap();
+    let t = tables(&cfg, manifests);
+    let (node, peers) = Node::with_memory_ports(worker_configs(&cfg), t, 8192);
+    Harness {
+        node,
+        peers,
+        now: Instant::from_secs(1),
+        cfg,
+    }
+}
+
+/// A UDP datagram from `src`:`sport` to `dst`:`dport`, on the port `src` arrives on.
+fn udp6_ports(src: &str, sport: u16, dst: &str, dport: u16, payload: &[u8]) -> (usize, Vec<u8>) {
+    let (port, smac, dmac) = ingress6(ip6(src));
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(smac, dmac)
+        .ipv6(ip6(src).octets(), ip6(dst).octets(), 30)
+        .udp(sport, dport)
+        .write(&mut out, payload)
+        .unwrap();
+    (port, out)
+}
+
+#[test]
+fn ipv6_cluster_ip_is_translated_both_ways_on_every_worker_count() {
+    for workers in [1, 2, 3] {
+        let mut h = harness6_with(workers, &udp_services6(&[POD]));
+        // Request from an external client: DNAT to the pod, client address kept, hop limit
+        // decremented, checksum valid (check6 recomputes it).
+        let (port, f) = udp6_ports(EXTERNAL, 40001, "fd00:96::10", 53, b"query");
+        let o = send6_one(&mut h, port, &f);
+        assert_eq!((o.port, o.eth.destination), (ETH1, pod6_mac(ip6(POD))));
+        assert_eq!((o.src(), o.dst()), (ip6(EXTERNAL), ip6(POD)));
+        assert_eq!(o.ip.hop_limit, 29);
+        let (u, data) = o.udp();
+        assert_eq!((u.source_port, u.destination_port), (40001, 5353));
+        assert_eq!(data, b"query");
+        // The reply is translated back to the Service address and routed to the client.
+        let (port, f) = udp6_ports(POD, 5353, EXTERNAL, 40001, b"answer");
+        let o = send6_one(&mut h, port, &f);
+        assert_eq!((o.port, o.eth.destination), (ETH0, GW_MAC));
+        assert_eq!((o.src(), o.dst()), (ip6("fd00:96::10"), ip6(EXTERNAL)));
+        let (u, data) = o.udp();
+        assert_eq!((u.source_port, u.destination_port), (53, 40001));
+        assert_eq!(data, b"answer");
+        assert_eq!(h.flows(), 0, "IPv6 flows live in the IPv6 table");
+    }
+}
+
+#[test]
+fn ipv6_service_without_endpoints_answers_port_unreachable_from_the_service() {
+    let mut h = harness6_with(1, &udp_services6(&[POD]));
+    let (port, f) = udp6_ports(EXTERNAL, 40002, "fd00:96::20", 53, b"query");
+    let o = send6_one(&mut h, port, &f);
+    assert_eq!((o.port, o.eth.destination), (ETH0, GW_MAC));
+    assert_eq!((o.src(), o.dst()), (ip6("fd00:96::20"), ip6(EXTERNAL)));
+    let icmp = o.icmp();
+    assert_eq!((icmp.type_u8(), icmp.code_u8()), (1, 4), "port unreachable");
+    assert_eq!(h.drops(DropReason::SvcRejected), 1);
+}
+
+#[test]
+fn ipv6_udp_flows_to_a_removed_endpoint_are_flushed() {
+    let mut h = harness6_with(2, &udp_services6(&[POD]));
+    let (port, f) = udp6_ports(EXTERNAL, 40003, "fd00:96::10", 53, b"one");
+    assert_eq!(send6_one(&mut h, port, &f).dst(), ip6(POD));
+    // The endpoint moves: the flow towards the old one is removed, the next datagram of the
+    // same client port is balanced anew.
+    h.publish(&udp_services6(&["fd01::12"]));
+    h.run();
+    let o = send6_one(&mut h, port, &f);
+    assert_eq!(o.dst(), ip6("fd01::12"));
+    assert!(h.total().udp_flows_flushed >= 1);
+}
+
+#[test]
+fn ipv6_service_traffic_with_hop_limit_one_gets_time_exceeded() {
+    let mut h = harness6_with(1, &udp_services6(&[POD]));
+    let (port, smac, dmac) = ingress6(ip6(EXTERNAL));
+    let mut f = Vec::new();
+    PacketBuilder::ethernet2(smac, dmac)
+        .ipv6(ip6(EXTERNAL).octets(), ip6("fd00:96::10").octets(), 1)
+        .udp(40004, 53)
+        .write(&mut f, b"q")
+        .unwrap();
+    let o = send6_one(&mut h, port, &f);
+    assert_eq!(o.dst(), ip6(EXTERNAL));
+    assert_eq!(o.icmp().type_u8(), 3, "time exceeded");
 }

@@ -222,7 +222,8 @@ pub fn answer_health_check(
 /// kube-proxy's answer to `/healthz` (`livez` false) or `/livez`: 200 when healthy (for
 /// `/healthz`, also only while the node is eligible), else 503; its JSON body, with
 /// `lastUpdated` the current time when healthy (kube-proxy's compatibility rule) and the real
-/// time of the last sync in `status.IPv4` (Services are IPv4 in this build).
+/// time of the last sync in `status.IPv4` (one status for both families: one sync builds both
+/// tables).
 pub fn proxy_health_response(r: &HealthReport, livez: bool) -> Response {
     let healthy = if livez {
         r.healthy

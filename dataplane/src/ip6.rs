@@ -8,8 +8,9 @@
 //!                                           └─► hold + NS to the solicited-node group
 //! ```
 //!
-//! IPv6 is routed only: kube Services are IPv4-only in this build, so there is no flow state,
-//! no NAT and no steering between workers. The immutable part ([`Ip6Tables`]) lives in
+//! This module routes; IPv6 Service traffic (NAT66, its flow table and steering) is claimed
+//! before it by the worker's `svc6` stage, which sends what it translates through
+//! [`Ip6State::output_to`]. The immutable part ([`Ip6Tables`]) lives in
 //! [`Tables::ip6`](crate::tables::Tables); the learned part ([`Ip6State`]: neighbour cache, hold
 //! queue, ICMPv6 rate limit, counters) lives in each worker. Like the rest of the worker nothing
 //! here reads a clock or allocates after start-up: buffers come from the caller's pool.
