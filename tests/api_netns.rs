@@ -543,3 +543,132 @@ fn relisted(run: &Running, mark: usize, resource: &str, timeout: Duration) {
     )
     .unwrap_or_else(|| panic!("{resource}: no relist logged:\n{}", run.log_after_ready()));
 }
+
+/// Mounts a fresh `/run` in a private mount namespace (the host's stays untouched), puts a
+/// service account's token and CA where a pod has them (`/var/run/secrets/...`, `/var/run`
+/// being `/run`), then runs the rest of the command line. `$0` is the directory holding `token`
+/// and `ca.pem`.
+const POD_SECRETS: &str = "set -e\n\
+    mount --make-rprivate /\n\
+    mount -t tmpfs tmpfs /run\n\
+    sa=/run/secrets/kubernetes.io/serviceaccount\n\
+    mkdir -p $sa\n\
+    cp \"$0/token\" $sa/token\n\
+    cp \"$0/ca.pem\" $sa/ca.crt\n\
+    echo default > $sa/namespace\n\
+    exec \"$@\"\n";
+
+/// The requests of a list of `resource` and the Authorization headers they carried.
+fn list_authorizations(api: &FakeApi, resource: &str) -> Vec<Option<String>> {
+    api.requests()
+        .into_iter()
+        .filter(|r| r.verb == Verb::List && r.resource.as_deref() == Some(resource))
+        .map(|r| r.authorization)
+        .collect()
+}
+
+/// Writes a config with `kubernetes` as its `kubernetes:` section for an af_xdp port on `host`.
+fn write_config(dir: &std::path::Path, host: &str, kubernetes: &str) {
+    std::fs::write(
+        dir.join("nodegate.yaml"),
+        format!(
+            "node: {{name: node-a, addresses: [\"192.0.2.1\"]}}\nports:\n  - {{name: eth0, driver: af_xdp, interface: {host}, addresses: [\"192.0.2.1/24\"]}}\nkubernetes: {kubernetes}\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// Run in a pod (no kubeconfig, `KUBERNETES_SERVICE_HOST`/`_PORT` set, the service account's
+/// token and CA mounted): nodegate uses the in-cluster configuration, HTTPS with the mounted CA
+/// and the token as bearer, and serves what the API server says.
+#[test]
+fn in_cluster_configuration_is_used_in_a_pod() {
+    let _serial = one_at_a_time();
+    preflight(&["unshare", "mount", "openssl", "socat"]);
+    let (ns, _link, host) = topology("i");
+    let api = FakeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    fakeapi::tls::certificates(dir.path());
+    let proxy = fakeapi::tls::TlsProxy::start(dir.path(), api.addr(), false);
+    std::fs::write(dir.path().join("token"), "in-cluster-token").unwrap();
+    write_config(dir.path(), &host, "{api: auto}");
+    let port = proxy.port().to_string();
+    let host_env = "KUBERNETES_SERVICE_HOST=127.0.0.1".to_string();
+    let port_env = format!("KUBERNETES_SERVICE_PORT={port}");
+    let d = dir.path().to_str().unwrap();
+    let run = Running::start_wrapped(
+        dir.path(),
+        &[
+            "env",
+            &host_env,
+            &port_env,
+            "unshare",
+            "-m",
+            "sh",
+            "-c",
+            POD_SECRETS,
+            d,
+        ],
+        &[],
+    );
+    assert!(
+        run.log
+            .contains(&format!("server=https://127.0.0.1:{port}/")),
+        "{}",
+        run.log
+    );
+    wait_listed(&run);
+    apply_yaml(&api, UDP_SERVICE);
+    eventually(&run, Duration::from_secs(15), "the UDP Service", || {
+        udp_request_at(&ns.0, "10.96.0.10", 5353)
+    });
+    let auth = list_authorizations(&api, "services");
+    assert!(!auth.is_empty());
+    assert!(
+        auth.iter()
+            .all(|a| a.as_deref() == Some("Bearer in-cluster-token")),
+        "{auth:?}"
+    );
+    run.stop();
+}
+
+/// `kubernetes.api: infer` with `$KUBECONFIG` naming an HTTPS kubeconfig (CA file, token):
+/// kube's inference reads it, and nodegate serves what the API server says.
+#[test]
+fn infer_uses_the_kubeconfig_environment_over_https() {
+    let _serial = one_at_a_time();
+    preflight(&["openssl", "socat"]);
+    let (ns, _link, host) = topology("j");
+    let api = FakeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    fakeapi::tls::certificates(dir.path());
+    let proxy = fakeapi::tls::TlsProxy::start(dir.path(), api.addr(), false);
+    let kubeconfig = fakeapi::tls::kubeconfig(
+        dir.path(),
+        &proxy.url(),
+        "ca",
+        fakeapi::tls::Credentials::Token("inferred-token"),
+    );
+    write_config(dir.path(), &host, "{api: infer}");
+    let env = format!("KUBECONFIG={}", kubeconfig.display());
+    let run = Running::start_wrapped(dir.path(), &["env", &env], &[]);
+    assert!(
+        run.log.contains(&format!("server={}/", proxy.url())),
+        "{}",
+        run.log
+    );
+    wait_listed(&run);
+    apply_yaml(&api, UDP_SERVICE);
+    eventually(&run, Duration::from_secs(15), "the UDP Service", || {
+        udp_request_at(&ns.0, "10.96.0.10", 5353)
+    });
+    let auth = list_authorizations(&api, "services");
+    assert!(
+        !auth.is_empty()
+            && auth
+                .iter()
+                .all(|a| a.as_deref() == Some("Bearer inferred-token")),
+        "{auth:?}"
+    );
+    run.stop();
+}

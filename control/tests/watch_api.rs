@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use control::model::Node;
 use control::sync::{Resource, SyncState, Update, WatchEvent};
+use fakeapi::tls::{self, Credentials, TlsProxy};
 use http::{Request, Response};
 use kube::client::Body;
 use kube::Client;
@@ -385,103 +386,6 @@ fn serve_http(mut conn: std::net::TcpStream) {
     }
 }
 
-/// Runs a tool (openssl, socat) and fails with the reason when it cannot.
-fn tool(args: &[&str]) {
-    let out = std::process::Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "this test needs `{}` (apt install openssl socat): {e}",
-                args[0]
-            )
-        });
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate, both signed by the CA,
-/// made with the real `openssl` in `dir`; and a second, unrelated CA.
-fn certificates(dir: &std::path::Path) {
-    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
-    for ca in ["ca", "other-ca"] {
-        tool(&[
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=nodegate-test-{ca}"),
-            "-keyout",
-            &p(&format!("{ca}.key")),
-            "-out",
-            &p(&format!("{ca}.pem")),
-        ]);
-    }
-    // Extensions make both version 3 certificates, which is all webpki accepts.
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    for name in ["server", "client"] {
-        tool(&[
-            "openssl",
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            &format!("/CN={name}/O=system:masters"),
-            "-keyout",
-            &p(&format!("{name}.key")),
-            "-out",
-            &p(&format!("{name}.csr")),
-        ]);
-        let mut sign = vec![
-            "openssl".to_string(),
-            "x509".into(),
-            "-req".into(),
-            "-in".into(),
-            p(&format!("{name}.csr")),
-            "-CA".into(),
-            p("ca.pem"),
-            "-CAkey".into(),
-            p("ca.key"),
-            "-CAcreateserial".into(),
-            "-days".into(),
-            "2".into(),
-            "-out".into(),
-            p(&format!("{name}.pem")),
-        ];
-        sign.extend(["-extfile".into(), p(&format!("{name}.ext"))]);
-        let sign: Vec<&str> = sign.iter().map(String::as_str).collect();
-        tool(&sign);
-    }
-}
-
-/// A kubeconfig for `server` trusting `ca`, authenticating with the client certificate.
-fn tls_kubeconfig(dir: &std::path::Path, server: &str, ca: &str) -> std::path::PathBuf {
-    let d = dir.display();
-    let path = dir.join(format!("kubeconfig-{ca}"));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {d}/{ca}.pem\nusers:\n- name: u\n  user:\n    client-certificate: {d}/client.pem\n    client-key: {d}/client.key\ncontexts:\n- name: x\n  context: {{cluster: c, user: u}}\ncurrent-context: x\n"
-        ),
-    )
-    .unwrap();
-    path
-}
-
 /// An HTTPS API server (TLS terminated by the real `socat`, which also demands a client
 /// certificate signed by the CA) reached through a kubeconfig with a CA file and a client
 /// certificate, as `nodegate run --kubeconfig` makes its client: it lists. The same server
@@ -489,7 +393,7 @@ fn tls_kubeconfig(dir: &std::path::Path, server: &str, ca: &str) -> std::path::P
 #[tokio::test]
 async fn https_kubeconfig_with_client_certificate_lists_and_a_wrong_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    certificates(dir.path());
+    tls::certificates(dir.path());
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let plain = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -498,39 +402,10 @@ async fn https_kubeconfig_with_client_certificate_lists_and_a_wrong_ca_is_refuse
             std::thread::spawn(move || serve_http(conn));
         }
     });
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let d = dir.path().display();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _socat = Kill(
-        std::process::Command::new("socat")
-            .arg(format!(
-                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={d}/server.pem,key={d}/server.key,cafile={d}/ca.pem,verify=1"
-            ))
-            .arg(format!("TCP:{plain}"))
-            .spawn()
-            .expect("this test needs `socat` (apt install socat)"),
-    );
-    // Wait for socat to listen.
-    let t0 = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "socat did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let server = format!("https://127.0.0.1:{port}");
+    let proxy = TlsProxy::start(dir.path(), plain, true);
+    let server = proxy.url();
 
-    let good = tls_kubeconfig(dir.path(), &server, "ca");
+    let good = tls::kubeconfig(dir.path(), &server, "ca", Credentials::ClientCertificate);
     let client = control::watch::api::client(&control::config::ApiSource::Kubeconfig(good))
         .await
         .unwrap()
@@ -541,7 +416,12 @@ async fn https_kubeconfig_with_client_certificate_lists_and_a_wrong_ca_is_refuse
             .expect("lists over HTTPS with a client certificate");
     assert!(names(&st).is_empty());
 
-    let bad = tls_kubeconfig(dir.path(), &server, "other-ca");
+    let bad = tls::kubeconfig(
+        dir.path(),
+        &server,
+        "other-ca",
+        Credentials::ClientCertificate,
+    );
     let client = control::watch::api::client(&control::config::ApiSource::Kubeconfig(bad))
         .await
         .unwrap()

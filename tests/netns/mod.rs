@@ -160,7 +160,7 @@ impl Running {
             "stats.json",
         ];
         run.extend_from_slice(extra);
-        let mut cmd = match ns {
+        let cmd = match ns {
             Some(ns) => {
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns, bin]).args(run);
@@ -172,6 +172,28 @@ impl Running {
                 c
             }
         };
+        Running::start_command(dir, cmd)
+    }
+
+    /// `nodegate run --config nodegate.yaml --stats-json stats.json [extra]` as the arguments
+    /// of a wrapper: `wrapper` then the binary then those arguments.
+    pub fn start_wrapped(dir: &std::path::Path, wrapper: &[&str], extra: &[&str]) -> Running {
+        let mut cmd = Command::new(wrapper[0]);
+        cmd.args(&wrapper[1..])
+            .arg(env!("CARGO_BIN_EXE_nodegate"))
+            .args([
+                "run",
+                "--config",
+                "nodegate.yaml",
+                "--stats-json",
+                "stats.json",
+            ])
+            .args(extra);
+        Running::start_command(dir, cmd)
+    }
+
+    /// Starts `cmd` (a nodegate run, maybe wrapped) in `dir` and waits for its `ready` line.
+    pub fn start_command(dir: &std::path::Path, mut cmd: Command) -> Running {
         let mut child = cmd
             .current_dir(dir)
             .env("NO_COLOR", "1")

@@ -27,6 +27,7 @@ mod resources;
 mod selector;
 mod server;
 mod store;
+pub mod tls;
 mod watch;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -96,6 +97,9 @@ pub struct Request {
     pub resource: Option<String>,
     pub namespace: Option<String>,
     pub name: Option<String>,
+    /// The `Authorization` header (the server accepts any, like an apiserver with
+    /// anonymous access; tests check what the client sent).
+    pub authorization: Option<String>,
 }
 
 impl Request {

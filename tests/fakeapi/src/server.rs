@@ -244,6 +244,7 @@ pub async fn handle(
     };
     let accept = header_str(header::ACCEPT);
     let content_type = header_str(header::CONTENT_TYPE);
+    let authorization = Some(header_str(header::AUTHORIZATION)).filter(|a| !a.is_empty());
     let route = route(&path);
     let verb = verb_of(&method, &route, &params);
     let (resource, namespace, name) = match &route {
@@ -265,6 +266,7 @@ pub async fn handle(
             resource: resource.map(str::to_string),
             namespace,
             name,
+            authorization,
         });
     let body = match Limited::new(req.into_body(), 16 << 20).collect().await {
         Ok(collected) => collected.to_bytes(),
