@@ -4,8 +4,10 @@
 //! stop forwarding, the watchers back off with growing delays and the tables converge on what
 //! changed meanwhile when it returns (a relist, as its watch cache was compacted); a `410 Gone`
 //! after compaction makes nodegate relist and converge; a burst of 10,000 Service updates costs a
-//! few rebuilds; and a long TCP transfer survives its own endpoint being marked not ready and
-//! removed.
+//! few rebuilds; a long TCP transfer survives its own endpoint being marked not ready and
+//! removed; a dual-stack Service is served on both families; and the in-cluster and `infer`
+//! configurations reach the API server over HTTPS (in-cluster in a private mount namespace with
+//! a service account's token and CA; `openssl` and `socat` make and terminate the TLS).
 //!
 //! Layout: nodegate runs in the test's (root) network namespace, so that it reaches the fake API
 //! server on loopback, with an AF_XDP port on a veth whose peer (192.0.2.2 and 192.0.2.3, the
@@ -671,4 +673,140 @@ fn infer_uses_the_kubeconfig_environment_over_https() {
         "{auth:?}"
     );
     run.stop();
+}
+
+/// A dual-stack UDP Service made through the API: ClusterIPs 10.96.0.40 and fd00:96::40, port
+/// 5353, to port 7777 of 192.0.2.2 and fd00:2::2 (an `IPv4` and an `IPv6` EndpointSlice).
+const DUAL_STACK_UDP: &str = r#"apiVersion: v1
+kind: Service
+metadata: {name: echo2, namespace: default}
+spec:
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  clusterIP: 10.96.0.40
+  clusterIPs: [10.96.0.40, "fd00:96::40"]
+  ports: [{port: 5353, protocol: UDP, targetPort: 7777}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo2-v4, namespace: default, labels: {kubernetes.io/service-name: echo2}}
+addressType: IPv4
+ports: [{name: "", port: 7777, protocol: UDP}]
+endpoints:
+  - {addresses: ["192.0.2.2"], conditions: {ready: true}, nodeName: node-b}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo2-v6, namespace: default, labels: {kubernetes.io/service-name: echo2}}
+addressType: IPv6
+ports: [{name: "", port: 7777, protocol: UDP}]
+endpoints:
+  - {addresses: ["fd00:2::2"], conditions: {ready: true}, nodeName: node-b}"#;
+
+/// One datagram to `addr`:5353 from namespace `ns` (a connected socket, so an ICMP port
+/// unreachable shows as "refused"), answered by a server on port 7777 of both families there:
+/// (who the server saw, where the answer came from), or why not.
+fn udp6_exchange(ns: &str, addr: &str) -> Result<(String, String), String> {
+    let server = "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)\ns.bind(('::',7777))\ns.settimeout(5)\nd,a=s.recvfrom(2048)\ns.sendto(a[0].encode(),a)\n";
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", server])
+        .spawn()
+        .expect("python3 for the UDP server");
+    std::thread::sleep(Duration::from_millis(300));
+    let family = if addr.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
+    let client = format!("import socket\ns=socket.socket(socket.{family},socket.SOCK_DGRAM)\ns.settimeout(2)\ns.connect(('{addr}',5353))\ns.send(b'hi')\nd,a=s.recvfrom(2048)\nprint(d.decode(), a[0])\n");
+    let out = sh(&["ip", "netns", "exec", ns, "python3", "-c", &client]);
+    let _ = server.kill();
+    let _ = server.wait();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut words = text.split_whitespace();
+    match (words.next(), words.next()) {
+        (Some(seen), Some(from)) => Ok((
+            seen.trim_start_matches("::ffff:").to_string(),
+            from.to_string(),
+        )),
+        _ => Err(format!("unexpected answer `{text}`")),
+    }
+}
+
+/// A dual-stack Service created through the API is served on both families: each ClusterIP
+/// balances over the endpoints of its own family (hairpinned here: the client is the endpoint,
+/// so the endpoint sees the node's address of that family), and deleting the IPv6 slice
+/// leaves the IPv6 ClusterIP rejecting while IPv4 goes on.
+#[test]
+fn dual_stack_service_from_the_api_is_served_on_both_families() {
+    let _serial = one_at_a_time();
+    let (ns, _link, host) = topology("s");
+    let peer = format!("ngbs{}", std::process::id() % 100_000);
+    must(&[
+        "ip",
+        "-n",
+        &ns.0,
+        "-6",
+        "addr",
+        "add",
+        "fd00:2::2/64",
+        "dev",
+        &peer,
+        "nodad",
+    ]);
+    must(&[
+        "ip",
+        "-n",
+        &ns.0,
+        "-6",
+        "route",
+        "add",
+        "fd00:96::/64",
+        "via",
+        "fd00:2::1",
+    ]);
+    let api = FakeApi::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("nodegate.yaml"),
+        format!(
+            "node: {{name: node-a, addresses: [\"192.0.2.1\"]}}\nworkers: 2\nports:\n  - {{name: eth0, driver: af_xdp, interface: {host}, addresses: [\"192.0.2.1/24\", \"fd00:2::1/64\"]}}\n"
+        ),
+    )
+    .unwrap();
+    api.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
+    let run = Running::start_with(dir.path(), None, &["--kubeconfig", "kubeconfig"]);
+    wait_listed(&run);
+    apply_yaml(&api, DUAL_STACK_UDP);
+    let mut six = None;
+    eventually(&run, Duration::from_secs(15), "the IPv6 ClusterIP", || {
+        six = Some(udp6_exchange(&ns.0, "fd00:96::40")?);
+        Ok(())
+    });
+    assert_eq!(
+        six.unwrap(),
+        ("fd00:2::1".to_string(), "fd00:96::40".to_string())
+    );
+    assert_eq!(
+        udp6_exchange(&ns.0, "10.96.0.40").unwrap(),
+        ("192.0.2.1".to_string(), "10.96.0.40".to_string())
+    );
+
+    // The IPv6 slice goes: the IPv6 ClusterIP has no endpoint of its family (rejected with
+    // ICMPv6 port unreachable), IPv4 is untouched.
+    let mark = run.log_after_ready().len();
+    api.delete("EndpointSlice", "default", "echo2-v6").unwrap();
+    run.wait_for_line(mark, &["tables published"], Duration::from_secs(5))
+        .unwrap_or_else(|| panic!("no rebuild:\n{}", run.log_after_ready()));
+    let e = udp6_exchange(&ns.0, "fd00:96::40").expect_err("answered without an endpoint");
+    assert!(e.contains("refused"), "{e}");
+    assert!(udp6_exchange(&ns.0, "10.96.0.40").is_ok());
+    let stats = run.stop();
+    assert!(
+        stats["total"]["drops"]["svc-rejected"].as_u64().unwrap() >= 1,
+        "{stats}"
+    );
 }
