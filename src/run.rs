@@ -97,7 +97,8 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
     tracing::info!(
         services = state.services.len(),
         endpoint_slices = state.endpoint_slices.len(),
-        frontends = tables.services.len(),
+        frontends = tables.services.len() + tables.services6.len(),
+        frontends6 = tables.services6.len(),
         health_checks = tables.health.len(),
         routes = tables.routes.len(),
         "tables built"

@@ -53,7 +53,10 @@ pub struct WorkerReport {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct TableReport {
     pub generation: u64,
+    /// Frontends of both address families.
     pub frontends: usize,
+    /// Of which IPv6.
+    pub frontends6: usize,
     pub routes: usize,
 }
 
@@ -166,7 +169,8 @@ impl Stats {
             total,
             tables: TableReport {
                 generation: tables.generation,
-                frontends: tables.services.len(),
+                frontends: tables.services.len() + tables.services6.len(),
+                frontends6: tables.services6.len(),
                 routes: tables.routes.len(),
             },
         }

@@ -376,8 +376,8 @@ impl Collector for DataPlaneCollector {
         gauge(
             &mut enc,
             "nodegate_service_frontends",
-            "Service frontends (address, port, protocol) in the published tables",
-            tables.services.len() as i64,
+            "Service frontends (address, port, protocol), both address families, in the published tables",
+            (tables.services.len() + tables.services6.len()) as i64,
         )?;
         family(
             &mut enc,

@@ -554,7 +554,7 @@ fn rebuild(
                 }
                 *warnings = new_warnings;
             }
-            let frontends = tables.services.len();
+            let frontends = tables.services.len() + tables.services6.len();
             retired.push(publisher.current());
             let generation = publisher.publish(tables);
             retired.retain(|t| Arc::strong_count(t) > 1);
