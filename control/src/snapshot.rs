@@ -757,6 +757,33 @@ mod test {
     }
 
     #[test]
+    fn test_service_without_selector_uses_its_hand_made_endpoint_slices() {
+        // kube-proxy does not look at selectors: a Service without one (an external database,
+        // say) is balanced over whatever EndpointSlices name it, here one kept by hand.
+        let mut state = ClusterState::default();
+        crate::manifests::parse_str(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: db, namespace: default}\nspec:\n  clusterIP: 10.96.0.50\n  ports: [{port: 5432}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: db-external\n  namespace: default\n  labels: {kubernetes.io/service-name: db, endpointslice.kubernetes.io/managed-by: staff.example.com}\naddressType: IPv4\nports: [{name: \"\", port: 5432, protocol: TCP}]\nendpoints:\n  - addresses: [\"192.0.2.80\"]\n",
+            std::path::Path::new("db.yaml"),
+            &mut state,
+        )
+        .unwrap();
+        let cfg = parse("node: {name: node-a}\nports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\"]}\n");
+        let (t, _) = build(&cfg, &state).unwrap();
+        let fe = t
+            .services
+            .lookup(PROTO_TCP, ip("10.96.0.50"), 5432)
+            .unwrap()
+            .1;
+        match &fe.action {
+            FrontendAction::Balance(set) => {
+                assert_eq!(set.backends()[0].addr, ip("192.0.2.80"));
+                assert_eq!(set.backends()[0].port, 5432);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn test_ip6_errors_name_the_yaml_entry() {
         let base = "node: {name: n}\nports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\", \"fd00::1/64\"]}\n";
         let cases = [
