@@ -48,7 +48,7 @@ use crate::neighbor::{AffinityTable, NeighborCache};
 use crate::port::{Port, PortId, BURST};
 use crate::route::NextHop;
 use crate::service::{
-    Address, Frontend, FrontendAction, ServiceTable, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    Address, BackendSet, Frontend, FrontendAction, ServiceTable, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
 use crate::tables::{TableReader, Tables};
 use crate::time::Instant;
@@ -1161,36 +1161,22 @@ impl Worker {
         fe: &Frontend,
         flags: u8,
     ) -> Action {
-        if let Some(ranges) = &fe.source_ranges {
-            if !ranges.allows(key.src, key.dst) {
-                return Action::Drop(DropReason::SvcSourceNotAllowed);
-            }
-        }
-        let set = match &fe.action {
-            FrontendAction::Balance(set) => set,
-            FrontendAction::Drop => return Action::Drop(DropReason::SvcNoLocalEndpoint),
-            FrontendAction::Reject => {
+        let set = match admit(fe, (key.src, key.dst), key.proto, flags) {
+            Admit::Balance(set) => set,
+            Admit::Drop(r) => return Action::Drop(r),
+            Admit::Reject => {
                 self.count(DropReason::SvcRejected);
                 return self.reject(t, m, port, meta, key, flags);
             }
         };
-        if key.proto == PROTO_TCP && flags & tcp_flags::RST != 0 {
-            return Action::Drop(DropReason::CtInvalid);
-        }
-        let remembered = fe.affinity_secs.and_then(|_| {
-            self.affinity
-                .lookup(fe.service_port_id, key.src, self.now)
-                .filter(|(a, p)| set.contains(*a, *p))
-        });
-        let (baddr, bport) = remembered.unwrap_or_else(|| {
-            let b = set.pick(flow_hash(
+        let (baddr, bport) = choose_backend(&self.affinity, fe, set, key.src, self.now, || {
+            flow_hash(
                 u32::from(key.src),
                 u32::from(key.dst),
                 key.sport,
                 key.dport,
                 key.proto,
-            ));
-            (b.addr, b.port)
+            )
         });
         let Some(hop) = t.routes.lookup(baddr).copied() else {
             return Action::Drop(DropReason::Ip4NoRoute);
@@ -1212,23 +1198,18 @@ impl Worker {
             }
         }
         // `key` missed in ct-lookup and `reply` was just probed free.
-        let slot = match self
-            .ct
-            .insert_new(*key, reply, frontend_id, flags, self.now)
-        {
-            Ok(slot) => slot,
-            Err(CtError::Full) => return Action::Drop(DropReason::CtFull),
-            Err(CtError::Clash) => return Action::Drop(DropReason::CtInvalid),
+        let new = NewFlow {
+            key: *key,
+            reply,
+            frontend: frontend_id,
+            client: key.src,
+            backend: (baddr, bport),
+            flags,
         };
-        if let Some(secs) = fe.affinity_secs {
-            self.affinity.record(
-                fe.service_port_id,
-                key.src,
-                (baddr, bport),
-                Duration::from_secs(u64::from(secs)),
-                self.now,
-            );
-        }
+        let slot = match create_flow(&mut self.ct, &mut self.affinity, fe, new, self.now) {
+            Ok(slot) => slot,
+            Err(r) => return Action::Drop(r),
+        };
         let delta = self.ct.get(slot).delta[0];
         // TTL is at least 2 here (checked in ip4_flow for everything a Service claims).
         nat::forward_with(&mut m[L2..], key, &reply.reverse(), delta);
@@ -1600,6 +1581,89 @@ fn balances<A: Address>(
         },
         None => false,
     }
+}
+
+/// What a frontend says to the first packet of a new flow from `src` to `dst`.
+enum Admit<'a, A> {
+    Balance(&'a BackendSet<A>),
+    /// kube-proxy's REJECT: the caller answers (TCP RST, ICMP port unreachable).
+    Reject,
+    Drop(DropReason),
+}
+
+/// The checks every new Service flow passes, in kube-proxy's order: the load balancer's source
+/// ranges, the frontend's verdict, and no flow started by a TCP RST.
+fn admit<A: Address>(fe: &Frontend<A>, (src, dst): (A, A), proto: u8, flags: u8) -> Admit<'_, A> {
+    if let Some(ranges) = &fe.source_ranges {
+        if !ranges.allows(src, dst) {
+            return Admit::Drop(DropReason::SvcSourceNotAllowed);
+        }
+    }
+    match &fe.action {
+        FrontendAction::Balance(_) if proto == PROTO_TCP && flags & tcp_flags::RST != 0 => {
+            Admit::Drop(DropReason::CtInvalid)
+        }
+        FrontendAction::Balance(set) => Admit::Balance(set),
+        FrontendAction::Drop => Admit::Drop(DropReason::SvcNoLocalEndpoint),
+        FrontendAction::Reject => Admit::Reject,
+    }
+}
+
+/// The endpoint of a new flow from `client`: the one session affinity remembers while it is
+/// still in the set, else Maglev's pick for the flow's `hash`.
+fn choose_backend<A: Address>(
+    affinity: &AffinityTable<A>,
+    fe: &Frontend<A>,
+    set: &BackendSet<A>,
+    client: A,
+    now: Instant,
+    hash: impl FnOnce() -> u64,
+) -> (A, u16) {
+    let remembered = fe.affinity_secs.and_then(|_| {
+        affinity
+            .lookup(fe.service_port_id, client, now)
+            .filter(|(a, p)| set.contains(*a, *p))
+    });
+    remembered.unwrap_or_else(|| {
+        let b = set.pick(hash());
+        (b.addr, b.port)
+    })
+}
+
+/// A Service flow about to be created.
+struct NewFlow<K, A> {
+    key: K,
+    reply: K,
+    frontend: u32,
+    client: A,
+    backend: (A, u16),
+    flags: u8,
+}
+
+/// Creates the flow (both keys were just seen free) and remembers the client's endpoint when
+/// the Service has session affinity.
+fn create_flow<K: Tuple, A: Address>(
+    ct: &mut FlowTable<K>,
+    affinity: &mut AffinityTable<A>,
+    fe: &Frontend<A>,
+    new: NewFlow<K, A>,
+    now: Instant,
+) -> Result<u32, DropReason> {
+    let slot = match ct.insert_new(new.key, new.reply, new.frontend, new.flags, now) {
+        Ok(slot) => slot,
+        Err(CtError::Full) => return Err(DropReason::CtFull),
+        Err(CtError::Clash) => return Err(DropReason::CtInvalid),
+    };
+    if let Some(secs) = fe.affinity_secs {
+        affinity.record(
+            fe.service_port_id,
+            new.client,
+            new.backend,
+            Duration::from_secs(u64::from(secs)),
+            now,
+        );
+    }
+    Ok(slot)
 }
 
 /// A port of the SNAT slice `(lo, hi)` for which the reply tuple `with_port(port)` is free,

@@ -13,18 +13,17 @@
 //! across table changes, stale UDP flows are flushed, and nothing allocates. IPv6 flows live in
 //! a table of their own ([`FlowTable<FlowKey6>`]) so IPv4 flows still take one cache line.
 
-use super::{queue_tx, Action, Worker, L2};
-use crate::conntrack::{tcp_flags, CtError, FlowTable};
+use super::{queue_tx, Action, Admit, NewFlow, Worker, L2};
+use crate::conntrack::{tcp_flags, FlowTable};
 use crate::drop::DropReason;
 use crate::hash::{addr_hash6, flow_hash6};
 use crate::ip6::{self, Ip6Verdict};
 use crate::mbuf::Mbuf;
 use crate::nat66::{self, FlowKey6};
 use crate::port::PortId;
-use crate::service::{Frontend, FrontendAction, PROTO_TCP};
+use crate::service::{Frontend, PROTO_TCP};
 use crate::tables::Tables;
 use crate::wire::{IpProtocol, Ipv6Packet, Ipv6Repr, TcpPacket};
-use core::time::Duration;
 use std::net::Ipv6Addr;
 
 /// Length of the fixed IPv6 header.
@@ -110,34 +109,21 @@ impl Worker {
         fe: &Frontend<Ipv6Addr>,
         flags: u8,
     ) -> Action {
-        if let Some(ranges) = &fe.source_ranges {
-            if !ranges.allows(key.src, key.dst) {
-                return Action::Drop(DropReason::SvcSourceNotAllowed);
-            }
-        }
-        let set = match &fe.action {
-            FrontendAction::Balance(set) => set,
-            FrontendAction::Drop => return Action::Drop(DropReason::SvcNoLocalEndpoint),
-            FrontendAction::Reject => return self.reject6(t, m, port, key, flags),
+        let set = match super::admit(fe, (key.src, key.dst), key.proto, flags) {
+            Admit::Balance(set) => set,
+            Admit::Drop(r) => return Action::Drop(r),
+            Admit::Reject => return self.reject6(t, m, port, key, flags),
         };
-        if key.proto == PROTO_TCP && flags & tcp_flags::RST != 0 {
-            return Action::Drop(DropReason::CtInvalid);
-        }
-        let remembered = fe.affinity_secs.and_then(|_| {
-            self.affinity6
-                .lookup(fe.service_port_id, key.src, self.now)
-                .filter(|(a, p)| set.contains(*a, *p))
-        });
-        let (baddr, bport) = remembered.unwrap_or_else(|| {
-            let b = set.pick(flow_hash6(
-                u128::from(key.src),
-                u128::from(key.dst),
-                key.sport,
-                key.dport,
-                key.proto,
-            ));
-            (b.addr, b.port)
-        });
+        let (baddr, bport) =
+            super::choose_backend(&self.affinity6, fe, set, key.src, self.now, || {
+                flow_hash6(
+                    u128::from(key.src),
+                    u128::from(key.dst),
+                    key.sport,
+                    key.dport,
+                    key.proto,
+                )
+            });
         let Some(hop) = t.ip6.routes.lookup(baddr).copied() else {
             return Action::Drop(DropReason::Ip6NoRoute);
         };
@@ -159,23 +145,18 @@ impl Worker {
                 None => return Action::Drop(DropReason::SnatExhausted),
             }
         }
-        let slot = match self
-            .ct6
-            .insert_new(*key, reply, frontend_id, flags, self.now)
-        {
-            Ok(slot) => slot,
-            Err(CtError::Full) => return Action::Drop(DropReason::CtFull),
-            Err(CtError::Clash) => return Action::Drop(DropReason::CtInvalid),
+        let new = NewFlow {
+            key: *key,
+            reply,
+            frontend: frontend_id,
+            client: key.src,
+            backend: (baddr, bport),
+            flags,
         };
-        if let Some(secs) = fe.affinity_secs {
-            self.affinity6.record(
-                fe.service_port_id,
-                key.src,
-                (baddr, bport),
-                Duration::from_secs(u64::from(secs)),
-                self.now,
-            );
-        }
+        let slot = match super::create_flow(&mut self.ct6, &mut self.affinity6, fe, new, self.now) {
+            Ok(slot) => slot,
+            Err(r) => return Action::Drop(r),
+        };
         let delta = self.ct6.get(slot).delta[0];
         nat66::forward_with(&mut m[L2..], key, &reply.reverse(), delta);
         self.ip6_output(t, m, baddr)
