@@ -136,9 +136,13 @@ fn harness6(workers: usize) -> Harness {
 }
 
 fn harness_from_yaml(text: &str) -> Harness {
+    harness_with_manifests(text, "")
+}
+
+fn harness_with_manifests(text: &str, manifests: &str) -> Harness {
     let cfg = Config::parse(text, Path::new("/virtual/nodegate6.yaml"))
         .unwrap_or_else(|e| panic!("test config does not parse: {e:?}\n{text}"));
-    let t = tables(&cfg, "");
+    let t = tables(&cfg, manifests);
     let (node, peers) = Node::with_memory_ports(worker_configs(&cfg), t, 8192);
     Harness {
         node,
@@ -164,11 +168,23 @@ fn ingress6(src: Ipv6Addr) -> (usize, [u8; 6], [u8; 6]) {
 
 /// A UDP datagram from `src`, on the port and with the MACs `src` arrives with.
 fn udp6(src: &str, dst: &str, hop: u8, payload: &[u8]) -> (usize, Vec<u8>) {
+    udp6_full(src, 40000, dst, 5353, hop, payload)
+}
+
+/// The same with the ports given.
+fn udp6_full(
+    src: &str,
+    sport: u16,
+    dst: &str,
+    dport: u16,
+    hop: u8,
+    payload: &[u8],
+) -> (usize, Vec<u8>) {
     let (port, smac, dmac) = ingress6(ip6(src));
     let mut out = Vec::new();
     PacketBuilder::ethernet2(smac, dmac)
         .ipv6(ip6(src).octets(), ip6(dst).octets(), hop)
-        .udp(40000, 5353)
+        .udp(sport, dport)
         .write(&mut out, payload)
         .unwrap();
     (port, out)
@@ -1269,28 +1285,12 @@ spec:
 }
 
 fn harness6_with(workers: usize, manifests: &str) -> Harness {
-    let text = config6_yaml(workers);
-    let cfg = Config::parse(&text, Path::new("/virtual/nodegate6.yaml")).unwrap();
-    let t = tables(&cfg, manifests);
-    let (node, peers) = Node::with_memory_ports(worker_configs(&cfg), t, 8192);
-    Harness {
-        node,
-        peers,
-        now: Instant::from_secs(1),
-        cfg,
-    }
+    harness_with_manifests(&config6_yaml(workers), manifests)
 }
 
 /// A UDP datagram from `src`:`sport` to `dst`:`dport`, on the port `src` arrives on.
 fn udp6_ports(src: &str, sport: u16, dst: &str, dport: u16, payload: &[u8]) -> (usize, Vec<u8>) {
-    let (port, smac, dmac) = ingress6(ip6(src));
-    let mut out = Vec::new();
-    PacketBuilder::ethernet2(smac, dmac)
-        .ipv6(ip6(src).octets(), ip6(dst).octets(), 30)
-        .udp(sport, dport)
-        .write(&mut out, payload)
-        .unwrap();
-    (port, out)
+    udp6_full(src, sport, dst, dport, 30, payload)
 }
 
 #[test]
@@ -1348,13 +1348,7 @@ fn ipv6_udp_flows_to_a_removed_endpoint_are_flushed() {
 #[test]
 fn ipv6_service_traffic_with_hop_limit_one_gets_time_exceeded() {
     let mut h = harness6_with(1, &udp_services6(&[POD]));
-    let (port, smac, dmac) = ingress6(ip6(EXTERNAL));
-    let mut f = Vec::new();
-    PacketBuilder::ethernet2(smac, dmac)
-        .ipv6(ip6(EXTERNAL).octets(), ip6("fd00:96::10").octets(), 1)
-        .udp(40004, 53)
-        .write(&mut f, b"q")
-        .unwrap();
+    let (port, f) = udp6_full(EXTERNAL, 40004, "fd00:96::10", 53, 1, b"q");
     let o = send6_one(&mut h, port, &f);
     assert_eq!(o.dst(), ip6(EXTERNAL));
     assert_eq!(o.icmp().type_u8(), 3, "time exceeded");
