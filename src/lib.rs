@@ -15,6 +15,7 @@ pub mod dpdk;
 pub mod dpdk;
 pub mod node;
 pub mod pcap;
+pub mod pktgen;
 pub mod relay;
 pub mod run;
 pub mod stats;

@@ -44,6 +44,152 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         kubeconfig: Option<PathBuf>,
     },
+    /// Generate IPv4 UDP/TCP traffic on a port (af_xdp, af_packet, tap, or a pcap file) and
+    /// count what comes back on another: rate, loss, latency. Bounded by --duration or
+    /// --count. Send only into network namespaces you own: it puts raw frames on the wire.
+    Pktgen(PktgenArgs),
+}
+
+#[derive(clap::Args)]
+struct PktgenArgs {
+    /// Where to send: `af_xdp:IFACE[:MODE]`, `af_packet:IFACE`, `tap:IFACE` or `pcap:FILE`.
+    #[arg(long)]
+    tx: nodegate::pktgen::PortSpec,
+    /// Where the frames come back (counted, latency measured): a port spec as for --tx.
+    #[arg(long)]
+    rx: Option<nodegate::pktgen::PortSpec>,
+    /// Destination MAC (the next hop's); required on interfaces.
+    #[arg(long, value_parser = parse_mac)]
+    dst_mac: Option<[u8; 6]>,
+    /// Source MAC; default: the transmit interface's.
+    #[arg(long, value_parser = parse_mac)]
+    src_mac: Option<[u8; 6]>,
+    /// Source address or range (`198.18.1.2` or `198.18.1.2-198.18.1.9`).
+    #[arg(long)]
+    src: nodegate::pktgen::Range<std::net::Ipv4Addr>,
+    /// Destination address or range.
+    #[arg(long)]
+    dst: nodegate::pktgen::Range<std::net::Ipv4Addr>,
+    /// Source port or range: flows = product of the four ranges.
+    #[arg(long, default_value = "1024")]
+    sport: nodegate::pktgen::Range<u16>,
+    /// Destination port or range.
+    #[arg(long, default_value = "9")]
+    dport: nodegate::pktgen::Range<u16>,
+    /// `udp` or `tcp` (ACK segments of established flows).
+    #[arg(long, default_value = "udp")]
+    proto: nodegate::pktgen::Proto,
+    /// Frame size on the wire, FCS included: 64..=1518.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// `max`, frames per second (`500000`, `1.5M`) or a line rate (`10G`).
+    #[arg(long, default_value = "max")]
+    rate: nodegate::pktgen::Rate,
+    /// Seconds to send (at most 600).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Frames to send.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Frames per transmit call (1..=256).
+    #[arg(long, default_value_t = 64)]
+    burst: usize,
+    /// Milliseconds the receiver keeps counting after the last frame.
+    #[arg(long, default_value_t = 200)]
+    drain_ms: u64,
+    /// Pin the generator to this CPU.
+    #[arg(long)]
+    cpu: Option<usize>,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6], String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let mut mac = [0u8; 6];
+    if parts.len() != 6 {
+        return Err(format!("`{s}` is not a MAC address (02:00:00:00:00:01)"));
+    }
+    for (i, p) in parts.iter().enumerate() {
+        mac[i] = u8::from_str_radix(p, 16).map_err(|_| format!("`{s}` is not a MAC address"))?;
+    }
+    Ok(mac)
+}
+
+/// `nodegate pktgen`: opens the ports, runs the generator, prints (and writes) the report.
+fn pktgen(a: PktgenArgs) -> Result<(), String> {
+    use nodegate::pktgen::*;
+    let schedule = Schedule {
+        rate: a.rate,
+        duration: match a.duration {
+            Some(d) if d.is_finite() && d > 0.0 => Some(std::time::Duration::from_secs_f64(d)),
+            Some(d) => return Err(format!("--duration {d}: expected seconds above 0")),
+            None => None,
+        },
+        count: a.count,
+        burst: a.burst,
+        drain: std::time::Duration::from_millis(a.drain_ms),
+    };
+    schedule.check()?;
+    let src_mac = match (a.src_mac, a.tx.interface()) {
+        (Some(m), _) => m,
+        (None, Some(i)) => std::fs::read_to_string(format!("/sys/class/net/{i}/address"))
+            .ok()
+            .and_then(|t| parse_mac(t.trim()).ok())
+            .ok_or_else(|| format!("cannot read the MAC of `{i}`; give --src-mac"))?,
+        (None, None) => [2, 0, 0, 0, 0, 1],
+    };
+    let dst_mac = match (a.dst_mac, a.tx.interface()) {
+        (Some(m), _) => m,
+        (None, Some(_)) => return Err("give --dst-mac: the MAC of the next hop".into()),
+        (None, None) => [2, 0, 0, 0, 0, 2],
+    };
+    let traffic = Traffic {
+        src_mac,
+        dst_mac,
+        src: a.src,
+        dst: a.dst,
+        sport: a.sport,
+        dport: a.dport,
+        proto: a.proto,
+        size: a.size,
+    };
+    traffic.check()?;
+    if let Some(cpu) = a.cpu {
+        if !ffi::pin_current_thread(cpu) {
+            return Err(format!("cannot pin to CPU {cpu}"));
+        }
+    }
+    let pool = dataplane::mbuf::Pool::with_region(16 * 1024)
+        .map_err(|e| format!("cannot allocate the frame region: {e}"))?;
+    let clock = nodegate::pcap::ReplayClock::default();
+    let mut tx = open(&a.tx, &pool, &clock).map_err(|e| format!("--tx {:?}: {e}", a.tx))?;
+    let mut rx = match &a.rx {
+        Some(spec) => {
+            if matches!(spec, PortSpec::Pcap { .. }) {
+                return Err("--rx cannot be a pcap file".into());
+            }
+            Some(open(spec, &pool, &clock).map_err(|e| format!("--rx {spec:?}: {e}"))?)
+        }
+        None => None,
+    };
+    let mut cache = dataplane::mbuf::PoolCache::new(pool);
+    let report = generate(
+        &traffic,
+        &schedule,
+        tx.port.as_mut(),
+        rx.as_mut()
+            .map(|r| r.port.as_mut() as &mut dyn dataplane::port::Port),
+        &mut cache,
+        Some(&clock),
+    );
+    print(&report);
+    if let Some(path) = a.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -93,6 +239,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Pktgen(args) => match pktgen(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Run {
             config,
             stats_json,

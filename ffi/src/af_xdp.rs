@@ -527,6 +527,9 @@ pub struct XskStats {
     pub tx_invalid_descs: u64,
 }
 
+/// TX kicks one flush makes at most while a copy-mode kernel answers EAGAIN (32 frames each).
+const MAX_KICKS: usize = 8;
+
 /// One AF_XDP socket bound to one queue of one interface. Its UMEM is the process's
 /// [`FrameRegion`] (every socket registers the same one), so a frame received on one socket can
 /// be sent on any other without a copy.
@@ -790,17 +793,23 @@ impl XskSocket {
         Ok(())
     }
 
-    /// Publishes the queued frames, kicks the kernel once for the whole burst, and hands the
+    /// Publishes the queued frames, kicks the kernel for the whole burst, and hands the
     /// frames it finished sending to `done`.
     pub fn flush(&mut self, mut done: impl FnMut(Frame)) {
         if self.tx_queued > 0 {
             self.tx.submit(core::mem::take(&mut self.tx_queued));
         }
-        if self.tx.needs_wakeup() || !self.zerocopy {
+        // In copy mode the kernel sends at most 32 descriptors per kick and answers EAGAIN
+        // while more are queued: kick again, a bounded number of times (a full ring of 2048
+        // would need 64; what is left goes with the next flush).
+        for _ in 0..MAX_KICKS {
+            if !(self.tx.needs_wakeup() || !self.zerocopy) {
+                break;
+            }
             // SAFETY: a zero-length, non-blocking sendto with no buffer and no address is the
             // documented TX kick of an AF_XDP socket. Errors (EAGAIN, EBUSY, ENOBUFS while the
             // kernel is busy) leave the frames queued for the next kick.
-            unsafe {
+            let rc = unsafe {
                 libc::sendto(
                     self.fd.as_raw_fd(),
                     core::ptr::null(),
@@ -808,7 +817,10 @@ impl XskSocket {
                     libc::MSG_DONTWAIT,
                     core::ptr::null(),
                     0,
-                );
+                )
+            };
+            if rc >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+                break;
             }
         }
         let n = self.completion.available();
