@@ -192,6 +192,23 @@ fn pktgen(a: PktgenArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Standard error for the log, whatever happens to it: a forwarder must not stop because whoever
+/// read its log went away (tracing-subscriber reports a failed write with `eprintln!`, which
+/// panics on a closed pipe). Lost lines are lost; forwarding goes on.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -200,7 +217,7 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,kube_client::client::builder=off".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogWriter)
         .init();
     let cli = Cli::parse();
     match cli.command {

@@ -786,7 +786,10 @@ mod tests {
 
     #[test]
     fn test_frames_are_valid_and_stamped_for_every_flow() {
-        assert!(traffic(Proto::Tcp, 64).check().unwrap_err().contains("stamp"));
+        assert!(traffic(Proto::Tcp, 64)
+            .check()
+            .unwrap_err()
+            .contains("stamp"));
         for (proto, size) in [(Proto::Udp, 64), (Proto::Tcp, 74), (Proto::Tcp, 1518)] {
             let t = traffic(proto, size);
             assert_eq!(t.flows(), 200);

@@ -289,3 +289,32 @@ fn dpdk_port_needs_the_feature_and_a_device() {
         );
     }
 }
+
+/// A run whose log reader has gone away (stderr a closed pipe, as after `| head` or a log
+/// collector restart) still runs to the end: log lines are lost, not the process.
+#[test]
+fn a_closed_stderr_does_not_stop_a_run() {
+    use std::process::Stdio;
+    let dir = example_copy();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nodegate"))
+        .args([
+            "run",
+            "--config",
+            "nodegate.yaml",
+            "--stats-json",
+            "stats.json",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run nodegate");
+    // Close the read end before the first line is written.
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(dir.path().join("stats.json").exists());
+    assert!(!PcapReader::read_all(&dir.path().join("out.pcap"))
+        .unwrap()
+        .is_empty());
+}

@@ -803,7 +803,7 @@ impl XskSocket {
         // while more are queued: kick again, a bounded number of times (a full ring of 2048
         // would need 64; what is left goes with the next flush).
         for _ in 0..MAX_KICKS {
-            if !(self.tx.needs_wakeup() || !self.zerocopy) {
+            if self.zerocopy && !self.tx.needs_wakeup() {
                 break;
             }
             // SAFETY: a zero-length, non-blocking sendto with no buffer and no address is the
