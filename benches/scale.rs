@@ -44,9 +44,19 @@ fn order(n: u32, len: usize) -> Vec<u32> {
         .collect()
 }
 
-fn worker_for(cfg: &Config, publisher: &TablePublisher, pool: usize) -> (Worker, Vec<Box<dyn Port>>) {
+fn worker_for(
+    cfg: &Config,
+    publisher: &TablePublisher,
+    pool: usize,
+) -> (Worker, Vec<Box<dyn Port>>) {
     let wcfg = nodegate::node::worker_configs(cfg).remove(0);
-    let w = Worker::new(wcfg, publisher.reader(), Pool::new(pool), Fabric::new(1, 64), 1);
+    let w = Worker::new(
+        wcfg,
+        publisher.reader(),
+        Pool::new(pool),
+        Fabric::new(1, 64),
+        1,
+    );
     (w, vec![Box::new(common::Sink)])
 }
 
@@ -140,7 +150,14 @@ fn flows_point(flows: u32, time: Duration, base: f64) -> Point {
     }
     let synacks = common::syn_acks(w.flows());
     for chunk in all.chunks(BURST) {
-        burst(&mut w, &mut ports, &synacks, chunk, &mut rx, DpInstant::ZERO);
+        burst(
+            &mut w,
+            &mut ports,
+            &synacks,
+            chunk,
+            &mut rx,
+            DpInstant::ZERO,
+        );
     }
     drop(synacks);
     for chunk in all.chunks(BURST) {
@@ -153,7 +170,14 @@ fn flows_point(flows: u32, time: Duration, base: f64) -> Point {
     let ns = per_frame(time, || {
         let ids = &visit[pos..pos + BURST];
         pos = (pos + BURST) % (visit.len() - BURST);
-        burst(&mut w, &mut ports, &acks, ids, &mut rx, DpInstant::from_secs(1));
+        burst(
+            &mut w,
+            &mut ports,
+            &acks,
+            ids,
+            &mut rx,
+            DpInstant::from_secs(1),
+        );
     });
     assert_eq!(w.stats().tx[0], w.stats().rx[0], "nothing dropped");
     Point {
@@ -276,7 +300,12 @@ fn change_point(n: u32) -> Change {
     for round in 0..3u32 {
         let slice = &mut state.endpoint_slices[(n / 2) as usize];
         let mut ep = slice.endpoints[0].clone();
-        ep.addresses = vec![std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 200, 0, round as u8))];
+        ep.addresses = vec![std::net::IpAddr::V4(std::net::Ipv4Addr::new(
+            10,
+            200,
+            0,
+            round as u8,
+        ))];
         slice.endpoints.push(ep);
         let t0 = Instant::now();
         let (tables, _) = control::snapshot::build(&cfg, &state).expect("tables");
@@ -284,7 +313,10 @@ fn change_point(n: u32) -> Change {
         let generation = publisher.publish(tables);
         let t1 = Instant::now();
         while publisher.applied().iter().any(|&g| g < generation) {
-            assert!(t1.elapsed() < Duration::from_secs(5), "the worker never switched");
+            assert!(
+                t1.elapsed() < Duration::from_secs(5),
+                "the worker never switched"
+            );
             std::hint::spin_loop();
         }
         let applied = t1.elapsed();
@@ -368,7 +400,11 @@ fn main() {
     }
     println!("\n| Services | rebuild ms | publish → worker µs | change → data plane ms |\n| --- | --- | --- | --- |");
     let mut changes = Vec::new();
-    for &n in if quick { &[1_000u32][..] } else { &[1_000u32, 50_000][..] } {
+    for &n in if quick {
+        &[1_000u32][..]
+    } else {
+        &[1_000u32, 50_000][..]
+    } {
         let c = change_point(n);
         println!(
             "| {} | {:.1} | {:.0} | {:.1} |",
