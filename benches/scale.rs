@@ -126,7 +126,8 @@ struct Point {
     ns_per_frame: f64,
     mpps: f64,
     x_macswap: f64,
-    /// Flows: bytes of resident memory per flow of table capacity (slots and index).
+    /// Flows: bytes of resident memory per flow of table capacity (slots and index; at small
+    /// sizes the worker's fixed tables dominate).
     bytes_per_flow: Option<f64>,
     /// Services: time to build the tables.
     build_ms: Option<f64>,
@@ -137,12 +138,15 @@ fn flows_point(flows: u32, time: Duration, base: f64) -> Point {
     let syns: Vec<[u8; 64]> = (0..flows).map(|f| common::frame(f, 0x02)).collect();
     let acks: Vec<[u8; 64]> = (0..flows).map(|f| common::frame(f, 0x10)).collect();
     let visit = order(flows, 1 << 16);
-    let before = rss();
     // Capacity twice the flows: the table at half load, as `max_flows` sized with headroom.
     let capacity = flows as usize * 2;
     let (cfg, tables) = common::tables(capacity, 120);
     let publisher = TablePublisher::new(tables);
+    // The worker's tables are allocated and touched (every slot and index bucket written) when
+    // it is made: what that adds to the resident set, per flow of capacity.
+    let before = rss();
     let (mut w, mut ports) = worker_for(&cfg, &publisher, 4096);
+    let bytes = (rss().saturating_sub(before)) as f64 / capacity as f64;
     let mut rx = Vec::with_capacity(BURST);
     let all: Vec<u32> = (0..flows).collect();
     for chunk in all.chunks(BURST) {
@@ -164,8 +168,6 @@ fn flows_point(flows: u32, time: Duration, base: f64) -> Point {
         burst(&mut w, &mut ports, &acks, chunk, &mut rx, DpInstant::ZERO);
     }
     assert_eq!(w.flows().len(), flows as usize, "every flow created");
-    // The flow table touches every slot and index bucket when it is built.
-    let bytes = (rss().saturating_sub(before)) as f64 / capacity as f64;
     let mut pos = 0usize;
     let ns = per_frame(time, || {
         let ids = &visit[pos..pos + BURST];
