@@ -280,7 +280,9 @@ struct Change {
 /// worker uses the new tables (best of three).
 fn change_point(n: u32) -> Change {
     let (cfg, mut state) = services(n);
-    let (tables, _) = control::snapshot::build(&cfg, &state).expect("tables");
+    // As the control thread does: the last build's backend sets are reused.
+    let mut cache = control::snapshot::BuildCache::default();
+    let (tables, _) = control::snapshot::build_cached(&cfg, &state, &mut cache).expect("tables");
     let publisher = TablePublisher::new(tables);
     let (mut w, mut ports) = worker_for(&cfg, &publisher, 4096);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -310,7 +312,8 @@ fn change_point(n: u32) -> Change {
         ))];
         slice.endpoints.push(ep);
         let t0 = Instant::now();
-        let (tables, _) = control::snapshot::build(&cfg, &state).expect("tables");
+        let (tables, _) =
+            control::snapshot::build_cached(&cfg, &state, &mut cache).expect("tables");
         let built = t0.elapsed();
         let generation = publisher.publish(tables);
         let t1 = Instant::now();

@@ -32,6 +32,101 @@ use std::sync::Arc;
 /// Errors name the configuration field at fault; problems in the cluster state that kube-proxy
 /// would also tolerate (two Services claiming one address and port) come back as warnings.
 pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>), ConfigError> {
+    build_cached(cfg, state, &mut BuildCache::default())
+}
+
+/// The backend sets (each with its Maglev table) of the last build, by backend list: a rebuild
+/// after a change to a few Services builds only their tables instead of every one (with 50k
+/// Services, a rebuild went from 2.9 s to the parse-and-index part), and Services with the same
+/// endpoints share one set. Keep one per control thread and pass it to [`build_cached`].
+#[derive(Default)]
+pub struct BuildCache {
+    v4: SetCache<Ipv4Addr>,
+    v6: SetCache<Ipv6Addr>,
+}
+
+impl BuildCache {
+    /// Sets kept for the next build (those the last successful build used).
+    pub fn len(&self) -> usize {
+        self.v4.prev.len() + self.v6.prev.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+struct SetCache<A> {
+    /// What the last successful build used.
+    prev: HashMap<Vec<Backend<A>>, Arc<BackendSet<A>>>,
+    /// What this build uses so far.
+    next: HashMap<Vec<Backend<A>>, Arc<BackendSet<A>>>,
+}
+
+impl<A> Default for SetCache<A> {
+    fn default() -> Self {
+        SetCache {
+            prev: HashMap::new(),
+            next: HashMap::new(),
+        }
+    }
+}
+
+impl<A: Address> SetCache<A> {
+    /// The set of `backends` (`None` when empty): this build's, the last build's, or new.
+    fn get(&mut self, mut backends: Vec<Backend<A>>) -> Option<Arc<BackendSet<A>>> {
+        // The same normal form as `BackendSet::new`, so equal sets have equal keys.
+        backends.sort_by_key(|b| (b.addr, b.port));
+        backends.dedup_by_key(|b| (b.addr, b.port));
+        if backends.is_empty() {
+            return None;
+        }
+        if let Some(set) = self.next.get(&backends) {
+            return Some(set.clone());
+        }
+        let set = match self.prev.remove(&backends) {
+            Some(set) => set,
+            None => Arc::new(BackendSet::new(backends.clone())?),
+        };
+        self.next.insert(backends, set.clone());
+        Some(set)
+    }
+
+    /// The build succeeded: what it used is what the next one starts from.
+    fn commit(&mut self) {
+        self.prev = std::mem::take(&mut self.next);
+    }
+
+    /// The build failed: the last good build's sets stay.
+    fn abandon(&mut self) {
+        for (k, v) in self.next.drain() {
+            self.prev.insert(k, v);
+        }
+    }
+}
+
+/// [`build`] reusing the backend sets of the last build through `cache`.
+pub fn build_cached(
+    cfg: &Config,
+    state: &ClusterState,
+    cache: &mut BuildCache,
+) -> Result<(Tables, Vec<String>), ConfigError> {
+    let built = build_inner(cfg, state, cache);
+    if built.is_ok() {
+        cache.v4.commit();
+        cache.v6.commit();
+    } else {
+        cache.v4.abandon();
+        cache.v6.abandon();
+    }
+    built
+}
+
+fn build_inner(
+    cfg: &Config,
+    state: &ClusterState,
+    cache: &mut BuildCache,
+) -> Result<(Tables, Vec<String>), ConfigError> {
     let err = |field: String, reason: String| ConfigError {
         file: cfg.file.clone(),
         field,
@@ -125,7 +220,7 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
         node_ports: &node_port_addrs,
         addresses: &local,
     };
-    let (services, mut warnings) = service_table(state, &node);
+    let (services, mut warnings) = service_table_cached(state, &node, &mut cache.v4);
 
     // IPv6: every port's IPv6 address is the node's (there is no `node.addresses` for IPv6).
     let mut local6: Vec<Ipv6Addr> = Vec::new();
@@ -146,7 +241,7 @@ pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>)
         node_ports: &node_ports6,
         addresses: &local6,
     };
-    let (services6, warnings6) = service_table(state, &node6);
+    let (services6, warnings6) = service_table_cached(state, &node6, &mut cache.v6);
     warnings.extend(warnings6);
     let (health, health_warnings) = health_checks(state, &cfg.node.name);
     warnings.extend(health_warnings);
@@ -497,6 +592,14 @@ pub fn service_table<A: Address>(
     state: &ClusterState,
     node: &NodeView<A>,
 ) -> (ServiceTable<A>, Vec<String>) {
+    service_table_cached(state, node, &mut SetCache::default())
+}
+
+fn service_table_cached<A: Address>(
+    state: &ClusterState,
+    node: &NodeView<A>,
+    cache: &mut SetCache<A>,
+) -> (ServiceTable<A>, Vec<String>) {
     let slices = Slices::new(state);
     let mut frontends = Vec::new();
     let mut service_port_id = 0u32;
@@ -529,11 +632,10 @@ pub fn service_table<A: Address>(
             let cands = candidates(&slices, svc, sp, node.name);
             // Topology hints narrow the endpoints of cluster-wide traffic, never local ones.
             let topology = topology(&cands, node);
-            let cluster =
-                BackendSet::new(usable(&cands, |c| topology.allows(c, node))).map(Arc::new);
+            let cluster = cache.get(usable(&cands, |c| topology.allows(c, node)));
             // kube-proxy: whether the Service has any endpoint at all decides Reject vs Drop.
             let any = !usable(&cands, |_| true).is_empty();
-            let local_set = BackendSet::new(usable(&cands, |c| c.local)).map(Arc::new);
+            let local_set = cache.get(usable(&cands, |c| c.local));
             let action = |local_only: bool| {
                 let chosen = if local_only { &local_set } else { &cluster };
                 match chosen {
@@ -807,6 +909,59 @@ mod test {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn test_rebuild_reuses_the_backend_sets_of_unchanged_services() {
+        let cfg = parse("node: {name: node-a}\nports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\"]}\n");
+        let mut a = service("a", ServiceType::ClusterIp, false);
+        a.cluster_ips = vec![ip("10.96.0.1").into()];
+        let mut b = service("b", ServiceType::ClusterIp, false);
+        b.cluster_ips = vec![ip("10.96.0.2").into()];
+        let mut state = ClusterState {
+            services: vec![a, b],
+            endpoint_slices: vec![
+                slice("a", vec![ep("10.1.0.1", "node-b", true, true, false)]),
+                slice("b", vec![ep("10.1.0.2", "node-b", true, true, false)]),
+            ],
+            ..Default::default()
+        };
+        let set = |t: &Tables, vip: &str| match &t
+            .services
+            .lookup(PROTO_TCP, ip(vip), 80)
+            .unwrap()
+            .1
+            .action
+        {
+            FrontendAction::Balance(s) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        let mut cache = BuildCache::default();
+        let (t1, _) = build_cached(&cfg, &state, &mut cache).unwrap();
+        assert_eq!(cache.len(), 2);
+        state.endpoint_slices[1]
+            .endpoints
+            .push(ep("10.1.0.3", "node-b", true, true, false));
+        let (t2, _) = build_cached(&cfg, &state, &mut cache).unwrap();
+        assert!(
+            Arc::ptr_eq(&set(&t1, "10.96.0.1"), &set(&t2, "10.96.0.1")),
+            "unchanged: reused"
+        );
+        assert!(
+            !Arc::ptr_eq(&set(&t1, "10.96.0.2"), &set(&t2, "10.96.0.2")),
+            "changed: rebuilt"
+        );
+        // The same tables as a build from scratch, and the cache holds only what is in use.
+        let (fresh, _) = build(&cfg, &state).unwrap();
+        for vip in ["10.96.0.1", "10.96.0.2"] {
+            assert_eq!(*set(&t2, vip), *set(&fresh, vip));
+        }
+        assert_eq!(cache.len(), 2);
+        // Two Services with the same endpoints share one set.
+        state.endpoint_slices[1] = slice("b", vec![ep("10.1.0.1", "node-b", true, true, false)]);
+        let (t3, _) = build_cached(&cfg, &state, &mut cache).unwrap();
+        assert!(Arc::ptr_eq(&set(&t3, "10.96.0.1"), &set(&t3, "10.96.0.2")));
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

@@ -477,8 +477,7 @@ pub async fn run(
 ) {
     let health = health.as_deref();
     let mut stop = std::pin::pin!(stop);
-    let mut retired: Vec<Arc<Tables>> = Vec::new();
-    let mut warnings: Vec<String> = Vec::new();
+    let mut built = Built::default();
     let mut open = true;
     let mut retire_tick = tokio::time::interval(RETIRE_CHECK);
     retire_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -517,10 +516,10 @@ pub async fn run(
                 None => open = false,
             },
             () = sleep_until(due) => {
-                rebuild(cfg, &mut state, &publisher, &status, health, &mut retired, &mut warnings);
+                rebuild(cfg, &mut state, &publisher, &status, health, &mut built);
             }
-            _ = retire_tick.tick(), if !retired.is_empty() => {
-                retired.retain(|t| Arc::strong_count(t) > 1);
+            _ = retire_tick.tick(), if !built.retired.is_empty() => {
+                built.retired.retain(|t| Arc::strong_count(t) > 1);
             }
         }
     }
@@ -533,6 +532,17 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// What the rebuilds carry from one to the next.
+#[derive(Default)]
+struct Built {
+    /// Replaced snapshots some worker may still hold; freed here, off the workers.
+    retired: Vec<Arc<Tables>>,
+    /// The warnings of the last build (said again only when they change).
+    warnings: Vec<String>,
+    /// The backend sets of the last build.
+    cache: crate::snapshot::BuildCache,
+}
+
 /// Builds and publishes the tables of the merged state; on failure the published tables stay.
 fn rebuild(
     cfg: &Config,
@@ -540,12 +550,16 @@ fn rebuild(
     publisher: &TablePublisher,
     status: &SyncStatus,
     health: Option<&crate::health::ProxyHealth>,
-    retired: &mut Vec<Arc<Tables>>,
-    warnings: &mut Vec<String>,
+    built: &mut Built,
 ) {
+    let Built {
+        retired,
+        warnings,
+        cache,
+    } = built;
     let started = Instant::now();
     let (merged, changes) = state.take(tokio::time::Instant::now().into_std());
-    match crate::snapshot::build(cfg, &merged) {
+    match crate::snapshot::build_cached(cfg, &merged, cache) {
         Ok((tables, new_warnings)) => {
             // Warnings are about the cluster state; say them when they change, not every sync.
             if new_warnings != *warnings {
