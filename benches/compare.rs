@@ -36,9 +36,11 @@
 //! docs/benchmarks.md. Needs root, two CPUs, iproute2, ethtool, iptables, nftables. Under
 //! `cargo test` it checks its rule texts and plot only.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+mod netbench;
+use netbench::{cmd as run, must, Nodegate, ThreadedNapi};
 
 const GEN_CPU: usize = 0;
 const NODE_CPU: usize = 1;
@@ -48,29 +50,6 @@ const NODE_PORT: u16 = 30080;
 const LATENCY_PPS: u64 = 100_000;
 
 // ---- commands ----------------------------------------------------------------------------------
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (needs iproute2, ethtool, iptables, nftables)",
-                args[0]
-            )
-        })
-}
-
-fn must(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Runs `cmd` in namespace `ns` with `input` on its standard input.
 fn must_in_with_input(ns: &str, cmd: &[&str], input: &str) {
@@ -95,16 +74,6 @@ fn must_in_with_input(ns: &str, cmd: &[&str], input: &str) {
         "{cmd:?} failed: {}\n{input}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// A child process killed on drop.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 // ---- topology ----------------------------------------------------------------------------------
@@ -386,182 +355,52 @@ impl Drop for Kernel<'_> {
     }
 }
 
-/// `n0`'s receive through a NAPI thread pinned to `cpu` (GRO on makes veth use NAPI); plain
-/// veth again on drop.
-struct ThreadedNapi<'a> {
-    t: &'a Topology,
-}
-
-fn napi_threads() -> Vec<(String, String)> {
-    must(&["ps", "-e", "-o", "pid=,comm="])
-        .lines()
-        .filter_map(|l| {
-            let (pid, comm) = l.trim().split_once(' ')?;
-            comm.trim()
-                .starts_with("napi/")
-                .then(|| (pid.to_string(), comm.trim().to_string()))
-        })
-        .collect()
-}
-
-impl<'a> ThreadedNapi<'a> {
-    fn enable(t: &'a Topology, cpu: usize) -> ThreadedNapi<'a> {
-        let before = napi_threads();
-        let node = t.node.as_str();
-        must(&[
-            "ip", "netns", "exec", node, "ethtool", "-K", "n0", "gro", "on",
-        ]);
-        must(&[
-            "ip",
-            "netns",
-            "exec",
-            node,
-            "sh",
-            "-c",
-            "echo 1 > /sys/class/net/n0/threaded",
-        ]);
-        let new: Vec<_> = napi_threads()
-            .into_iter()
-            .filter(|p| !before.contains(p) && p.1.starts_with("napi/n0-"))
-            .collect();
-        assert!(!new.is_empty(), "no NAPI thread appeared for n0");
-        for (pid, _) in new {
-            must(&["taskset", "-pc", &cpu.to_string(), &pid]);
-        }
-        ThreadedNapi { t }
-    }
-}
-
-impl Drop for ThreadedNapi<'_> {
-    fn drop(&mut self) {
-        let node = self.t.node.as_str();
-        let _ = Command::new("ip")
-            .args(["netns", "exec", node, "sh", "-c"])
-            .arg("echo 0 > /sys/class/net/n0/threaded")
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "exec", node, "ethtool", "-K", "n0", "gro", "off"])
-            .stdout(Stdio::null())
-            .status();
-    }
-}
-
 // ---- nodegate ---------------------------------------------------------------------------------
 
-struct Nodegate {
-    child: Guard,
-    dir: tempfile::TempDir,
-    log: String,
-    /// Its log lines after `ready`.
-    lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Nodegate {
-    fn start(t: &Topology, driver: &str, t1_mac: &str) -> Nodegate {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let neighbors: String = (0..ENDPOINTS)
-            .map(|i| format!("  - {{address: \"{}\", mac: \"{t1_mac}\"}}\n", endpoint(i)))
-            .collect();
-        std::fs::write(
-            dir.path().join("nodegate.yaml"),
+/// The directory of a nodegate run forwarding the benchmark's Service with `driver`.
+fn nodegate_dir(driver: &str, t1_mac: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let neighbors: String = (0..ENDPOINTS)
+        .map(|i| format!("  - {{address: \"{}\", mac: \"{t1_mac}\"}}\n", endpoint(i)))
+        .collect();
+    std::fs::write(
+        dir.path().join("nodegate.yaml"),
+        format!(
+            "node: {{name: bench, addresses: [\"198.18.1.1\"]}}\n\
+             workers: 1\n\
+             cpus: [{NODE_CPU}]\n\
+             idle: {{spin: 4294967295}}\n\
+             ports:\n\
+             \x20 - {{name: gen, driver: {driver}, interface: n0, addresses: [\"198.18.1.1/24\"]}}\n\
+             \x20 - {{name: out, driver: {driver}, interface: n1, addresses: [\"198.18.2.1/24\"]}}\n\
+             neighbors:\n{neighbors}\
+             snat: {{ports: \"1024-65535\"}}\n\
+             kubernetes: {{manifests: manifests, api: off}}\n"
+        ),
+    )
+    .expect("write the configuration");
+    std::fs::create_dir(dir.path().join("manifests")).unwrap();
+    let eps: String = (0..ENDPOINTS)
+        .map(|i| {
             format!(
-                "node: {{name: bench, addresses: [\"198.18.1.1\"]}}\n\
-                 workers: 1\n\
-                 cpus: [{NODE_CPU}]\n\
-                 idle: {{spin: 4294967295}}\n\
-                 ports:\n\
-                 \x20 - {{name: gen, driver: {driver}, interface: n0, addresses: [\"198.18.1.1/24\"]}}\n\
-                 \x20 - {{name: out, driver: {driver}, interface: n1, addresses: [\"198.18.2.1/24\"]}}\n\
-                 neighbors:\n{neighbors}\
-                 snat: {{ports: \"1024-65535\"}}\n\
-                 kubernetes: {{manifests: manifests, api: off}}\n"
-            ),
-        )
-        .expect("write the configuration");
-        std::fs::create_dir(dir.path().join("manifests")).unwrap();
-        let eps: String = (0..ENDPOINTS)
-            .map(|i| {
-                format!(
-                    "  - {{addresses: [\"{}\"], nodeName: bench}}\n",
-                    endpoint(i)
-                )
-            })
-            .collect();
-        std::fs::write(
-            dir.path().join("manifests/bench.yaml"),
-            format!(
-                "apiVersion: v1\nkind: Service\nmetadata: {{name: bench, namespace: default}}\n\
-                 spec:\n  type: NodePort\n  clusterIP: 10.96.0.10\n  \
-                 ports: [{{port: 80, protocol: UDP, targetPort: 9, nodePort: {NODE_PORT}}}]\n---\n\
-                 apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-                 metadata: {{name: bench-1, namespace: default, labels: {{kubernetes.io/service-name: bench}}}}\n\
-                 addressType: IPv4\nports: [{{name: \"\", port: 9, protocol: UDP}}]\nendpoints:\n{eps}"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &t.node, env!("CARGO_BIN_EXE_nodegate")])
-            .args([
-                "run",
-                "--config",
-                "nodegate.yaml",
-                "--stats-json",
-                "stats.json",
-            ])
-            .current_dir(dir.path())
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start nodegate");
-        let mut child = Guard(child);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.0.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut log = String::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !log.contains("nodegate::run: ready") {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(!left.is_zero(), "nodegate did not get ready:\n{log}");
-            if let Ok(line) = rx.recv_timeout(left.min(Duration::from_millis(100))) {
-                log.push_str(&line);
-                log.push('\n');
-            }
-        }
-        Nodegate {
-            child,
-            dir,
-            log,
-            lines: rx,
-        }
-    }
-
-    fn stop(mut self) -> serde_json::Value {
-        must(&["kill", "-TERM", &self.child.0.id().to_string()]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(s) = self.child.0.try_wait().expect("nodegate status") {
-                let later: Vec<String> = self.lines.try_iter().collect();
-                assert!(
-                    s.success(),
-                    "nodegate exit status {s:?}:\n{}{}",
-                    self.log,
-                    later.join("\n")
-                );
-                break;
-            }
-            assert!(Instant::now() < deadline, "nodegate did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let text = std::fs::read_to_string(self.dir.path().join("stats.json")).expect("stats");
-        serde_json::from_str(&text).expect("stats.json is JSON")
-    }
+                "  - {{addresses: [\"{}\"], nodeName: bench}}\n",
+                endpoint(i)
+            )
+        })
+        .collect();
+    std::fs::write(
+        dir.path().join("manifests/bench.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: bench, namespace: default}}\n\
+             spec:\n  type: NodePort\n  clusterIP: 10.96.0.10\n  \
+             ports: [{{port: 80, protocol: UDP, targetPort: 9, nodePort: {NODE_PORT}}}]\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata: {{name: bench-1, namespace: default, labels: {{kubernetes.io/service-name: bench}}}}\n\
+             addressType: IPv4\nports: [{{name: \"\", port: 9, protocol: UDP}}]\nendpoints:\n{eps}"
+        ),
+    )
+    .unwrap();
+    dir
 }
 
 // ---- the generator ----------------------------------------------------------------------------
@@ -938,7 +777,7 @@ fn bench(quick: bool, json: Option<String>, doc: bool) {
         for &case in &cases {
             let plain = measure(&t, "t0", "t1", &n0, case, &timing);
             let napi = {
-                let _n = ThreadedNapi::enable(&t, NODE_CPU);
+                let _n = ThreadedNapi::enable(&t.node, "n0", NODE_CPU);
                 measure(&t, "t0", "t1", &n0, case, &timing)
             };
             eprintln!(
@@ -975,7 +814,7 @@ fn bench(quick: bool, json: Option<String>, doc: bool) {
 
     // nodegate, one worker on NODE_CPU.
     for driver in ["af_xdp", "af_packet"] {
-        let ng = Nodegate::start(&t, driver, &t1);
+        let ng = Nodegate::start(&t.node, nodegate_dir(driver, &t1));
         let xdp = ng
             .log
             .lines()

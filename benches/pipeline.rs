@@ -23,40 +23,8 @@ fn make_worker(max_flows: usize, syn_timeout: u32) -> (Worker, Vec<Box<dyn Port>
     (w, ports)
 }
 
-/// Runs one burst of frames `ids` through the worker and transmits the result.
-fn burst(
-    w: &mut Worker,
-    ports: &mut [Box<dyn Port>],
-    frames: &[[u8; 64]],
-    ids: &[u32],
-    rx: &mut Vec<Mbuf>,
-    now: Instant,
-) {
-    for &i in ids {
-        let mut m = w.pool().alloc().expect("pool");
-        m.copy_from(&frames[i as usize]);
-        rx.push(m);
-    }
-    w.process_rx(0, rx, now);
-    w.flush(ports);
-}
-
 /// Frames in the receive ring the benchmarks cycle through (4 MiB of 64-byte frames).
 const RING: usize = 1 << 16;
-
-/// A fixed pseudo-random visiting order over `n` flows (so 1M flows miss the caches, as
-/// real traffic does).
-fn order(n: u32, len: usize) -> Vec<u32> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % u64::from(n)) as u32
-        })
-        .collect()
-}
 
 fn established(
     c: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -68,16 +36,16 @@ fn established(
     let mut rx = Vec::with_capacity(BURST);
     let all: Vec<u32> = (0..flows).collect();
     for chunk in all.chunks(BURST) {
-        burst(&mut w, &mut ports, &syns, chunk, &mut rx, Instant::ZERO);
+        common::burst(&mut w, &mut ports, &syns, chunk, &mut rx, Instant::ZERO);
     }
     assert_eq!(w.flows().len(), flows as usize, "every flow created");
     // Complete every handshake: SYN-ACK from the endpoint, then the ACKs below.
     let synacks = common::syn_acks(w.flows());
     for chunk in all.chunks(BURST) {
-        burst(&mut w, &mut ports, &synacks, chunk, &mut rx, Instant::ZERO);
+        common::burst(&mut w, &mut ports, &synacks, chunk, &mut rx, Instant::ZERO);
     }
     for chunk in all.chunks(BURST) {
-        burst(&mut w, &mut ports, &acks, chunk, &mut rx, Instant::ZERO);
+        common::burst(&mut w, &mut ports, &acks, chunk, &mut rx, Instant::ZERO);
     }
     let established = w
         .flows()
@@ -85,13 +53,13 @@ fn established(
         .filter(|f| f.tcp == dataplane::conntrack::TcpState::Established)
         .count();
     assert_eq!(established, flows as usize, "every flow established");
-    let visit = order(flows, RING);
+    let visit = common::order(flows, RING);
     let mut pos = 0usize;
     c.bench_function(format!("established/{flows}"), |b| {
         b.iter(|| {
             let ids = &visit[pos..pos + BURST];
             pos = (pos + BURST) % (visit.len() - BURST);
-            burst(
+            common::burst(
                 &mut w,
                 &mut ports,
                 &acks,
@@ -113,7 +81,7 @@ fn pipeline(c: &mut Criterion) {
     {
         let pool = Pool::new(1024);
         let mut cache = dataplane::mbuf::PoolCache::new(pool);
-        let ring: Vec<[u8; 64]> = order(10_000, RING)
+        let ring: Vec<[u8; 64]> = common::order(10_000, RING)
             .iter()
             .map(|&f| common::frame(f, 0x10))
             .collect();
@@ -157,7 +125,7 @@ fn pipeline(c: &mut Criterion) {
                     next = next.wrapping_add(BURST as u32);
                     t += 1_000_000;
                     let now = Instant::from_nanos(t);
-                    burst(&mut w, &mut ports, &syns, &ids, &mut rx, now);
+                    common::burst(&mut w, &mut ports, &syns, &ids, &mut rx, now);
                     w.timers(now);
                 },
                 BatchSize::SmallInput,

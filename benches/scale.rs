@@ -31,19 +31,6 @@ fn rss() -> u64 {
     pages * 4096
 }
 
-/// A fixed pseudo-random visiting order over `n` ids.
-fn order(n: u32, len: usize) -> Vec<u32> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % u64::from(n)) as u32
-        })
-        .collect()
-}
-
 fn worker_for(
     cfg: &Config,
     publisher: &TablePublisher,
@@ -58,23 +45,6 @@ fn worker_for(
         1,
     );
     (w, vec![Box::new(common::Sink)])
-}
-
-fn burst(
-    w: &mut Worker,
-    ports: &mut [Box<dyn Port>],
-    frames: &[[u8; 64]],
-    ids: &[u32],
-    rx: &mut Vec<Mbuf>,
-    now: DpInstant,
-) {
-    for &i in ids {
-        let mut m = w.pool().alloc().expect("pool");
-        m.copy_from(&frames[i as usize]);
-        rx.push(m);
-    }
-    w.process_rx(0, rx, now);
-    w.flush(ports);
 }
 
 /// Nanoseconds per frame of `f` (which handles one burst per call), over `time`.
@@ -97,7 +67,7 @@ fn per_frame(time: Duration, mut f: impl FnMut()) -> f64 {
 /// The baseline: frames copied in from a ring, MACs swapped, transmitted.
 fn macswap(time: Duration) -> f64 {
     let mut cache = PoolCache::new(Pool::new(1024));
-    let ring: Vec<[u8; 64]> = order(10_000, 1 << 16)
+    let ring: Vec<[u8; 64]> = common::order(10_000, 1 << 16)
         .iter()
         .map(|&f| common::frame(f, 0x10))
         .collect();
@@ -137,7 +107,7 @@ struct Point {
 fn flows_point(flows: u32, time: Duration, base: f64) -> Point {
     let syns: Vec<[u8; 64]> = (0..flows).map(|f| common::frame(f, 0x02)).collect();
     let acks: Vec<[u8; 64]> = (0..flows).map(|f| common::frame(f, 0x10)).collect();
-    let visit = order(flows, 1 << 16);
+    let visit = common::order(flows, 1 << 16);
     // Capacity twice the flows: the table at half load, as `max_flows` sized with headroom.
     let capacity = flows as usize * 2;
     let (cfg, tables) = common::tables(capacity, 120);
@@ -150,11 +120,11 @@ fn flows_point(flows: u32, time: Duration, base: f64) -> Point {
     let mut rx = Vec::with_capacity(BURST);
     let all: Vec<u32> = (0..flows).collect();
     for chunk in all.chunks(BURST) {
-        burst(&mut w, &mut ports, &syns, chunk, &mut rx, DpInstant::ZERO);
+        common::burst(&mut w, &mut ports, &syns, chunk, &mut rx, DpInstant::ZERO);
     }
     let synacks = common::syn_acks(w.flows());
     for chunk in all.chunks(BURST) {
-        burst(
+        common::burst(
             &mut w,
             &mut ports,
             &synacks,
@@ -165,14 +135,14 @@ fn flows_point(flows: u32, time: Duration, base: f64) -> Point {
     }
     drop(synacks);
     for chunk in all.chunks(BURST) {
-        burst(&mut w, &mut ports, &acks, chunk, &mut rx, DpInstant::ZERO);
+        common::burst(&mut w, &mut ports, &acks, chunk, &mut rx, DpInstant::ZERO);
     }
     assert_eq!(w.flows().len(), flows as usize, "every flow created");
     let mut pos = 0usize;
     let ns = per_frame(time, || {
         let ids = &visit[pos..pos + BURST];
         pos = (pos + BURST) % (visit.len() - BURST);
-        burst(
+        common::burst(
             &mut w,
             &mut ports,
             &acks,
@@ -251,7 +221,7 @@ fn services_point(n: u32, time: Duration, base: f64) -> Point {
         // 1 ms per burst; SYN flows expire after 1 s: the table stays at its steady state.
         t += 1_000_000;
         let now = DpInstant::from_nanos(t);
-        burst(&mut w, &mut ports, &syns, &ids, &mut rx, now);
+        common::burst(&mut w, &mut ports, &syns, &ids, &mut rx, now);
         w.timers(now);
     });
     assert!(w.flows().stats().created > 0);
@@ -295,7 +265,7 @@ fn change_point(n: u32) -> Change {
             let start = Instant::now();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let now = DpInstant::from_nanos(start.elapsed().as_nanos() as u64);
-                burst(&mut w, &mut ports, &frames, &ids, &mut rx, now);
+                common::burst(&mut w, &mut ports, &frames, &ids, &mut rx, now);
                 w.timers(now);
             }
         })

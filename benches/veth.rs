@@ -25,9 +25,11 @@
 //! forwarder's sending veth delivered to the sink.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+mod netbench;
+use netbench::{must, Guard, Nodegate, ThreadedNapi};
 
 /// CPU of the generator; nodegate's worker runs on `FWD_CPU`.
 const GEN_CPU: usize = 0;
@@ -244,23 +246,6 @@ fn self_check() {
 // ---------------------------------------------------------------------------------------------
 // The measurement.
 
-fn cmd(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (needs iproute2 and ethtool)"))
-}
-
-fn must(args: &[&str]) -> String {
-    let out = cmd(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed (this benchmark needs root): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// Sleeps, but gives up (panics, so every guard cleans up) on SIGINT/SIGTERM.
 fn sleep(d: Duration) {
     let end = Instant::now() + d;
@@ -464,18 +449,6 @@ fn snapshot(t: &Topology, p: &Path) -> Snapshot {
     }
 }
 
-/// A child process killed on drop if still running.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 struct Timing {
     warmup: Duration,
     /// The measured window, sampled `samples` times.
@@ -573,21 +546,15 @@ fn flood(t: &Topology, timing: &Timing, p: &Path) -> Measurement {
 
 /// A `nodegate run` inside the node namespace, stopped with SIGTERM by [`Nodegate::stop`] and
 /// killed on drop otherwise.
-struct Nodegate {
-    child: Guard,
-    dir: tempfile::TempDir,
-    log: String,
-}
-
-impl Nodegate {
-    fn start(t: &Topology, driver: &str) -> Nodegate {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let mode = if driver == "af_xdp" {
-            ", mode: auto"
-        } else {
-            ""
-        };
-        std::fs::write(
+/// The directory of a nodegate run with one worker on `driver` ports n0 and n1.
+fn nodegate_dir(driver: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mode = if driver == "af_xdp" {
+        ", mode: auto"
+    } else {
+        ""
+    };
+    std::fs::write(
             dir.path().join("nodegate.yaml"),
             format!(
                 "node: {{name: bench, addresses: [\"198.18.1.1\"]}}\n\
@@ -599,68 +566,7 @@ impl Nodegate {
             ),
         )
         .expect("write the configuration");
-        let child = Command::new("ip")
-            .args(["netns", "exec", &t.node, env!("CARGO_BIN_EXE_nodegate")])
-            .args([
-                "run",
-                "--config",
-                "nodegate.yaml",
-                "--stats-json",
-                "stats.json",
-            ])
-            .current_dir(dir.path())
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start nodegate");
-        let mut child = Guard(child);
-        // Its log, line by line, read on a thread so waiting for `ready` is bounded.
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.0.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut log = String::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !log.contains("nodegate::run: ready") {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left.min(Duration::from_millis(100))) {
-                Ok(line) => {
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    assert!(!left.is_zero(), "nodegate did not get ready:\n{log}");
-                    assert!(!ffi::signal::stop_requested(), "interrupted");
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("nodegate exited before it was ready:\n{log}")
-                }
-            }
-        }
-        Nodegate { child, dir, log }
-    }
-
-    /// SIGTERM, a clean exit, and the statistics it wrote.
-    fn stop(mut self) -> serde_json::Value {
-        must(&["kill", "-TERM", &self.child.0.id().to_string()]);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(s) = self.child.0.try_wait().expect("nodegate status") {
-                break s;
-            }
-            assert!(Instant::now() < deadline, "nodegate did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        assert!(status.success(), "nodegate exit status {status:?}");
-        let text = std::fs::read_to_string(self.dir.path().join("stats.json")).expect("stats.json");
-        serde_json::from_str(&text).expect("stats.json is JSON")
-    }
+    dir
 }
 
 /// A fraction as a percentage with one decimal; a loss that rounds to zero from below (the
@@ -701,72 +607,6 @@ fn start_sink(t: &Topology) -> Guard {
     let _ = BufReader::new(stdout).read_line(&mut line);
     assert_eq!(line.trim(), "bound", "the sink could not bind its socket");
     guard
-}
-
-/// `dev`'s receive through a NAPI thread pinned to `cpu` (GRO on makes veth use NAPI); back
-/// to plain veth on drop.
-struct ThreadedNapi {
-    ns: String,
-    dev: String,
-}
-
-/// Kernel threads named `napi/...`, by pid.
-fn napi_threads() -> Vec<(String, String)> {
-    must(&["ps", "-e", "-o", "pid=,comm="])
-        .lines()
-        .filter_map(|l| {
-            let (pid, comm) = l.trim().split_once(' ')?;
-            comm.trim()
-                .starts_with("napi/")
-                .then(|| (pid.to_string(), comm.trim().to_string()))
-        })
-        .collect()
-}
-
-impl ThreadedNapi {
-    fn enable(t: &Topology, dev: &str, cpu: usize) -> ThreadedNapi {
-        let guard = ThreadedNapi {
-            ns: t.node.clone(),
-            dev: dev.to_string(),
-        };
-        let before = napi_threads();
-        must(&[
-            "ip", "netns", "exec", &t.node, "ethtool", "-K", dev, "gro", "on",
-        ]);
-        must(&[
-            "ip",
-            "netns",
-            "exec",
-            &t.node,
-            "sh",
-            "-c",
-            &format!("echo 1 > /sys/class/net/{dev}/threaded"),
-        ]);
-        let new: Vec<_> = napi_threads()
-            .into_iter()
-            .filter(|p| !before.contains(p) && p.1.starts_with(&format!("napi/{dev}-")))
-            .collect();
-        assert!(!new.is_empty(), "no NAPI thread appeared for {dev}");
-        for (pid, _) in new {
-            must(&["taskset", "-pc", &cpu.to_string(), &pid]);
-        }
-        guard
-    }
-}
-
-impl Drop for ThreadedNapi {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "sh", "-c"])
-            .arg(format!("echo 0 > /sys/class/net/{}/threaded", self.dev))
-            .status();
-        let _ = Command::new("ip")
-            .args([
-                "netns", "exec", &self.ns, "ethtool", "-K", &self.dev, "gro", "off",
-            ])
-            .stdout(Stdio::null())
-            .status();
-    }
 }
 
 /// A table row.
@@ -872,7 +712,7 @@ fn bench(quick: bool) {
         m,
         note: format!("no RPS, no NAPI: forwarding runs in the softirq of the generator's sends, on CPU {GEN_CPU}"),
     });
-    let napi = ThreadedNapi::enable(&t, "n0", FWD_CPU);
+    let napi = ThreadedNapi::enable(&t.node, "n0", FWD_CPU);
     let m = flood(&t, &timing, &through);
     rows.push(Row {
         system: "kernel, ip_forward, threaded NAPI".into(),
@@ -897,7 +737,7 @@ fn bench(quick: bool) {
 
     // (b), (c) nodegate, one worker on FWD_CPU; the node's veths have no kernel addresses.
     for driver in ["af_packet", "af_xdp"] {
-        let run = Nodegate::start(&t, driver);
+        let run = Nodegate::start(&t.node, nodegate_dir(driver));
         let mut system = format!("nodegate {driver}, 1 worker");
         if driver == "af_xdp" {
             let native = run

@@ -131,3 +131,36 @@ impl Port for Sink {
         n
     }
 }
+
+/// A fixed pseudo-random visiting order over `n` flows (so large tables miss the caches, as
+/// real traffic does).
+pub fn order(n: u32, len: usize) -> Vec<u32> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % u64::from(n)) as u32
+        })
+        .collect()
+}
+
+/// Runs one burst of frames `ids` (indices into `frames`) through the worker and transmits the
+/// result.
+pub fn burst(
+    w: &mut dataplane::worker::Worker,
+    ports: &mut [Box<dyn Port>],
+    frames: &[[u8; 64]],
+    ids: &[u32],
+    rx: &mut Vec<Mbuf>,
+    now: dataplane::time::Instant,
+) {
+    for &i in ids {
+        let mut m = w.pool().alloc().expect("pool");
+        m.copy_from(&frames[i as usize]);
+        rx.push(m);
+    }
+    w.process_rx(0, rx, now);
+    w.flush(ports);
+}
