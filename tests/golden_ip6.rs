@@ -1353,3 +1353,64 @@ fn ipv6_service_traffic_with_hop_limit_one_gets_time_exceeded() {
     assert_eq!(o.dst(), ip6(EXTERNAL));
     assert_eq!(o.icmp().type_u8(), 3, "time exceeded");
 }
+
+/// An ICMPv6 error about a frame nodegate sent (`sent`, as it left), from `from` on the pod
+/// side, to the frame's source.
+fn icmp6_error_about(sent: &Out6, from: &str, ty: Icmpv6Type) -> (usize, Vec<u8>) {
+    let (port, smac, dmac) = ingress6(ip6(from));
+    let mut out = Vec::new();
+    PacketBuilder::ethernet2(smac, dmac)
+        .ipv6(ip6(from).octets(), sent.ip.source, 20)
+        .icmpv6(ty)
+        .write(&mut out, l3(&sent.bytes))
+        .unwrap();
+    (port, out)
+}
+
+#[test]
+fn ipv6_icmp_errors_about_service_flows_are_translated_back() {
+    use etherparse::icmpv6::DestUnreachableCode;
+    for workers in [1, 2] {
+        let mut h = harness6_with(workers, &udp_services6(&[POD]));
+        let (port, f) = udp6_ports(EXTERNAL, 40005, "fd00:96::10", 53, b"query");
+        let sent = send6_one(&mut h, port, &f);
+        assert_eq!(sent.dst(), ip6(POD));
+        for (from, ty, outer_src) in [
+            // The endpoint itself: its address becomes the Service's.
+            (
+                POD,
+                Icmpv6Type::DestinationUnreachable(DestUnreachableCode::Port),
+                "fd00:96::10",
+            ),
+            // A router on the way: its address stays.
+            (
+                "fd01::1e",
+                Icmpv6Type::PacketTooBig { mtu: 1280 },
+                "fd01::1e",
+            ),
+        ] {
+            let (port, e) = icmp6_error_about(&sent, from, ty);
+            let o = send6_one(&mut h, port, &e);
+            assert_eq!((o.port, o.eth.destination), (ETH0, GW_MAC), "{ty:?}");
+            assert_eq!((o.src(), o.dst()), (ip6(outer_src), ip6(EXTERNAL)));
+            assert_eq!(o.ip.hop_limit, 19);
+            let icmp = o.icmp();
+            assert_eq!(icmp.icmp_type(), ty);
+            // The quote is the packet the client sent: to the Service, from its own port, with
+            // its UDP checksum valid again.
+            let quote = icmp.payload();
+            let (qip, rest) = Ipv6Header::from_slice(quote).unwrap();
+            assert_eq!(
+                (Ipv6Addr::from(qip.source), Ipv6Addr::from(qip.destination)),
+                (ip6(EXTERNAL), ip6("fd00:96::10"))
+            );
+            let (qudp, _) = UdpHeader::from_slice(rest).unwrap();
+            assert_eq!((qudp.source_port, qudp.destination_port), (40005, 53));
+            let mut c = pseudo_checksum(qip.source.into(), qip.destination.into(), 17, rest, 6);
+            if c == 0 {
+                c = 0xffff;
+            }
+            assert_eq!(qudp.checksum, c, "quoted UDP checksum");
+        }
+    }
+}

@@ -9,12 +9,12 @@
 //! As with kube-proxy's ip6tables rules, translation is stateful NAT66 between addresses of the
 //! same family: an IPv6 frontend only ever has IPv6 endpoints.
 
-use crate::conntrack::Tuple;
+use crate::conntrack::{Dir, Flow, Tuple};
 use crate::hash::mix64;
 use crate::nat::Delta;
 use crate::service::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 use crate::wire::checksum;
-use crate::wire::{Ipv6Packet, SctpPacket, TcpPacket, UdpPacket};
+use crate::wire::{icmpv6, Icmpv6Packet, Ipv6Packet, SctpPacket, TcpPacket, UdpPacket};
 use std::net::Ipv6Addr;
 
 /// Length of the fixed IPv6 header.
@@ -210,6 +210,94 @@ pub fn flow_key(ip: &[u8]) -> Option<(FlowKey6, u8)> {
         },
         flags,
     ))
+}
+
+/// ICMPv6's next-header number.
+const PROTO_ICMPV6: u8 = 58;
+
+/// For an ICMPv6 error (destination unreachable, packet too big, time exceeded, parameter
+/// problem) whose quote is a TCP, UDP or SCTP packet: the tuple its quote carries. `ip` starts
+/// at the outer IPv6 header. The quote needs its fixed header and the first 8 bytes of L4.
+pub fn icmp_error_quote(ip: &[u8]) -> Option<FlowKey6> {
+    let p = Ipv6Packet::new_checked(ip).ok()?;
+    if u8::from(p.next_header()) != PROTO_ICMPV6 {
+        return None;
+    }
+    let total = IP6 + usize::from(p.payload_len());
+    let icmp = ip.get(IP6..total)?;
+    if icmp.len() < 8 || !icmpv6::is_error(icmp[0]) {
+        return None;
+    }
+    let quote = &icmp[8..];
+    if quote.len() < IP6 + 8 || quote[0] >> 4 != 6 {
+        return None;
+    }
+    let q = Ipv6Packet::new_unchecked(quote);
+    let proto = u8::from(q.next_header());
+    if !matches!(proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP) {
+        return None;
+    }
+    let l4 = &quote[IP6..];
+    Some(FlowKey6 {
+        src: q.src_addr(),
+        dst: q.dst_addr(),
+        sport: u16::from_be_bytes([l4[0], l4[1]]),
+        dport: u16::from_be_bytes([l4[2], l4[3]]),
+        proto,
+    })
+}
+
+/// Translates an ICMPv6 error travelling in direction `dir` of `flow` (looked up by the reverse
+/// of its quote's tuple), as [`crate::nat::translate_icmp_error`] does for IPv4: the outer
+/// addresses where they are the flow's own (a router's stays), the quote back into the packet
+/// the far side sent (addresses, ports, its L4 checksum when quoted), the hop limit decremented
+/// (at least 2, checked by the caller), and the ICMPv6 checksum recomputed. Returns the new
+/// outer destination.
+pub fn translate_icmp_error(ip: &mut [u8], flow: &Flow<FlowKey6>, dir: Dir) -> Ipv6Addr {
+    let inbound = flow.key(dir);
+    let out = flow.translated(dir);
+    let (total, src, dst) = {
+        let mut p = Ipv6Packet::new_unchecked(&mut *ip);
+        let hop = p.hop_limit();
+        p.set_hop_limit(hop - 1);
+        (
+            IP6 + usize::from(p.payload_len()),
+            p.src_addr(),
+            p.dst_addr(),
+        )
+    };
+    let new_src = if src == inbound.src { out.src } else { src };
+    let new_dst = if dst == inbound.dst { out.dst } else { dst };
+    {
+        let mut p = Ipv6Packet::new_unchecked(&mut *ip);
+        p.set_src_addr(&new_src);
+        p.set_dst_addr(&new_dst);
+    }
+    // The quote was the other direction's translated packet, the reverse of `inbound`; it
+    // becomes the reverse of `out`.
+    let (q_from, q_to) = (inbound.reverse(), out.reverse());
+    let quote = &mut ip[IP6 + 8..total];
+    {
+        let mut q = Ipv6Packet::new_unchecked(&mut *quote);
+        q.set_src_addr(&q_to.src);
+        q.set_dst_addr(&q_to.dst);
+    }
+    let delta = Delta::new6(&q_from, &q_to).l4;
+    let l4 = &mut quote[IP6..];
+    l4[0..2].copy_from_slice(&q_to.sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&q_to.dport.to_be_bytes());
+    // The quoted L4 checksum, when the quote reaches it (SCTP's CRC covers what may be cut).
+    let at = match q_from.proto {
+        PROTO_UDP => Some(6),
+        PROTO_TCP => Some(16),
+        _ => None,
+    };
+    if let Some(at) = at.filter(|&at| l4.len() >= at + 2) {
+        let c = u16::from_be_bytes([l4[at], l4[at + 1]]);
+        l4[at..at + 2].copy_from_slice(&adjust(c, delta).to_be_bytes());
+    }
+    Icmpv6Packet::new_unchecked(&mut ip[IP6..total]).fill_checksum(&new_src, &new_dst);
+    new_dst
 }
 
 #[cfg(test)]

@@ -43,6 +43,9 @@ impl Worker {
         if t.services6.is_empty() && self.ct6.is_empty() {
             return None;
         }
+        if let Some(quoted) = nat66::icmp_error_quote(&m[L2..]) {
+            return self.icmp6_error(t, m, quoted, steered);
+        }
         let (key, flags) = nat66::flow_key(&m[L2..])?;
         if key.dst.is_multicast() || key.src.is_multicast() || ip6::is_link_local(key.dst) {
             return None;
@@ -82,6 +85,40 @@ impl Worker {
         }
         let (id, fe) = frontend?;
         Some(self.svc6_new_flow(t, m, port, &key, id, fe, flags))
+    }
+
+    /// An ICMPv6 error about a packet of a Service flow (a router's packet too big or time
+    /// exceeded, an endpoint's port unreachable): translated back for the side that sent the
+    /// packet, as for IPv4. `None` when no flow claims it: routed or delivered as before.
+    fn icmp6_error(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        quoted: FlowKey6,
+        steered: bool,
+    ) -> Option<Action> {
+        // The error travels against the quoted packet: its key is the quote's reverse, and it
+        // belongs to the worker that owns that flow.
+        let key = quoted.reverse();
+        if self.cfg.workers > 1 && !steered {
+            let owner = self.owner_of6(t, &key);
+            if owner != self.cfg.id {
+                return Some(Action::Handoff(owner));
+            }
+        }
+        let (slot, dir) = self.ct6.lookup(&key, self.now)?;
+        self.ip6_seen = true;
+        let (hop, payload) = {
+            let ip = Ipv6Packet::new_unchecked(&m[L2..]);
+            (ip.hop_limit(), usize::from(ip.payload_len()))
+        };
+        if hop <= 1 {
+            return Some(Action::Drop(DropReason::Ip6HopLimitExceeded));
+        }
+        m.set_len(L2 + IP6 + payload);
+        let flow = *self.ct6.get(slot);
+        let to = nat66::translate_icmp_error(&mut m[L2..], &flow, dir);
+        Some(self.ip6_output(t, m, to))
     }
 
     /// The worker that owns an IPv6 flow: the same rules as [`Worker::owner_of`].
