@@ -8,6 +8,9 @@
 //!                  └─ no (ICMPv6, NDP, extension headers) or unclaimed ───────┴─ none ─► ip6 routing / ip6-local
 //! ```
 //!
+//! ICMPv6 errors quoting a packet of a Service flow (packet too big above all: IPv6 routers do
+//! not fragment) are translated back like IPv4's ([`nat66::translate_icmp_error`]).
+//!
 //! The same rules as IPv4 ([`super`]): one owner per flow (replies to SNATed flows by SNAT port,
 //! new Service flows by client address, the rest by destination), flows keep their endpoint
 //! across table changes, stale UDP flows are flushed, and nothing allocates. IPv6 flows live in
