@@ -803,7 +803,9 @@ impl XskSocket {
         // while more are queued: kick again, a bounded number of times (a full ring of 2048
         // would need 64; what is left goes with the next flush).
         for _ in 0..MAX_KICKS {
-            if self.zerocopy && !self.tx.needs_wakeup() {
+            // Nothing left for the kernel to send: no kick. (Copy mode used to kick on every
+            // flush, a syscall per port per poll even for a port that only receives.)
+            if self.tx.free() == RING || (self.zerocopy && !self.tx.needs_wakeup()) {
                 break;
             }
             // SAFETY: a zero-length, non-blocking sendto with no buffer and no address is the
