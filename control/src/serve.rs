@@ -216,7 +216,9 @@ impl Answer for StackAnswers {
 
 /// The host stack on a thread of its own: follows the tables (address, ports), polls, sleeps
 /// 1 ms between polls while it has been busy in the last 100 ms, up to 5 ms otherwise (or less
-/// when a TCP timer is due), until `stop`.
+/// when a TCP timer is due), and 100 ms while the tables have no health check at all (no frame
+/// can reach it then; a node without `Local` load balancers should not wake 200 times a
+/// second for nothing), until `stop`.
 pub fn spawn_host_stack(
     queues: Arc<StackQueues>,
     pool: Arc<Pool>,
@@ -235,12 +237,14 @@ pub fn spawn_host_stack(
                 health: health.clone(),
             };
             let mut generation = None;
+            let mut has_checks = false;
             let mut last_busy = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 let tables = health.publisher().current();
                 if generation != Some(tables.generation) {
                     stack.sync(&tables);
                     generation = Some(tables.generation);
+                    has_checks = !tables.health.is_empty();
                 }
                 drop(tables);
                 let now = clock.now();
@@ -250,8 +254,10 @@ pub fn spawn_host_stack(
                 }
                 let idle = if last_busy.elapsed() < Duration::from_millis(100) {
                     Duration::from_millis(1)
-                } else {
+                } else if has_checks {
                     Duration::from_millis(5)
+                } else {
+                    Duration::from_millis(100)
                 };
                 let due = stack.poll_delay(now).unwrap_or(idle);
                 std::thread::sleep(due.clamp(Duration::from_micros(100), idle));
