@@ -283,6 +283,14 @@ fn api_server_loss_keeps_forwarding_and_the_tables_converge_when_it_returns() {
     for resource in ["Service", "EndpointSlice"] {
         relisted(&run, mark, resource, Duration::from_secs(40));
     }
+    // The two relists may be rebuilt separately (each within min_sync): wait for tables that
+    // hold both, or the TCP Service can still be without its slice (rejected) for a moment.
+    run.wait_for_line(
+        mark,
+        &["tables published", "services=2", "endpoint_slices=2"],
+        Duration::from_secs(10),
+    )
+    .unwrap_or_else(|| panic!("no rebuild with both:\n{}", run.log_after_ready()));
     eventually(
         &run,
         Duration::from_secs(5),
