@@ -621,22 +621,32 @@ fn in_cluster_configuration_is_used_in_a_pod() {
         ],
         &[],
     );
+    serves_what_the_api_says(
+        run,
+        &api,
+        &ns.0,
+        &format!("https://127.0.0.1:{port}"),
+        "in-cluster-token",
+    );
+}
+
+/// `run` uses the API server at `server` (its log says so), lists, serves a Service created
+/// through `api` to namespace `ns`, and every list it made carried `token` as its bearer.
+fn serves_what_the_api_says(run: Running, api: &FakeApi, ns: &str, server: &str, token: &str) {
     assert!(
-        run.log
-            .contains(&format!("server=https://127.0.0.1:{port}/")),
+        run.log.contains(&format!("server={server}/")),
         "{}",
         run.log
     );
     wait_listed(&run);
-    apply_yaml(&api, UDP_SERVICE);
+    apply_yaml(api, UDP_SERVICE);
     eventually(&run, Duration::from_secs(15), "the UDP Service", || {
-        udp_request_at(&ns.0, "10.96.0.10", 5353)
+        udp_request_at(ns, "10.96.0.10", 5353)
     });
-    let auth = list_authorizations(&api, "services");
-    assert!(!auth.is_empty());
+    let auth = list_authorizations(api, "services");
+    let bearer = format!("Bearer {token}");
     assert!(
-        auth.iter()
-            .all(|a| a.as_deref() == Some("Bearer in-cluster-token")),
+        !auth.is_empty() && auth.iter().all(|a| a.as_deref() == Some(bearer.as_str())),
         "{auth:?}"
     );
     run.stop();
@@ -662,25 +672,7 @@ fn infer_uses_the_kubeconfig_environment_over_https() {
     write_config(dir.path(), &host, "{api: infer}");
     let env = format!("KUBECONFIG={}", kubeconfig.display());
     let run = Running::start_wrapped(dir.path(), &["env", &env], &[]);
-    assert!(
-        run.log.contains(&format!("server={}/", proxy.url())),
-        "{}",
-        run.log
-    );
-    wait_listed(&run);
-    apply_yaml(&api, UDP_SERVICE);
-    eventually(&run, Duration::from_secs(15), "the UDP Service", || {
-        udp_request_at(&ns.0, "10.96.0.10", 5353)
-    });
-    let auth = list_authorizations(&api, "services");
-    assert!(
-        !auth.is_empty()
-            && auth
-                .iter()
-                .all(|a| a.as_deref() == Some("Bearer inferred-token")),
-        "{auth:?}"
-    );
-    run.stop();
+    serves_what_the_api_says(run, &api, &ns.0, &proxy.url(), "inferred-token");
 }
 
 /// A dual-stack UDP Service made through the API: ClusterIPs 10.96.0.40 and fd00:96::40, port
