@@ -59,6 +59,8 @@ pub trait Tuple: Copy + Eq + core::fmt::Debug {
     const EMPTY: Self;
     /// The tuple of the other direction.
     fn reverse(&self) -> Self;
+    /// The same tuple with destination port `port` (a reply tuple's SNAT port).
+    fn with_dport(&self, port: u16) -> Self;
     fn proto(&self) -> u8;
     /// The flow index's hash, keyed with its per-process `seed`.
     fn hash_seeded(&self, seed: u64) -> u64;
@@ -78,6 +80,14 @@ impl Tuple for FlowKey {
     #[inline]
     fn reverse(&self) -> FlowKey {
         FlowKey::reverse(self)
+    }
+
+    #[inline]
+    fn with_dport(&self, port: u16) -> FlowKey {
+        FlowKey {
+            dport: port,
+            ..*self
+        }
     }
 
     #[inline]

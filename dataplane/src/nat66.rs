@@ -78,6 +78,14 @@ impl Tuple for FlowKey6 {
     }
 
     #[inline]
+    fn with_dport(&self, port: u16) -> FlowKey6 {
+        FlowKey6 {
+            dport: port,
+            ..*self
+        }
+    }
+
+    #[inline]
     fn proto(&self) -> u8 {
         self.proto
     }

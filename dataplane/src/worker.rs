@@ -1184,19 +1184,23 @@ impl Worker {
         // Hairpin: a client reaching itself through the Service is SNATed (kube-proxy does the
         // same) or its reply would bypass us.
         let snat = fe.snat || key.src == baddr;
-        let mut reply = FlowKey {
+        let reply = FlowKey {
             src: baddr,
             dst: if snat { hop.src } else { key.src },
             sport: bport,
             dport: key.sport,
             proto: key.proto,
         };
-        if snat || self.ct.contains(&reply) {
-            match self.alloc_port(&reply) {
-                Some(p) => reply.dport = p,
-                None => return Action::Drop(DropReason::SnatExhausted),
-            }
-        }
+        let reply = match reply_tuple(
+            &self.ct,
+            self.snat_chunk,
+            &mut self.snat_cursor,
+            reply,
+            snat,
+        ) {
+            Ok(reply) => reply,
+            Err(r) => return Action::Drop(r),
+        };
         // `key` missed in ct-lookup and `reply` was just probed free.
         let new = NewFlow {
             key: *key,
@@ -1214,13 +1218,6 @@ impl Worker {
         // TTL is at least 2 here (checked in ip4_flow for everything a Service claims).
         nat::forward_with(&mut m[L2..], key, &reply.reverse(), delta);
         self.ip4_output_local(t, m, baddr)
-    }
-
-    /// A free port in this worker's SNAT slice for a reply tuple like `reply`.
-    fn alloc_port(&mut self, reply: &FlowKey) -> Option<u16> {
-        free_port(&self.ct, self.snat_chunk, &mut self.snat_cursor, |p| {
-            FlowKey { dport: p, ..*reply }
-        })
     }
 
     /// kube-proxy's REJECT for a Service without endpoints: TCP RST, else ICMP port
@@ -1666,23 +1663,28 @@ fn create_flow<K: Tuple, A: Address>(
     Ok(slot)
 }
 
-/// A port of the SNAT slice `(lo, hi)` for which the reply tuple `with_port(port)` is free,
-/// scanning at most 64 from `cursor`.
-fn free_port<K: Tuple>(
+/// The reply tuple of a new flow: `reply` as it is, or, when the flow is SNATed or `reply` is
+/// taken, with a free port of this worker's SNAT slice `(lo, hi)` (scanning at most 64 from
+/// `cursor`).
+fn reply_tuple<K: Tuple>(
     ct: &FlowTable<K>,
     (lo, hi): (u16, u16),
     cursor: &mut u32,
-    with_port: impl Fn(u16) -> K,
-) -> Option<u16> {
+    reply: K,
+    snat: bool,
+) -> Result<K, DropReason> {
+    if !snat && !ct.contains(&reply) {
+        return Ok(reply);
+    }
     let size = u32::from(hi) - u32::from(lo) + 1;
     for _ in 0..size.min(64) {
-        let p = lo + (*cursor % size) as u16;
+        let candidate = reply.with_dport(lo + (*cursor % size) as u16);
         *cursor = cursor.wrapping_add(1);
-        if !ct.contains(&with_port(p)) {
-            return Some(p);
+        if !ct.contains(&candidate) {
+            return Ok(candidate);
         }
     }
-    None
+    Err(DropReason::SnatExhausted)
 }
 
 /// Sequence number, acknowledgement and flags of the RST answering a segment with `flags`,

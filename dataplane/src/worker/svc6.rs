@@ -169,22 +169,23 @@ impl Worker {
         };
         // Hairpin: a client reaching itself through the Service is SNATed, as in IPv4.
         let snat = fe.snat || key.src == baddr;
-        let mut reply = FlowKey6 {
+        let reply = FlowKey6 {
             src: baddr,
             dst: if snat { hop.src } else { key.src },
             sport: bport,
             dport: key.sport,
             proto: key.proto,
         };
-        if snat || self.ct6.contains(&reply) {
-            let found = super::free_port(&self.ct6, self.snat_chunk, &mut self.snat_cursor, |p| {
-                FlowKey6 { dport: p, ..reply }
-            });
-            match found {
-                Some(p) => reply.dport = p,
-                None => return Action::Drop(DropReason::SnatExhausted),
-            }
-        }
+        let reply = match super::reply_tuple(
+            &self.ct6,
+            self.snat_chunk,
+            &mut self.snat_cursor,
+            reply,
+            snat,
+        ) {
+            Ok(reply) => reply,
+            Err(r) => return Action::Drop(r),
+        };
         let new = NewFlow {
             key: *key,
             reply,
