@@ -40,7 +40,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 mod netbench;
-use netbench::{cmd as run, must, Nodegate, ThreadedNapi};
+use netbench::{cmd as run, must, Namespaces, Nodegate, ThreadedNapi};
 
 const GEN_CPU: usize = 0;
 const NODE_CPU: usize = 1;
@@ -81,29 +81,18 @@ fn must_in_with_input(ns: &str, cmd: &[&str], input: &str) {
 struct Topology {
     tester: String,
     node: String,
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for ns in [&self.tester, &self.node] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
+    _namespaces: Namespaces,
 }
 
 impl Topology {
     fn create() -> Topology {
         let id = std::process::id();
+        let (tester, node) = (format!("ngc-t-{id}"), format!("ngc-n-{id}"));
         let t = Topology {
-            tester: format!("ngc-t-{id}"),
-            node: format!("ngc-n-{id}"),
+            _namespaces: Namespaces::add(&[&tester, &node]),
+            tester,
+            node,
         };
-        for ns in [&t.tester, &t.node] {
-            must(&["ip", "netns", "add", ns]);
-        }
         for (a, a_ns, b, b_ns) in [
             ("t0", &t.tester, "n0", &t.node),
             ("t1", &t.tester, "n1", &t.node),

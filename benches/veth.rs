@@ -29,7 +29,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod netbench;
-use netbench::{must, Guard, Nodegate, ThreadedNapi};
+use netbench::{must, Guard, Namespaces, Nodegate, ThreadedNapi};
 
 /// CPU of the generator; nodegate's worker runs on `FWD_CPU`.
 const GEN_CPU: usize = 0;
@@ -260,30 +260,23 @@ struct Topology {
     gen: String,
     node: String,
     sink: String,
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for ns in [&self.gen, &self.node, &self.sink] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
-    }
+    _namespaces: Namespaces,
 }
 
 impl Topology {
     fn create() -> Topology {
         let id = std::process::id();
+        let (gen, node, sink) = (
+            format!("ngv-gen-{id}"),
+            format!("ngv-node-{id}"),
+            format!("ngv-sink-{id}"),
+        );
         let t = Topology {
-            gen: format!("ngv-gen-{id}"),
-            node: format!("ngv-node-{id}"),
-            sink: format!("ngv-sink-{id}"),
+            _namespaces: Namespaces::add(&[&gen, &node, &sink]),
+            gen,
+            node,
+            sink,
         };
-        for ns in [&t.gen, &t.node, &t.sink] {
-            must(&["ip", "netns", "add", ns]);
-        }
         for (a, a_ns, b, b_ns) in [
             ("g0", &t.gen, "n0", &t.node),
             ("n1", &t.node, "s0", &t.sink),

@@ -28,6 +28,33 @@ pub fn must(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Network namespaces created by [`Namespaces::add`], deleted on drop (also when a benchmark
+/// panics).
+pub struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    /// Creates the namespaces `names`.
+    pub fn add(names: &[&String]) -> Namespaces {
+        let mut made = Namespaces(Vec::new());
+        for ns in names {
+            must(&["ip", "netns", "add", ns]);
+            made.0.push(ns.to_string());
+        }
+        made
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 /// A child process killed on drop if still running.
 pub struct Guard(pub Child);
 
