@@ -42,8 +42,6 @@ use std::time::Instant;
 mod netbench;
 use netbench::{cmd as run, must, Namespaces, Nodegate, ThreadedNapi};
 
-const GEN_CPU: usize = 0;
-const NODE_CPU: usize = 1;
 const ENDPOINTS: usize = 16;
 const NODE_PORT: u16 = 30080;
 /// The fixed rate of the latency measurement.
@@ -76,6 +74,78 @@ fn must_in_with_input(ns: &str, cmd: &[&str], input: &str) {
     );
 }
 
+// ---- CPUs -------------------------------------------------------------------------------------
+
+/// Which CPUs the generator and the node get, and how many workers (and queues) the node runs.
+#[derive(Clone, Debug, PartialEq)]
+struct Plan {
+    workers: usize,
+    /// The generator's CPUs, one lane (a queue of each port) pinned to each in turn.
+    gen: Vec<usize>,
+    /// The node's CPUs: nodegate's process and the kernel's NAPI threads stay on them.
+    node: Vec<usize>,
+}
+
+impl Plan {
+    /// `workers` (default: half the CPUs) node workers on multi-queue links, one queue per
+    /// worker. The generator gets as many CPUs as the node: on veth its CPUs also carry the
+    /// node's receive of what it sends. With fewer than 2 × `workers` CPUs the generator keeps
+    /// half and the node's workers share the rest (overcommitted; the notes say so).
+    fn new(cpus: &[usize], workers: Option<usize>) -> Result<Plan, String> {
+        if cpus.len() < 2 {
+            return Err(format!(
+                "needs two CPUs (one for the generator, one for the node), have {cpus:?}"
+            ));
+        }
+        let workers = workers.unwrap_or(cpus.len() / 2);
+        if workers == 0 || workers > 64 {
+            return Err(format!("--workers {workers}: expected 1..=64"));
+        }
+        let g = workers.min(cpus.len() / 2);
+        Ok(Plan {
+            workers,
+            gen: cpus[..g].to_vec(),
+            node: cpus[g..(g + workers).min(cpus.len())].to_vec(),
+        })
+    }
+
+    /// Whether every worker has a CPU of its own.
+    fn pinned(&self) -> bool {
+        self.node.len() >= self.workers
+    }
+
+    fn list(cpus: &[usize]) -> String {
+        cpus.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// "CPU 1" or "CPUs 2,3".
+    fn name(cpus: &[usize]) -> String {
+        if cpus.len() == 1 {
+            format!("CPU {}", cpus[0])
+        } else {
+            format!("CPUs {}", Self::list(cpus))
+        }
+    }
+
+    /// How nodegate's workers run, for the notes.
+    fn workers_note(&self) -> String {
+        if self.workers == 1 {
+            format!("worker busy-polling on {}", Self::name(&self.node))
+        } else if self.pinned() {
+            format!("workers busy-polling on {}", Self::name(&self.node))
+        } else {
+            format!(
+                "{} workers sharing {} (overcommitted)",
+                self.workers,
+                Self::name(&self.node)
+            )
+        }
+    }
+}
+
 // ---- topology ----------------------------------------------------------------------------------
 
 struct Topology {
@@ -85,7 +155,8 @@ struct Topology {
 }
 
 impl Topology {
-    fn create() -> Topology {
+    /// The namespaces and links, each link with `queues` queues in each direction.
+    fn create(queues: usize) -> Topology {
         let id = std::process::id();
         let (tester, node) = (format!("ngc-t-{id}"), format!("ngc-n-{id}"));
         let t = Topology {
@@ -98,9 +169,29 @@ impl Topology {
             ("t1", &t.tester, "n1", &t.node),
             ("t2", &t.tester, "t3", &t.tester),
         ] {
+            let q = queues.to_string();
             must(&[
-                "ip", "link", "add", a, "netns", a_ns, "type", "veth", "peer", "name", b, "netns",
+                "ip",
+                "link",
+                "add",
+                a,
+                "netns",
+                a_ns,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b,
+                "netns",
                 b_ns,
+                "numtxqueues",
+                &q,
+                "numrxqueues",
+                &q,
             ]);
         }
         for (ns, devs) in [
@@ -346,25 +437,37 @@ impl Drop for Kernel<'_> {
 
 // ---- nodegate ---------------------------------------------------------------------------------
 
-/// The directory of a nodegate run forwarding the benchmark's Service with `driver`.
-fn nodegate_dir(driver: &str, t1_mac: &str) -> tempfile::TempDir {
+/// The directory of a nodegate run forwarding the benchmark's Service with `driver`, with
+/// `plan.workers` workers (pinned when each has a CPU of its own) and as many queues per port.
+fn nodegate_dir(driver: &str, t1_mac: &str, plan: &Plan) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temporary directory");
     let neighbors: String = (0..ENDPOINTS)
         .map(|i| format!("  - {{address: \"{}\", mac: \"{t1_mac}\"}}\n", endpoint(i)))
         .collect();
+    let cpus = if plan.pinned() {
+        format!("cpus: [{}]\n", Plan::list(&plan.node[..plan.workers]))
+    } else {
+        String::new()
+    };
+    let queues = if driver == "af_xdp" {
+        format!(", queues: {}", plan.workers)
+    } else {
+        String::new()
+    };
     std::fs::write(
         dir.path().join("nodegate.yaml"),
         format!(
             "node: {{name: bench, addresses: [\"198.18.1.1\"]}}\n\
-             workers: 1\n\
-             cpus: [{NODE_CPU}]\n\
+             workers: {}\n\
+             {cpus}\
              idle: {{spin: 4294967295}}\n\
              ports:\n\
-             \x20 - {{name: gen, driver: {driver}, interface: n0, addresses: [\"198.18.1.1/24\"]}}\n\
-             \x20 - {{name: out, driver: {driver}, interface: n1, addresses: [\"198.18.2.1/24\"]}}\n\
+             \x20 - {{name: gen, driver: {driver}, interface: n0, addresses: [\"198.18.1.1/24\"]{queues}}}\n\
+             \x20 - {{name: out, driver: {driver}, interface: n1, addresses: [\"198.18.2.1/24\"]{queues}}}\n\
              neighbors:\n{neighbors}\
              snat: {{ports: \"1024-65535\"}}\n\
-             kubernetes: {{manifests: manifests, api: off}}\n"
+             kubernetes: {{manifests: manifests, api: off}}\n",
+            plan.workers
         ),
     )
     .expect("write the configuration");
@@ -430,9 +533,12 @@ struct Measured {
     latency_loss: f64,
 }
 
-/// Runs the generator from the tester namespace: `tx` → `rx`, `seconds` long, at `rate`.
+/// Runs the generator from the tester namespace: `tx` → `rx`, `seconds` long, at `rate`, one
+/// lane per worker of `plan` on its generator CPUs.
+#[allow(clippy::too_many_arguments)]
 fn pktgen(
     t: &Topology,
+    plan: &Plan,
     tx: &str,
     rx: &str,
     dst_mac: &str,
@@ -476,7 +582,9 @@ fn pktgen(
         "--duration",
         &format!("{seconds}"),
         "--cpu",
-        &GEN_CPU.to_string(),
+        &Plan::list(&plan.gen),
+        "--queues",
+        &plan.workers.to_string(),
         // At the highest rate, bursts of 64 (the generator's best); a latency probe paces
         // single frames (bursts that catch up after a stall queue behind each other and showed
         // as p99 of 40-3000 µs through nodegate, 5-8 µs paced).
@@ -502,6 +610,7 @@ struct Timing {
 /// Throughput at the generator's highest rate, then latency at LATENCY_PPS.
 fn measure(
     t: &Topology,
+    plan: &Plan,
     tx: &str,
     rx: &str,
     dst_mac: &str,
@@ -509,10 +618,11 @@ fn measure(
     timing: &Timing,
 ) -> Measured {
     // Warm-up: flows created (conntrack, nodegate's flow table), neighbours resolved.
-    pktgen(t, tx, rx, dst_mac, case, "max", timing.warmup);
-    let max = pktgen(t, tx, rx, dst_mac, case, "max", timing.measure);
+    pktgen(t, plan, tx, rx, dst_mac, case, "max", timing.warmup);
+    let max = pktgen(t, plan, tx, rx, dst_mac, case, "max", timing.measure);
     let lat = pktgen(
         t,
+        plan,
         tx,
         rx,
         dst_mac,
@@ -698,13 +808,10 @@ fn machine() -> String {
 
 // ---- main ---------------------------------------------------------------------------------------
 
-fn bench(quick: bool, json: Option<String>, doc: bool) {
+fn bench(quick: bool, json: Option<String>, doc: bool, workers: Option<usize>) {
     let started = Instant::now();
-    let cpus = ffi::available_cpus();
-    assert!(
-        cpus.contains(&GEN_CPU) && cpus.contains(&NODE_CPU),
-        "needs CPUs {GEN_CPU} and {NODE_CPU}, have {cpus:?}"
-    );
+    let plan = Plan::new(&ffi::available_cpus(), workers).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{plan:?}");
     let timing = if quick {
         Timing {
             warmup: 0.5,
@@ -735,7 +842,7 @@ fn bench(quick: bool, json: Option<String>, doc: bool) {
         }
         v
     };
-    let t = Topology::create();
+    let t = Topology::create(plan.workers);
     let (n0, t1, t3) = (
         t.mac(&t.node, "n0"),
         t.mac(&t.tester, "t1"),
@@ -749,7 +856,7 @@ fn bench(quick: bool, json: Option<String>, doc: bool) {
     sizes.dedup();
     for &size in &sizes {
         let case = Case { size, flows: 1000 };
-        let m = measure(&t, "t2", "t3", &t3, case, &timing);
+        let m = measure(&t, &plan, "t2", "t3", &t3, case, &timing);
         eprintln!("ceiling {size} B: {:.3} Mpps", m.rx_mpps);
         ceiling.push(Row {
             system: "generator ceiling (no forwarder)".into(),
@@ -769,10 +876,10 @@ fn bench(quick: bool, json: Option<String>, doc: bool) {
         };
         let _k = Kernel::start(&t, rules, &t1);
         for &case in &cases {
-            let plain = measure(&t, "t0", "t1", &n0, case, &timing);
+            let plain = measure(&t, &plan, "t0", "t1", &n0, case, &timing);
             let napi = {
-                let _n = ThreadedNapi::enable(&t.node, "n0", NODE_CPU);
-                measure(&t, "t0", "t1", &n0, case, &timing)
+                let _n = ThreadedNapi::enable(&t.node, "n0", &plan.node);
+                measure(&t, &plan, "t0", "t1", &n0, case, &timing)
             };
             eprintln!(
                 "{name} {case:?}: plain {:.3} Mpps, threaded NAPI {:.3} Mpps",
@@ -782,7 +889,8 @@ fn bench(quick: bool, json: Option<String>, doc: bool) {
                 (
                     napi,
                     format!(
-                        "threaded NAPI on CPU {NODE_CPU} (as veth comes: {:.3} Mpps)",
+                        "threaded NAPI on {} (as veth comes: {:.3} Mpps)",
+                        Plan::name(&plan.node),
                         plain.rx_mpps
                     ),
                 )
@@ -806,9 +914,18 @@ fn bench(quick: bool, json: Option<String>, doc: bool) {
         }
     }
 
-    // nodegate, one worker on NODE_CPU.
+    // nodegate, its process on the node's CPUs.
+    let workers = format!(
+        "{} worker{}",
+        plan.workers,
+        if plan.workers == 1 { "" } else { "s" }
+    );
     for driver in ["af_xdp", "af_packet"] {
-        let ng = Nodegate::start(&t.node, nodegate_dir(driver, &t1));
+        let ng = Nodegate::start_on(
+            &t.node,
+            nodegate_dir(driver, &t1, &plan),
+            &Plan::list(&plan.node),
+        );
         let xdp = ng
             .log
             .lines()
@@ -823,7 +940,7 @@ fn bench(quick: bool, json: Option<String>, doc: bool) {
             .unwrap_or("");
         let mut measured = Vec::new();
         for &case in &cases {
-            let m = measure(&t, "t0", "t1", &n0, case, &timing);
+            let m = measure(&t, &plan, "t0", "t1", &n0, case, &timing);
             eprintln!("nodegate {driver} {case:?}: {:.3} Mpps", m.rx_mpps);
             measured.push((case, m));
         }
@@ -838,15 +955,15 @@ fn bench(quick: bool, json: Option<String>, doc: bool) {
         }
         for (case, m) in measured {
             rows.push(Row {
-                system: format!("nodegate {driver}, 1 worker"),
+                system: format!("nodegate {driver}, {workers}"),
                 frame: case.size,
                 flows: case.flows,
                 m,
                 ratio_to_kernel: None,
                 note: if driver == "af_xdp" {
-                    format!("{xdp}, copy mode; worker busy-polling on CPU {NODE_CPU}")
+                    format!("{xdp}, copy mode; {}", plan.workers_note())
                 } else {
-                    format!("worker busy-polling on CPU {NODE_CPU}")
+                    plan.workers_note()
                 },
             });
         }
@@ -878,14 +995,20 @@ fn bench(quick: bool, json: Option<String>, doc: bool) {
 
     let text = format!(
         "Measured {} by `cargo bench --bench compare{}` in {:.0} s on {}. Generator: \
-         `nodegate pktgen` on AF_XDP (copy mode), pinned to CPU {GEN_CPU}; the node's CPU is \
-         {NODE_CPU}. Mpps = frames per second received at the highest rate the generator \
-         reached; loss at that rate; latency at {} kpps (every system keeps up).\n\n{}\n\
+         `nodegate pktgen` on AF_XDP (copy mode), {} lane{} pinned to {}; the node runs on {} \
+         ({} queue{} per link). Mpps = frames per second received at the highest rate the \
+         generator reached; loss at that rate; latency at {} kpps (every system keeps up).\n\n{}\n\
          ![Mpps per system](compare.svg)\n",
         chrono_date(),
         if quick { " -- --quick" } else { "" },
         started.elapsed().as_secs_f64(),
         machine(),
+        plan.workers,
+        if plan.workers == 1 { "" } else { "s" },
+        Plan::name(&plan.gen),
+        Plan::name(&plan.node),
+        plan.workers,
+        if plan.workers == 1 { "" } else { "s" },
         LATENCY_PPS / 1000,
         table(&rows, &ceiling)
     );
@@ -946,6 +1069,27 @@ fn self_check() {
         "3 bars and 3 legend boxes"
     );
     assert!(s.contains("b&lt;c"));
+    // Two CPUs: one for the generator, one for the node's one worker; four: two and two;
+    // two workers on two CPUs share the node's one.
+    assert_eq!(
+        Plan::new(&[0, 1], None),
+        Ok(Plan {
+            workers: 1,
+            gen: vec![0],
+            node: vec![1]
+        })
+    );
+    let four = Plan::new(&[0, 1, 2, 3], None).unwrap();
+    assert_eq!(
+        (four.workers, &four.gen[..], &four.node[..]),
+        (2, &[0, 1][..], &[2, 3][..])
+    );
+    assert!(four.pinned());
+    let over = Plan::new(&[0, 1], Some(2)).unwrap();
+    assert_eq!((&over.gen[..], &over.node[..]), (&[0][..], &[1][..]));
+    assert!(!over.pinned() && over.workers_note().contains("overcommitted"));
+    assert!(Plan::new(&[0], None).is_err());
+    assert!(Plan::new(&[0, 1], Some(0)).is_err());
     let c = Case {
         size: 64,
         flows: 100_000,
@@ -971,5 +1115,10 @@ fn main() {
         .iter()
         .position(|a| a == "--json")
         .and_then(|i| args.get(i + 1).cloned());
-    bench(quick, json, doc);
+    let workers = args.iter().position(|a| a == "--workers").map(|i| {
+        args.get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .expect("--workers N: a number of workers")
+    });
+    bench(quick, json, doc, workers);
 }

@@ -705,7 +705,7 @@ fn bench(quick: bool) {
         m,
         note: format!("no RPS, no NAPI: forwarding runs in the softirq of the generator's sends, on CPU {GEN_CPU}"),
     });
-    let napi = ThreadedNapi::enable(&t.node, "n0", FWD_CPU);
+    let napi = ThreadedNapi::enable(&t.node, "n0", &[FWD_CPU]);
     let m = flood(&t, &timing, &through);
     rows.push(Row {
         system: "kernel, ip_forward, threaded NAPI".into(),

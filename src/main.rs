@@ -97,9 +97,13 @@ struct PktgenArgs {
     /// Milliseconds the receiver keeps counting after the last frame.
     #[arg(long, default_value_t = 200)]
     drain_ms: u64,
-    /// Pin the generator to this CPU.
-    #[arg(long)]
-    cpu: Option<usize>,
+    /// Queues of the ports to use, one sending (and receiving) thread each: lane `q` sends on
+    /// queue `q` of --tx and receives on queue `q` of --rx. Above 1, af_xdp ports only.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    queues: u16,
+    /// Pin the generator to these CPUs (`0` or `0,2`): thread `q` to the `q`-th, round robin.
+    #[arg(long, value_delimiter = ',')]
+    cpu: Vec<usize>,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -156,34 +160,55 @@ fn pktgen(a: PktgenArgs) -> Result<(), String> {
         size: a.size,
     };
     traffic.check()?;
-    if let Some(cpu) = a.cpu {
-        if !ffi::pin_current_thread(cpu) {
-            return Err(format!("cannot pin to CPU {cpu}"));
-        }
-    }
-    let pool = dataplane::mbuf::Pool::with_region(16 * 1024)
+    let queues = usize::from(a.queues);
+    let pool = dataplane::mbuf::Pool::with_region(16 * 1024 * queues)
         .map_err(|e| format!("cannot allocate the frame region: {e}"))?;
     let clock = nodegate::pcap::ReplayClock::default();
-    let mut tx = open(&a.tx, &pool, &clock).map_err(|e| format!("--tx {:?}: {e}", a.tx))?;
-    let mut rx = match &a.rx {
+    let tx = open(&a.tx, a.queues, &pool, &clock).map_err(|e| format!("--tx {:?}: {e}", a.tx))?;
+    let rx = match &a.rx {
         Some(spec) => {
             if matches!(spec, PortSpec::Pcap { .. }) {
                 return Err("--rx cannot be a pcap file".into());
             }
-            Some(open(spec, &pool, &clock).map_err(|e| format!("--rx {spec:?}: {e}"))?)
+            Some(open(spec, a.queues, &pool, &clock).map_err(|e| format!("--rx {spec:?}: {e}"))?)
         }
         None => None,
     };
-    let mut cache = dataplane::mbuf::PoolCache::new(pool);
-    let report = generate(
-        &traffic,
-        &schedule,
-        tx.port.as_mut(),
-        rx.as_mut()
-            .map(|r| r.port.as_mut() as &mut dyn dataplane::port::Port),
-        &mut cache,
-        Some(&clock),
-    );
+    let report = if queues == 1 {
+        if let Some(&cpu) = a.cpu.first() {
+            if !ffi::pin_current_thread(cpu) {
+                return Err(format!("cannot pin to CPU {cpu}"));
+            }
+        }
+        let (mut tx, mut rx) = (tx, rx);
+        let mut cache = dataplane::mbuf::PoolCache::new(pool);
+        generate(
+            &traffic,
+            &schedule,
+            tx.ports[0].as_mut(),
+            rx.as_mut()
+                .map(|r| r.ports[0].as_mut() as &mut dyn dataplane::port::Port),
+            &mut cache,
+            Some(&clock),
+        )
+    } else {
+        // The sockets move to the lanes' threads; the XDP programs stay attached until the
+        // `Opened` shells drop at the end.
+        let (mut tx, mut rx) = (tx, rx);
+        let mut rx_ports = rx.as_mut().map(|r| std::mem::take(&mut r.ports));
+        let lanes = std::mem::take(&mut tx.ports)
+            .into_iter()
+            .enumerate()
+            .map(|(q, port)| Lane {
+                tx: port,
+                rx: rx_ports.as_mut().map(|p| p.remove(0)),
+                cpu: (!a.cpu.is_empty()).then(|| a.cpu[q % a.cpu.len()]),
+            })
+            .collect();
+        let report = generate_lanes(&traffic, &schedule, lanes, &pool)?;
+        drop((tx, rx));
+        report
+    };
     print(&report);
     if let Some(path) = a.json {
         let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;

@@ -454,6 +454,15 @@ impl Histogram {
     pub fn max(&self) -> u64 {
         self.max
     }
+
+    /// Adds `other`'s values to this one's.
+    pub fn merge(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+            *a += b;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
 }
 
 /// How long and how fast.
@@ -524,18 +533,126 @@ pub fn generate(
     traffic: &Traffic,
     schedule: &Schedule,
     tx: &mut dyn Port,
-    mut rx: Option<&mut dyn Port>,
+    rx: Option<&mut dyn Port>,
     pool: &mut PoolCache,
     clock: Option<&ReplayClock>,
 ) -> Report {
     let templates = Templates::build(traffic);
-    let pps = schedule.rate.pps(traffic.size);
+    let share = Share { index: 0, of: 1 };
+    let tally = run_lane(
+        &templates,
+        schedule,
+        share,
+        Instant::now(),
+        tx,
+        rx,
+        pool,
+        clock,
+    );
+    report(traffic, [tally])
+}
+
+/// One thread's ports for [`generate_lanes`]: a queue of the transmit port, a queue of the
+/// receive port, and the CPU to pin the thread to.
+pub struct Lane {
+    pub tx: Box<dyn Port>,
+    pub rx: Option<Box<dyn Port>>,
+    pub cpu: Option<usize>,
+}
+
+/// [`generate`] on several threads at once, one per lane (a queue of each port; on a
+/// multi-queue link, queue `q` of the sender is queue `q` of the receiver), all with frames from
+/// `pool`. Lane `i` of `n` sends flows `i, i + n, ...` at `1/n` of the rate (and of the count);
+/// stamps share one clock, so latency and loss are those of the whole run.
+pub fn generate_lanes(
+    traffic: &Traffic,
+    schedule: &Schedule,
+    lanes: Vec<Lane>,
+    pool: &Arc<Pool>,
+) -> Result<Report, String> {
+    let templates = Templates::build(traffic);
+    let of = lanes.len().max(1);
+    let start = std::sync::Barrier::new(of);
+    let epoch = Instant::now();
+    let tallies: Vec<Result<Tally, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = lanes
+            .into_iter()
+            .enumerate()
+            .map(|(index, mut lane)| {
+                let (templates, start) = (&templates, &start);
+                let mut cache = PoolCache::new(pool.clone());
+                s.spawn(move || {
+                    if let Some(cpu) = lane.cpu {
+                        if !ffi::pin_current_thread(cpu) {
+                            // Still take part in the barrier, so the others do not wait forever.
+                            start.wait();
+                            return Err(format!("cannot pin lane {index} to CPU {cpu}"));
+                        }
+                    }
+                    start.wait();
+                    Ok(run_lane(
+                        templates,
+                        schedule,
+                        Share { index, of },
+                        epoch.max(Instant::now()),
+                        lane.tx.as_mut(),
+                        lane.rx.as_mut().map(|r| r.as_mut() as &mut dyn Port),
+                        &mut cache,
+                        None,
+                    ))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("a lane panicked".into())))
+            .collect()
+    });
+    let tallies: Vec<Tally> = tallies.into_iter().collect::<Result<_, _>>()?;
+    Ok(report(traffic, tallies))
+}
+
+/// Lane `index` of `of`.
+#[derive(Clone, Copy)]
+struct Share {
+    index: usize,
+    of: usize,
+}
+
+/// What one lane did.
+struct Tally {
+    /// Whether the lane had a receive port (without one, nothing counts as lost).
+    receiving: bool,
+    sent: u64,
+    busy: u64,
+    received: u64,
+    other: u64,
+    seconds: f64,
+    hist: Histogram,
+}
+
+/// The loop of one lane: its share of the frames, stamped with the time since `start`.
+#[allow(clippy::too_many_arguments)]
+fn run_lane(
+    templates: &Templates,
+    schedule: &Schedule,
+    share: Share,
+    start: Instant,
+    tx: &mut dyn Port,
+    mut rx: Option<&mut dyn Port>,
+    pool: &mut PoolCache,
+    clock: Option<&ReplayClock>,
+) -> Tally {
+    let of = share.of as u64;
+    let index = share.index as u64;
+    let pps = schedule.rate.pps(templates.len + 4).map(|p| p / of as f64);
     let mut hist = Histogram::default();
     let (mut sent, mut busy, mut received, mut other) = (0u64, 0u64, 0u64, 0u64);
     let mut out: Vec<Mbuf> = Vec::with_capacity(schedule.burst);
     let mut inb: Vec<Mbuf> = Vec::with_capacity(256);
-    let limit = schedule.count.unwrap_or(u64::MAX);
-    let start = Instant::now();
+    let limit = schedule
+        .count
+        .map_or(u64::MAX, |c| c / of + u64::from(index < c % of));
     let deadline = schedule.duration.map(|d| start + d);
     let mut receive = |rx: &mut Option<&mut dyn Port>, pool: &mut PoolCache, now_ns: u64| {
         let Some(rx) = rx.as_deref_mut() else {
@@ -570,7 +687,7 @@ pub fn generate(
         let ts = elapsed.as_nanos() as u64;
         for i in 0..want {
             let Some(mut m) = pool.alloc() else { break };
-            templates.fill(&mut m, sent + busy + i, ts);
+            templates.fill(&mut m, index + (sent + busy + i) * of, ts);
             out.push(m);
         }
         if !out.is_empty() {
@@ -605,6 +722,33 @@ pub fn generate(
         );
         tx.tx_burst(pool, &mut empty);
     }
+    Tally {
+        receiving: rx.is_some(),
+        sent,
+        busy,
+        received,
+        other,
+        seconds,
+        hist,
+    }
+}
+
+/// The report of a run from its lanes' tallies.
+fn report(traffic: &Traffic, tallies: impl IntoIterator<Item = Tally>) -> Report {
+    let mut hist = Histogram::default();
+    let (mut sent, mut busy, mut received, mut other, mut seconds) = (0, 0, 0, 0, 0f64);
+    let mut loss = 0;
+    for t in tallies {
+        sent += t.sent;
+        busy += t.busy;
+        received += t.received;
+        other += t.other;
+        seconds = seconds.max(t.seconds);
+        if t.receiving {
+            loss += t.sent.saturating_sub(t.received);
+        }
+        hist.merge(&t.hist);
+    }
     let latency_ns = (!hist.is_empty()).then(|| Latency {
         p50: hist.quantile(0.5).unwrap_or(0),
         p90: hist.quantile(0.9).unwrap_or(0),
@@ -612,11 +756,6 @@ pub fn generate(
         p999: hist.quantile(0.999).unwrap_or(0),
         max: hist.max(),
     });
-    let loss = if rx.is_some() {
-        sent.saturating_sub(received)
-    } else {
-        0
-    };
     Report {
         flows: traffic.flows(),
         frame_size: traffic.size,
@@ -689,41 +828,50 @@ impl PortSpec {
     }
 }
 
-/// An opened port and what must live as long as it.
+/// An opened port (one `Port` per queue) and what must live as long as it.
 pub struct Opened {
-    pub port: Box<dyn Port>,
+    pub ports: Vec<Box<dyn Port>>,
     _program: Option<ffi::af_xdp::XdpProgram>,
 }
 
-/// Opens a port of `spec` with `pool` (a frame region, for af_xdp).
-pub fn open(spec: &PortSpec, pool: &Arc<Pool>, clock: &ReplayClock) -> std::io::Result<Opened> {
+/// Opens queues `0..queues` of a port of `spec` with `pool` (a frame region, for af_xdp).
+/// Several queues are for af_xdp only (one socket per queue).
+pub fn open(
+    spec: &PortSpec,
+    queues: u16,
+    pool: &Arc<Pool>,
+    clock: &ReplayClock,
+) -> std::io::Result<Opened> {
+    if queues != 1 && !matches!(spec, PortSpec::AfXdp { .. }) {
+        return Err(std::io::Error::other(
+            "several queues need an af_xdp port (one socket per queue)",
+        ));
+    }
+    let one = |port: Box<dyn Port>| Opened {
+        ports: vec![port],
+        _program: None,
+    };
     Ok(match spec {
         PortSpec::AfXdp { interface, mode } => {
             let mode = mode.parse().map_err(std::io::Error::other)?;
-            let mut opened = crate::af_xdp::open(interface, 1, mode, 1, pool)?;
+            let q = usize::from(queues);
+            let opened = crate::af_xdp::open(interface, queues, mode, q, pool)?;
             Opened {
-                port: opened.ports.remove(0),
+                ports: opened.ports,
                 _program: Some(opened.program),
             }
         }
-        PortSpec::AfPacket { interface } => Opened {
-            port: Box::new(crate::af_packet::AfPacketPort::open(interface)?),
-            _program: None,
-        },
-        PortSpec::Tap { interface } => Opened {
-            port: Box::new(crate::tap::TapPort::open(interface)?),
-            _program: None,
-        },
-        PortSpec::Pcap { path } => Opened {
-            port: Box::new(PcapTxPort::new(
-                "pktgen",
-                Some(PcapWriter::create(path)?),
-                clock.clone(),
-                false,
-                crate::pcap::WriteError::default(),
-            )),
-            _program: None,
-        },
+        PortSpec::AfPacket { interface } => {
+            one(Box::new(crate::af_packet::AfPacketPort::open(interface)?))
+        }
+        PortSpec::Tap { interface } => one(Box::new(crate::tap::TapPort::open(interface)?)),
+        PortSpec::Pcap { path } => one(Box::new(PcapTxPort::new(
+            "pktgen",
+            Some(PcapWriter::create(path)?),
+            clock.clone(),
+            false,
+            crate::pcap::WriteError::default(),
+        ))),
     })
 }
 
@@ -897,7 +1045,7 @@ mod tests {
         let path = dir.path().join("out.pcap");
         let clock = ReplayClock::default();
         let pool = Pool::new(1024);
-        let mut opened = open(&PortSpec::Pcap { path: path.clone() }, &pool, &clock).unwrap();
+        let mut opened = open(&PortSpec::Pcap { path: path.clone() }, 1, &pool, &clock).unwrap();
         let mut cache = PoolCache::new(pool);
         let s = Schedule {
             rate: Rate::Pps(200_000.0),
@@ -909,7 +1057,7 @@ mod tests {
         let r = generate(
             &traffic(Proto::Udp, 64),
             &s,
-            opened.port.as_mut(),
+            opened.ports[0].as_mut(),
             None,
             &mut cache,
             Some(&clock),

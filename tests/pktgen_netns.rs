@@ -128,3 +128,119 @@ fn pktgen_sends_counts_and_times_frames_on_a_veth_pair() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `--queues 2` on a veth pair with two queues each way: one lane per queue, each sending on its
+/// queue of one end and receiving on the same queue of the other (veth hands queue q's frames to
+/// the peer's queue q), the counts of both lanes added up; other drivers are refused.
+#[test]
+fn pktgen_lanes_send_and_receive_on_every_queue() {
+    preflight(&["ip", "ethtool"]);
+    let id = std::process::id() % 100_000;
+    let ns = Netns(format!("ngpq{id}"));
+    must(&["ip", "netns", "add", &ns.0]);
+    must(&[
+        "ip",
+        "-n",
+        &ns.0,
+        "link",
+        "add",
+        "qa",
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "qb",
+        "numtxqueues",
+        "2",
+        "numrxqueues",
+        "2",
+    ]);
+    for dev in ["qa", "qb", "lo"] {
+        must(&["ip", "-n", &ns.0, "link", "set", dev, "up"]);
+    }
+    must(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns.0,
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.disable_ipv6=1",
+    ]);
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns.0,
+        "cat",
+        "/sys/class/net/qb/address",
+    ]);
+    let mac = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let cpus = ffi::available_cpus();
+    let cpu_list = cpus
+        .iter()
+        .take(2)
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let common = [
+        "--dst-mac",
+        &mac,
+        "--src",
+        "198.18.1.2",
+        "--sport",
+        "1024-1123",
+        "--dst",
+        "198.18.2.2",
+        "--dport",
+        "80",
+        "--rate",
+        "200000",
+        "--count",
+        "20001",
+        "--duration",
+        "10",
+        "--queues",
+        "2",
+        "--cpu",
+        &cpu_list,
+    ];
+    let mut args = vec!["--tx", "af_xdp:qa", "--rx", "af_xdp:qb"];
+    args.extend(common);
+    let r = pktgen(&ns.0, &args);
+    assert_eq!(r["flows"], 100, "{r}");
+    assert_eq!(r["sent"], 20001, "{r}");
+    assert_eq!(r["received"], 20001, "{r}");
+    assert_eq!(r["loss"], 0, "{r}");
+    // The total rate is kept: 20001 frames at 200 kpps (100 kpps per lane) take 0.1 s.
+    assert!(r["seconds"].as_f64().unwrap() >= 0.099, "{r}");
+    assert!(r["latency_ns"]["p50"].as_u64().unwrap() > 0, "{r}");
+    // Both queues carried their lane's half (the odd frame goes to lane 0).
+    let stats = sh(&["ip", "netns", "exec", &ns.0, "ethtool", "-S", "qb"]);
+    let stats = String::from_utf8_lossy(&stats.stdout).into_owned();
+    let count = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in ethtool -S qb:\n{stats}"))
+    };
+    assert_eq!(count("rx_queue_0_xdp_redirect:"), 10001, "{stats}");
+    assert_eq!(count("rx_queue_1_xdp_redirect:"), 10000, "{stats}");
+    // Several queues are for af_xdp ports only.
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_nodegate")])
+        .args(["pktgen", "--tx", "af_packet:qa"])
+        .args(common)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("af_xdp"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

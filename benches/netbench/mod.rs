@@ -81,8 +81,20 @@ pub struct Nodegate {
 impl Nodegate {
     /// Starts it in `ns` with `dir` as its directory and waits (at most 20 s) for `ready`.
     pub fn start(ns: &str, dir: tempfile::TempDir) -> Nodegate {
+        Self::start_with(ns, dir, &[])
+    }
+
+    /// As [`Nodegate::start`], the whole process (workers, control thread, host stack) kept on
+    /// `cpus` (`taskset -c`), off the generator's CPUs.
+    pub fn start_on(ns: &str, dir: tempfile::TempDir, cpus: &str) -> Nodegate {
+        Self::start_with(ns, dir, &["taskset", "-c", cpus])
+    }
+
+    fn start_with(ns: &str, dir: tempfile::TempDir, wrapper: &[&str]) -> Nodegate {
         let child = Command::new("ip")
-            .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_nodegate")])
+            .args(["netns", "exec", ns])
+            .args(wrapper)
+            .arg(env!("CARGO_BIN_EXE_nodegate"))
             .args([
                 "run",
                 "--config",
@@ -173,15 +185,15 @@ fn napi_threads() -> Vec<(String, String)> {
         .collect()
 }
 
-/// `dev`'s receive (in namespace `ns`) through a NAPI thread pinned to `cpu` (GRO on makes veth
-/// use NAPI); plain veth again on drop.
+/// `dev`'s receive (in namespace `ns`) through NAPI threads pinned to `cpus`, one per receive
+/// queue (GRO on makes veth use NAPI); plain veth again on drop.
 pub struct ThreadedNapi {
     ns: String,
     dev: String,
 }
 
 impl ThreadedNapi {
-    pub fn enable(ns: &str, dev: &str, cpu: usize) -> ThreadedNapi {
+    pub fn enable(ns: &str, dev: &str, cpus: &[usize]) -> ThreadedNapi {
         let guard = ThreadedNapi {
             ns: ns.to_string(),
             dev: dev.to_string(),
@@ -202,8 +214,9 @@ impl ThreadedNapi {
             .filter(|p| !before.contains(p) && p.1.starts_with(&format!("napi/{dev}-")))
             .collect();
         assert!(!new.is_empty(), "no NAPI thread appeared for {dev}");
-        for (pid, _) in new {
-            must(&["taskset", "-pc", &cpu.to_string(), &pid]);
+        // One thread per receive queue: spread over `cpus` in turn.
+        for (i, (pid, _)) in new.iter().enumerate() {
+            must(&["taskset", "-pc", &cpus[i % cpus.len()].to_string(), pid]);
         }
         guard
     }

@@ -527,6 +527,10 @@ pub struct XskStats {
     pub tx_invalid_descs: u64,
 }
 
+/// The socket option setting how many descriptors a copy-mode TX kick sends (Linux 6.17+; the
+/// libc crate does not have it yet).
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
 /// TX kicks one flush makes at most while a copy-mode kernel answers EAGAIN (32 frames each).
 const MAX_KICKS: usize = 8;
 
@@ -616,6 +620,10 @@ impl XskSocket {
         ] {
             setsockopt(s, opt, &RING, "XDP ring size")?;
         }
+        // Copy mode sends at most 32 descriptors per kick unless told otherwise (Linux 6.17's
+        // XDP_MAX_TX_SKB_BUDGET): let one kick send the whole ring. Older kernels do not know
+        // the option (ENOPROTOOPT) and keep 32; `flush` kicks again for them.
+        let _ = setsockopt(s, XDP_MAX_TX_SKB_BUDGET, &RING, "XDP_MAX_TX_SKB_BUDGET");
         // SAFETY: xdp_mmap_offsets is plain old data; all-zero is a valid value.
         let mut off: libc::xdp_mmap_offsets = unsafe { core::mem::zeroed() };
         let mut len = core::mem::size_of_val(&off) as libc::socklen_t;
