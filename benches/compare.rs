@@ -529,7 +529,10 @@ struct Measured {
     loss: f64,
     /// At LATENCY_PPS.
     p50_us: Option<f64>,
+    p90_us: Option<f64>,
     p99_us: Option<f64>,
+    p999_us: Option<f64>,
+    max_us: Option<f64>,
     latency_loss: f64,
 }
 
@@ -636,7 +639,10 @@ fn measure(
         rx_mpps: max["rx_pps"].as_f64().unwrap() / 1e6,
         loss: max["loss_ratio"].as_f64().unwrap(),
         p50_us: us(&lat["latency_ns"]["p50"]),
+        p90_us: us(&lat["latency_ns"]["p90"]),
         p99_us: us(&lat["latency_ns"]["p99"]),
+        p999_us: us(&lat["latency_ns"]["p999"]),
+        max_us: us(&lat["latency_ns"]["max"]),
         latency_loss: lat["loss_ratio"].as_f64().unwrap(),
     }
 }
@@ -789,6 +795,52 @@ fn write_doc(text: &str) {
     std::fs::write(path, new).expect("write docs/benchmarks.md");
 }
 
+/// How often a CPU is taken away from a thread that never sleeps: a busy loop pinned to `cpu`
+/// for `seconds` notes every gap between two clock reads of 5 µs or more (interrupts, the
+/// hypervisor running something else on the vCPU). A frame that has to cross to that CPU waits
+/// out the gap it meets, so the share of time lost is about the share of frames delayed.
+#[derive(Clone, Debug, serde::Serialize)]
+struct Stalls {
+    cpu: usize,
+    per_second: f64,
+    /// Of the time, lost in gaps.
+    lost: f64,
+    over_1ms: u64,
+    max_us: f64,
+}
+
+fn stalls(cpu: usize, seconds: f64) -> Stalls {
+    std::thread::spawn(move || {
+        assert!(ffi::pin_current_thread(cpu), "cannot pin to CPU {cpu}");
+        let start = Instant::now();
+        let (mut last, mut gaps, mut over_1ms, mut max) = (start, 0u64, 0u64, 0f64);
+        let mut lost = 0f64;
+        loop {
+            let now = Instant::now();
+            let gap = now.duration_since(last).as_secs_f64() * 1e6;
+            if gap >= 5.0 {
+                gaps += 1;
+                lost += gap;
+                over_1ms += u64::from(gap >= 1000.0);
+                max = max.max(gap);
+            }
+            last = now;
+            if now.duration_since(start).as_secs_f64() >= seconds {
+                break;
+            }
+        }
+        Stalls {
+            cpu,
+            per_second: gaps as f64 / seconds,
+            lost: lost / 1e6 / seconds,
+            over_1ms,
+            max_us: max,
+        }
+    })
+    .join()
+    .expect("stall probe")
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -842,6 +894,14 @@ fn bench(quick: bool, json: Option<String>, doc: bool, workers: Option<usize>) {
         }
         v
     };
+    // How much the CPUs themselves stall, one after the other (nothing else running).
+    let stall: Vec<Stalls> = plan
+        .gen
+        .iter()
+        .chain(&plan.node)
+        .map(|&cpu| stalls(cpu, if quick { 1.0 } else { 3.0 }))
+        .collect();
+    eprintln!("{stall:?}");
     let t = Topology::create(plan.workers);
     let (n0, t1, t3) = (
         t.mac(&t.node, "n0"),
@@ -997,7 +1057,8 @@ fn bench(quick: bool, json: Option<String>, doc: bool, workers: Option<usize>) {
         "Measured {} by `cargo bench --bench compare{}` in {:.0} s on {}. Generator: \
          `nodegate pktgen` on AF_XDP (copy mode), {} lane{} pinned to {}; the node runs on {} \
          ({} queue{} per link). Mpps = frames per second received at the highest rate the \
-         generator reached; loss at that rate; latency at {} kpps (every system keeps up).\n\n{}\n\
+         generator reached; loss at that rate; latency at {} kpps (every system keeps up). \
+         A busy loop alone on each CPU lost {}.\n\n{}\n\
          ![Mpps per system](compare.svg)\n",
         chrono_date(),
         if quick { " -- --quick" } else { "" },
@@ -1010,6 +1071,19 @@ fn bench(quick: bool, json: Option<String>, doc: bool, workers: Option<usize>) {
         plan.workers,
         if plan.workers == 1 { "" } else { "s" },
         LATENCY_PPS / 1000,
+        stall
+            .iter()
+            .map(|s| format!(
+                "{:.1} % of CPU {}'s time ({:.0} gaps of 5 µs or more a second, {} over 1 ms, \
+                 the longest {:.0} µs)",
+                s.lost * 100.0,
+                s.cpu,
+                s.per_second,
+                s.over_1ms,
+                s.max_us
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
         table(&rows, &ceiling)
     );
     println!("{text}");
@@ -1020,6 +1094,7 @@ fn bench(quick: bool, json: Option<String>, doc: bool, workers: Option<usize>) {
             serde_json::to_string_pretty(&serde_json::json!({
                 "machine": machine(),
                 "quick": quick,
+                "cpu_stalls": stall,
                 "rows": all,
             }))
             .unwrap(),
