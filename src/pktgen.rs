@@ -1,9 +1,10 @@
 //! `nodegate pktgen`: a traffic generator on nodegate's own port drivers (af_xdp, af_packet,
 //! tap, pcap output), for line-rate benchmarks of nodegate and of what it replaces.
 //!
-//! One pinned thread sends bursts of IPv4 UDP or TCP frames over a set of flows (ranges of
+//! A pinned thread sends bursts of IPv4 UDP or TCP frames over a set of flows (ranges of
 //! source and destination addresses and ports) at a given rate or as fast as the port takes
-//! them, and, when a receive port is given, counts what comes back and how late. Each flow's
+//! them, and, when a receive port is given, counts what comes back and how late. On af_xdp
+//! ports, several such threads (lanes, [`generate_lanes`]) can share the work, one per queue. Each flow's
 //! headers are built once, before the clock starts; sending a frame copies its flow's headers
 //! into a pool buffer and writes a 16-byte stamp (magic, sequence number, send time) at the
 //! start of the payload, so a receiver recognises its own frames after any NAT and measures
