@@ -44,6 +44,9 @@ pub struct WorkerReport {
     pub nd_advertisements: u64,
     /// UDP flows removed because their endpoint left (kube-proxy's conntrack clean-up).
     pub udp_flows_flushed: u64,
+    /// Later IPv4 fragments whose first fragment was not seen (handled as packets without
+    /// ports).
+    pub fragments_unmatched: u64,
     /// Frames handed to the kernel (exception path), all ports.
     pub punted: u64,
     /// Frames from the kernel sent out, all ports.
@@ -114,6 +117,7 @@ impl Stats {
                 nd_solicitations: s.nd_solicitations,
                 nd_advertisements: s.nd_advertisements,
                 udp_flows_flushed: s.udp_flows_flushed,
+                fragments_unmatched: s.fragments_unmatched,
                 punted: s.punted.iter().sum(),
                 from_host: s.from_host.iter().sum(),
             });
@@ -137,6 +141,7 @@ impl Stats {
             nd_solicitations: 0,
             nd_advertisements: 0,
             udp_flows_flushed: 0,
+            fragments_unmatched: 0,
             punted: 0,
             from_host: 0,
         };
@@ -160,6 +165,7 @@ impl Stats {
             total.nd_solicitations += r.nd_solicitations;
             total.nd_advertisements += r.nd_advertisements;
             total.udp_flows_flushed += r.udp_flows_flushed;
+            total.fragments_unmatched += r.fragments_unmatched;
             total.punted += r.punted;
             total.from_host += r.from_host;
         }

@@ -278,3 +278,38 @@ fn transmit_only_socket_sends_prebuilt_frames_without_a_program() {
     let heap = ffi::frames::Frame::heap();
     assert!(sock.send(heap, 60).is_err());
 }
+
+/// A UDP echo for datagrams of up to 64 KiB: answers each with the same bytes, 20 times.
+const BIG_UDP_ECHO: &str = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',7777))\ns.settimeout(10)\nfor _ in range(20):\n    d,a=s.recvfrom(65536)\n    s.sendto(d,a)\n";
+
+#[test]
+fn fragmented_udp_datagrams_cross_a_service_whole() {
+    let (ns, _link, host) = topology("f");
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &host, 2, "auto");
+    let run = Running::start(dir.path());
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns.0, "python3", "-c", BIG_UDP_ECHO])
+        .spawn()
+        .expect("python3 for the UDP server");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // 4000-byte datagrams: the kernel cuts each into three fragments on a 1500-byte link, both
+    // ways; hairpinned through the ClusterIP, so DNAT and SNAT on every fragment. Each answer
+    // must be the datagram sent, byte for byte, from the Service address.
+    let client = "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\nfor i in range(20):\n    d=bytes((i*31+j*7)%256 for j in range(4000))\n    s.sendto(d,('10.96.0.10',5353))\n    r,a=s.recvfrom(65536)\n    assert r==d, (i, len(r))\n    assert a==('10.96.0.10',5353), a\nprint('ok')\n";
+    let out = sh(&["ip", "netns", "exec", &ns.0, "python3", "-c", client]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "ok",
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats = run.stop();
+    assert_eq!(stats["total"]["fragments_unmatched"], 0, "{stats}");
+    assert_eq!(stats["total"]["drops"]["ip4-fragment"], 0, "{stats}");
+    // 20 datagrams of 3 fragments each way, at least.
+    let rx = stats["total"]["rx"].as_u64().unwrap();
+    assert!(rx >= 120, "{stats}");
+}

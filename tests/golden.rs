@@ -1449,3 +1449,206 @@ fn icmp_error_from_the_client_is_translated_towards_the_endpoint() {
     let (snat_port, _) = sent.ports();
     check_quote_is(&o, ip("10.1.0.53"), NODE_IP, 5353, snat_port);
 }
+
+// ---- IPv4 fragments -----------------------------------------------------------------------------
+
+/// `frame` (Ethernet, a 20-byte IPv4 header, L4) cut into IPv4 fragments of `chunk` L4 bytes
+/// (a multiple of 8), all with identification `ident`.
+fn fragments(frame: &[u8], ident: u16, chunk: usize) -> Vec<Vec<u8>> {
+    let (eth, ip, l4) = (&frame[..14], &frame[14..34], &frame[34..]);
+    l4.chunks(chunk)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut h = ip.to_vec();
+            h[2..4].copy_from_slice(&((20 + part.len()) as u16).to_be_bytes());
+            h[4..6].copy_from_slice(&ident.to_be_bytes());
+            let more = (i + 1) * chunk < l4.len();
+            let field = (i * chunk / 8) as u16 | if more { 0x2000 } else { 0 };
+            h[6..8].copy_from_slice(&field.to_be_bytes());
+            h[10..12].fill(0);
+            let c = !ones_sum(&h);
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            [eth, &h[..], part].concat()
+        })
+        .collect()
+}
+
+/// The datagram carried by fragments that left the node: each IPv4 header checked (checksum,
+/// TTL 63, one identification, offsets in order, the egress port and MACs of its
+/// destination); returns (source, destination, L4 bytes) with the UDP length and checksum
+/// verified over the whole datagram.
+fn reassembled(out: &[Sent]) -> (Ipv4Addr, Ipv4Addr, Vec<u8>) {
+    let mut l4 = Vec::new();
+    let mut first: Option<Ipv4Header> = None;
+    for s in out {
+        let (ip, rest) = Ipv4Header::from_slice(&s.bytes[14..]).expect("IPv4 header");
+        assert_eq!(ip.header_checksum, ip.calc_header_checksum(), "{ip:?}");
+        assert_eq!(ip.time_to_live, 63);
+        let (port, smac, dmac) = egress_of(Ipv4Addr::from(ip.destination));
+        assert_eq!(
+            (s.port, &s.bytes[6..12], &s.bytes[..6]),
+            (port, &smac[..], &dmac[..])
+        );
+        assert_eq!(
+            usize::from(ip.fragment_offset.value()) * 8,
+            l4.len(),
+            "in order"
+        );
+        if let Some(f) = &first {
+            assert_eq!(
+                (ip.source, ip.destination, ip.identification),
+                (f.source, f.destination, f.identification),
+                "one datagram"
+            );
+        }
+        l4.extend_from_slice(&rest[..usize::from(ip.total_len) - ip.header_len()]);
+        first.get_or_insert(ip);
+    }
+    let ip = first.expect("fragments out");
+    let (src, dst) = (Ipv4Addr::from(ip.source), Ipv4Addr::from(ip.destination));
+    assert_eq!(
+        usize::from(u16::from_be_bytes([l4[4], l4[5]])),
+        l4.len(),
+        "UDP length"
+    );
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, 17]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    pseudo.extend_from_slice(&l4);
+    assert_eq!(ones_sum(&pseudo), 0xffff, "UDP checksum over the datagram");
+    (src, dst, l4)
+}
+
+/// Sends every fragment (to the workers in turn, as RSS would spread them) and collects
+/// what left.
+fn send_fragments(h: &mut Harness, frags: &[Vec<u8>]) -> Vec<Sent> {
+    let mut out = Vec::new();
+    for f in frags {
+        let port = port_of_frame(f);
+        let mut v = vec![h.node.frame(f).expect("pool has buffers")];
+        h.node.inject(port as u16, &mut v, h.now);
+        out.extend(h.sent_unchecked());
+    }
+    out
+}
+
+fn fragmented_udp_both_ways(workers: usize) {
+    let mut h = Harness::new(workers, "", &base());
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    for (client, sport, vip, vport, ident) in [
+        // ClusterIP from a pod: DNAT only.
+        (POD_CLIENT, 6000, ip(DNS), 53, 0x1234),
+        // NodePort from outside: DNAT and SNAT.
+        (CLIENT, 6001, NODE_EXTRA_IP, 30053, 0x1235),
+    ] {
+        let q = Pkt::udp(client, sport, vip, vport)
+            .payload(&payload)
+            .bytes();
+        let frags = fragments(&q, ident, 1480);
+        assert_eq!(frags.len(), 3);
+        let out = send_fragments(&mut h, &frags);
+        assert_eq!(
+            out.len(),
+            3,
+            "{workers} workers, {vip}: every fragment forwarded"
+        );
+        let (src, dst, l4) = reassembled(&out);
+        assert_eq!(dst, ip("10.1.0.53"), "to the endpoint");
+        let sport_out = u16::from_be_bytes([l4[0], l4[1]]);
+        if vip == ip(DNS) {
+            assert_eq!((src, sport_out), (client, sport), "the client is kept");
+        } else {
+            assert_eq!(src, NODE_IP, "SNAT to the node");
+            assert!(SNAT_RANGE.contains(&sport_out));
+        }
+        assert_eq!(u16::from_be_bytes([l4[2], l4[3]]), 5353);
+        assert_eq!(&l4[8..], &payload[..], "the payload is untouched");
+
+        // The endpoint's fragmented answer goes back as the Service.
+        let answer = Pkt::udp(dst, 5353, src, sport_out)
+            .payload(&payload[..2500])
+            .bytes();
+        let out = send_fragments(&mut h, &fragments(&answer, 0x4321, 1200));
+        assert_eq!(
+            out.len(),
+            3,
+            "{workers} workers, {vip}: every reply fragment"
+        );
+        let (rsrc, rdst, rl4) = reassembled(&out);
+        assert_eq!((rsrc, rdst), (vip, client));
+        assert_eq!(
+            (
+                u16::from_be_bytes([rl4[0], rl4[1]]),
+                u16::from_be_bytes([rl4[2], rl4[3]])
+            ),
+            (vport, sport)
+        );
+        assert_eq!(&rl4[8..], &payload[..2500]);
+    }
+    assert_eq!(h.flows(), 2, "one flow per datagram's 5-tuple");
+    let t = h.total();
+    assert_eq!(t.fragments_unmatched, 0);
+    assert_eq!(
+        t.dropped,
+        0,
+        "{:?}",
+        t.drops
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .collect::<BTreeSet<_>>()
+    );
+    if workers > 1 {
+        assert!(t.handoff_in > 0, "fragments crossed workers");
+    }
+}
+
+#[test]
+fn fragmented_udp_follows_its_first_fragment_both_ways() {
+    fragmented_udp_both_ways(1);
+}
+
+#[test]
+fn fragmented_udp_follows_its_first_fragment_across_workers() {
+    fragmented_udp_both_ways(2);
+    fragmented_udp_both_ways(3);
+}
+
+#[test]
+fn fragments_without_their_first_or_of_untracked_protocols_are_not_translated() {
+    let mut h = harness();
+    let payload = [0x5au8; 2000];
+    let q = Pkt::udp(POD_CLIENT, 6100, ip(DNS), 53)
+        .payload(&payload)
+        .bytes();
+    let frags = fragments(&q, 0x777, 1480);
+    // The second fragment alone: no ports known, so no flow; it is not translated.
+    let out = send_fragments(&mut h, &frags[1..]);
+    assert!(
+        out.iter().all(|s| s.bytes[30..34] == ip(DNS).octets()),
+        "not translated"
+    );
+    assert_eq!(h.total().fragments_unmatched, 1);
+    assert_eq!(h.flows(), 0);
+    // A first fragment after the timeout does not lend its ports to an old later one.
+    let out = send_fragments(&mut h, &frags[..1]);
+    assert_eq!(out.len(), 1);
+    h.advance(Duration::from_secs(3));
+    let out = send_fragments(&mut h, &frags[1..]);
+    assert!(out.iter().all(|s| s.bytes[30..34] == ip(DNS).octets()));
+    assert_eq!(h.total().fragments_unmatched, 2);
+    // SCTP fragments of a Service are dropped (its CRC cannot be patched fragment by fragment).
+    let s = Pkt::sctp(POD_CLIENT, 7000, ip(SCTP), 9999)
+        .payload(&[1u8; 64])
+        .bytes();
+    let frags = fragments(&s, 0x99, 40);
+    assert_eq!(frags.len(), 3);
+    let out = send_fragments(&mut h, &frags);
+    assert!(out.len() < 3, "the first fragment is dropped");
+    assert!(
+        out.iter().all(|s| s.bytes[30..34] == ip(SCTP).octets()),
+        "nothing translated"
+    );
+    assert_eq!(h.drops(DropReason::Ip4Fragment), 1);
+}

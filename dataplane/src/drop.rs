@@ -45,7 +45,7 @@ drop_reasons! {
     Ip4BadChecksum = ("ip4-bad-checksum", "IPv4 header checksum wrong"),
     Ip4BadSource = ("ip4-bad-source", "IPv4 source is multicast, broadcast or ours"),
     Ip4TtlExceeded = ("ip4-ttl-exceeded", "IPv4 TTL reached zero (ICMP time exceeded sent)"),
-    Ip4Fragment = ("ip4-fragment", "IPv4 fragment of Service or flow traffic, or local without host_interface (no reassembly)"),
+    Ip4Fragment = ("ip4-fragment", "IPv4 fragment nodegate cannot translate (a later fragment of a Service datagram with no flow, a fragment of a protocol other than TCP and UDP), or local without host_interface (no reassembly)"),
     Ip4NoRoute = ("ip4-no-route", "no route to the IPv4 destination"),
     Ip4Local = ("ip4-local", "addressed to the node, not a Service, and the port has no host_interface"),
     L4Malformed = ("l4-malformed", "TCP, UDP, SCTP or ICMP header malformed or truncated"),

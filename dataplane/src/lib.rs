@@ -9,6 +9,7 @@
 pub mod conntrack;
 pub mod drop;
 pub mod flowindex;
+pub mod frag;
 pub mod hash;
 pub mod hoststack;
 pub mod ip6;

@@ -96,6 +96,22 @@ pub fn forward_with(ip: &mut [u8], from: &FlowKey, to: &FlowKey, delta: Delta) {
     p.set_checksum(c);
 }
 
+/// Translates a later fragment of a flow's datagram (no L4 header: the first fragment carried
+/// the ports, and the L4 checksum, which covers the whole datagram, was patched there) and
+/// decrements its TTL (which must be at least 2).
+pub fn forward_fragment(ip: &mut [u8], from: &FlowKey, to: &FlowKey) {
+    rewrite_addresses(ip, from.src, to.src, from.dst, to.dst);
+    let mut p = Ipv4Packet::new_unchecked(ip);
+    let (ttl, proto) = (p.hop_limit(), u8::from(p.next_header()));
+    let c = update16(
+        p.checksum(),
+        u16::from_be_bytes([ttl, proto]),
+        u16::from_be_bytes([ttl - 1, proto]),
+    );
+    p.set_hop_limit(ttl - 1);
+    p.set_checksum(c);
+}
+
 /// [`rewrite`] with the flow's precomputed checksum delta: the fast path for unfragmented TCP
 /// and UDP (the pipeline has checked their headers); other protocols take [`rewrite`].
 #[inline]

@@ -38,6 +38,7 @@ mod svc6;
 
 use crate::conntrack::{tcp_flags, CtError, FlowKey, FlowTable, Timeouts, Tuple, NO_FRONTEND};
 use crate::drop::DropReason;
+use crate::frag::{FragId, FragTable};
 use crate::hash::{addr_hash, flow_hash};
 use crate::ip6::{self, Ip6Config, Ip6State, Ip6Verdict};
 use crate::mbuf::{Mbuf, Pool, PoolCache};
@@ -69,6 +70,8 @@ const TX_BATCH: usize = 1024;
 const ICMP_QUOTE_MAX: usize = 576 - 28;
 /// Expired flows looked for per timer tick.
 const SWEEP_BUDGET: usize = 256;
+/// Datagrams whose first fragment's ports a worker remembers at once (a slot is 20 bytes).
+const FRAG_SLOTS: usize = 4096;
 /// How often timers run.
 const TIMER_PERIOD: Duration = Duration::from_millis(10);
 /// ARP retry period and give-up time for held frames.
@@ -152,6 +155,9 @@ pub struct Handoff {
     /// A copy of an ARP frame sent to every worker so each neighbour cache learns; the
     /// receiving worker only learns from it.
     pub learn_only: bool,
+    /// A TCP or UDP fragment its datagram's home worker matched to a flow: the flow's ports
+    /// (a fragment after the first carries none). See [`crate::frag`].
+    pub fragment_ports: Option<(u16, u16)>,
 }
 
 /// The handoff queues of all workers: one bounded multi-producer queue into each worker.
@@ -195,6 +201,9 @@ pub struct WorkerStats {
     /// UDP flows removed because the tables no longer offer their translation (the endpoint
     /// left the Service, or the Service went away): kube-proxy's conntrack clean-up.
     pub udp_flows_flushed: u64,
+    /// Later fragments of a TCP or UDP datagram whose first fragment was not seen (out of order,
+    /// or more than `frag::FRAG_TIMEOUT` late): handled as packets without ports.
+    pub fragments_unmatched: u64,
     /// Frames handed to the kernel through the host port, per data port they arrived on.
     pub punted: Vec<u64>,
     /// Frames the kernel sent on the host port, queued on the data port, per data port.
@@ -216,6 +225,7 @@ impl WorkerStats {
             nd_solicitations: 0,
             nd_advertisements: 0,
             udp_flows_flushed: 0,
+            fragments_unmatched: 0,
             punted: vec![0; ports],
             from_host: vec![0; ports],
         }
@@ -233,6 +243,8 @@ enum Action {
     /// Consumed without being an error (an ARP reply we learned from).
     Free,
     Handoff(usize),
+    /// A fragment handed to the owner of the flow its ports name.
+    HandoffFragment(usize, (u16, u16)),
     Hold {
         nh: Ipv4Addr,
         port: PortId,
@@ -272,6 +284,10 @@ struct Ip4Meta {
     fragmented: bool,
     /// A fragment after the first: no L4 header.
     later_fragment: bool,
+    /// The IP identification (what ties the fragments of one datagram together).
+    ident: u16,
+    /// A fragment whose flow ports the datagram's home worker found (`key` holds them).
+    fragment_resolved: bool,
 }
 
 /// What classification found out about a frame. The first pass over a burst classifies every
@@ -302,6 +318,8 @@ pub struct Worker {
     ct6: FlowTable<FlowKey6>,
     affinity: AffinityTable,
     affinity6: AffinityTable<Ipv6Addr>,
+    /// First fragments' ports, for the later fragments of their datagrams.
+    frags: FragTable,
     neigh: NeighborCache,
     held: Vec<Held>,
     ip6: Ip6State,
@@ -373,6 +391,7 @@ impl Worker {
             ct6: FlowTable::new(cfg.max_flows6, cfg.timeouts),
             affinity: AffinityTable::new(cfg.affinity_max),
             affinity6: AffinityTable::new(cfg.affinity_max),
+            frags: FragTable::new(FRAG_SLOTS),
             neigh: NeighborCache::new(cfg.neighbor_max),
             held: Vec::with_capacity(cfg.hold_max),
             ip6: Ip6State::new(Ip6Config {
@@ -631,7 +650,7 @@ impl Worker {
             if !h.learn_only {
                 self.stats.handoff_in += 1;
             }
-            self.process_frame(&t, h.m, h.port, true, h.learn_only);
+            self.process_frame(&t, h.m, h.port, true, h.learn_only, h.fragment_ports);
         }
         self.merge_ip6_counters();
         n
@@ -725,9 +744,30 @@ impl Worker {
         self.stats.drops[r as usize] += 1;
     }
 
-    /// Runs one frame through the whole pipeline (frames handed over by other workers).
-    fn process_frame(&mut self, t: &Tables, mut m: Mbuf, port: PortId, steered: bool, learn: bool) {
-        let class = self.classify(t, &mut m, port);
+    /// Runs one frame through the whole pipeline (frames handed over by other workers;
+    /// `fragment_ports` for a fragment its datagram's home worker matched to a flow).
+    fn process_frame(
+        &mut self,
+        t: &Tables,
+        mut m: Mbuf,
+        port: PortId,
+        steered: bool,
+        learn: bool,
+        fragment_ports: Option<(u16, u16)>,
+    ) {
+        let mut class = self.classify(t, &mut m, port);
+        if let (Some((sport, dport)), Class::Ip4 { meta, key, .. }) = (fragment_ports, &mut class) {
+            if meta.fragmented {
+                meta.fragment_resolved = true;
+                *key = Some(FlowKey {
+                    src: meta.src,
+                    dst: meta.dst,
+                    sport,
+                    dport,
+                    proto: meta.proto,
+                });
+            }
+        }
         let action = self.decide(t, &mut m, port, class, None, steered, learn);
         self.apply(t, m, port, action);
     }
@@ -750,11 +790,16 @@ impl Worker {
                 self.pool.free(m);
             }
             Action::Free => self.pool.free(m),
-            Action::Handoff(w) => {
+            Action::Handoff(w) | Action::HandoffFragment(w, _) => {
+                let fragment_ports = match action {
+                    Action::HandoffFragment(_, ports) => Some(ports),
+                    _ => None,
+                };
                 let h = Handoff {
                     m,
                     port,
                     learn_only: false,
+                    fragment_ports,
                 };
                 match self.fabric.queues[w].push(h) {
                     Ok(()) => self.stats.handoff_out += 1,
@@ -847,12 +892,25 @@ impl Worker {
                 key,
                 flags,
                 icmp_error,
-            } => match key {
-                Some(key) if !meta.later_fragment => {
-                    self.ip4_flow(t, m, port, &meta, key, flags, icmp_error, hash, steered)
+            } => {
+                let (key, steered, hash) = if meta.fragmented {
+                    match self.fragment_key(t, &meta, key, icmp_error, steered) {
+                        // The burst's hash is of the classified tuple: a later fragment's
+                        // comes from the fragment table.
+                        Ok((k, steered)) => (k, steered, hash.filter(|_| k.is_some() && k == key)),
+                        Err(action) => return action,
+                    }
+                } else {
+                    (key, steered, hash)
+                };
+                match key {
+                    // One call site: ip4_flow stays inlined into the burst loop.
+                    Some(key) => {
+                        self.ip4_flow(t, m, port, &meta, key, flags, icmp_error, hash, steered)
+                    }
+                    None => self.ip4_no_l4(t, m, port, &meta),
                 }
-                _ => self.ip4_no_l4(t, m, port, &meta),
-            },
+            }
         }
     }
 
@@ -870,6 +928,7 @@ impl Worker {
                 m: c,
                 port,
                 learn_only: true,
+                fragment_ports: None,
             };
             if let Err(h) = self.fabric.queues[w].push(h) {
                 self.count(DropReason::HandoffFull);
@@ -1080,7 +1139,7 @@ impl Worker {
             None => self.ct.lookup(&key, self.now),
         };
         if let Some((slot, dir)) = found {
-            if meta.fragmented {
+            if meta.fragmented && (icmp_error || !fragments_tracked(meta.proto)) {
                 return Action::Drop(DropReason::Ip4Fragment);
             }
             if icmp_error {
@@ -1091,7 +1150,12 @@ impl Worker {
                 let flow = self.ct.get(slot);
                 let to = flow.translated(dir);
                 // TTL is at least 2 here (checked above for everything a flow claims).
-                nat::forward_with(&mut m[L2..], &key, &to, flow.delta[dir as usize]);
+                if meta.later_fragment {
+                    // No L4 header: the first fragment's carried the ports and the checksum.
+                    nat::forward_fragment(&mut m[L2..], &key, &to);
+                } else {
+                    nat::forward_with(&mut m[L2..], &key, &to, flow.delta[dir as usize]);
+                }
                 return self.ip4_output_local(t, m, to.dst);
             }
             return self.ip4_forward(t, m);
@@ -1100,13 +1164,79 @@ impl Worker {
         // svc-lookup
         if !icmp_error && meta.proto != PROTO_ICMP {
             if let Some((id, fe)) = t.services.lookup(key.proto, key.dst, key.dport) {
-                if meta.fragmented {
+                // A new flow starts with a whole packet or a first fragment (which has the
+                // ports and the checksum to translate).
+                if meta.later_fragment || (meta.fragmented && !fragments_tracked(meta.proto)) {
                     return Action::Drop(DropReason::Ip4Fragment);
                 }
                 return self.svc_new_flow(t, m, port, &meta, &key, id, fe, flags);
             }
         }
         self.ip4_no_l4(t, m, port, &meta)
+    }
+
+    /// The flow tuple of a fragment (and whether it is steered already), or where the fragment
+    /// must go first. Every fragment of a TCP or UDP datagram goes first to the datagram's home
+    /// worker (chosen by its identity, which every fragment carries), which remembers the first
+    /// fragment's ports and gives them to the later ones; then, with its ports, the fragment
+    /// goes to its flow's owner, which translates it (`Ok((Some, true))`: it is this worker). A
+    /// later fragment whose first one was not seen, or of another protocol, has no tuple. Out
+    /// of line and cold: fragments are rare, and the burst loop stays as it was for everything
+    /// else.
+    #[cold]
+    #[inline(never)]
+    fn fragment_key(
+        &mut self,
+        t: &Tables,
+        meta: &Ip4Meta,
+        key: Option<FlowKey>,
+        icmp_error: bool,
+        steered: bool,
+    ) -> Result<(Option<FlowKey>, bool), Action> {
+        if icmp_error || !fragments_tracked(meta.proto) {
+            return Ok((key.filter(|_| !meta.later_fragment), steered));
+        }
+        let key = if meta.fragment_resolved {
+            key
+        } else {
+            let id = FragId {
+                src: meta.src,
+                dst: meta.dst,
+                proto: meta.proto,
+                ident: meta.ident,
+            };
+            let home = (id.hash() % self.cfg.workers as u64) as usize;
+            if home != self.cfg.id {
+                return Err(Action::Handoff(home));
+            }
+            match key {
+                Some(k) if !meta.later_fragment => {
+                    self.frags.insert(id, (k.sport, k.dport), self.now);
+                    Some(k)
+                }
+                _ => self
+                    .frags
+                    .lookup(&id, self.now)
+                    .map(|(sport, dport)| FlowKey {
+                        src: meta.src,
+                        dst: meta.dst,
+                        sport,
+                        dport,
+                        proto: meta.proto,
+                    }),
+            }
+        };
+        let Some(key) = key else {
+            self.stats.fragments_unmatched += 1;
+            return Ok((None, true));
+        };
+        if !meta.fragment_resolved && self.cfg.workers > 1 {
+            let owner = self.owner_of(t, &key);
+            if owner != self.cfg.id {
+                return Err(Action::HandoffFragment(owner, (key.sport, key.dport)));
+            }
+        }
+        Ok((Some(key), true))
     }
 
     /// Packets that no flow and no Service claims: the node's own, or plain forwarding.
@@ -1465,6 +1595,12 @@ impl Worker {
     }
 }
 
+/// The protocols whose fragments are matched to flows (the others' are not translated: their
+/// checksums cannot be patched from the first fragment alone, or they have no ports).
+fn fragments_tracked(proto: u8) -> bool {
+    proto == PROTO_TCP || proto == PROTO_UDP
+}
+
 /// ip4-input: header, checksum and source checks, padding trimmed, flow tuple extracted.
 fn classify_ip4(t: &Tables, m: &mut Mbuf) -> Class {
     let (meta, total) = {
@@ -1482,6 +1618,8 @@ fn classify_ip4(t: &Tables, m: &mut Mbuf) -> Class {
             l4: L2 + ip.header_len(),
             fragmented: ip.more_frags() || ip.frag_offset() != 0,
             later_fragment: ip.frag_offset() != 0,
+            ident: ip.ident(),
+            fragment_resolved: false,
         };
         (meta, usize::from(ip.total_len()))
     };
@@ -1516,6 +1654,15 @@ fn classify_ip4(t: &Tables, m: &mut Mbuf) -> Class {
         PROTO_TCP => match TcpPacket::new_checked(l4) {
             Ok(p) => ip4(own(p.src_port(), p.dst_port()), p.flags(), false),
             Err(_) => Class::Drop(DropReason::L4Malformed),
+        },
+        // A first fragment holds the UDP header but not the length it gives (the datagram's).
+        PROTO_UDP if meta.fragmented => match l4 {
+            [a, b, c, d, _, _, _, _, ..] => ip4(
+                own(u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d])),
+                0,
+                false,
+            ),
+            _ => Class::Drop(DropReason::L4Malformed),
         },
         PROTO_UDP => match UdpPacket::new_checked(l4) {
             Ok(p) => ip4(own(p.src_port(), p.dst_port()), 0, false),

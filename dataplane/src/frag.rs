@@ -1,0 +1,150 @@
+//! IPv4 fragments of translated flows, without reassembly.
+//!
+//! Only the first fragment of a datagram carries the TCP or UDP header, so only it can be
+//! matched to a flow (or balanced to an endpoint) by its ports. Like Cilium's fragment map, the
+//! data plane remembers the ports of every first fragment it sees under the datagram's identity
+//! (source, destination, protocol, IP identification) for a short while; the later fragments of
+//! the same datagram take the flow of those ports and have their addresses translated (the L4
+//! checksum, which covers the whole datagram, was patched in the first fragment with the same
+//! delta). A later fragment that arrives before its first, or long after it, finds nothing and
+//! is handled as a packet without ports (routed, or given to the kernel when it is for the
+//! node), as before.
+//!
+//! The table is direct-mapped with a fixed number of slots: a new datagram takes its slot over,
+//! nothing is allocated after construction, and nothing needs sweeping (an entry is valid until
+//! [`FRAG_TIMEOUT`] after its first fragment).
+
+use crate::hash::flow_hash;
+use crate::time::Instant;
+use core::time::Duration;
+use std::net::Ipv4Addr;
+
+/// How long the ports of a first fragment stand for its datagram's later fragments. The
+/// fragments of a datagram travel back to back; the IP identification of a busy pair of hosts
+/// comes round again within seconds.
+pub const FRAG_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A datagram's identity: what every fragment of it carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragId {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub ident: u16,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    id: FragId,
+    ports: (u16, u16),
+    until: Instant,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot {
+            id: FragId {
+                src: Ipv4Addr::UNSPECIFIED,
+                dst: Ipv4Addr::UNSPECIFIED,
+                proto: 0,
+                ident: 0,
+            },
+            ports: (0, 0),
+            until: Instant::from_nanos(0),
+        }
+    }
+}
+
+impl FragId {
+    /// Spreads datagrams over slots and over workers (every fragment of one datagram gives the
+    /// same value).
+    pub fn hash(&self) -> u64 {
+        flow_hash(
+            u32::from(self.src),
+            u32::from(self.dst),
+            self.ident,
+            0,
+            self.proto,
+        )
+    }
+}
+
+/// First fragments' ports by datagram, one table per worker.
+pub struct FragTable {
+    slots: Box<[Slot]>,
+    mask: usize,
+}
+
+impl FragTable {
+    /// A table of `slots` slots (rounded up to a power of two).
+    pub fn new(slots: usize) -> FragTable {
+        let n = slots.max(1).next_power_of_two();
+        FragTable {
+            slots: vec![Slot::default(); n].into_boxed_slice(),
+            mask: n - 1,
+        }
+    }
+
+    /// Remembers the ports of `id`'s first fragment until `now + FRAG_TIMEOUT`.
+    pub fn insert(&mut self, id: FragId, ports: (u16, u16), now: Instant) {
+        let i = id.hash() as usize & self.mask;
+        self.slots[i] = Slot {
+            id,
+            ports,
+            until: now + FRAG_TIMEOUT,
+        };
+    }
+
+    /// The ports of `id`'s first fragment, if seen within the timeout.
+    pub fn lookup(&self, id: &FragId, now: Instant) -> Option<(u16, u16)> {
+        let s = &self.slots[id.hash() as usize & self.mask];
+        (s.id == *id && now < s.until).then_some(s.ports)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ident: u16) -> FragId {
+        FragId {
+            src: Ipv4Addr::new(198, 18, 0, 1),
+            dst: Ipv4Addr::new(10, 96, 0, 10),
+            proto: 17,
+            ident,
+        }
+    }
+
+    #[test]
+    fn test_ports_stand_for_the_datagram_until_the_timeout() {
+        let mut t = FragTable::new(100);
+        assert_eq!(t.slots.len(), 128);
+        let t0 = Instant::from_nanos(1_000);
+        assert_eq!(t.lookup(&id(7), t0), None);
+        t.insert(id(7), (40000, 53), t0);
+        assert_eq!(t.lookup(&id(7), t0), Some((40000, 53)));
+        // Another datagram of the same pair, or the same identification from elsewhere: no.
+        assert_eq!(t.lookup(&id(8), t0), None);
+        let mut other = id(7);
+        other.src = Ipv4Addr::new(198, 18, 0, 2);
+        assert_eq!(t.lookup(&other, t0), None);
+        other = id(7);
+        other.proto = 6;
+        assert_eq!(t.lookup(&other, t0), None);
+        // Expired.
+        assert_eq!(t.lookup(&id(7), t0 + FRAG_TIMEOUT), None);
+        // A newer first fragment of the same identity wins.
+        t.insert(id(7), (40001, 53), t0);
+        assert_eq!(t.lookup(&id(7), t0), Some((40001, 53)));
+    }
+
+    #[test]
+    fn test_a_new_datagram_takes_a_colliding_slot_over() {
+        let mut t = FragTable::new(1);
+        let now = Instant::from_nanos(0);
+        t.insert(id(1), (1, 2), now);
+        t.insert(id(2), (3, 4), now);
+        assert_eq!(t.lookup(&id(1), now), None);
+        assert_eq!(t.lookup(&id(2), now), Some((3, 4)));
+    }
+}
