@@ -1,4 +1,4 @@
-//! The `af_packet` port driver over `ffi::af_packet` (TPACKET_V3 rings): works on any Linux
+//! The `af_packet` port driver over `ffi::af_packet` (TPACKET_V2 rings): works on any Linux
 //! interface, copies each frame once between the ring and a pool buffer. Frames whose sender
 //! left the TCP/UDP checksum to offload (`TP_STATUS_CSUMNOTREADY`) get it computed here; frames
 //! longer than a buffer (GSO super-frames) are dropped and counted.

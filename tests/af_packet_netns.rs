@@ -1,4 +1,4 @@
-//! `nodegate run` on an AF_PACKET port (TPACKET_V3 rings) over a veth pair whose other end is
+//! `nodegate run` on an AF_PACKET port (TPACKET_V2 rings) over a veth pair whose other end is
 //! in a fresh network namespace: ARP and ping answered by the data plane, 20 MiB of TCP through
 //! a NATed ClusterIP, clean stop on SIGTERM. Needs root and iproute2 (CI has both); fails with the reason otherwise.
 

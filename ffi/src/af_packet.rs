@@ -1,8 +1,13 @@
-//! AF_PACKET with memory-mapped rings (`TPACKET_V3`): the port driver that works on any Linux
-//! interface. Received frames are read from kernel-filled blocks of the RX ring, transmitted
-//! frames are written into TX ring slots and sent with one `sendto` kick per burst; the qdisc
-//! layer is bypassed (`PACKET_QDISC_BYPASS`) and our own transmissions are not looped back to
-//! us (`PACKET_IGNORE_OUTGOING`).
+//! AF_PACKET with memory-mapped rings (`TPACKET_V2`): the port driver that works on any Linux
+//! interface. Received frames are read from the RX ring's slots as soon as the kernel has
+//! written each one, transmitted frames are written into TX ring slots and sent with one
+//! `sendto` kick per burst; the qdisc layer is bypassed (`PACKET_QDISC_BYPASS`) and our own
+//! transmissions are not looped back to us (`PACKET_IGNORE_OUTGOING`).
+//!
+//! Why V2 and not V3: a V3 RX block is handed to user space only when it is full or when its
+//! retire timeout (1 ms at least) expires, so on a quiet link every frame waited up to that
+//! long (p50 0.2–0.6 ms at 100 kpps in docs/benchmarks.md). A poll-mode worker gains nothing
+//! from V3's batched wake-ups; V2's per-frame slots deliver at once.
 //!
 //! All ring access goes through [`Ring`]'s bounds-checked helpers; the layouts below are those
 //! of `<linux/if_packet.h>`.
@@ -11,7 +16,7 @@ use std::io;
 use std::sync::atomic::{fence, Ordering};
 
 const PACKET_VERSION: libc::c_int = 10;
-const TPACKET_V3: libc::c_int = 2;
+const TPACKET_V2: libc::c_int = 1;
 const PACKET_RX_RING: libc::c_int = 5;
 const PACKET_TX_RING: libc::c_int = 13;
 const PACKET_QDISC_BYPASS: libc::c_int = 20;
@@ -41,16 +46,13 @@ pub struct Received {
     pub checksum_partial: bool,
 }
 
-/// `struct tpacket_req3`.
+/// `struct tpacket_req`.
 #[repr(C)]
-struct TpacketReq3 {
+struct TpacketReq {
     block_size: u32,
     block_nr: u32,
     frame_size: u32,
     frame_nr: u32,
-    retire_blk_tov: u32,
-    sizeof_priv: u32,
-    feature_req_word: u32,
 }
 
 /// `struct packet_mreq`.
@@ -62,28 +64,23 @@ struct PacketMreq {
     address: [u8; 8],
 }
 
-/// Offsets in `struct tpacket_block_desc` (version, offset_to_priv, then `tpacket_hdr_v1`).
-mod block {
-    pub const STATUS: usize = 8;
-    pub const NUM_PKTS: usize = 12;
-    pub const FIRST_PKT: usize = 16;
-}
-
-/// Offsets in `struct tpacket3_hdr`.
+/// Offsets in `struct tpacket2_hdr`, at the start of every slot.
 mod hdr {
-    pub const NEXT_OFFSET: usize = 0;
-    pub const SNAPLEN: usize = 12;
-    pub const LEN: usize = 16;
-    pub const STATUS: usize = 20;
-    pub const MAC: usize = 24;
-    /// Where a frame to send starts: `TPACKET3_HDRLEN - sizeof(struct sockaddr_ll)`.
-    pub const TX_DATA: usize = 48;
+    pub const STATUS: usize = 0;
+    pub const LEN: usize = 4;
+    pub const SNAPLEN: usize = 8;
+    pub const MAC: usize = 12;
+    /// Where a frame to send starts: `TPACKET2_HDRLEN - sizeof(struct sockaddr_ll)`.
+    pub const TX_DATA: usize = 32;
 }
 
+/// Slots of `FRAME_SIZE` bytes, 32 to a 64 KiB block (a slot never straddles a block, so the
+/// ring is one array of slots).
 const BLOCK_SIZE: usize = 1 << 16;
-const RX_BLOCKS: usize = 64;
-const TX_BLOCKS: usize = 16;
 const FRAME_SIZE: usize = 2048;
+/// 4096 RX slots (8 MiB per socket): what absorbs a burst while the worker sends.
+const RX_FRAMES: usize = 4096;
+const TX_FRAMES: usize = 512;
 
 /// The mapped memory of both rings, with checked access.
 struct Ring {
@@ -107,7 +104,7 @@ impl Ring {
     fn read_u32(&self, offset: usize) -> u32 {
         self.check(offset, 4);
         // SAFETY: in bounds (checked) of a live mapping; 4-byte aligned by the kernel's layout
-        // (all fields are at 4-byte offsets from 64 KiB-aligned blocks and 2 KiB frames);
+        // (all fields are at 4-byte offsets from 2 KiB-aligned slots);
         // volatile because the kernel writes these words concurrently.
         unsafe { core::ptr::read_volatile(self.base.add(offset) as *const u32) }
     }
@@ -154,9 +151,7 @@ impl Drop for Ring {
 pub struct AfPacket {
     fd: std::os::fd::OwnedFd,
     ring: Ring,
-    rx_block: usize,
-    rx_left: u32,
-    rx_offset: usize,
+    rx_slot: usize,
     tx_slot: usize,
     tx_pending: bool,
 }
@@ -185,7 +180,7 @@ fn setsockopt<T>(fd: libc::c_int, name: libc::c_int, value: &T, what: &str) -> i
 }
 
 impl AfPacket {
-    /// Opens a TPACKET_V3 socket on `interface` in promiscuous mode.
+    /// Opens a TPACKET_V2 socket on `interface` in promiscuous mode.
     pub fn open(interface: &str) -> io::Result<AfPacket> {
         AfPacket::open_with(interface, None)
     }
@@ -216,32 +211,19 @@ impl AfPacket {
         // SAFETY: `raw` is a fresh, valid descriptor that nothing else owns.
         let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
         let s = fd.as_raw_fd();
-        setsockopt(s, PACKET_VERSION, &TPACKET_V3, "PACKET_VERSION")?;
+        setsockopt(s, PACKET_VERSION, &TPACKET_V2, "PACKET_VERSION")?;
         let one: libc::c_int = 1;
         setsockopt(s, PACKET_QDISC_BYPASS, &one, "PACKET_QDISC_BYPASS")?;
         setsockopt(s, PACKET_IGNORE_OUTGOING, &one, "PACKET_IGNORE_OUTGOING")?;
-        let rx = TpacketReq3 {
+        let req = |frames: usize| TpacketReq {
             block_size: BLOCK_SIZE as u32,
-            block_nr: RX_BLOCKS as u32,
+            block_nr: (frames * FRAME_SIZE / BLOCK_SIZE) as u32,
             frame_size: FRAME_SIZE as u32,
-            frame_nr: (BLOCK_SIZE / FRAME_SIZE * RX_BLOCKS) as u32,
-            // Retire a partly filled block after 1 ms so a quiet link still delivers promptly.
-            retire_blk_tov: 1,
-            sizeof_priv: 0,
-            feature_req_word: 0,
+            frame_nr: frames as u32,
         };
-        setsockopt(s, PACKET_RX_RING, &rx, "PACKET_RX_RING")?;
-        let tx = TpacketReq3 {
-            block_size: BLOCK_SIZE as u32,
-            block_nr: TX_BLOCKS as u32,
-            frame_size: FRAME_SIZE as u32,
-            frame_nr: (BLOCK_SIZE / FRAME_SIZE * TX_BLOCKS) as u32,
-            retire_blk_tov: 0,
-            sizeof_priv: 0,
-            feature_req_word: 0,
-        };
-        setsockopt(s, PACKET_TX_RING, &tx, "PACKET_TX_RING")?;
-        let len = BLOCK_SIZE * (RX_BLOCKS + TX_BLOCKS);
+        setsockopt(s, PACKET_RX_RING, &req(RX_FRAMES), "PACKET_RX_RING")?;
+        setsockopt(s, PACKET_TX_RING, &req(TX_FRAMES), "PACKET_TX_RING")?;
+        let len = FRAME_SIZE * (RX_FRAMES + TX_FRAMES);
         // SAFETY: maps the rings the kernel just allocated for this socket; length and
         // protection match what the packet(7) ring API requires; the result is checked.
         let base = unsafe {
@@ -293,9 +275,7 @@ impl AfPacket {
         Ok(AfPacket {
             fd,
             ring,
-            rx_block: 0,
-            rx_left: 0,
-            rx_offset: 0,
+            rx_slot: 0,
             tx_slot: 0,
             tx_pending: false,
         })
@@ -304,45 +284,27 @@ impl AfPacket {
     /// Copies the next received frame into `buf` (frames longer than `buf` are cut to it);
     /// `None` when nothing is waiting.
     pub fn recv(&mut self, buf: &mut [u8]) -> Option<Received> {
-        let base = self.rx_block * BLOCK_SIZE;
-        if self.rx_left == 0 {
-            if self.ring.read_u32(base + block::STATUS) & TP_STATUS_USER == 0 {
-                return None;
-            }
-            fence(Ordering::Acquire);
-            self.rx_left = self.ring.read_u32(base + block::NUM_PKTS);
-            self.rx_offset = self.ring.read_u32(base + block::FIRST_PKT) as usize;
-            if self.rx_left == 0 {
-                self.release_block();
-                return None;
-            }
+        let h = self.rx_slot * FRAME_SIZE;
+        let status = self.ring.read_u32(h + hdr::STATUS);
+        if status & TP_STATUS_USER == 0 {
+            return None;
         }
-        let h = base + self.rx_offset;
+        fence(Ordering::Acquire);
         let snap = self.ring.read_u32(h + hdr::SNAPLEN) as usize;
         let wire = self.ring.read_u32(h + hdr::LEN) as usize;
-        let status = self.ring.read_u32(h + hdr::STATUS);
         let mac = usize::from(self.ring.read_u16(h + hdr::MAC));
-        let n = snap.min(buf.len());
+        // The kernel keeps the frame inside its slot; a corrupt header is cut to it, not
+        // followed out of it.
+        let n = snap.min(buf.len()).min(FRAME_SIZE.saturating_sub(mac));
         self.ring.copy_out(h + mac, &mut buf[..n]);
-        let received = Received {
+        fence(Ordering::Release);
+        self.ring.write_u32(h + hdr::STATUS, TP_STATUS_KERNEL);
+        self.rx_slot = (self.rx_slot + 1) % RX_FRAMES;
+        Some(Received {
             len: n,
             truncated: wire > n,
             checksum_partial: status & TP_STATUS_CSUMNOTREADY != 0,
-        };
-        self.rx_offset += self.ring.read_u32(h + hdr::NEXT_OFFSET) as usize;
-        self.rx_left -= 1;
-        if self.rx_left == 0 {
-            self.release_block();
-        }
-        Some(received)
-    }
-
-    fn release_block(&mut self) {
-        fence(Ordering::Release);
-        self.ring
-            .write_u32(self.rx_block * BLOCK_SIZE + block::STATUS, TP_STATUS_KERNEL);
-        self.rx_block = (self.rx_block + 1) % RX_BLOCKS;
-        self.rx_left = 0;
+        })
     }
 
     /// Queues `frame` in the TX ring; false when the ring is full (or the frame too big). Call
@@ -351,8 +313,7 @@ impl AfPacket {
         if frame.len() > FRAME_SIZE - hdr::TX_DATA {
             return false;
         }
-        let slots = BLOCK_SIZE / FRAME_SIZE * TX_BLOCKS;
-        let h = RX_BLOCKS * BLOCK_SIZE + self.tx_slot * FRAME_SIZE;
+        let h = (RX_FRAMES + self.tx_slot) * FRAME_SIZE;
         let status = self.ring.read_u32(h + hdr::STATUS);
         if status & (TP_STATUS_SEND_REQUEST | TP_STATUS_SENDING) != 0 {
             return false;
@@ -363,12 +324,11 @@ impl AfPacket {
         }
         fence(Ordering::Acquire);
         self.ring.copy_in(h + hdr::TX_DATA, frame);
-        self.ring.write_u32(h + hdr::NEXT_OFFSET, 0);
         self.ring.write_u32(h + hdr::LEN, frame.len() as u32);
         self.ring.write_u32(h + hdr::SNAPLEN, frame.len() as u32);
         fence(Ordering::Release);
         self.ring.write_u32(h + hdr::STATUS, TP_STATUS_SEND_REQUEST);
-        self.tx_slot = (self.tx_slot + 1) % slots;
+        self.tx_slot = (self.tx_slot + 1) % TX_FRAMES;
         self.tx_pending = true;
         true
     }
