@@ -1287,6 +1287,19 @@ mod fuzz {
 
 // ---- 16. Multi-worker -------------------------------------------------------------------------
 
+/// Nothing dropped over a run (the reasons that were are shown).
+fn assert_no_drops(t: &nodegate::stats::WorkerReport) {
+    assert_eq!(
+        t.dropped,
+        0,
+        "{:?}",
+        t.drops
+            .iter()
+            .filter(|(_, &n)| n > 0)
+            .collect::<BTreeSet<_>>()
+    );
+}
+
 /// Source address, source port, destination address, destination port.
 type Tuple = (Ipv4Addr, u16, Ipv4Addr, u16);
 
@@ -1358,15 +1371,7 @@ fn multi_worker(workers: usize) {
         t.handoff_out,
         t.handoff_in
     );
-    assert_eq!(
-        t.dropped,
-        0,
-        "{:?}",
-        t.drops
-            .iter()
-            .filter(|(_, &n)| n > 0)
-            .collect::<BTreeSet<_>>()
-    );
+    assert_no_drops(&t);
     let per_worker: Vec<usize> = h.node.workers().iter().map(|w| w.flows().len()).collect();
     assert!(
         per_worker.iter().all(|&n| n > 0),
@@ -1590,15 +1595,7 @@ fn fragmented_udp_both_ways(workers: usize) {
     assert_eq!(h.flows(), 2, "one flow per datagram's 5-tuple");
     let t = h.total();
     assert_eq!(t.fragments_unmatched, 0);
-    assert_eq!(
-        t.dropped,
-        0,
-        "{:?}",
-        t.drops
-            .iter()
-            .filter(|(_, &n)| n > 0)
-            .collect::<BTreeSet<_>>()
-    );
+    assert_no_drops(&t);
     if workers > 1 {
         assert!(t.handoff_in > 0, "fragments crossed workers");
     }

@@ -34,19 +34,16 @@ fn pktgen(ns: &str, args: &[&str]) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
 }
 
-#[test]
-fn pktgen_sends_counts_and_times_frames_on_a_veth_pair() {
-    preflight(&["ip"]);
+/// A fresh namespace `{prefix}{pid}` holding a veth pair `a`–`b` with `queues` queues each way,
+/// up, without IPv6 chatter (router solicitations) among the frames counted; and `b`'s MAC.
+fn veth_in_namespace(prefix: &str, a: &str, b: &str, queues: usize) -> (Netns, String) {
     let id = std::process::id() % 100_000;
-    let ns = Netns(format!("ngpg{id}"));
+    let ns = Netns(format!("{prefix}{id}"));
     must(&["ip", "netns", "add", &ns.0]);
-    must(&[
-        "ip", "-n", &ns.0, "link", "add", "pa", "type", "veth", "peer", "name", "pb",
-    ]);
-    for dev in ["pa", "pb", "lo"] {
+    add_veth(Some(&ns.0), a, b, queues);
+    for dev in [a, b, "lo"] {
         must(&["ip", "-n", &ns.0, "link", "set", dev, "up"]);
     }
-    // No IPv6 chatter (router solicitations) among the frames counted.
     must(&[
         "ip",
         "netns",
@@ -62,9 +59,22 @@ fn pktgen_sends_counts_and_times_frames_on_a_veth_pair() {
         "exec",
         &ns.0,
         "cat",
-        "/sys/class/net/pb/address",
+        &format!("/sys/class/net/{b}/address"),
     ]);
     let mac = String::from_utf8_lossy(&mac.stdout).trim().to_string();
+    (ns, mac)
+}
+
+/// The command failed and said `reason` on standard error.
+fn assert_refused(out: &std::process::Output, reason: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(reason), "{err}");
+}
+
+#[test]
+fn pktgen_sends_counts_and_times_frames_on_a_veth_pair() {
+    preflight(&["ip"]);
+    let (ns, mac) = veth_in_namespace("ngpg", "pa", "pb", 1);
     for tx in ["af_xdp:pa", "af_packet:pa"] {
         for (proto, size) in [("udp", "64"), ("tcp", "1518")] {
             let r = pktgen(
@@ -121,12 +131,7 @@ fn pktgen_sends_counts_and_times_frames_on_a_veth_pair() {
         ])
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--duration or --count"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_refused(&out, "--duration or --count");
 }
 
 /// `--queues 2` on a veth pair with two queues each way: one lane per queue, each sending on its
@@ -135,51 +140,7 @@ fn pktgen_sends_counts_and_times_frames_on_a_veth_pair() {
 #[test]
 fn pktgen_lanes_send_and_receive_on_every_queue() {
     preflight(&["ip", "ethtool"]);
-    let id = std::process::id() % 100_000;
-    let ns = Netns(format!("ngpq{id}"));
-    must(&["ip", "netns", "add", &ns.0]);
-    must(&[
-        "ip",
-        "-n",
-        &ns.0,
-        "link",
-        "add",
-        "qa",
-        "numtxqueues",
-        "2",
-        "numrxqueues",
-        "2",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "qb",
-        "numtxqueues",
-        "2",
-        "numrxqueues",
-        "2",
-    ]);
-    for dev in ["qa", "qb", "lo"] {
-        must(&["ip", "-n", &ns.0, "link", "set", dev, "up"]);
-    }
-    must(&[
-        "ip",
-        "netns",
-        "exec",
-        &ns.0,
-        "sysctl",
-        "-qw",
-        "net.ipv6.conf.all.disable_ipv6=1",
-    ]);
-    let out = sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &ns.0,
-        "cat",
-        "/sys/class/net/qb/address",
-    ]);
-    let mac = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (ns, mac) = veth_in_namespace("ngpq", "qa", "qb", 2);
     let cpus = ffi::available_cpus();
     let cpu_list = cpus
         .iter()
@@ -237,10 +198,5 @@ fn pktgen_lanes_send_and_receive_on_every_queue() {
         .args(common)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("af_xdp"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_refused(&out, "af_xdp");
 }

@@ -85,8 +85,13 @@ pub fn forward_with(ip: &mut [u8], from: &FlowKey, to: &FlowKey, delta: Delta) {
         return rewrite_with(ip, from, to, delta);
     }
     rewrite(ip, from, to);
+    decrement_ttl(ip);
+}
+
+/// Decrements the TTL (which must be at least 1), patching the header checksum.
+fn decrement_ttl(ip: &mut [u8]) {
     let mut p = Ipv4Packet::new_unchecked(ip);
-    let proto = u8::from(p.next_header());
+    let (ttl, proto) = (p.hop_limit(), u8::from(p.next_header()));
     let c = update16(
         p.checksum(),
         u16::from_be_bytes([ttl, proto]),
@@ -101,15 +106,7 @@ pub fn forward_with(ip: &mut [u8], from: &FlowKey, to: &FlowKey, delta: Delta) {
 /// decrements its TTL (which must be at least 2).
 pub fn forward_fragment(ip: &mut [u8], from: &FlowKey, to: &FlowKey) {
     rewrite_addresses(ip, from.src, to.src, from.dst, to.dst);
-    let mut p = Ipv4Packet::new_unchecked(ip);
-    let (ttl, proto) = (p.hop_limit(), u8::from(p.next_header()));
-    let c = update16(
-        p.checksum(),
-        u16::from_be_bytes([ttl, proto]),
-        u16::from_be_bytes([ttl - 1, proto]),
-    );
-    p.set_hop_limit(ttl - 1);
-    p.set_checksum(c);
+    decrement_ttl(ip);
 }
 
 /// [`rewrite`] with the flow's precomputed checksum delta: the fast path for unfragmented TCP

@@ -397,26 +397,7 @@ pub fn veth_pair_with_queues(
         format!("{peer_prefix}{tag}{id}"),
     );
     must(&["ip", "netns", "add", &ns.0]);
-    let q = queues.to_string();
-    must(&[
-        "ip",
-        "link",
-        "add",
-        &host,
-        "numtxqueues",
-        &q,
-        "numrxqueues",
-        &q,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &peer,
-        "numtxqueues",
-        &q,
-        "numrxqueues",
-        &q,
-    ]);
+    add_veth(None, &host, &peer, queues);
     let link = Link(host.clone());
     must(&["ip", "link", "set", &peer, "netns", &ns.0]);
     must(&["ip", "link", "set", &host, "up"]);
@@ -436,6 +417,19 @@ pub fn veth_pair_with_queues(
         "ip", "netns", "exec", &ns.0, "ethtool", "-K", &peer, "tx", "off",
     ]);
     (ns, link, host)
+}
+
+/// `ip [-n ns] link add a ... type veth peer name b ...`, `queues` queues each way on both ends.
+pub fn add_veth(ns: Option<&str>, a: &str, b: &str, queues: usize) {
+    let q = queues.to_string();
+    let mut args = vec!["ip"];
+    if let Some(ns) = ns {
+        args.extend(["-n", ns]);
+    }
+    args.extend(["link", "add", a, "numtxqueues", &q, "numrxqueues", &q]);
+    args.extend(["type", "veth", "peer", "name", b]);
+    args.extend(["numtxqueues", &q, "numrxqueues", &q]);
+    must(&args);
 }
 
 /// The TCP Service of the endpoint tests: ClusterIP 10.96.0.20:80 and NodePort 30080 to port
