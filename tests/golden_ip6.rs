@@ -1414,3 +1414,139 @@ fn ipv6_icmp_errors_about_service_flows_are_translated_back() {
         }
     }
 }
+
+// ---- extension headers and fragments of Service traffic ---------------------------------------
+
+/// `frame` (Ethernet, IPv6 without extension headers, then L4) cut into fragments of `chunk`
+/// bytes of L4 (a multiple of 8), each behind a Fragment header with identification `ident`.
+fn fragments6(frame: &[u8], ident: u32, chunk: usize) -> Vec<Vec<u8>> {
+    let (eth, ip, l4) = (&frame[..14], &frame[14..54], &frame[54..]);
+    l4.chunks(chunk)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut h = ip.to_vec();
+            let next = h[6];
+            h[6] = 44;
+            h[4..6].copy_from_slice(&((8 + part.len()) as u16).to_be_bytes());
+            let more = (i + 1) * chunk < l4.len();
+            let field = ((i * chunk / 8) as u16) << 3 | u16::from(more);
+            let mut frag = vec![next, 0];
+            frag.extend_from_slice(&field.to_be_bytes());
+            frag.extend_from_slice(&ident.to_be_bytes());
+            [eth, &h[..], &frag[..], part].concat()
+        })
+        .collect()
+}
+
+/// The UDP datagram carried by IPv6 fragments the node sent, in order, all with one
+/// identification and one pair of addresses: (source, destination, L4 bytes), its length and
+/// checksum verified over the whole datagram.
+fn reassembled6(out: &[Out6]) -> (Ipv6Addr, Ipv6Addr, Vec<u8>) {
+    let mut l4 = Vec::new();
+    let mut ident = None;
+    for o in out {
+        assert_eq!(o.ip.next_header, IpNumber::IPV6_FRAGMENTATION_HEADER);
+        assert_eq!((o.src(), o.dst()), (out[0].src(), out[0].dst()));
+        let f = &o.payload;
+        let offset = usize::from(u16::from_be_bytes([f[2], f[3]]) >> 3) * 8;
+        assert_eq!(offset, l4.len(), "in order");
+        let id = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
+        assert_eq!(*ident.get_or_insert(id), id, "one datagram");
+        l4.extend_from_slice(&f[8..]);
+    }
+    let (src, dst) = (out[0].src(), out[0].dst());
+    assert_eq!(usize::from(u16::from_be_bytes([l4[4], l4[5]])), l4.len());
+    let c = u16::from_be_bytes([l4[6], l4[7]]);
+    let mut want = pseudo_checksum(src, dst, 17, &l4, 6);
+    if want == 0 {
+        want = 0xffff;
+    }
+    assert_eq!(c, want, "UDP checksum over the datagram");
+    (src, dst, l4)
+}
+
+#[test]
+fn ipv6_fragments_of_a_service_datagram_follow_its_first_fragment_both_ways() {
+    let payload: Vec<u8> = (0..3000u32).map(|i| (i * 13) as u8).collect();
+    for workers in [1, 2, 3] {
+        let mut h = harness6_with(workers, &udp_services6(&[POD]));
+        let (port, f) = udp6_ports(EXTERNAL, 40010, "fd00:96::10", 53, &payload);
+        let mut out = Vec::new();
+        for frag in fragments6(&f, 0xabcd_0001, 1232) {
+            out.extend(send_rr6(&mut h, port, &frag));
+        }
+        assert_eq!(out.len(), 3, "{workers} workers: every fragment forwarded");
+        assert!(out.iter().all(|o| o.port == ETH1 && o.ip.hop_limit == 29));
+        let (src, dst, l4) = reassembled6(&out);
+        assert_eq!((src, dst), (ip6(EXTERNAL), ip6(POD)));
+        assert_eq!(u16::from_be_bytes([l4[0], l4[1]]), 40010);
+        assert_eq!(u16::from_be_bytes([l4[2], l4[3]]), 5353);
+        assert_eq!(&l4[8..], &payload[..]);
+
+        // The endpoint's fragmented answer leaves as the Service.
+        let (port, f) = udp6_ports(POD, 5353, EXTERNAL, 40010, &payload[..2000]);
+        let mut out = Vec::new();
+        for frag in fragments6(&f, 0x77, 1024) {
+            out.extend(send_rr6(&mut h, port, &frag));
+        }
+        assert_eq!(out.len(), 2, "{workers} workers: every reply fragment");
+        let (src, dst, l4) = reassembled6(&out);
+        assert_eq!((src, dst), (ip6("fd00:96::10"), ip6(EXTERNAL)));
+        assert_eq!(
+            (
+                u16::from_be_bytes([l4[0], l4[1]]),
+                u16::from_be_bytes([l4[2], l4[3]])
+            ),
+            (53, 40010)
+        );
+        assert_eq!(&l4[8..], &payload[..2000]);
+        let t = h.total();
+        assert_eq!((t.fragments_unmatched, t.dropped), (0, 0), "{:?}", t.drops);
+    }
+}
+
+#[test]
+fn ipv6_service_traffic_behind_destination_options_is_translated() {
+    let mut h = harness6_with(1, &udp_services6(&[POD]));
+    let (port, f) = udp6_ports(EXTERNAL, 40011, "fd00:96::10", 53, b"query");
+    // Insert an 8-byte destination options header (PadN) between IPv6 and UDP.
+    let mut g = f[..54].to_vec();
+    g[20] = 60;
+    g[18..20].copy_from_slice(&((f.len() - 54 + 8) as u16).to_be_bytes());
+    g.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]);
+    g.extend_from_slice(&f[54..]);
+    let o = send6_one(&mut h, port, &g);
+    assert_eq!((o.src(), o.dst()), (ip6(EXTERNAL), ip6(POD)));
+    assert_eq!(o.ip.next_header, IpNumber(60), "the options stay");
+    let udp = &o.payload[8..];
+    assert_eq!(
+        (
+            u16::from_be_bytes([udp[0], udp[1]]),
+            u16::from_be_bytes([udp[2], udp[3]])
+        ),
+        (40011, 5353)
+    );
+    let c = u16::from_be_bytes([udp[6], udp[7]]);
+    assert_eq!(c, pseudo_checksum(o.src(), o.dst(), 17, udp, 6));
+    assert_eq!(&udp[8..], b"query");
+}
+
+#[test]
+fn ipv6_later_fragment_without_its_first_is_not_translated() {
+    let mut h = harness6_with(1, &udp_services6(&[POD]));
+    let (port, f) = udp6_ports(EXTERNAL, 40012, "fd00:96::10", 53, &[9u8; 2000]);
+    let frags = fragments6(&f, 0x5, 1232);
+    let out = send6(&mut h, port, &frags[1]);
+    assert!(
+        out.iter().all(|o| o.dst() == ip6("fd00:96::10")),
+        "not translated"
+    );
+    assert_eq!(h.total().fragments_unmatched, 1);
+    // The first fragment then creates the flow; a later fragment of another datagram of
+    // the same flow, never introduced by its first, still finds nothing.
+    assert_eq!(send6(&mut h, port, &frags[0]).len(), 1);
+    let other = fragments6(&f, 0x6, 1232);
+    let out = send6(&mut h, port, &other[1]);
+    assert!(out.iter().all(|o| o.dst() == ip6("fd00:96::10")));
+    assert_eq!(h.total().fragments_unmatched, 2);
+}

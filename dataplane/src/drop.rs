@@ -53,6 +53,7 @@ drop_reasons! {
     Ip6Malformed = ("ip6-malformed", "IPv6 header malformed or truncated"),
     Ip6HopLimitExceeded = ("ip6-hop-limit-exceeded", "IPv6 hop limit reached zero (ICMPv6 sent)"),
     Ip6NoRoute = ("ip6-no-route", "no route to the IPv6 destination"),
+    Ip6Fragment = ("ip6-fragment", "later IPv6 fragment of a Service datagram with no flow (its first fragment was refused or expired)"),
     Ip6Local = ("ip6-local", "IPv6 addressed to the node, not handled, and the port has no host_interface"),
     Ip6BadSource = ("ip6-bad-source", "IPv6 source is multicast, unspecified or ours"),
     Ip6Multicast = ("ip6-multicast", "IPv6 multicast destination that is not neighbour discovery"),

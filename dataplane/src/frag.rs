@@ -1,4 +1,4 @@
-//! IPv4 fragments of translated flows, without reassembly.
+//! IP fragments of translated flows, without reassembly.
 //!
 //! Only the first fragment of a datagram carries the TCP or UDP header, so only it can be
 //! matched to a flow (or balanced to an endpoint) by its ports. Like Cilium's fragment map, the
@@ -6,7 +6,8 @@
 //! (source, destination, protocol, IP identification) for a short while; the later fragments of
 //! the same datagram take the flow of those ports and have their addresses translated (the L4
 //! checksum, which covers the whole datagram, was patched in the first fragment with the same
-//! delta). A later fragment that arrives before its first, or long after it, finds nothing and
+//! delta). IPv6 works the same way with the Fragment extension header's 32-bit identification
+//! ([`FragId6`]). A later fragment that arrives before its first, or long after it, finds nothing and
 //! is handled as a packet without ports (routed, or given to the kernel when it is for the
 //! node), as before.
 //!
@@ -14,17 +15,26 @@
 //! nothing is allocated after construction, and nothing needs sweeping (an entry is valid until
 //! [`FRAG_TIMEOUT`] after its first fragment).
 
-use crate::hash::flow_hash;
+use crate::hash::{flow_hash, flow_hash6};
 use crate::time::Instant;
 use core::time::Duration;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// How long the ports of a first fragment stand for its datagram's later fragments. The
 /// fragments of a datagram travel back to back; the IP identification of a busy pair of hosts
 /// comes round again within seconds.
 pub const FRAG_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// A datagram's identity: what every fragment of it carries.
+/// What ties the fragments of one datagram together, per address family.
+pub trait DatagramId: Copy + Eq {
+    /// The identity of no datagram (an empty slot; never valid, as its time is 0).
+    const NONE: Self;
+    /// Spreads datagrams over slots and over workers (every fragment of one datagram gives the
+    /// same value).
+    fn hash(&self) -> u64;
+}
+
+/// An IPv4 datagram's identity: what every fragment of it carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FragId {
     pub src: Ipv4Addr,
@@ -33,32 +43,15 @@ pub struct FragId {
     pub ident: u16,
 }
 
-#[derive(Clone, Copy)]
-struct Slot {
-    id: FragId,
-    ports: (u16, u16),
-    until: Instant,
-}
+impl DatagramId for FragId {
+    const NONE: Self = FragId {
+        src: Ipv4Addr::UNSPECIFIED,
+        dst: Ipv4Addr::UNSPECIFIED,
+        proto: 0,
+        ident: 0,
+    };
 
-impl Default for Slot {
-    fn default() -> Self {
-        Slot {
-            id: FragId {
-                src: Ipv4Addr::UNSPECIFIED,
-                dst: Ipv4Addr::UNSPECIFIED,
-                proto: 0,
-                ident: 0,
-            },
-            ports: (0, 0),
-            until: Instant::from_nanos(0),
-        }
-    }
-}
-
-impl FragId {
-    /// Spreads datagrams over slots and over workers (every fragment of one datagram gives the
-    /// same value).
-    pub fn hash(&self) -> u64 {
+    fn hash(&self) -> u64 {
         flow_hash(
             u32::from(self.src),
             u32::from(self.dst),
@@ -69,24 +62,64 @@ impl FragId {
     }
 }
 
-/// First fragments' ports by datagram, one table per worker.
-pub struct FragTable {
-    slots: Box<[Slot]>,
+/// An IPv6 datagram's identity (the Fragment header's identification is 32 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FragId6 {
+    pub src: Ipv6Addr,
+    pub dst: Ipv6Addr,
+    pub proto: u8,
+    pub ident: u32,
+}
+
+impl DatagramId for FragId6 {
+    const NONE: Self = FragId6 {
+        src: Ipv6Addr::UNSPECIFIED,
+        dst: Ipv6Addr::UNSPECIFIED,
+        proto: 0,
+        ident: 0,
+    };
+
+    fn hash(&self) -> u64 {
+        flow_hash6(
+            u128::from(self.src),
+            u128::from(self.dst),
+            (self.ident >> 16) as u16,
+            self.ident as u16,
+            self.proto,
+        )
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Slot<I> {
+    id: I,
+    ports: (u16, u16),
+    until: Instant,
+}
+
+/// First fragments' ports by datagram, one table per worker and address family.
+pub struct FragTable<I: DatagramId = FragId> {
+    slots: Box<[Slot<I>]>,
     mask: usize,
 }
 
-impl FragTable {
+impl<I: DatagramId> FragTable<I> {
     /// A table of `slots` slots (rounded up to a power of two).
-    pub fn new(slots: usize) -> FragTable {
+    pub fn new(slots: usize) -> FragTable<I> {
         let n = slots.max(1).next_power_of_two();
+        let empty = Slot {
+            id: I::NONE,
+            ports: (0, 0),
+            until: Instant::from_nanos(0),
+        };
         FragTable {
-            slots: vec![Slot::default(); n].into_boxed_slice(),
+            slots: vec![empty; n].into_boxed_slice(),
             mask: n - 1,
         }
     }
 
     /// Remembers the ports of `id`'s first fragment until `now + FRAG_TIMEOUT`.
-    pub fn insert(&mut self, id: FragId, ports: (u16, u16), now: Instant) {
+    pub fn insert(&mut self, id: I, ports: (u16, u16), now: Instant) {
         let i = id.hash() as usize & self.mask;
         self.slots[i] = Slot {
             id,
@@ -96,7 +129,7 @@ impl FragTable {
     }
 
     /// The ports of `id`'s first fragment, if seen within the timeout.
-    pub fn lookup(&self, id: &FragId, now: Instant) -> Option<(u16, u16)> {
+    pub fn lookup(&self, id: &I, now: Instant) -> Option<(u16, u16)> {
         let s = &self.slots[id.hash() as usize & self.mask];
         (s.id == *id && now < s.until).then_some(s.ports)
     }
@@ -117,7 +150,7 @@ mod tests {
 
     #[test]
     fn test_ports_stand_for_the_datagram_until_the_timeout() {
-        let mut t = FragTable::new(100);
+        let mut t: FragTable = FragTable::new(100);
         assert_eq!(t.slots.len(), 128);
         let t0 = Instant::from_nanos(1_000);
         assert_eq!(t.lookup(&id(7), t0), None);
@@ -139,8 +172,24 @@ mod tests {
     }
 
     #[test]
+    fn test_ipv6_datagrams_are_told_apart_by_their_32_bit_identification() {
+        let mut t: FragTable<FragId6> = FragTable::new(64);
+        let id = |ident| FragId6 {
+            src: "2001:db8::1".parse().unwrap(),
+            dst: "fd00::10".parse().unwrap(),
+            proto: 17,
+            ident,
+        };
+        let now = Instant::from_nanos(5);
+        t.insert(id(0x1_0000), (1000, 53), now);
+        assert_eq!(t.lookup(&id(0x1_0000), now), Some((1000, 53)));
+        assert_eq!(t.lookup(&id(0), now), None, "the high half counts");
+        assert_eq!(t.lookup(&FragId6::NONE, now), None);
+    }
+
+    #[test]
     fn test_a_new_datagram_takes_a_colliding_slot_over() {
-        let mut t = FragTable::new(1);
+        let mut t: FragTable = FragTable::new(1);
         let now = Instant::from_nanos(0);
         t.insert(id(1), (1, 2), now);
         t.insert(id(2), (3, 4), now);

@@ -149,20 +149,13 @@ fn adjust(c: u16, delta: u16) -> u16 {
     !checksum::fold(u32::from(!c) + u32::from(delta))
 }
 
-/// Translates an IPv6 packet of a flow (`ip` starts at the IPv6 header; the L4 header follows it
-/// directly, as the pipeline checked) from tuple `from` to `to` with the flow's precomputed
-/// `delta`, and decrements the hop limit (which must be at least 2).
+/// Translates an IPv6 packet of a flow (`ip` starts at the IPv6 header, the L4 header at `l4`,
+/// after any extension headers; the pipeline checked both) from tuple `from` to `to` with the
+/// flow's precomputed `delta`, and decrements the hop limit (which must be at least 2).
 #[inline]
-pub fn forward_with(ip: &mut [u8], from: &FlowKey6, to: &FlowKey6, delta: Delta) {
-    let total = {
-        let mut p = Ipv6Packet::new_unchecked(&mut *ip);
-        let hop = p.hop_limit();
-        p.set_hop_limit(hop - 1);
-        p.set_src_addr(&to.src);
-        p.set_dst_addr(&to.dst);
-        IP6 + usize::from(p.payload_len())
-    };
-    let l4 = &mut ip[IP6..total];
+pub fn forward_with(ip: &mut [u8], l4: usize, from: &FlowKey6, to: &FlowKey6, delta: Delta) {
+    let total = forward_addresses(ip, to);
+    let l4 = &mut ip[l4..total];
     match from.proto {
         PROTO_TCP => {
             let mut t = TcpPacket::new_unchecked(l4);
@@ -189,35 +182,109 @@ pub fn forward_with(ip: &mut [u8], from: &FlowKey6, to: &FlowKey6, delta: Delta)
     }
 }
 
-/// What the IPv6 pipeline needs of a packet to look it up as a flow: its tuple and TCP flags.
-/// `None` when the packet does not carry TCP, UDP or SCTP right after the fixed header (extension
-/// headers, fragments, ICMPv6) or its L4 header is cut short: such packets are routed, not
-/// load balanced.
-pub fn flow_key(ip: &[u8]) -> Option<(FlowKey6, u8)> {
+/// Writes `to`'s addresses into the IPv6 header and decrements the hop limit (at least 2):
+/// all a later fragment of a flow's datagram needs (its first fragment carried the ports and
+/// the L4 checksum, patched for the whole datagram). Returns the packet's length.
+pub fn forward_addresses(ip: &mut [u8], to: &FlowKey6) -> usize {
+    let mut p = Ipv6Packet::new_unchecked(&mut *ip);
+    let hop = p.hop_limit();
+    p.set_hop_limit(hop - 1);
+    p.set_src_addr(&to.src);
+    p.set_dst_addr(&to.dst);
+    IP6 + usize::from(p.payload_len())
+}
+
+/// What the IPv6 pipeline needs of a packet to look it up as a flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parsed6 {
+    /// The tuple; for a later fragment the ports are 0 (it carries none).
+    pub key: FlowKey6,
+    /// TCP flags (0 for other protocols and later fragments).
+    pub flags: u8,
+    /// Where the L4 header starts, from the IPv6 header (40 without extension headers).
+    pub l4: usize,
+    /// For a fragment: the datagram's identification, and whether this is a later fragment.
+    pub fragment: Option<(u32, bool)>,
+}
+
+/// Next-header numbers of the extension headers a Service packet may carry.
+const HOP_BY_HOP: u8 = 0;
+const ROUTING: u8 = 43;
+const FRAGMENT: u8 = 44;
+const DEST_OPTIONS: u8 = 60;
+
+/// The tuple of a TCP, UDP or SCTP packet, after the extension headers a host may put in front
+/// of them (hop-by-hop and destination options, a routing header with no segments left, a
+/// fragment header). `None` for anything else (ICMPv6, ESP/AH, a routing header still routing,
+/// a chain or an L4 header cut short): such packets are routed, not load balanced.
+pub fn flow_key(ip: &[u8]) -> Option<Parsed6> {
     let p = Ipv6Packet::new_checked(ip).ok()?;
     let total = IP6 + usize::from(p.payload_len());
-    let proto = u8::from(p.next_header());
-    let l4 = ip.get(IP6..total)?;
+    let body = ip.get(..total)?;
+    let (mut proto, mut at) = (u8::from(p.next_header()), IP6);
+    let mut fragment = None;
+    // A bound on the chain: no legitimate packet has this many extension headers.
+    for _ in 0..8 {
+        match proto {
+            HOP_BY_HOP | DEST_OPTIONS | ROUTING => {
+                let h = body.get(at..at + 8)?;
+                if proto == HOP_BY_HOP && at != IP6 {
+                    return None;
+                }
+                if proto == ROUTING && h[3] != 0 {
+                    return None; // segments left: not our packet's last hop yet
+                }
+                proto = h[0];
+                at += (usize::from(h[1]) + 1) * 8;
+            }
+            FRAGMENT => {
+                let h = body.get(at..at + 8)?;
+                let offset = u16::from_be_bytes([h[2], h[3]]) >> 3;
+                let ident = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                proto = h[0];
+                at += 8;
+                fragment = Some((ident, offset != 0));
+                if offset != 0 {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
     let min = match proto {
         PROTO_TCP => 20,
         PROTO_UDP => 8,
         PROTO_SCTP => 12,
         _ => return None,
     };
+    let key = |sport, dport| FlowKey6 {
+        src: p.src_addr(),
+        dst: p.dst_addr(),
+        sport,
+        dport,
+        proto,
+    };
+    if let Some((_, true)) = fragment {
+        return Some(Parsed6 {
+            key: key(0, 0),
+            flags: 0,
+            l4: at,
+            fragment,
+        });
+    }
+    let l4 = body.get(at..)?;
     if l4.len() < min {
         return None;
     }
-    let flags = if proto == PROTO_TCP { l4[13] } else { 0 };
-    Some((
-        FlowKey6 {
-            src: p.src_addr(),
-            dst: p.dst_addr(),
-            sport: u16::from_be_bytes([l4[0], l4[1]]),
-            dport: u16::from_be_bytes([l4[2], l4[3]]),
-            proto,
-        },
-        flags,
-    ))
+    Some(Parsed6 {
+        key: key(
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        ),
+        flags: if proto == PROTO_TCP { l4[13] } else { 0 },
+        l4: at,
+        fragment,
+    })
 }
 
 /// ICMPv6's next-header number.
@@ -345,7 +412,9 @@ mod tests {
     fn test_forward_rewrites_tuple_with_valid_checksums() {
         for proto in [PROTO_TCP, PROTO_UDP] {
             let mut pkt = packet(proto, "fd00:1::5", "fd00:96::10", 40000, 80, b"hello six");
-            let (from, flags) = flow_key(&pkt).unwrap();
+            let parsed = flow_key(&pkt).unwrap();
+            let (from, flags) = (parsed.key, parsed.flags);
+            assert_eq!((parsed.l4, parsed.fragment), (IP6, None));
             assert_eq!(from.proto, proto);
             assert_eq!((from.sport, from.dport), (40000, 80));
             assert_eq!(flags != 0, proto == PROTO_TCP);
@@ -356,16 +425,15 @@ mod tests {
                 dport: 8080,
                 proto,
             };
-            forward_with(&mut pkt, &from, &to, FlowKey6::delta(&from, &to));
-            let (got, _) = flow_key(&pkt).unwrap();
-            assert_eq!(got, to);
+            forward_with(&mut pkt, IP6, &from, &to, FlowKey6::delta(&from, &to));
+            assert_eq!(flow_key(&pkt).unwrap().key, to);
             assert_eq!(Ipv6Packet::new_checked(&pkt[..]).unwrap().hop_limit(), 8);
             assert!(checksum_ok(&pkt), "{proto}: checksum after NAT66");
             // And back: the reply direction restores the original tuple.
             let back = from;
-            forward_with(&mut pkt, &to, &back, FlowKey6::delta(&to, &back));
+            forward_with(&mut pkt, IP6, &to, &back, FlowKey6::delta(&to, &back));
             assert!(checksum_ok(&pkt));
-            assert_eq!(flow_key(&pkt).unwrap().0, from);
+            assert_eq!(flow_key(&pkt).unwrap().key, from);
         }
     }
 
@@ -382,6 +450,95 @@ mod tests {
         let pkt = packet(PROTO_TCP, "fd00::1", "fd00::2", 1, 2, b"");
         assert!(flow_key(&pkt[..IP6 + 10]).is_none());
         assert!(flow_key(&[0u8; 3]).is_none());
+    }
+
+    /// `pkt` (an IPv6 packet without extension headers) with `ext` (next header, bytes)
+    /// inserted after the fixed header.
+    fn with_ext(pkt: &[u8], ext: &[(u8, Vec<u8>)]) -> Vec<u8> {
+        let mut out = pkt[..IP6].to_vec();
+        let l4_proto = out[6];
+        let mut chain = Vec::new();
+        for (i, (kind, body)) in ext.iter().enumerate() {
+            let next = ext.get(i + 1).map_or(l4_proto, |e| e.0);
+            let mut h = body.clone();
+            h[0] = next;
+            chain.extend(h);
+            let _ = kind;
+        }
+        out[6] = ext[0].0;
+        out.extend(&chain);
+        out.extend(&pkt[IP6..]);
+        let len = (out.len() - IP6) as u16;
+        out[4..6].copy_from_slice(&len.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn test_extension_headers_and_fragments_are_walked_to_the_ports() {
+        let pkt = packet(PROTO_UDP, "fd00:1::5", "fd00:96::10", 40000, 53, b"query");
+        // Hop-by-hop (8 bytes), destination options (16 bytes), then UDP.
+        let hbh = vec![0, 0, 1, 4, 0, 0, 0, 0];
+        let mut dst_opts = vec![0, 1, 1, 12];
+        dst_opts.extend([0u8; 12]);
+        let p = with_ext(&pkt, &[(HOP_BY_HOP, hbh.clone()), (DEST_OPTIONS, dst_opts)]);
+        let parsed = flow_key(&p).unwrap();
+        assert_eq!(parsed.l4, IP6 + 24);
+        assert_eq!((parsed.key.sport, parsed.key.dport), (40000, 53));
+        assert_eq!(parsed.fragment, None);
+        // NAT through the options keeps the checksum right.
+        let mut q = p.clone();
+        let to = FlowKey6 {
+            dst: ip("fd00:10:244::7"),
+            dport: 5353,
+            ..parsed.key
+        };
+        forward_with(
+            &mut q,
+            parsed.l4,
+            &parsed.key,
+            &to,
+            FlowKey6::delta(&parsed.key, &to),
+        );
+        let after = flow_key(&q).unwrap();
+        assert_eq!(after.key, to);
+        let l4 = &q[after.l4..];
+        assert!(UdpPacket::new_unchecked(l4).verify_checksum_v6(&to.src, &to.dst));
+        // A first fragment carries the ports; a later one (offset 1448) only the identity.
+        let first = with_ext(
+            &pkt,
+            &[(FRAGMENT, vec![0, 0, 0, 1, 0xde, 0xad, 0xbe, 0xef])],
+        );
+        let parsed = flow_key(&first).unwrap();
+        assert_eq!(parsed.fragment, Some((0xdead_beef, false)));
+        assert_eq!(
+            (parsed.key.sport, parsed.key.dport, parsed.l4),
+            (40000, 53, IP6 + 8)
+        );
+        let off = (1448u16 / 8) << 3;
+        let [a, b] = off.to_be_bytes();
+        let later = with_ext(
+            &pkt,
+            &[(FRAGMENT, vec![0, 0, a, b, 0xde, 0xad, 0xbe, 0xef])],
+        );
+        let parsed = flow_key(&later).unwrap();
+        assert_eq!(parsed.fragment, Some((0xdead_beef, true)));
+        assert_eq!(
+            (parsed.key.sport, parsed.key.dport, parsed.key.proto),
+            (0, 0, PROTO_UDP)
+        );
+        // A routing header still routing, or a hop-by-hop header not first: not ours.
+        let routing = with_ext(&pkt, &[(ROUTING, vec![0, 0, 0, 1, 0, 0, 0, 0])]);
+        assert!(flow_key(&routing).is_none());
+        let done = with_ext(&pkt, &[(ROUTING, vec![0, 0, 0, 0, 0, 0, 0, 0])]);
+        assert_eq!(flow_key(&done).unwrap().key.dport, 53);
+        let late_hbh = with_ext(&pkt, &[(DEST_OPTIONS, vec![0; 8]), (HOP_BY_HOP, hbh)]);
+        assert!(flow_key(&late_hbh).is_none());
+        // A chain that runs past the packet.
+        let mut cut = with_ext(&pkt, &[(DEST_OPTIONS, vec![0, 200, 0, 0, 0, 0, 0, 0])]);
+        cut.truncate(IP6 + 16);
+        let len = (cut.len() - IP6) as u16;
+        cut[4..6].copy_from_slice(&len.to_be_bytes());
+        assert!(flow_key(&cut).is_none());
     }
 
     #[test]

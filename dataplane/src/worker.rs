@@ -38,7 +38,7 @@ mod svc6;
 
 use crate::conntrack::{tcp_flags, CtError, FlowKey, FlowTable, Timeouts, Tuple, NO_FRONTEND};
 use crate::drop::DropReason;
-use crate::frag::{FragId, FragTable};
+use crate::frag::{DatagramId, FragId, FragId6, FragTable};
 use crate::hash::{addr_hash, flow_hash};
 use crate::ip6::{self, Ip6Config, Ip6State, Ip6Verdict};
 use crate::mbuf::{Mbuf, Pool, PoolCache};
@@ -299,7 +299,10 @@ enum Class {
     /// host port, or dropped with the reason when the port has none.
     Host(DropReason),
     Arp,
-    Ip6,
+    /// `fragment_ports`: a fragment its datagram's home worker matched to a flow.
+    Ip6 {
+        fragment_ports: Option<(u16, u16)>,
+    },
     Ip4 {
         meta: Ip4Meta,
         /// The flow tuple: the packet's own, or for an ICMP error the reverse of the quote's.
@@ -320,6 +323,7 @@ pub struct Worker {
     affinity6: AffinityTable<Ipv6Addr>,
     /// First fragments' ports, for the later fragments of their datagrams.
     frags: FragTable,
+    frags6: FragTable<FragId6>,
     neigh: NeighborCache,
     held: Vec<Held>,
     ip6: Ip6State,
@@ -392,6 +396,7 @@ impl Worker {
             affinity: AffinityTable::new(cfg.affinity_max),
             affinity6: AffinityTable::new(cfg.affinity_max),
             frags: FragTable::new(FRAG_SLOTS),
+            frags6: FragTable::new(FRAG_SLOTS / 4),
             neigh: NeighborCache::new(cfg.neighbor_max),
             held: Vec::with_capacity(cfg.hold_max),
             ip6: Ip6State::new(Ip6Config {
@@ -756,6 +761,9 @@ impl Worker {
         fragment_ports: Option<(u16, u16)>,
     ) {
         let mut class = self.classify(t, &mut m, port);
+        if let Class::Ip6 { fragment_ports: f } = &mut class {
+            *f = fragment_ports;
+        }
         if let (Some((sport, dport)), Class::Ip4 { meta, key, .. }) = (fragment_ports, &mut class) {
             if meta.fragmented {
                 meta.fragment_resolved = true;
@@ -848,7 +856,9 @@ impl Worker {
             EtherType::Ipv4 if dst == pinfo.mac => classify_ip4(t, m),
             // Broadcast or multicast IPv4: the kernel's business (DHCP, VRRP...), not ours.
             EtherType::Ipv4 => Class::Host(DropReason::Ip4Local),
-            EtherType::Ipv6 => Class::Ip6,
+            EtherType::Ipv6 => Class::Ip6 {
+                fragment_ports: None,
+            },
             EtherType::Vlan | EtherType::QinQ => Class::Drop(DropReason::EthVlanTagged),
             _ => Class::Drop(DropReason::EthUnknownType),
         }
@@ -876,12 +886,12 @@ impl Worker {
                 }
                 self.arp_input(t, m, port, learn)
             }
-            Class::Ip6 => {
+            Class::Ip6 { fragment_ports } => {
                 if self.cfg.workers > 1 && !steered && ip6::is_ndp(m) {
                     self.copy_to_other_workers(m, port);
                 }
                 if !learn {
-                    if let Some(action) = self.ip6_flow(t, m, port, steered) {
+                    if let Some(action) = self.ip6_flow(t, m, port, steered, fragment_ports) {
                         return action;
                     }
                 }

@@ -5,8 +5,13 @@
 //!                  │                                 └─ miss ─► svc6-lookup ─┬─ Balance ─► ct6-create ─► nat66 ─► ip6-output
 //!                  │                                                          ├─ Reject ─► tcp-rst / icmp6-unreachable
 //!                  │                                                          ├─ Drop (policy Local, none here)
-//!                  └─ no (ICMPv6, NDP, extension headers) or unclaimed ───────┴─ none ─► ip6 routing / ip6-local
+//!                  └─ no (ICMPv6, NDP, ESP/AH) or unclaimed ──────────────────┴─ none ─► ip6 routing / ip6-local
 //! ```
+//!
+//! The tuple is found after the extension headers a host may send (hop-by-hop and destination
+//! options, a finished routing header, a fragment header). Fragments of TCP and UDP follow their
+//! datagram's first fragment as in IPv4 ([`crate::frag`]): a home worker per datagram keeps the
+//! first fragment's ports, and later fragments get their addresses translated.
 //!
 //! ICMPv6 errors quoting a packet of a Service flow (packet too big above all: IPv6 routers do
 //! not fragment) are translated back like IPv4's ([`nat66::translate_icmp_error`]).
@@ -19,6 +24,7 @@
 use super::{queue_tx, Action, Admit, NewFlow, Worker, L2};
 use crate::conntrack::{tcp_flags, FlowTable};
 use crate::drop::DropReason;
+use crate::frag::{DatagramId, FragId6};
 use crate::hash::{addr_hash6, flow_hash6};
 use crate::ip6::{self, Ip6Verdict};
 use crate::mbuf::Mbuf;
@@ -42,6 +48,7 @@ impl Worker {
         m: &mut Mbuf,
         port: PortId,
         steered: bool,
+        fragment_ports: Option<(u16, u16)>,
     ) -> Option<Action> {
         if t.services6.is_empty() && self.ct6.is_empty() {
             return None;
@@ -49,9 +56,22 @@ impl Worker {
         if let Some(quoted) = nat66::icmp_error_quote(&m[L2..]) {
             return self.icmp6_error(t, m, quoted, steered);
         }
-        let (key, flags) = nat66::flow_key(&m[L2..])?;
+        let parsed = nat66::flow_key(&m[L2..])?;
+        let (mut key, flags) = (parsed.key, parsed.flags);
         if key.dst.is_multicast() || key.src.is_multicast() || ip6::is_link_local(key.dst) {
             return None;
+        }
+        let mut steered = steered;
+        let later = matches!(parsed.fragment, Some((_, true)));
+        if let Some((ident, later)) = parsed.fragment {
+            if !super::fragments_tracked(key.proto) {
+                return None;
+            }
+            match self.fragment_key6(t, key, ident, later, fragment_ports) {
+                Ok(Some(k)) => (key, steered) = (k, true),
+                Ok(None) => return None,
+                Err(action) => return Some(action),
+            }
         }
         if self.cfg.workers > 1 && !steered {
             let owner = self.owner_of6(t, &key);
@@ -62,6 +82,11 @@ impl Worker {
         let found = self.ct6.lookup(&key, self.now);
         let frontend = match found {
             Some(_) => None,
+            // A flow starts with a whole packet or a first fragment.
+            None if later => {
+                t.services6.lookup(key.proto, key.dst, key.dport)?;
+                return Some(Action::Drop(DropReason::Ip6Fragment));
+            }
             None => Some(t.services6.lookup(key.proto, key.dst, key.dport)?),
         };
         self.ip6_seen = true;
@@ -83,11 +108,71 @@ impl Worker {
             self.ct6.update(slot, dir, flags, self.now);
             let flow = self.ct6.get(slot);
             let to = flow.translated(dir);
-            nat66::forward_with(&mut m[L2..], &key, &to, flow.delta[dir as usize]);
+            if later {
+                nat66::forward_addresses(&mut m[L2..], &to);
+            } else {
+                let delta = flow.delta[dir as usize];
+                nat66::forward_with(&mut m[L2..], parsed.l4, &key, &to, delta);
+            }
             return Some(self.ip6_output(t, m, to.dst));
         }
         let (id, fe) = frontend?;
-        Some(self.svc6_new_flow(t, m, port, &key, id, fe, flags))
+        Some(self.svc6_new_flow(t, m, port, &key, parsed.l4, id, fe, flags))
+    }
+
+    /// The tuple of a TCP or UDP fragment, as [`Worker::fragment_key`] for IPv4: the datagram's
+    /// home worker keeps its first fragment's ports for the later ones, then the fragment goes
+    /// to its flow's owner. `fragment_ports` are the ports a home worker already found.
+    #[cold]
+    #[inline(never)]
+    fn fragment_key6(
+        &mut self,
+        t: &Tables,
+        key: FlowKey6,
+        ident: u32,
+        later: bool,
+        fragment_ports: Option<(u16, u16)>,
+    ) -> Result<Option<FlowKey6>, Action> {
+        if let Some((sport, dport)) = fragment_ports {
+            return Ok(Some(FlowKey6 {
+                sport,
+                dport,
+                ..key
+            }));
+        }
+        let id = FragId6 {
+            src: key.src,
+            dst: key.dst,
+            proto: key.proto,
+            ident,
+        };
+        let home = (id.hash() % self.cfg.workers as u64) as usize;
+        if home != self.cfg.id {
+            return Err(Action::Handoff(home));
+        }
+        let key = if later {
+            self.frags6
+                .lookup(&id, self.now)
+                .map(|(sport, dport)| FlowKey6 {
+                    sport,
+                    dport,
+                    ..key
+                })
+        } else {
+            self.frags6.insert(id, (key.sport, key.dport), self.now);
+            Some(key)
+        };
+        let Some(key) = key else {
+            self.stats.fragments_unmatched += 1;
+            return Ok(None);
+        };
+        if self.cfg.workers > 1 {
+            let owner = self.owner_of6(t, &key);
+            if owner != self.cfg.id {
+                return Err(Action::HandoffFragment(owner, (key.sport, key.dport)));
+            }
+        }
+        Ok(Some(key))
     }
 
     /// An ICMPv6 error about a packet of a Service flow (a router's packet too big or time
@@ -145,6 +230,7 @@ impl Worker {
         m: &mut Mbuf,
         port: PortId,
         key: &FlowKey6,
+        l4: usize,
         frontend_id: u32,
         fe: &Frontend<Ipv6Addr>,
         flags: u8,
@@ -152,7 +238,7 @@ impl Worker {
         let set = match super::admit(fe, (key.src, key.dst), key.proto, flags) {
             Admit::Balance(set) => set,
             Admit::Drop(r) => return Action::Drop(r),
-            Admit::Reject => return self.reject6(t, m, port, key, flags),
+            Admit::Reject => return self.reject6(t, m, port, key, l4, flags),
         };
         let (baddr, bport) =
             super::choose_backend(&self.affinity6, fe, set, key.src, self.now, || {
@@ -199,7 +285,7 @@ impl Worker {
             Err(r) => return Action::Drop(r),
         };
         let delta = self.ct6.get(slot).delta[0];
-        nat66::forward_with(&mut m[L2..], key, &reply.reverse(), delta);
+        nat66::forward_with(&mut m[L2..], l4, key, &reply.reverse(), delta);
         self.ip6_output(t, m, baddr)
     }
 
@@ -211,6 +297,7 @@ impl Worker {
         m: &mut Mbuf,
         port: PortId,
         key: &FlowKey6,
+        l4: usize,
         flags: u8,
     ) -> Action {
         if key.proto != PROTO_TCP {
@@ -235,7 +322,7 @@ impl Worker {
             return Action::Free;
         }
         let (seq, ack, payload) = {
-            let tcp = TcpPacket::new_unchecked(&m[L2 + IP6..]);
+            let tcp = TcpPacket::new_unchecked(&m[L2 + l4..]);
             (
                 tcp.seq_number(),
                 tcp.ack_number(),
