@@ -9,8 +9,9 @@
 //!
 //! One dual-stack Service (ClusterIPs 10.96.0.30 and fd00:96::30, NodePort 30090, policy
 //! Cluster) with an IPv4 and an IPv6 EndpointSlice; one dual-stack Service without endpoints
-//! (reject); one IPv6 NodePort with policy Local and no endpoint on this node (drop). The pod
-//! runs an HTTP server that answers with the client address it sees. Needs root, iproute2,
+//! (reject); one IPv6 NodePort with policy Local and no endpoint on this node (drop); a
+//! dual-stack UDP Service whose datagrams are larger than the links (fragments, both families).
+//! The pod runs an HTTP server that answers with the client address it sees, and a UDP echo. Needs root, iproute2,
 //! ethtool, curl and python3; fails with the reason otherwise.
 
 mod netns;
@@ -71,6 +72,59 @@ addressType: IPv6
 ports: [{name: "", port: 8080, protocol: TCP}]
 endpoints:
   - {addresses: ["fd00:244::2"], conditions: {ready: true}, nodeName: node-b}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: default}
+spec:
+  ipFamilyPolicy: RequireDualStack
+  clusterIPs: [fd00:96::33, 10.96.0.33]
+  ports: [{port: 53, protocol: UDP, targetPort: 5353}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-v4, namespace: default, labels: {kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{name: "", port: 5353, protocol: UDP}]
+endpoints:
+  - {addresses: ["10.244.1.2"], conditions: {ready: true}, nodeName: node-b}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-v6, namespace: default, labels: {kubernetes.io/service-name: echo}}
+addressType: IPv6
+ports: [{name: "", port: 5353, protocol: UDP}]
+endpoints:
+  - {addresses: ["fd00:244::2"], conditions: {ready: true}, nodeName: node-b}
+"#;
+
+/// A UDP echo on port 5353 of both families, for datagrams up to 64 KiB; 40 at most.
+const UDP_ECHO: &str = r#"
+import socket
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.bind(('::', 5353))
+s.settimeout(30)
+for _ in range(40):
+    d, a = s.recvfrom(65536)
+    s.sendto(d, a)
+"#;
+
+/// From the client: 10 datagrams of 4000 bytes to each family's ClusterIP of the echo Service
+/// (each one fragmented by the client's kernel on the 1500-byte link, and the answers by the
+/// pod's), every answer the datagram sent, byte for byte, from the Service address.
+const UDP_FRAGMENTED_CLIENT: &str = r#"
+import socket
+for fam, addr in ((socket.AF_INET6, 'fd00:96::33'), (socket.AF_INET, '10.96.0.33')):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.settimeout(3)
+    for i in range(10):
+        d = bytes((i * 31 + j * 7) % 256 for j in range(4000))
+        s.sendto(d, (addr, 53))
+        r, a = s.recvfrom(65536)
+        assert r == d, (addr, i, len(r))
+        assert a[0] == addr and a[1] == 53, a
+print('ok')
 "#;
 
 /// Answers `GET /` with `client=ADDR server=ADDR` and `GET /bulk/N` with N bytes (`i % 251`),
@@ -210,6 +264,10 @@ fn dual_stack_services_over_ipv4_and_ipv6() {
             .unwrap();
         assert_eq!(line.trim(), "listening");
     }
+    let mut echo = std::process::Command::new("ip")
+        .args(["netns", "exec", &pods.0, "python3", "-c", UDP_ECHO])
+        .spawn()
+        .expect("python3 for the UDP echo");
     let run = Running::start_in(dir.path(), Some(&node.0));
 
     // ClusterIP over IPv6: DNAT only, the pod sees the client's own address.
@@ -260,6 +318,25 @@ fn dual_stack_services_over_ipv4_and_ipv6() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Datagrams larger than the link, fragmented by the hosts, through both ClusterIPs.
+    let out = sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &client.0,
+        "python3",
+        "-c",
+        UDP_FRAGMENTED_CLIENT,
+    ]);
+    let _ = echo.kill();
+    let _ = echo.wait();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ok",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // No endpoints at all: refused at once (TCP RST from the Service address), both families.
     for url in ["http://[fd00:96::31]/", "http://10.96.0.31/"] {
         let t = Instant::now();
@@ -280,12 +357,15 @@ fn dual_stack_services_over_ipv4_and_ipv6() {
         "{stats}"
     );
     assert!(drops["svc-rejected"].as_u64().unwrap() >= 2, "{stats}");
+    assert_eq!(stats["total"]["fragments_unmatched"], 0, "{stats}");
     for reason in [
         "tx-full",
         "no-buffer",
         "ct-full",
         "l4-malformed",
         "ip6-no-route",
+        "ip4-fragment",
+        "ip6-fragment",
     ] {
         assert_eq!(drops[reason], 0, "{reason}: {stats}");
     }
