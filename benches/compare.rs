@@ -505,13 +505,19 @@ struct Case {
 }
 
 impl Case {
-    /// (sources, source ports) giving `flows` flows.
-    fn ranges(&self) -> (String, String) {
-        let (addrs, ports) = if self.flows > 50_000 {
-            (self.flows.div_ceil(50_000), 50_000.min(self.flows))
-        } else {
-            (1, self.flows)
-        };
+    /// (sources, source ports) giving `flows` flows. With several workers the flows come from
+    /// 200 clients: nodegate gives a Service flow to the worker of its client's address (which
+    /// keeps session affinity within one worker), so one client's flows all land on one worker
+    /// and would measure one worker plus handoffs.
+    fn ranges(&self, workers: usize) -> (String, String) {
+        let (addrs, ports) =
+            if workers > 1 && self.flows >= 200 && self.flows / 200 * 200 == self.flows {
+                (200, self.flows / 200)
+            } else if self.flows > 50_000 {
+                (self.flows.div_ceil(50_000), 50_000.min(self.flows))
+            } else {
+                (1, self.flows)
+            };
         let src = if addrs == 1 {
             "198.18.1.2".to_string()
         } else {
@@ -549,7 +555,7 @@ fn pktgen(
     rate: &str,
     seconds: f64,
 ) -> serde_json::Value {
-    let (src, sport) = case.ranges();
+    let (src, sport) = case.ranges(plan.workers);
     let dst = if tx == "t2" {
         "198.18.2.2"
     } else {
@@ -1164,13 +1170,25 @@ fn self_check() {
     assert_eq!((&over.gen[..], &over.node[..]), (&[0][..], &[1][..]));
     assert!(!over.pinned() && over.workers_note().contains("overcommitted"));
     assert!(Plan::new(&[0], None).is_err());
+    let spread = Case {
+        size: 64,
+        flows: 1000,
+    };
+    assert_eq!(
+        spread.ranges(2),
+        (
+            "198.18.1.2-198.18.1.201".to_string(),
+            "1024-1028".to_string()
+        )
+    );
+    assert_eq!(spread.ranges(1).0, "198.18.1.2");
     assert!(Plan::new(&[0, 1], Some(0)).is_err());
     let c = Case {
         size: 64,
         flows: 100_000,
     };
     assert_eq!(
-        c.ranges(),
+        c.ranges(1),
         (
             "198.18.1.2-198.18.1.3".to_string(),
             "1024-51023".to_string()
