@@ -188,6 +188,12 @@ mod tests {
     }
 
     #[test]
+    fn test_slot_sizes_are_what_the_worker_budgets() {
+        assert_eq!(core::mem::size_of::<Slot<FragId>>(), 24);
+        assert_eq!(core::mem::size_of::<Slot<FragId6>>(), 56);
+    }
+
+    #[test]
     fn test_a_new_datagram_takes_a_colliding_slot_over() {
         let mut t: FragTable = FragTable::new(1);
         let now = Instant::from_nanos(0);
