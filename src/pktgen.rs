@@ -573,8 +573,17 @@ pub fn generate_lanes(
 ) -> Result<Report, String> {
     let templates = Templates::build(traffic);
     let of = lanes.len().max(1);
-    let start = std::sync::Barrier::new(of);
-    let epoch = Instant::now();
+    let barrier = std::sync::Barrier::new(of);
+    let epoch = std::sync::OnceLock::new();
+    // Every lane pinned and ready, then one epoch for all of them, taken as they start: a
+    // frame may come back on another lane's queue, and its stamp must mean the same there.
+    let start = || {
+        if barrier.wait().is_leader() {
+            let _ = epoch.set(Instant::now());
+        }
+        barrier.wait();
+        *epoch.get().expect("set by the barrier's leader")
+    };
     let tallies: Vec<Result<Tally, String>> = std::thread::scope(|s| {
         let handles: Vec<_> = lanes
             .into_iter()
@@ -585,17 +594,17 @@ pub fn generate_lanes(
                 s.spawn(move || {
                     if let Some(cpu) = lane.cpu {
                         if !ffi::pin_current_thread(cpu) {
-                            // Still take part in the barrier, so the others do not wait forever.
-                            start.wait();
+                            // Still take part in the start, so the others do not wait forever.
+                            start();
                             return Err(format!("cannot pin lane {index} to CPU {cpu}"));
                         }
                     }
-                    start.wait();
+                    let epoch = start();
                     Ok(run_lane(
                         templates,
                         schedule,
                         Share { index, of },
-                        epoch.max(Instant::now()),
+                        epoch,
                         lane.tx.as_mut(),
                         lane.rx.as_mut().map(|r| r.as_mut() as &mut dyn Port),
                         &mut cache,
