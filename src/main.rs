@@ -64,12 +64,12 @@ struct PktgenArgs {
     /// Source MAC; default: the transmit interface's.
     #[arg(long, value_parser = parse_mac)]
     src_mac: Option<[u8; 6]>,
-    /// Source address or range (`198.18.1.2` or `198.18.1.2-198.18.1.9`).
+    /// Source address or range (`198.18.1.2`, `198.18.1.2-198.18.1.9`, `2001:db8::1-2001:db8::ff`).
     #[arg(long)]
-    src: nodegate::pktgen::Range<std::net::Ipv4Addr>,
-    /// Destination address or range.
+    src: nodegate::pktgen::Range<std::net::IpAddr>,
+    /// Destination address or range, of the same family.
     #[arg(long)]
-    dst: nodegate::pktgen::Range<std::net::Ipv4Addr>,
+    dst: nodegate::pktgen::Range<std::net::IpAddr>,
     /// Source port or range: flows = product of the four ranges.
     #[arg(long, default_value = "1024")]
     sport: nodegate::pktgen::Range<u16>,

@@ -1,15 +1,16 @@
 //! `nodegate pktgen`: a traffic generator on nodegate's own port drivers (af_xdp, af_packet,
 //! tap, pcap output), for line-rate benchmarks of nodegate and of what it replaces.
 //!
-//! A pinned thread sends bursts of IPv4 UDP or TCP frames over a set of flows (ranges of
+//! A pinned thread sends bursts of IPv4 or IPv6 UDP or TCP frames over a set of flows (ranges of
 //! source and destination addresses and ports) at a given rate or as fast as the port takes
 //! them, and, when a receive port is given, counts what comes back and how late. On af_xdp
 //! ports, several such threads (lanes, [`generate_lanes`]) can share the work, one per queue. Each flow's
 //! headers are built once, before the clock starts; sending a frame copies its flow's headers
 //! into a pool buffer and writes a 16-byte stamp (magic, sequence number, send time) at the
 //! start of the payload, so a receiver recognises its own frames after any NAT and measures
-//! their latency. UDP frames carry no checksum (IPv4 allows it, and the payload is then never
-//! copied); TCP frames have their checksum patched for the stamp (RFC 1624).
+//! their latency. UDP frames over IPv4 carry no checksum (IPv4 allows it, and the payload is then
+//! never copied); TCP frames, and UDP over IPv6 (where it is mandatory), have their checksum
+//! patched for the stamp (RFC 1624).
 //!
 //! Latency goes into an HDR-style histogram (log-linear buckets, under 1 % relative error) and is
 //! reported as percentiles. Runs are bounded: a duration (at most [`MAX_DURATION`]) or a count
@@ -18,7 +19,7 @@
 use crate::pcap::{PcapTxPort, PcapWriter, ReplayClock};
 use dataplane::mbuf::{Mbuf, Pool, PoolCache};
 use dataplane::port::Port;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,6 +33,7 @@ const MAGIC: u32 = 0x6e67_7067;
 const STAMP: usize = 16;
 const ETH: usize = 14;
 const IP: usize = 20;
+const IP6: usize = 40;
 const PROTO_TCP: u8 = 6;
 const PROTO_UDP: u8 = 17;
 /// Bytes of each flow's prebuilt headers (Ethernet, IPv4, TCP, stamp fit in 70; UDP in 58).
@@ -44,26 +46,39 @@ pub struct Range<T> {
     pub count: u32,
 }
 
-impl std::str::FromStr for Range<Ipv4Addr> {
+impl std::str::FromStr for Range<IpAddr> {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let parse = |t: &str| {
             t.trim()
-                .parse::<Ipv4Addr>()
-                .map_err(|_| format!("`{t}` is not an IPv4 address"))
+                .parse::<IpAddr>()
+                .map_err(|_| format!("`{t}` is not an IPv4 or IPv6 address"))
         };
         let (a, b) = match s.split_once('-') {
             Some((a, b)) => (parse(a)?, parse(b)?),
             None => (parse(s)?, parse(s)?),
         };
-        let (a, b) = (u32::from(a), u32::from(b));
-        if b < a {
+        let (lo, hi) = match (a, b) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b))),
+            (IpAddr::V6(a), IpAddr::V6(b)) => (u128::from(a), u128::from(b)),
+            _ => return Err(format!("`{s}`: both ends must be of one address family")),
+        };
+        if hi < lo {
             return Err(format!("`{s}`: the range ends before it starts"));
         }
-        Ok(Range {
-            first: Ipv4Addr::from(a),
-            count: b - a + 1,
-        })
+        let count =
+            u32::try_from(hi - lo + 1).map_err(|_| format!("`{s}`: more than 2^32 addresses"))?;
+        Ok(Range { first: a, count })
+    }
+}
+
+impl Range<IpAddr> {
+    /// The `i`-th address of the range.
+    fn nth(&self, i: u32) -> IpAddr {
+        match self.first {
+            IpAddr::V4(a) => IpAddr::V4(Ipv4Addr::from(u32::from(a) + i)),
+            IpAddr::V6(a) => IpAddr::V6(Ipv6Addr::from(u128::from(a) + u128::from(i))),
+        }
     }
 }
 
@@ -164,8 +179,9 @@ impl Rate {
 pub struct Traffic {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
-    pub src: Range<Ipv4Addr>,
-    pub dst: Range<Ipv4Addr>,
+    /// Source and destination addresses: both IPv4 or both IPv6.
+    pub src: Range<IpAddr>,
+    pub dst: Range<IpAddr>,
     pub sport: Range<u16>,
     pub dport: Range<u16>,
     pub proto: Proto,
@@ -184,7 +200,15 @@ impl Traffic {
     }
 
     fn header_len(&self) -> usize {
-        ETH + IP + self.l4_len()
+        ETH + self.ip_len() + self.l4_len()
+    }
+
+    fn ip_len(&self) -> usize {
+        if self.src.first.is_ipv6() {
+            IP6
+        } else {
+            IP
+        }
     }
 
     fn l4_len(&self) -> usize {
@@ -196,6 +220,9 @@ impl Traffic {
 
     /// Checks the sizes; the reason otherwise.
     pub fn check(&self) -> Result<(), String> {
+        if self.src.first.is_ipv6() != self.dst.first.is_ipv6() {
+            return Err("--src and --dst must be of one address family".into());
+        }
         if !(64..=1518).contains(&self.size) {
             return Err(format!(
                 "frame size {} is outside 64..=1518 (bytes on the wire, FCS included)",
@@ -205,9 +232,9 @@ impl Traffic {
         if self.header_len() + STAMP > self.size - 4 {
             return Err(format!(
                 "frame size {} leaves no room for the {STAMP}-byte stamp after the headers \
-                 (TCP needs at least {})",
+                 (at least {} here)",
                 self.size,
-                ETH + IP + 20 + STAMP + 4
+                self.header_len() + STAMP + 4
             ));
         }
         if self.flows() as usize > MAX_FLOWS {
@@ -239,6 +266,9 @@ pub struct Templates {
     flows: usize,
     len: usize,
     header_len: usize,
+    /// Where the L4 checksum is when the stamp must be added to it (TCP, and UDP over IPv6,
+    /// where the checksum is mandatory); UDP over IPv4 goes without one.
+    checksum_at: Option<usize>,
     proto: Proto,
 }
 
@@ -258,15 +288,21 @@ impl Templates {
             };
             let sport = t.sport.first + next(t.sport.count) as u16;
             let dport = t.dport.first + next(t.dport.count) as u16;
-            let src = Ipv4Addr::from(u32::from(t.src.first) + next(t.src.count));
-            let dst = Ipv4Addr::from(u32::from(t.dst.first) + next(t.dst.count));
+            let src = t.src.nth(next(t.src.count));
+            let dst = t.dst.nth(next(t.dst.count));
             write_headers(h, t, len, src, dst, sport, dport);
         }
+        let l4 = ETH + t.ip_len();
         Templates {
             headers,
             flows,
             len,
             header_len,
+            checksum_at: match (t.proto, t.src.first.is_ipv6()) {
+                (Proto::Tcp, _) => Some(l4 + 16),
+                (Proto::Udp, true) => Some(l4 + 6),
+                (Proto::Udp, false) => None,
+            },
             proto: t.proto,
         }
     }
@@ -289,81 +325,104 @@ impl Templates {
         stamp[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
         stamp[8..16].copy_from_slice(&ts.to_be_bytes());
         buf[at..at + STAMP].copy_from_slice(&stamp);
-        if self.proto == Proto::Tcp {
+        if let Some(c) = self.checksum_at {
             // The template's checksum covers a zero payload: add the stamp's words.
             buf[at + STAMP..self.len].fill(0);
-            let c = ETH + IP + 16;
             let old = u16::from_be_bytes([buf[c], buf[c + 1]]);
-            let new = !fold(u32::from(!old) + sum16(&stamp));
+            let mut new = !fold(u32::from(!old) + sum16(&stamp));
+            if new == 0 && self.proto == Proto::Udp {
+                new = 0xffff; // a computed zero is sent as all ones (zero means "none")
+            }
             buf[c..c + 2].copy_from_slice(&new.to_be_bytes());
         }
     }
 }
 
-/// Ethernet, IPv4 and UDP/TCP headers of one flow for a frame of `len` bytes with a zero payload.
+/// Ethernet, IPv4 or IPv6, and UDP/TCP headers of one flow for a frame of `len` bytes with a
+/// zero payload.
 fn write_headers(
     h: &mut [u8],
     t: &Traffic,
     len: usize,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: IpAddr,
+    dst: IpAddr,
     sport: u16,
     dport: u16,
 ) {
     h[0..6].copy_from_slice(&t.dst_mac);
     h[6..12].copy_from_slice(&t.src_mac);
-    h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
-    let ip_len = (len - ETH) as u16;
     let proto = match t.proto {
         Proto::Udp => PROTO_UDP,
         Proto::Tcp => PROTO_TCP,
     };
-    {
-        let ip = &mut h[ETH..ETH + IP];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
-        ip[6] = 0x40; // don't fragment
-        ip[8] = 64;
-        ip[9] = proto;
-        ip[12..16].copy_from_slice(&src.octets());
-        ip[16..20].copy_from_slice(&dst.octets());
-        let c = !fold(sum16(ip));
-        ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let ip_len = t.ip_len();
+    let l4_len = len - ETH - ip_len;
+    // The pseudo header's sum (RFC 768/793 for IPv4, RFC 8200 §8.1 for IPv6).
+    let mut pseudo = u32::from(proto) + l4_len as u32;
+    match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            let ip = &mut h[ETH..ETH + IP];
+            ip[0] = 0x45;
+            ip[2..4].copy_from_slice(&((len - ETH) as u16).to_be_bytes());
+            ip[6] = 0x40; // don't fragment
+            ip[8] = 64;
+            ip[9] = proto;
+            ip[12..16].copy_from_slice(&src.octets());
+            ip[16..20].copy_from_slice(&dst.octets());
+            let c = !fold(sum16(ip));
+            ip[10..12].copy_from_slice(&c.to_be_bytes());
+            pseudo += sum16(&src.octets()) + sum16(&dst.octets());
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => {
+            h[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
+            let ip = &mut h[ETH..ETH + IP6];
+            ip[0] = 0x60;
+            ip[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
+            ip[6] = proto;
+            ip[7] = 64;
+            ip[8..24].copy_from_slice(&src.octets());
+            ip[24..40].copy_from_slice(&dst.octets());
+            pseudo += sum16(&src.octets()) + sum16(&dst.octets());
+        }
+        _ => unreachable!("Traffic::check: one address family"),
     }
-    let l4_len = len - ETH - IP;
-    let l4 = &mut h[ETH + IP..];
+    let l4 = &mut h[ETH + ip_len..];
     l4[0..2].copy_from_slice(&sport.to_be_bytes());
     l4[2..4].copy_from_slice(&dport.to_be_bytes());
     match t.proto {
         Proto::Udp => {
             l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-            // Checksum 0: none (IPv4).
+            if src.is_ipv6() {
+                // Mandatory over IPv6: pseudo header + header (the payload is zero).
+                let c = !fold(pseudo + sum16(&l4[..8]));
+                l4[6..8].copy_from_slice(&c.to_be_bytes());
+            } // IPv4: checksum 0, none.
         }
         Proto::Tcp => {
             l4[4..8].copy_from_slice(&1u32.to_be_bytes()); // sequence
             l4[12] = 5 << 4;
             l4[13] = 0x10; // ACK: the frames of an established flow
             l4[14..16].copy_from_slice(&65535u16.to_be_bytes());
-            // Pseudo header + header; the payload is zero when the template is used.
-            let mut s = sum16(&src.octets()) + sum16(&dst.octets());
-            s += u32::from(PROTO_TCP) + l4_len as u32;
-            s += sum16(&l4[..20]);
-            let c = !fold(s);
+            let c = !fold(pseudo + sum16(&l4[..20]));
             l4[16..18].copy_from_slice(&c.to_be_bytes());
         }
     }
 }
 
-/// Reads the stamp of one of our frames (IPv4, UDP or TCP, after any NAT): (sequence, send
-/// time). `None` for anything else.
+/// Reads the stamp of one of our frames (IPv4 or IPv6, UDP or TCP, after any NAT): (sequence,
+/// send time). `None` for anything else.
 #[inline]
 pub fn read_stamp(frame: &[u8]) -> Option<(u32, u64)> {
-    if frame.len() < ETH + IP || frame[12..14] != [0x08, 0x00] {
-        return None;
-    }
-    let ihl = usize::from(frame[ETH] & 0x0f) * 4;
-    let l4 = ETH + ihl;
-    let l4_len = match frame[ETH + 9] {
+    let (l4, proto) = match frame.get(12..14)? {
+        [0x08, 0x00] => (
+            ETH + usize::from(*frame.get(ETH)? & 0x0f) * 4,
+            *frame.get(ETH + 9)?,
+        ),
+        [0x86, 0xdd] => (ETH + IP6, *frame.get(ETH + 6)?),
+        _ => return None,
+    };
+    let l4_len = match proto {
         PROTO_UDP => 8,
         PROTO_TCP => usize::from(*frame.get(l4 + 12)? >> 4) * 4,
         _ => return None,
@@ -991,13 +1050,76 @@ mod tests {
     }
 
     #[test]
+    fn test_ipv6_frames_are_valid_and_stamped() {
+        let mut t = traffic(Proto::Udp, 64);
+        t.src = "2001:db8::1-2001:db8::2".parse().unwrap();
+        t.dst = "fd00:96::10".parse().unwrap();
+        // 14 + 40 + 8 + 16 + 4: a 64-byte IPv6 frame has no room for the stamp.
+        assert!(t.check().unwrap_err().contains("at least 82"));
+        let mut mixed = t.clone();
+        mixed.dst = "10.96.0.10".parse().unwrap();
+        assert!(mixed.check().unwrap_err().contains("one address family"));
+        for (proto, size) in [(Proto::Udp, 82), (Proto::Tcp, 94), (Proto::Udp, 1518)] {
+            t.proto = proto;
+            t.size = size;
+            t.check().unwrap();
+            let tpl = Templates::build(&t);
+            let mut seen = std::collections::HashSet::new();
+            for seq in 0..400u64 {
+                let mut m = Mbuf::new();
+                m.buffer_mut().fill(0xa5);
+                tpl.fill(&mut m, seq, 7 + seq * 1_000_003);
+                let f = &m[..];
+                assert_eq!(f.len(), size - 4);
+                let p = etherparse::SlicedPacket::from_ethernet(f).unwrap();
+                let Some(etherparse::NetSlice::Ipv6(ip)) = &p.net else {
+                    panic!("IPv6 expected")
+                };
+                let h = ip.header().to_header();
+                assert_eq!(usize::from(h.payload_length), size - 4 - 14 - 40);
+                let sport = match &p.transport {
+                    Some(etherparse::TransportSlice::Udp(u)) => {
+                        let want = u.to_header().calc_checksum_ipv6(&h, u.payload()).unwrap();
+                        assert_eq!(u.checksum(), want, "UDP checksum, seq {seq}");
+                        assert_ne!(u.checksum(), 0, "mandatory over IPv6");
+                        u.source_port()
+                    }
+                    Some(etherparse::TransportSlice::Tcp(tcp)) => {
+                        let want = tcp
+                            .to_header()
+                            .calc_checksum_ipv6(&h, tcp.payload())
+                            .unwrap();
+                        assert_eq!(tcp.checksum(), want, "TCP checksum, seq {seq}");
+                        tcp.source_port()
+                    }
+                    _ => panic!(),
+                };
+                seen.insert((h.source, sport));
+                assert_eq!(read_stamp(f), Some((seq as u32, 7 + seq * 1_000_003)));
+            }
+            assert_eq!(seen.len(), 200, "every flow is sent");
+        }
+    }
+
+    #[test]
     fn test_ranges_rates_and_specs_parse_with_reasons() {
         let r: Range<u16> = "1024-2047".parse().unwrap();
         assert_eq!((r.first, r.count), (1024, 1024));
         assert!("9-8".parse::<Range<u16>>().is_err());
         assert!("70000".parse::<Range<u16>>().is_err());
-        let a: Range<Ipv4Addr> = "10.0.0.1-10.0.1.0".parse().unwrap();
+        let a: Range<IpAddr> = "10.0.0.1-10.0.1.0".parse().unwrap();
         assert_eq!(a.count, 256);
+        let six: Range<IpAddr> = "2001:db8::1-2001:db8::1:0".parse().unwrap();
+        assert_eq!(six.count, 0x1_0000);
+        assert_eq!(six.nth(0xffff), "2001:db8::1:0".parse::<IpAddr>().unwrap());
+        assert!("10.0.0.1-2001:db8::1"
+            .parse::<Range<IpAddr>>()
+            .unwrap_err()
+            .contains("one address family"));
+        assert!("2001:db8::-2001:db9::"
+            .parse::<Range<IpAddr>>()
+            .unwrap_err()
+            .contains("2^32"));
         assert_eq!("max".parse::<Rate>().unwrap(), Rate::Max);
         assert_eq!("1.5M".parse::<Rate>().unwrap(), Rate::Pps(1.5e6));
         assert_eq!("500000".parse::<Rate>().unwrap(), Rate::Pps(5e5));

@@ -118,6 +118,47 @@ fn pktgen_sends_counts_and_times_frames_on_a_veth_pair() {
             assert!(p50 > 0 && p50 <= p99, "{what}");
         }
     }
+    // IPv6: UDP with its mandatory checksum and TCP, smallest frames that hold the stamp.
+    for (proto, size) in [("udp", "82"), ("tcp", "94")] {
+        let r = pktgen(
+            &ns.0,
+            &[
+                "--tx",
+                "af_xdp:pa",
+                "--rx",
+                "af_xdp:pb",
+                "--dst-mac",
+                &mac,
+                "--src",
+                "2001:db8::1-2001:db8::2",
+                "--sport",
+                "1024-1123",
+                "--dst",
+                "2001:db8:1::2",
+                "--dport",
+                "80",
+                "--proto",
+                proto,
+                "--size",
+                size,
+                "--rate",
+                "200000",
+                "--count",
+                "20000",
+                "--duration",
+                "10",
+            ],
+        );
+        let what = format!("IPv6 {proto} {size}: {r}");
+        assert_eq!(
+            (r["flows"].as_u64(), r["sent"].as_u64()),
+            (Some(200), Some(20000)),
+            "{what}"
+        );
+        assert_eq!(r["received"], 20000, "{what}");
+        assert_eq!(r["received_other"], 0, "{what}");
+        assert!(r["latency_ns"]["p50"].as_u64().unwrap() > 0, "{what}");
+    }
     // Bounded: no duration and no count is refused with the reason.
     let out = Command::new(env!("CARGO_BIN_EXE_nodegate"))
         .args([
