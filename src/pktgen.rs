@@ -1001,6 +1001,68 @@ mod tests {
         }
     }
 
+    /// Builds `t`'s frames for 400 sequence numbers, over garbage buffers (no checksum may
+    /// depend on what was there), and checks each with etherparse: length, IPv4 header
+    /// checksum, L4 checksum (none for UDP over IPv4, mandatory over IPv6), the stamp. Returns
+    /// how many flows the frames covered.
+    fn check_frames(t: &Traffic) -> usize {
+        use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+        let tpl = Templates::build(t);
+        let mut seen = std::collections::HashSet::new();
+        for seq in 0..400u64 {
+            let mut m = Mbuf::new();
+            m.buffer_mut().fill(0xa5);
+            let ts = 7 + seq * 1_000_003;
+            tpl.fill(&mut m, seq, ts);
+            let f = &m[..];
+            assert_eq!(f.len(), t.size - 4);
+            let p = SlicedPacket::from_ethernet(f).unwrap();
+            let flow = match (&p.net, &p.transport) {
+                (Some(NetSlice::Ipv4(ip)), Some(l4)) => {
+                    let h = ip.header().to_header();
+                    assert_eq!(usize::from(h.total_len), t.size - 4 - 14);
+                    assert_eq!(h.header_checksum, h.calc_header_checksum());
+                    let sport = match l4 {
+                        TransportSlice::Udp(u) => {
+                            assert_eq!(u.checksum(), 0, "none over IPv4");
+                            u.source_port()
+                        }
+                        TransportSlice::Tcp(tcp) => {
+                            let want = tcp.to_header().calc_checksum_ipv4(&h, tcp.payload());
+                            assert_eq!(tcp.checksum(), want.unwrap(), "TCP, seq {seq}");
+                            tcp.source_port()
+                        }
+                        _ => panic!("UDP or TCP"),
+                    };
+                    (IpAddr::from(h.source), sport)
+                }
+                (Some(NetSlice::Ipv6(ip)), Some(l4)) => {
+                    let h = ip.header().to_header();
+                    assert_eq!(usize::from(h.payload_length), t.size - 4 - 14 - 40);
+                    let sport = match l4 {
+                        TransportSlice::Udp(u) => {
+                            let want = u.to_header().calc_checksum_ipv6(&h, u.payload());
+                            assert_eq!(u.checksum(), want.unwrap(), "UDP, seq {seq}");
+                            assert_ne!(u.checksum(), 0, "mandatory over IPv6");
+                            u.source_port()
+                        }
+                        TransportSlice::Tcp(tcp) => {
+                            let want = tcp.to_header().calc_checksum_ipv6(&h, tcp.payload());
+                            assert_eq!(tcp.checksum(), want.unwrap(), "TCP, seq {seq}");
+                            tcp.source_port()
+                        }
+                        _ => panic!("UDP or TCP"),
+                    };
+                    (IpAddr::from(h.source), sport)
+                }
+                _ => panic!("an IP packet with a transport header"),
+            };
+            seen.insert(flow);
+            assert_eq!(read_stamp(f), Some((seq as u32, ts)));
+        }
+        seen.len()
+    }
+
     #[test]
     fn test_frames_are_valid_and_stamped_for_every_flow() {
         assert!(traffic(Proto::Tcp, 64)
@@ -1011,41 +1073,7 @@ mod tests {
             let t = traffic(proto, size);
             assert_eq!(t.flows(), 200);
             t.check().unwrap();
-            let tpl = Templates::build(&t);
-            let mut seen = std::collections::HashSet::new();
-            for seq in 0..400u64 {
-                let mut m = Mbuf::new();
-                // Garbage where the payload goes: TCP must not depend on it.
-                m.buffer_mut().fill(0xa5);
-                tpl.fill(&mut m, seq, 1_000 + seq);
-                let f = &m[..];
-                assert_eq!(f.len(), size - 4);
-                let p = etherparse::SlicedPacket::from_ethernet(f).unwrap();
-                let Some(etherparse::NetSlice::Ipv4(ip)) = &p.net else {
-                    panic!()
-                };
-                assert_eq!(ip.header().total_len() as usize, size - 4 - 14);
-                let h = ip.header().to_header();
-                assert_eq!(h.header_checksum, h.calc_header_checksum());
-                let (src, sport) = match &p.transport {
-                    Some(etherparse::TransportSlice::Udp(u)) => {
-                        assert_eq!(u.checksum(), 0);
-                        (h.source, u.source_port())
-                    }
-                    Some(etherparse::TransportSlice::Tcp(tcp)) => {
-                        let want = tcp
-                            .to_header()
-                            .calc_checksum_ipv4(&h, tcp.payload())
-                            .unwrap();
-                        assert_eq!(tcp.checksum(), want, "TCP checksum, seq {seq}");
-                        (h.source, tcp.source_port())
-                    }
-                    _ => panic!(),
-                };
-                seen.insert((src, sport));
-                assert_eq!(read_stamp(f), Some((seq as u32, 1_000 + seq)));
-            }
-            assert_eq!(seen.len(), 200, "every flow is sent");
+            assert_eq!(check_frames(&t), 200, "every flow is sent");
         }
     }
 
@@ -1063,41 +1091,7 @@ mod tests {
             t.proto = proto;
             t.size = size;
             t.check().unwrap();
-            let tpl = Templates::build(&t);
-            let mut seen = std::collections::HashSet::new();
-            for seq in 0..400u64 {
-                let mut m = Mbuf::new();
-                m.buffer_mut().fill(0xa5);
-                tpl.fill(&mut m, seq, 7 + seq * 1_000_003);
-                let f = &m[..];
-                assert_eq!(f.len(), size - 4);
-                let p = etherparse::SlicedPacket::from_ethernet(f).unwrap();
-                let Some(etherparse::NetSlice::Ipv6(ip)) = &p.net else {
-                    panic!("IPv6 expected")
-                };
-                let h = ip.header().to_header();
-                assert_eq!(usize::from(h.payload_length), size - 4 - 14 - 40);
-                let sport = match &p.transport {
-                    Some(etherparse::TransportSlice::Udp(u)) => {
-                        let want = u.to_header().calc_checksum_ipv6(&h, u.payload()).unwrap();
-                        assert_eq!(u.checksum(), want, "UDP checksum, seq {seq}");
-                        assert_ne!(u.checksum(), 0, "mandatory over IPv6");
-                        u.source_port()
-                    }
-                    Some(etherparse::TransportSlice::Tcp(tcp)) => {
-                        let want = tcp
-                            .to_header()
-                            .calc_checksum_ipv6(&h, tcp.payload())
-                            .unwrap();
-                        assert_eq!(tcp.checksum(), want, "TCP checksum, seq {seq}");
-                        tcp.source_port()
-                    }
-                    _ => panic!(),
-                };
-                seen.insert((h.source, sport));
-                assert_eq!(read_stamp(f), Some((seq as u32, 7 + seq * 1_000_003)));
-            }
-            assert_eq!(seen.len(), 200, "every flow is sent");
+            assert_eq!(check_frames(&t), 200, "every flow is sent");
         }
     }
 
