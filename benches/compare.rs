@@ -542,19 +542,25 @@ struct Measured {
     latency_loss: f64,
 }
 
-/// Runs the generator from the tester namespace: `tx` → `rx`, `seconds` long, at `rate`, one
-/// lane per worker of `plan` on its generator CPUs.
-#[allow(clippy::too_many_arguments)]
-fn pktgen(
-    t: &Topology,
-    plan: &Plan,
-    tx: &str,
-    rx: &str,
-    dst_mac: &str,
-    case: Case,
-    rate: &str,
-    seconds: f64,
-) -> serde_json::Value {
+/// Where the generator's frames go: sent on `tx`, received on `rx` (tester interfaces),
+/// addressed to `dst_mac`, one lane per worker of `plan` on its generator CPUs.
+struct Path<'a> {
+    t: &'a Topology,
+    plan: &'a Plan,
+    tx: &'a str,
+    rx: &'a str,
+    dst_mac: &'a str,
+}
+
+/// Runs the generator from the tester namespace along `path`, `seconds` long, at `rate`.
+fn pktgen(path: &Path, case: Case, rate: &str, seconds: f64) -> serde_json::Value {
+    let Path {
+        t,
+        plan,
+        tx,
+        rx,
+        dst_mac,
+    } = *path;
     let (src, sport) = case.ranges(plan.workers);
     let dst = if tx == "t2" {
         "198.18.2.2"
@@ -617,28 +623,11 @@ struct Timing {
 }
 
 /// Throughput at the generator's highest rate, then latency at LATENCY_PPS.
-fn measure(
-    t: &Topology,
-    plan: &Plan,
-    tx: &str,
-    rx: &str,
-    dst_mac: &str,
-    case: Case,
-    timing: &Timing,
-) -> Measured {
+fn measure(path: &Path, case: Case, timing: &Timing) -> Measured {
     // Warm-up: flows created (conntrack, nodegate's flow table), neighbours resolved.
-    pktgen(t, plan, tx, rx, dst_mac, case, "max", timing.warmup);
-    let max = pktgen(t, plan, tx, rx, dst_mac, case, "max", timing.measure);
-    let lat = pktgen(
-        t,
-        plan,
-        tx,
-        rx,
-        dst_mac,
-        case,
-        &LATENCY_PPS.to_string(),
-        timing.latency,
-    );
+    pktgen(path, case, "max", timing.warmup);
+    let max = pktgen(path, case, "max", timing.measure);
+    let lat = pktgen(path, case, &LATENCY_PPS.to_string(), timing.latency);
     let us = |v: &serde_json::Value| v.as_f64().map(|ns| ns / 1e3);
     Measured {
         tx_mpps: max["tx_pps"].as_f64().unwrap() / 1e6,
@@ -914,6 +903,13 @@ fn bench(quick: bool, json: Option<String>, doc: bool, workers: Option<usize>) {
         t.mac(&t.tester, "t1"),
         t.mac(&t.tester, "t3"),
     );
+    let path = |tx, rx, dst_mac| Path {
+        t: &t,
+        plan: &plan,
+        tx,
+        rx,
+        dst_mac,
+    };
     let mut rows: Vec<Row> = Vec::new();
     let mut ceiling: Vec<Row> = Vec::new();
 
@@ -922,7 +918,7 @@ fn bench(quick: bool, json: Option<String>, doc: bool, workers: Option<usize>) {
     sizes.dedup();
     for &size in &sizes {
         let case = Case { size, flows: 1000 };
-        let m = measure(&t, &plan, "t2", "t3", &t3, case, &timing);
+        let m = measure(&path("t2", "t3", &t3), case, &timing);
         eprintln!("ceiling {size} B: {:.3} Mpps", m.rx_mpps);
         ceiling.push(Row {
             system: "generator ceiling (no forwarder)".into(),
@@ -942,10 +938,10 @@ fn bench(quick: bool, json: Option<String>, doc: bool, workers: Option<usize>) {
         };
         let _k = Kernel::start(&t, rules, &t1);
         for &case in &cases {
-            let plain = measure(&t, &plan, "t0", "t1", &n0, case, &timing);
+            let plain = measure(&path("t0", "t1", &n0), case, &timing);
             let napi = {
                 let _n = ThreadedNapi::enable(&t.node, "n0", &plan.node);
-                measure(&t, &plan, "t0", "t1", &n0, case, &timing)
+                measure(&path("t0", "t1", &n0), case, &timing)
             };
             eprintln!(
                 "{name} {case:?}: plain {:.3} Mpps, threaded NAPI {:.3} Mpps",
@@ -1006,7 +1002,7 @@ fn bench(quick: bool, json: Option<String>, doc: bool, workers: Option<usize>) {
             .unwrap_or("");
         let mut measured = Vec::new();
         for &case in &cases {
-            let m = measure(&t, &plan, "t0", "t1", &n0, case, &timing);
+            let m = measure(&path("t0", "t1", &n0), case, &timing);
             eprintln!("nodegate {driver} {case:?}: {:.3} Mpps", m.rx_mpps);
             measured.push((case, m));
         }
