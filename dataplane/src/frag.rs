@@ -128,6 +128,23 @@ impl<I: DatagramId> FragTable<I> {
         };
     }
 
+    /// The ports of a fragment of datagram `id`: a first fragment's own (`first`), remembered for
+    /// the later ones; for a later fragment (`first` is `None`) the remembered ones, if any.
+    pub fn ports_of(
+        &mut self,
+        id: I,
+        first: Option<(u16, u16)>,
+        now: Instant,
+    ) -> Option<(u16, u16)> {
+        match first {
+            Some(ports) => {
+                self.insert(id, ports, now);
+                Some(ports)
+            }
+            None => self.lookup(&id, now),
+        }
+    }
+
     /// The ports of `id`'s first fragment, if seen within the timeout.
     pub fn lookup(&self, id: &I, now: Instant) -> Option<(u16, u16)> {
         let s = &self.slots[id.hash() as usize & self.mask];

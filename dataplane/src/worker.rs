@@ -1216,26 +1216,19 @@ impl Worker {
                 proto: meta.proto,
                 ident: meta.ident,
             };
-            let home = (id.hash() % self.cfg.workers as u64) as usize;
-            if home != self.cfg.id {
-                return Err(Action::Handoff(home));
-            }
-            match key {
-                Some(k) if !meta.later_fragment => {
-                    self.frags.insert(id, (k.sport, k.dport), self.now);
-                    Some(k)
-                }
-                _ => self
-                    .frags
-                    .lookup(&id, self.now)
-                    .map(|(sport, dport)| FlowKey {
-                        src: meta.src,
-                        dst: meta.dst,
-                        sport,
-                        dport,
-                        proto: meta.proto,
-                    }),
-            }
+            self.fragment_home(id.hash())?;
+            let first = key
+                .filter(|_| !meta.later_fragment)
+                .map(|k| (k.sport, k.dport));
+            self.frags
+                .ports_of(id, first, self.now)
+                .map(|(sport, dport)| FlowKey {
+                    src: meta.src,
+                    dst: meta.dst,
+                    sport,
+                    dport,
+                    proto: meta.proto,
+                })
         };
         let Some(key) = key else {
             self.stats.fragments_unmatched += 1;
@@ -1248,6 +1241,17 @@ impl Worker {
             }
         }
         Ok((Some(key), true))
+    }
+
+    /// `Ok` on a fragment's home worker (chosen by `hash`, its datagram's identity), else where
+    /// to hand it.
+    fn fragment_home(&self, hash: u64) -> Result<(), Action> {
+        let home = (hash % self.cfg.workers as u64) as usize;
+        if home == self.cfg.id {
+            Ok(())
+        } else {
+            Err(Action::Handoff(home))
+        }
     }
 
     /// Packets that no flow and no Service claims: the node's own, or plain forwarding.

@@ -146,22 +146,16 @@ impl Worker {
             proto: key.proto,
             ident,
         };
-        let home = (id.hash() % self.cfg.workers as u64) as usize;
-        if home != self.cfg.id {
-            return Err(Action::Handoff(home));
-        }
-        let key = if later {
-            self.frags6
-                .lookup(&id, self.now)
-                .map(|(sport, dport)| FlowKey6 {
-                    sport,
-                    dport,
-                    ..key
-                })
-        } else {
-            self.frags6.insert(id, (key.sport, key.dport), self.now);
-            Some(key)
-        };
+        self.fragment_home(id.hash())?;
+        let first = (!later).then_some((key.sport, key.dport));
+        let key = self
+            .frags6
+            .ports_of(id, first, self.now)
+            .map(|(sport, dport)| FlowKey6 {
+                sport,
+                dport,
+                ..key
+            });
         let Some(key) = key else {
             self.stats.fragments_unmatched += 1;
             return Ok(None);
