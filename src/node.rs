@@ -221,6 +221,55 @@ impl Default for IdlePolicy {
 /// What a worker thread hands back when it stops: the worker and its port queues.
 pub type Stopped = (Worker, Vec<Box<dyn Port>>);
 
+/// A fault to inject into one worker of a live run, for the tests of what nodegate does when a
+/// worker fails (`NODEGATE_TEST_WORKER_FAULT=<worker>:<panic|stall>:<after ms>`; never set in
+/// production). `panic` panics the worker's thread; `stall` stops it polling for ever, as a
+/// worker stuck in a loop would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerFault {
+    pub worker: usize,
+    pub stall: bool,
+    pub after: Duration,
+}
+
+impl WorkerFault {
+    /// The environment variable that injects a fault.
+    pub const VAR: &'static str = "NODEGATE_TEST_WORKER_FAULT";
+
+    /// The fault the environment asks for; `Err` names what does not parse.
+    pub fn from_env() -> Result<Option<WorkerFault>, String> {
+        match std::env::var(Self::VAR) {
+            Ok(v) => Self::parse(&v).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn parse(v: &str) -> Result<WorkerFault, String> {
+        let bad = || {
+            format!(
+                "{}={v}: expected <worker>:<panic|stall>:<after ms>",
+                Self::VAR
+            )
+        };
+        let mut parts = v.split(':');
+        let worker = parts.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+        let stall = match parts.next() {
+            Some("panic") => false,
+            Some("stall") => true,
+            _ => return Err(bad()),
+        };
+        let after = parts.next().and_then(|a| a.parse().ok()).ok_or_else(bad)?;
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(WorkerFault {
+            worker,
+            stall,
+            after: Duration::from_millis(after),
+        })
+    }
+}
+
 /// Runs each worker on its own thread with its own port queues until `stop` is set; returns the
 /// workers (with their counters) and their ports when they have stopped.
 pub fn spawn_workers(
@@ -229,6 +278,7 @@ pub fn spawn_workers(
     cpus: Option<Vec<usize>>,
     idle: IdlePolicy,
     stop: Arc<AtomicBool>,
+    fault: Option<WorkerFault>,
 ) -> Vec<JoinHandle<Stopped>> {
     let clock = MonotonicClock::new();
     workers
@@ -247,7 +297,21 @@ pub fn spawn_workers(
                         }
                     }
                     let mut idle_polls = 0u32;
+                    let fault = fault
+                        .filter(|f| f.worker == i)
+                        .map(|f| (f, std::time::Instant::now() + f.after));
                     while !stop.load(Ordering::Relaxed) {
+                        if let Some((f, at)) = fault {
+                            if std::time::Instant::now() >= at {
+                                if !f.stall {
+                                    panic!("{} injected a panic", WorkerFault::VAR);
+                                }
+                                while !stop.load(Ordering::Relaxed) {
+                                    std::thread::sleep(Duration::from_millis(10));
+                                }
+                                break;
+                            }
+                        }
                         if w.poll(&mut ports, clock.now()) > 0 {
                             idle_polls = 0;
                         } else {

@@ -46,6 +46,28 @@ pub enum RunError {
     Write(String),
     #[error("DPDK: {0}")]
     Dpdk(String),
+    /// A worker thread died (a panic: a bug). The run stops in order (ports closed, XDP
+    /// programs detached) and nodegate exits with [`WORKER_FAILED_EXIT`], for its supervisor
+    /// (systemd, the kubelet) to restart it: a dead worker would otherwise leave a silent
+    /// hole, its share of the flows black-holed while the other workers forward.
+    #[error(
+        "worker {worker} stopped: {reason}; nodegate stopped so that its supervisor restarts it"
+    )]
+    WorkerFailed { worker: usize, reason: String },
+}
+
+/// The exit status of a run whose worker died (EX_SOFTWARE, an internal error).
+pub const WORKER_FAILED_EXIT: u8 = 70;
+
+impl RunError {
+    /// The process exit status for this error: [`WORKER_FAILED_EXIT`] for a dead worker, 2
+    /// for everything that stops a run before it starts.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::WorkerFailed { .. } => WORKER_FAILED_EXIT,
+            _ => 2,
+        }
+    }
 }
 
 /// Loads the configuration and the manifests it names (no manifests: no Services).
@@ -241,6 +263,10 @@ fn run_live(
         crate::control::control_cpu(&cpus),
     )
     .map_err(|reason| api_error(cfg, opts, &api, reason))?;
+    let fault = crate::node::WorkerFault::from_env().map_err(|reason| RunError::Io {
+        path: cfg.file.clone(),
+        reason,
+    })?;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handles = crate::node::spawn_workers(
         parts.workers,
@@ -251,18 +277,47 @@ fn run_live(
             sleep: std::time::Duration::from_micros(cfg.idle.sleep_us),
         },
         stop.clone(),
+        fault,
     );
     tracing::info!(workers = n, "ready");
+    let mut died = None;
     while !ffi::signal::stop_requested() {
         std::thread::sleep(std::time::Duration::from_millis(50));
+        // A worker thread ends only when told to, or when it panicked.
+        if let Some(w) = handles.iter().position(|h| h.is_finished()) {
+            died = Some(w);
+            break;
+        }
     }
-    tracing::info!("stopping");
+    match died {
+        Some(w) => tracing::error!(
+            worker = w,
+            "a worker thread died; stopping every worker, closing the ports and detaching the XDP programs, then exiting with status {WORKER_FAILED_EXIT} so that the supervisor restarts nodegate"
+        ),
+        None => tracing::info!("stopping"),
+    }
     // Nothing is published once the workers stop.
     control.stop();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut failed = None;
     let (workers, ports): (Vec<_>, Vec<_>) = handles
         .into_iter()
-        .map(|h| h.join().expect("a worker thread panicked"))
+        .enumerate()
+        .filter_map(|(i, h)| match h.join() {
+            Ok(parts) => Some(parts),
+            Err(panic) => {
+                let reason = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panicked".into());
+                failed.get_or_insert(RunError::WorkerFailed {
+                    worker: i,
+                    reason: format!("panicked: {reason}"),
+                });
+                None
+            }
+        })
         .unzip();
     servers.stop();
     let mut stats = Stats::gather(&workers, &parts.publisher.current());
@@ -279,7 +334,10 @@ fn run_live(
         d.close();
     }
     write_stats(opts, &stats)?;
-    Ok(stats)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
 }
 
 /// Why the API server client could not be made, as a configuration error naming where the

@@ -38,13 +38,37 @@ fn topology(tag: &str) -> (Netns, Link, String) {
     veth_pair("nga", "ngb", tag)
 }
 
+/// The runs' `health.timeout_secs`: short, so that an outage outlasts it.
+const HEALTH_TIMEOUT_SECS: u64 = 2;
+
+/// `/healthz` and `/livez` of the run (in this namespace) answer 200 and say healthy.
+fn assert_proxy_healthy(when: &str) {
+    for path in ["healthz", "livez"] {
+        let out = sh(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "-w",
+            " %{http_code}",
+            &format!("http://127.0.0.1:10256/{path}"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            text.ends_with(" 200") && text.contains("\"healthy\":true"),
+            "/{path} {when}: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Writes `nodegate.yaml` (`workers` af_xdp workers on `host`, no manifests) and a kubeconfig
 /// for `api` in `dir`, and starts `nodegate run --kubeconfig kubeconfig`.
 fn start(dir: &std::path::Path, api: &FakeApi, host: &str, workers: usize) -> Running {
     std::fs::write(
         dir.join("nodegate.yaml"),
         format!(
-            "node: {{name: node-a, addresses: [\"192.0.2.1\"]}}\nworkers: {workers}\nports:\n  - {{name: eth0, driver: af_xdp, interface: {host}, addresses: [\"192.0.2.1/24\"]}}\n"
+            "node: {{name: node-a, addresses: [\"192.0.2.1\"]}}\nworkers: {workers}\nports:\n  - {{name: eth0, driver: af_xdp, interface: {host}, addresses: [\"192.0.2.1/24\"]}}\nhealth: {{timeout_secs: {HEALTH_TIMEOUT_SECS}}}\n"
         ),
     )
     .unwrap();
@@ -264,6 +288,11 @@ fn api_server_loss_keeps_forwarding_and_the_tables_converge_when_it_returns() {
         );
     }
 
+    // An unreachable API server changes nothing in the tables: the proxy stays healthy past
+    // its timeout (kube-proxy queues only changes it has to apply).
+    assert!(stopped.elapsed() > Duration::from_secs(HEALTH_TIMEOUT_SECS + 1));
+    assert_proxy_healthy("while the API server is down");
+
     // The cluster changes while nodegate cannot see it: the UDP Service moves to another port,
     // a TCP Service appears; then the history is compacted away.
     apply_yaml(&api, &udp_service_on(5354));
@@ -306,6 +335,8 @@ fn api_server_loss_keeps_forwarding_and_the_tables_converge_when_it_returns() {
         udp_request_at(&ns.0, "10.96.0.10", 5353).is_err(),
         "the old port must be gone"
     );
+    std::thread::sleep(Duration::from_secs(HEALTH_TIMEOUT_SECS + 1));
+    assert_proxy_healthy("after the API server returned and its changes were applied");
     // Each watcher resumed from where it was, was told 410 Gone, and relisted.
     for resource in ["services", "endpointslices"] {
         let calls: Vec<(Verb, Option<String>)> = api

@@ -1044,22 +1044,6 @@ fn malformed_ipv6_is_counted_by_reason() {
     check_forwarded(&o, &good, ETH1, MAC1, pod6_mac(ip6(POD)));
 }
 
-/// xorshift64*: deterministic pseudo-random numbers for the mutation test.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 #[test]
 fn mutated_ipv6_frames_never_panic_and_are_accounted() {
     // Two workers, so that neighbour discovery copies go through the learn-only path too.

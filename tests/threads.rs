@@ -139,7 +139,14 @@ fn threaded_workers_hand_off_and_translate_each_flow_once() {
         peers.push(pe);
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let handles = spawn_workers(workers, ports, None, IdlePolicy::default(), stop.clone());
+    let handles = spawn_workers(
+        workers,
+        ports,
+        None,
+        IdlePolicy::default(),
+        stop.clone(),
+        None,
+    );
     let mut rig = Rig {
         peers,
         pool: pool.clone(),

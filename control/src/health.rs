@@ -7,7 +7,15 @@
 //! the timeout (kube-proxy: twice its sync period) without being in effect. In nodegate a
 //! change is in effect when every worker forwards with a table that holds it: each worker
 //! records the generation it runs (`TablePublisher::applied`), so a worker that stopped
-//! polling shows up here after the timeout even though the table was published.
+//! polling shows up here after the timeout even though the table was published. A worker
+//! that stopped polling while nothing changes shows up too: each worker counts its timer
+//! ticks (`TablePublisher::heartbeats`), and a count that has not moved for the timeout makes
+//! the proxy unhealthy (kube-proxy has no workers; a stuck one must not pass for healthy).
+//!
+//! As in kube-proxy, only a change that needs new tables is *queued*: an update that finds
+//! nothing to change (the manifests directory read again, a relist that found what was
+//! there, a bad manifest or an unreachable API server, where the last good tables stay) queues
+//! nothing, so an idle proxy stays healthy for ever.
 //!
 //! Who calls what:
 //!
@@ -64,6 +72,10 @@ struct State {
     generation: u64,
     /// When every worker was last seen running the newest generation.
     last_updated: Option<SystemTime>,
+    /// Each worker's last heartbeat count and when it was first seen at that count.
+    beats: Vec<(u64, SystemTime)>,
+    /// The stalled workers last logged.
+    stalled: Vec<usize>,
 }
 
 /// What [`ProxyHealth::check`] found.
@@ -75,6 +87,9 @@ pub struct HealthReport {
     pub node_eligible: bool,
     /// When every worker last ran the newest tables (`None`: never).
     pub last_updated: Option<SystemTime>,
+    /// Workers whose heartbeat has not moved for the timeout (stuck or dead): the proxy is
+    /// unhealthy while there is one, changes pending or not.
+    pub stalled: Vec<usize>,
     pub current_time: SystemTime,
     /// The newest published generation, and the one each worker runs.
     pub generation: u64,
@@ -100,6 +115,8 @@ impl ProxyHealth {
                 build: Duration::ZERO,
                 generation,
                 last_updated: Some(now),
+                beats: Vec::new(),
+                stalled: Vec::new(),
             }),
         }
     }
@@ -151,7 +168,33 @@ impl ProxyHealth {
     pub fn check(&self, now: SystemTime) -> HealthReport {
         let published = self.publisher.current().generation;
         let applied = self.publisher.applied();
+        let beats = self.publisher.heartbeats();
         let mut st = self.state();
+        // A worker polls its timers every 10 ms; one whose count has not moved for the timeout
+        // is stuck, though no change is waiting for it.
+        if st.beats.len() != beats.len() {
+            st.beats = beats.iter().map(|&b| (b, now)).collect();
+        }
+        let mut stalled = Vec::new();
+        for (w, (&b, seen)) in beats.iter().zip(st.beats.iter_mut()).enumerate() {
+            if seen.0 != b {
+                *seen = (b, now);
+            } else if now.duration_since(seen.1).unwrap_or_default() >= self.timeout {
+                stalled.push(w);
+            }
+        }
+        if stalled != st.stalled {
+            if stalled.is_empty() {
+                tracing::info!("every worker polls again");
+            } else {
+                tracing::error!(
+                    workers = ?stalled,
+                    timeout_secs = self.timeout.as_secs(),
+                    "workers stopped polling; the proxy reports unhealthy"
+                );
+            }
+            st.stalled = stalled.clone();
+        }
         if published > st.generation {
             // Published without `published()`: pending from now on.
             let since = st.pending_since.or(st.queued_since).unwrap_or(now);
@@ -181,9 +224,10 @@ impl ProxyHealth {
         let late =
             oldest.is_some_and(|t| now.duration_since(t).unwrap_or_default() >= self.timeout);
         HealthReport {
-            healthy: !late,
+            healthy: !late && stalled.is_empty(),
             node_eligible: st.node_eligible,
             last_updated: st.last_updated,
+            stalled,
             current_time: now,
             generation: st.generation,
             applied,
@@ -335,6 +379,7 @@ mod test {
             current_time: UNIX_EPOCH + Duration::new(1_795_441_759, 500_000_000),
             generation: 1,
             applied: vec![1],
+            stalled: vec![],
         }
     }
 
@@ -403,6 +448,13 @@ mod test {
         let mut w1 = publisher.reader();
         let timeout = Duration::from_secs(60);
         let h = ProxyHealth::new(publisher.clone(), timeout, at(0));
+        // Both workers poll (their heartbeats move) throughout: worker 1 is stuck on its old
+        // table only.
+        let beat = |a: &dataplane::tables::TableReader, b: &dataplane::tables::TableReader| {
+            a.heartbeat();
+            b.heartbeat();
+        };
+        beat(&w0, &w1);
         let r = h.check(at(1));
         assert!(r.healthy && r.node_eligible);
         assert_eq!(r.last_updated, Some(at(0)));
@@ -412,11 +464,14 @@ mod test {
         let g = publisher.publish(Tables::default());
         h.published(g, Duration::from_millis(5), at(11));
         w0.refresh();
+        beat(&w0, &w1);
         let r = h.check(at(12));
         assert!(r.healthy, "late only after the timeout");
         assert_eq!((r.generation, r.applied.clone()), (1, vec![1, 0]));
+        beat(&w0, &w1);
         assert!(h.check(at(69)).healthy);
         // Pending since the change arrived (10 s), not since it was published.
+        beat(&w0, &w1);
         let r = h.check(at(70));
         assert!(!r.healthy);
         assert_eq!(r.last_updated, Some(at(0)));
@@ -425,6 +480,7 @@ mod test {
 
         // The worker catches up: healthy again, and the sync counts as done now.
         w1.refresh();
+        beat(&w0, &w1);
         let r = h.check(at(71));
         assert!(r.healthy);
         assert_eq!(r.last_updated, Some(at(71)));
@@ -433,30 +489,40 @@ mod test {
             text.contains("\nnodegate_table_apply_duration_seconds_count 1\n"),
             "{text}"
         );
+        beat(&w0, &w1);
         assert_eq!(h.answer("/healthz", at(71)).status, 200);
         assert_eq!(h.answer("/other", at(71)).status, 404);
 
         // A queued change that is never published is late too (the sync is stuck).
         h.queued_update(at(100));
+        beat(&w0, &w1);
         assert!(h.check(at(159)).healthy);
+        beat(&w0, &w1);
         assert!(!h.check(at(160)).healthy);
         let g = publisher.publish(Tables::default());
         h.published(g, Duration::ZERO, at(161));
+        beat(&w0, &w1);
         assert!(!h.check(at(161)).healthy, "not yet in every worker");
         w0.refresh();
         w1.refresh();
+        beat(&w0, &w1);
         assert!(h.check(at(162)).healthy);
     }
 
     #[test]
     fn test_publishing_behind_its_back_is_noticed() {
         let publisher = TablePublisher::new(Tables::default());
-        let _stuck = publisher.reader();
+        let stuck = publisher.reader();
         let h = ProxyHealth::new(publisher.clone(), Duration::from_secs(60), at(0));
         publisher.publish(Tables::default());
+        stuck.heartbeat();
         assert!(h.check(at(5)).healthy);
+        stuck.heartbeat();
         assert!(h.check(at(64)).healthy);
-        assert!(!h.check(at(65)).healthy, "pending since first seen at 5 s");
+        stuck.heartbeat();
+        let r = h.check(at(65));
+        assert!(!r.healthy, "pending since first seen at 5 s");
+        assert!(r.stalled.is_empty(), "late, not stalled");
     }
 
     #[test]
@@ -470,5 +536,48 @@ mod test {
         assert_eq!(h.answer("/livez", at(1)).status, 200);
         h.set_node_eligible(true);
         assert_eq!(h.answer("/healthz", at(2)).status, 200);
+    }
+
+    #[test]
+    fn test_idle_proxy_stays_healthy_past_the_timeout() {
+        // Nothing queued, workers polling: healthy at any age (the 60 s bug was an update that
+        // changed nothing being queued).
+        let publisher = TablePublisher::new(Tables::default());
+        let w = publisher.reader();
+        let h = ProxyHealth::new(publisher.clone(), Duration::from_secs(2), at(0));
+        for t in (0..600).step_by(1) {
+            w.heartbeat();
+            let r = h.check(at(t));
+            assert!(r.healthy, "at {t} s");
+            assert_eq!(h.answer("/healthz", at(t)).status, 200);
+            assert_eq!(h.answer("/livez", at(t)).status, 200);
+        }
+    }
+
+    #[test]
+    fn test_a_worker_that_stops_polling_fails_the_proxy_with_nothing_pending() {
+        let publisher = TablePublisher::new(Tables::default());
+        let (w0, w1) = (publisher.reader(), publisher.reader());
+        let h = ProxyHealth::new(publisher.clone(), Duration::from_secs(10), at(0));
+        for t in 0..10 {
+            w0.heartbeat();
+            w1.heartbeat();
+            assert!(h.check(at(t)).healthy);
+        }
+        // Worker 1 stops (its thread is stuck); worker 0 goes on.
+        for t in 10..19 {
+            w0.heartbeat();
+            assert!(h.check(at(t)).healthy, "not yet at {t} s");
+        }
+        w0.heartbeat();
+        let r = h.check(at(19));
+        assert!(!r.healthy);
+        assert_eq!(r.stalled, vec![1]);
+        assert_eq!(h.answer("/livez", at(19)).status, 503);
+        // It polls again: healthy at once.
+        w0.heartbeat();
+        w1.heartbeat();
+        let r = h.check(at(20));
+        assert!(r.healthy && r.stalled.is_empty());
     }
 }

@@ -498,18 +498,18 @@ pub async fn run(
             () = &mut stop => return,
             received = updates.recv(), if open => match received {
                 Some(update) => {
-                    if let Some(h) = health {
-                        // kube-proxy's QueuedUpdate: the change waits for a rebuild from now.
-                        h.queued_update(SystemTime::now());
-                    }
-                    state.apply(update);
+                    let mut changed = state.apply(update);
                     for _ in 1..DRAIN_MAX {
                         match updates.try_recv() {
-                            Ok(update) => {
-                                state.apply(update);
-                            }
+                            Ok(update) => changed |= state.apply(update),
                             Err(_) => break,
                         }
+                    }
+                    if let (true, Some(h)) = (changed, health) {
+                        // kube-proxy's QueuedUpdate, only for a change the tables need: it
+                        // waits for a rebuild from now. An update that changes nothing queues
+                        // nothing (else an idle proxy would turn unhealthy).
+                        h.queued_update(SystemTime::now());
                     }
                     status.observe(&state);
                 }

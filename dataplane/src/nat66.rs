@@ -213,11 +213,26 @@ const ROUTING: u8 = 43;
 const FRAGMENT: u8 = 44;
 const DEST_OPTIONS: u8 = 60;
 
+/// Why [`flow_key`] found no tuple.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoFlow6 {
+    /// Not a flow the Service path handles (ICMPv6, ESP/AH, a routing header still routing, a
+    /// chain or an L4 header cut short): routed, not load balanced.
+    Other,
+    /// A whole TCP or UDP packet whose own lengths do not fit (a TCP data offset under 20 or
+    /// past the segment, a UDP length that is not the payload's): dropped as `l4-malformed`,
+    /// as IPv4 drops it.
+    Malformed,
+}
+
 /// The tuple of a TCP, UDP or SCTP packet, after the extension headers a host may put in front
 /// of them (hop-by-hop and destination options, a routing header with no segments left, a
-/// fragment header). `None` for anything else (ICMPv6, ESP/AH, a routing header still routing,
-/// a chain or an L4 header cut short): such packets are routed, not load balanced.
-pub fn flow_key(ip: &[u8]) -> Option<Parsed6> {
+/// fragment header); see [`NoFlow6`] for what has none.
+pub fn flow_key(ip: &[u8]) -> Result<Parsed6, NoFlow6> {
+    flow_key_inner(ip).ok_or(NoFlow6::Other)?
+}
+
+fn flow_key_inner(ip: &[u8]) -> Option<Result<Parsed6, NoFlow6>> {
     let p = Ipv6Packet::new_checked(ip).ok()?;
     let total = IP6 + usize::from(p.payload_len());
     let body = ip.get(..total)?;
@@ -265,18 +280,30 @@ pub fn flow_key(ip: &[u8]) -> Option<Parsed6> {
         proto,
     };
     if let Some((_, true)) = fragment {
-        return Some(Parsed6 {
+        return Some(Ok(Parsed6 {
             key: key(0, 0),
             flags: 0,
             l4: at,
             fragment,
-        });
+        }));
     }
     let l4 = body.get(at..)?;
     if l4.len() < min {
         return None;
     }
-    Some(Parsed6 {
+    // A whole segment must hold the header it announces (a first fragment holds only part of
+    // its datagram, so its lengths cannot be checked here).
+    if fragment.is_none() {
+        let fits = match proto {
+            PROTO_TCP => crate::wire::TcpPacket::new_checked(l4).is_ok(),
+            PROTO_UDP => crate::wire::UdpPacket::new_checked(l4).is_ok(),
+            _ => true,
+        };
+        if !fits {
+            return Some(Err(NoFlow6::Malformed));
+        }
+    }
+    Some(Ok(Parsed6 {
         key: key(
             u16::from_be_bytes([l4[0], l4[1]]),
             u16::from_be_bytes([l4[2], l4[3]]),
@@ -284,7 +311,7 @@ pub fn flow_key(ip: &[u8]) -> Option<Parsed6> {
         flags: if proto == PROTO_TCP { l4[13] } else { 0 },
         l4: at,
         fragment,
-    })
+    }))
 }
 
 /// ICMPv6's next-header number.
@@ -445,11 +472,11 @@ mod tests {
             .icmpv6_echo_request(1, 1)
             .write(&mut out, b"x")
             .unwrap();
-        assert!(flow_key(&out).is_none());
+        assert!(flow_key(&out).is_err());
         // A TCP header cut short.
         let pkt = packet(PROTO_TCP, "fd00::1", "fd00::2", 1, 2, b"");
-        assert!(flow_key(&pkt[..IP6 + 10]).is_none());
-        assert!(flow_key(&[0u8; 3]).is_none());
+        assert!(flow_key(&pkt[..IP6 + 10]).is_err());
+        assert!(flow_key(&[0u8; 3]).is_err());
     }
 
     /// `pkt` (an IPv6 packet without extension headers) with `ext` (next header, bytes)
@@ -528,17 +555,37 @@ mod tests {
         );
         // A routing header still routing, or a hop-by-hop header not first: not ours.
         let routing = with_ext(&pkt, &[(ROUTING, vec![0, 0, 0, 1, 0, 0, 0, 0])]);
-        assert!(flow_key(&routing).is_none());
+        assert_eq!(flow_key(&routing), Err(NoFlow6::Other));
         let done = with_ext(&pkt, &[(ROUTING, vec![0, 0, 0, 0, 0, 0, 0, 0])]);
         assert_eq!(flow_key(&done).unwrap().key.dport, 53);
         let late_hbh = with_ext(&pkt, &[(DEST_OPTIONS, vec![0; 8]), (HOP_BY_HOP, hbh)]);
-        assert!(flow_key(&late_hbh).is_none());
+        assert_eq!(flow_key(&late_hbh), Err(NoFlow6::Other));
         // A chain that runs past the packet.
         let mut cut = with_ext(&pkt, &[(DEST_OPTIONS, vec![0, 200, 0, 0, 0, 0, 0, 0])]);
         cut.truncate(IP6 + 16);
         let len = (cut.len() - IP6) as u16;
         cut[4..6].copy_from_slice(&len.to_be_bytes());
-        assert!(flow_key(&cut).is_none());
+        assert_eq!(flow_key(&cut), Err(NoFlow6::Other));
+    }
+
+    #[test]
+    fn test_whole_segments_whose_lengths_do_not_fit_are_malformed() {
+        // A TCP data offset past the segment (the frame that once panicked a worker), or under
+        // the fixed header.
+        for offset in [0xf0u8, 0x40] {
+            let mut tcp = packet(PROTO_TCP, "fd00::7", "fd00:96::1", 40000, 80, b"x");
+            tcp[IP6 + 12] = offset;
+            assert_eq!(flow_key(&tcp), Err(NoFlow6::Malformed));
+        }
+        // A UDP length that is not the payload's.
+        let mut udp = packet(PROTO_UDP, "fd00::7", "fd00:96::1", 40000, 53, b"query");
+        udp[IP6 + 4..IP6 + 6].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(flow_key(&udp), Err(NoFlow6::Malformed));
+        // A first fragment holds only part of its datagram: not checked here.
+        let mut tcp = packet(PROTO_TCP, "fd00::7", "fd00:96::1", 40000, 80, b"x");
+        tcp[IP6 + 12] = 0xf0;
+        let first = with_ext(&tcp, &[(FRAGMENT, vec![0, 0, 0, 1, 0, 0, 0, 9])]);
+        assert_eq!(flow_key(&first).unwrap().key.dport, 80);
     }
 
     #[test]

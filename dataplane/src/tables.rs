@@ -82,6 +82,8 @@ pub struct TablePublisher {
     /// The generation each reader runs, in the order the readers were made. Locked only by the
     /// control plane (making a reader, reading the generations), never by a reader.
     applied: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
+    /// Each reader's heartbeat, in the same order (see [`TableReader::heartbeat`]).
+    beats: Arc<Mutex<Vec<Arc<AtomicU64>>>>,
 }
 
 impl TablePublisher {
@@ -89,6 +91,7 @@ impl TablePublisher {
         TablePublisher {
             shared: Arc::new(ArcSwap::from_pointee(initial)),
             applied: Arc::default(),
+            beats: Arc::default(),
         }
     }
 
@@ -115,11 +118,28 @@ impl TablePublisher {
             .lock()
             .expect("table reader registry poisoned")
             .push(applied.clone());
+        let beat = Arc::new(AtomicU64::new(0));
+        self.beats
+            .lock()
+            .expect("table reader registry poisoned")
+            .push(beat.clone());
         TableReader {
             shared: self.shared.clone(),
             current,
             applied,
+            beat,
         }
+    }
+
+    /// Each reader's heartbeat count, in worker order: a count that stops moving is a worker
+    /// that stopped polling (the proxy health check fails it).
+    pub fn heartbeats(&self) -> Vec<u64> {
+        self.beats
+            .lock()
+            .expect("table reader registry poisoned")
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect()
     }
 
     /// The generation every reader runs now, in the order the readers were made (worker order).
@@ -139,6 +159,8 @@ pub struct TableReader {
     current: Arc<Tables>,
     /// The generation of `current`, for the control plane (written only here, on a switch).
     applied: Arc<AtomicU64>,
+    /// Counts the worker's timer ticks, for the control plane (written only here).
+    beat: Arc<AtomicU64>,
 }
 
 impl TableReader {
@@ -154,6 +176,14 @@ impl TableReader {
         self.applied
             .store(self.current.generation, Ordering::Release);
         true
+    }
+
+    /// Says the worker is still polling; called from its timers (a store to a line only this
+    /// worker writes, read by the control plane about once a second).
+    #[inline]
+    pub fn heartbeat(&self) {
+        let n = self.beat.load(Ordering::Relaxed);
+        self.beat.store(n.wrapping_add(1), Ordering::Relaxed);
     }
 
     #[inline]

@@ -692,6 +692,7 @@ impl Worker {
         // An idle worker still switches to new tables, so that "every worker runs generation N"
         // means what it says (the proxy health check waits for it).
         self.tables.refresh();
+        self.tables.heartbeat();
         self.ct.sweep(now, SWEEP_BUDGET);
         if !self.ct6.is_empty() {
             self.ct6.sweep(now, SWEEP_BUDGET);
@@ -1391,15 +1392,16 @@ impl Worker {
         if flags & tcp_flags::RST != 0 {
             return Action::Free;
         }
-        let (seq, ack, payload) = {
-            let ip = Ipv4Packet::new_unchecked(&m[L2..]);
-            let tcp = TcpPacket::new_unchecked(ip.payload());
-            (
-                tcp.seq_number(),
-                tcp.ack_number(),
-                tcp.payload().len() as u32,
-            )
+        // ip4-input checked the segment's lengths (`TcpPacket::new_checked`) for a whole
+        // packet; a first fragment is checked here, as the answer depends on them.
+        let Ok(tcp) = TcpPacket::new_checked(&m[meta.l4..]) else {
+            return Action::Drop(DropReason::L4Malformed);
         };
+        let (seq, ack, payload) = (
+            tcp.seq_number(),
+            tcp.ack_number(),
+            tcp.payload().len() as u32,
+        );
         let (rst_seq, rst_ack, rst_flags) = rst_for(flags, seq, ack, payload);
         let ip_len = 20 + 20;
         let repr = Ipv4Repr {

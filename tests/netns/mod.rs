@@ -260,6 +260,25 @@ impl Running {
         }
     }
 
+    /// Waits at most `timeout` for the process to exit by itself; panics if it does not.
+    pub fn wait_exit(&mut self, timeout: std::time::Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "nodegate still running after {timeout:?}:\n{}",
+                    self.log_after_ready()
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
     /// Sends SIGTERM, asserts a clean exit (status 0) and returns the counters it wrote.
     pub fn stop(mut self) -> serde_json::Value {
         must(&["kill", "-TERM", &self.child.id().to_string()]);

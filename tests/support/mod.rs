@@ -803,3 +803,23 @@ pub fn reply_to(o: &Out, l4: L4) -> Pkt {
     p.payload = b"reply".to_vec();
     p
 }
+
+// ---- randomness -------------------------------------------------------------------------------
+
+/// xorshift64*: deterministic pseudo-random numbers for the mutation tests (seeded, so a
+/// failure replays).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number in `0..n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}

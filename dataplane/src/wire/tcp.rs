@@ -184,14 +184,19 @@ impl<T: AsRef<[u8]>> TcpPacket<T> {
         self.read_u16(field::URGENT)
     }
 
-    /// Options (bytes 20..header_len), not interpreted.
+    /// Options (bytes 20..header_len), not interpreted; empty when the header length does
+    /// not fit the buffer (only possible without [`Self::check_len`]).
     pub fn options(&self) -> &[u8] {
-        &self.buffer.as_ref()[field::OPTIONS..self.header_len()]
+        self.buffer
+            .as_ref()
+            .get(field::OPTIONS..self.header_len())
+            .unwrap_or(&[])
     }
 
-    /// Payload (everything after the header).
+    /// Payload (everything after the header); empty when the header length does not fit the
+    /// buffer (only possible without [`Self::check_len`]).
     pub fn payload(&self) -> &[u8] {
-        &self.buffer.as_ref()[self.header_len()..]
+        self.buffer.as_ref().get(self.header_len()..).unwrap_or(&[])
     }
 
     fn segment_len(&self) -> u32 {

@@ -56,7 +56,11 @@ impl Worker {
         if let Some(quoted) = nat66::icmp_error_quote(&m[L2..]) {
             return self.icmp6_error(t, m, quoted, steered);
         }
-        let parsed = nat66::flow_key(&m[L2..])?;
+        let parsed = match nat66::flow_key(&m[L2..]) {
+            Ok(parsed) => parsed,
+            Err(nat66::NoFlow6::Malformed) => return Some(Action::Drop(DropReason::L4Malformed)),
+            Err(nat66::NoFlow6::Other) => return None,
+        };
         let (mut key, flags) = (parsed.key, parsed.flags);
         if key.dst.is_multicast() || key.src.is_multicast() || ip6::is_link_local(key.dst) {
             return None;
@@ -315,14 +319,16 @@ impl Worker {
         if flags & tcp_flags::RST != 0 {
             return Action::Free;
         }
-        let (seq, ack, payload) = {
-            let tcp = TcpPacket::new_unchecked(&m[L2 + l4..]);
-            (
-                tcp.seq_number(),
-                tcp.ack_number(),
-                tcp.payload().len() as u32,
-            )
+        // The segment's own lengths were checked for a whole packet, not for a first
+        // fragment: checked again here, as the answer depends on them.
+        let Ok(tcp) = TcpPacket::new_checked(&m[L2 + l4..]) else {
+            return Action::Drop(DropReason::L4Malformed);
         };
+        let (seq, ack, payload) = (
+            tcp.seq_number(),
+            tcp.ack_number(),
+            tcp.payload().len() as u32,
+        );
         let (rst_seq, rst_ack, rst_flags) = super::rst_for(flags, seq, ack, payload);
         let repr = Ipv6Repr {
             src_addr: key.dst,
