@@ -955,6 +955,96 @@ fn unresolved_next_hop_is_held_resolved_by_arp_or_dropped_after_3s() {
     assert_eq!(h.drops(DropReason::NeighTimeout), 1);
 }
 
+/// Learns UNRESOLVED_POD at `mac` the way a real neighbour is learned: a frame is held, the ARP
+/// request goes out, the pod answers.
+fn learn_pod(h: &mut Harness, workers_seen: usize, mac: [u8; 6]) {
+    for i in 0..workers_seen {
+        let p = Pkt::udp(CLIENT, 1000 + i as u16, UNRESOLVED_POD, 2000).payload(b"held");
+        let _ = h.send(&p.bytes());
+        let reply = arp(2, mac, MAC1, mac, UNRESOLVED_POD, MAC1, ETH1_IP);
+        let _ = h.send_on(ETH1, &reply);
+    }
+}
+
+/// Where a frame to UNRESOLVED_POD goes now: the MAC it is sent to, or `None` when it is held
+/// (an ARP request goes out instead).
+fn pod_mac_now(h: &mut Harness, sport: u16) -> Option<[u8; 6]> {
+    let out = h.send(&Pkt::udp(CLIENT, sport, UNRESOLVED_POD, 2000).bytes());
+    assert_eq!(out.len(), 1);
+    if out[0].bytes[12..14] == [8, 6] {
+        return None;
+    }
+    let mut m = [0; 6];
+    m.copy_from_slice(&out[0].bytes[..6]);
+    Some(m)
+}
+
+#[test]
+fn spoofed_arp_cannot_poison_the_neighbour_table() {
+    let real = [2, 0, 0, 9, 9, 9];
+    let evil = [2, 0, 0, 6, 6, 6];
+    for workers in [1, 2] {
+        let mut h = Harness::new(workers, "", &base());
+        learn_pod(&mut h, workers, real);
+        assert_eq!(pod_mac_now(&mut h, 3000), Some(real));
+        // Unknown opcodes with the pod's address and the attacker's MAC, to the node: ignored.
+        for op in [0u16, 3, 8, 65535] {
+            let f = arp(op, evil, MAC1, evil, UNRESOLVED_POD, [0; 6], ETH1_IP);
+            assert!(h.send_on(ETH1, &f).is_empty(), "opcode {op} answered");
+        }
+        assert_eq!(h.drops(DropReason::ArpBadOpcode), 4, "counted once each");
+        for sport in 3001..3005 {
+            assert_eq!(pod_mac_now(&mut h, sport), Some(real), "{workers} workers");
+        }
+        // Senders that are never learned: off the port's prefix, the node's own address, the
+        // prefix's broadcast, a multicast or zero MAC. Requests for us from them.
+        let before = h.drops(DropReason::ArpBadSender);
+        let bad: [([u8; 6], Ipv4Addr); 5] = [
+            (evil, ip("10.9.9.9")),
+            (evil, ETH1_IP),
+            (evil, ip("10.2.0.255")),
+            ([0x01, 0, 0x5e, 0, 0, 1], ip("10.2.0.222")),
+            ([0; 6], ip("10.2.0.223")),
+        ];
+        for (mac, sender) in bad {
+            let f = arp(1, evil, MAC1, mac, sender, [0; 6], ETH1_IP);
+            let out = h.send_on(ETH1, &f);
+            // An off-prefix sender gets its answer (as from Linux) but is not learned.
+            assert_eq!(out.len(), usize::from(sender == ip("10.9.9.9")), "{sender}");
+        }
+        assert_eq!(h.drops(DropReason::ArpBadSender) - before, 4);
+        let off_prefix = Pkt::udp(CLIENT, 3100, ip("10.2.0.222"), 2000).bytes();
+        let out = h.send(&off_prefix);
+        assert_eq!(out[0].bytes[12..14], [8, 6], "10.2.0.222 not learned");
+        // A reply nobody asked for, and a gratuitous ARP for an address not known: not learned.
+        let unasked = ip("10.2.0.224");
+        let _ = h.send_on(ETH1, &arp(2, evil, MAC1, evil, unasked, MAC1, ETH1_IP));
+        let _ = h.send_on(
+            ETH1,
+            &arp(1, evil, BROADCAST, evil, unasked, [0; 6], unasked),
+        );
+        let out = h.send(&Pkt::udp(CLIENT, 3101, unasked, 2000).bytes());
+        assert_eq!(out[0].bytes[12..14], [8, 6], "held: resolved anew");
+        // A gratuitous ARP for a known neighbour moves it (a failover, as Linux does).
+        let moved = [2, 0, 0, 9, 9, 10];
+        let garp = arp(
+            1,
+            moved,
+            BROADCAST,
+            moved,
+            UNRESOLVED_POD,
+            [0; 6],
+            UNRESOLVED_POD,
+        );
+        for _ in 0..workers {
+            let _ = h.send_on(ETH1, &garp);
+        }
+        for sport in 3200..3204 {
+            assert_eq!(pod_mac_now(&mut h, sport), Some(moved));
+        }
+    }
+}
+
 // ---- 14. Conntrack ----------------------------------------------------------------------------
 
 fn only_flow(h: &Harness) -> dataplane::conntrack::Flow {

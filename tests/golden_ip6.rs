@@ -1019,6 +1019,10 @@ fn malformed_ipv6_is_counted_by_reason() {
     f[14 + 40 + 25] = 2; // option longer than the message
     fix_icmp6(&mut f);
     cases.push(("NDP option overruns", f, DropReason::Ip6NdpInvalid));
+    // A solicitation from off the link (hop limit not 255: a router forwarded it).
+    let mut f = ns_multicast([2, 0, 0, 0, 0, 0x77], ip6("fe80::77"), ip6(ETH0_IP6));
+    f[14 + 7] = 64;
+    cases.push(("NS with hop limit 64", f, DropReason::Ip6NdpInvalid));
     let mut f = ns_multicast([2, 0, 0, 0, 0, 0x77], ip6("fe80::77"), ip6(ETH0_IP6));
     f[14 + 40 + 8..14 + 40 + 24].copy_from_slice(&ip6("ff02::1").octets());
     fix_icmp6(&mut f);

@@ -40,6 +40,8 @@ drop_reasons! {
     // arp-input
     ArpMalformed = ("arp-malformed", "ARP packet malformed or not Ethernet/IPv4"),
     ArpNotForUs = ("arp-not-for-us", "ARP for an address that is not ours"),
+    ArpBadOpcode = ("arp-bad-opcode", "ARP operation neither request nor reply"),
+    ArpBadSender = ("arp-bad-sender", "ARP sender not learnable: off the port's prefixes, ours, broadcast, multicast or zero"),
     // ip4-input
     Ip4Malformed = ("ip4-malformed", "IPv4 header malformed or truncated"),
     Ip4BadChecksum = ("ip4-bad-checksum", "IPv4 header checksum wrong"),

@@ -747,7 +747,20 @@ impl Ip6State {
         let (ip, Some(mac)) = (if ndp.solicit { ndp.src } else { ndp.target }, ndp.lladdr) else {
             return;
         };
-        if ip.is_unspecified() || t.ip6.is_local(ip) {
+        if ip.is_unspecified() || t.ip6.is_local(ip) || mac == MacAddr([0; 6]) {
+            return;
+        }
+        // Only a neighbour of this link: link-local, or on one of the port's own prefixes (a
+        // spoofed advertisement cannot plant an off-link address, as Linux's ndisc does not).
+        let on_link = is_link_local(ip)
+            || t.ip6
+                .port_addresses
+                .get(usize::from(port))
+                .is_some_and(|list| {
+                    list.iter()
+                        .any(|&(a, len)| (u128::from(a) ^ u128::from(ip)) & netmask6(len) == 0)
+                });
+        if !on_link {
             return;
         }
         let waiting = self.held.iter().any(|h| h.nh == ip && h.port == port);

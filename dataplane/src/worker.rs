@@ -951,49 +951,88 @@ impl Worker {
 
     // ---- arp-input -------------------------------------------------------------------------
 
+    /// Answers requests for the node's addresses and learns neighbours, by Linux's rules
+    /// (`arp_process`, `arp_accept` off): only requests and replies count; a sender is learned
+    /// only when it is a unicast address on one of the port's connected prefixes, not one of
+    /// the node's, with a unicast, non-zero MAC; a request for us creates its sender's entry, a
+    /// reply or gratuitous ARP only refreshes an entry that exists or that nodegate asked for
+    /// (a frame is held for it). So spoofed frames cannot plant or move arbitrary entries.
     fn arp_input(&mut self, t: &Tables, m: &mut Mbuf, port: PortId, learn_only: bool) -> Action {
         let repr = match ArpPacket::new_checked(&m[L2..]).and_then(|p| ArpRepr::parse(&p)) {
             Ok(r) => r,
             Err(_) => return Action::Drop(DropReason::ArpMalformed),
         };
+        let request = match repr.operation {
+            ArpOperation::Request => true,
+            ArpOperation::Reply => false,
+            // Counted once, by the worker that received it, not by every copy.
+            ArpOperation::Unknown(_) if learn_only => return Action::Free,
+            ArpOperation::Unknown(_) => return Action::Drop(DropReason::ArpBadOpcode),
+        };
         let target = repr.target_protocol_addr;
         let sender = repr.source_protocol_addr;
+        let sha = repr.source_hardware_addr;
         let for_us = t.is_local(target);
-        let waiting = self.held.iter().any(|h| h.nh == sender);
-        if !sender.is_unspecified() && (for_us || waiting || self.neigh.knows(sender)) {
-            self.neigh
-                .learn(sender, repr.source_hardware_addr, self.now);
-            if waiting {
-                self.release_held(t, sender, repr.source_hardware_addr);
+        // The MAC an answer goes to, and that would be learned.
+        let mac_ok = sha.is_unicast() && sha != MacAddr([0; 6]);
+        let prefixes = t
+            .ports
+            .get(usize::from(port))
+            .map_or(&[][..], |p| &p.addresses[..]);
+        // A sender no host can be: ours, a broadcast (also a prefix's), a multicast group.
+        let bogus = t.is_local(sender)
+            || sender.is_broadcast()
+            || sender.is_multicast()
+            || prefixes
+                .iter()
+                .any(|&(a, len)| is_subnet_broadcast(a, len, sender));
+        let on_link = prefixes
+            .iter()
+            .any(|&(a, len)| crate::route::prefix_contains(a, len, sender));
+        let sender_ok = mac_ok && !bogus && on_link && !sender.is_unspecified();
+        if sender_ok {
+            let waiting = self.held.iter().any(|h| h.nh == sender);
+            if (request && for_us) || waiting || self.neigh.knows(sender) {
+                self.neigh.learn(sender, sha, self.now);
+                if waiting {
+                    self.release_held(t, sender, sha);
+                }
             }
         }
         if learn_only {
             return Action::Free;
         }
-        match repr.operation {
-            ArpOperation::Request if for_us => {
-                let mac = t.ports[usize::from(port)].mac;
-                let reply = ArpRepr {
-                    operation: ArpOperation::Reply,
-                    source_hardware_addr: mac,
-                    source_protocol_addr: target,
-                    target_hardware_addr: repr.source_hardware_addr,
-                    target_protocol_addr: sender,
-                };
-                write_eth(m, repr.source_hardware_addr, mac, EtherType::Arp);
-                reply.emit(&mut ArpPacket::new_unchecked(
-                    &mut m.buffer_mut()[L2..L2 + 28],
-                ));
-                m.set_len(L2 + 28);
-                self.stats.arp_replies += 1;
-                Action::Tx(port)
+        if request && for_us {
+            // Answered as Linux answers, also a probe (sender 0.0.0.0, RFC 5227) and a sender
+            // off the port's prefixes (not learned); not a sender that cannot be addressed or
+            // that claims a broadcast, multicast or the node's own address.
+            if !mac_ok || bogus {
+                return Action::Drop(DropReason::ArpBadSender);
             }
+            let mac = t.ports[usize::from(port)].mac;
+            let reply = ArpRepr {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: mac,
+                source_protocol_addr: target,
+                target_hardware_addr: sha,
+                target_protocol_addr: sender,
+            };
+            write_eth(m, sha, mac, EtherType::Arp);
+            reply.emit(&mut ArpPacket::new_unchecked(
+                &mut m.buffer_mut()[L2..L2 + 28],
+            ));
+            m.set_len(L2 + 28);
+            self.stats.arp_replies += 1;
+            return Action::Tx(port);
+        }
+        match (request, for_us) {
             // The kernel resolves its own neighbours through the host port: it gets the replies
             // to its requests (learned from here too). Requests are answered above and never
             // punted, or the kernel would answer as well.
-            ArpOperation::Reply if for_us => self.punt_or(port, Action::Free),
-            ArpOperation::Reply => Action::Free,
-            _ => Action::Drop(DropReason::ArpNotForUs),
+            (false, true) if sender_ok => self.punt_or(port, Action::Free),
+            (false, true) => Action::Drop(DropReason::ArpBadSender),
+            (false, false) => Action::Free,
+            (true, _) => Action::Drop(DropReason::ArpNotForUs),
         }
     }
 
@@ -1703,6 +1742,12 @@ fn classify_ip4(t: &Tables, m: &mut Mbuf) -> Class {
         },
         _ => ip4(None, 0, false),
     }
+}
+
+/// Whether `addr` is the directed broadcast address of the prefix `a/len` (none for /31 and
+/// /32, RFC 3021).
+fn is_subnet_broadcast(a: Ipv4Addr, len: u8, addr: Ipv4Addr) -> bool {
+    len < 31 && u32::from(addr) == u32::from(a) | !crate::route::netmask(len)
 }
 
 /// Queues a frame the node generated on a port's transmit batch; gives it back when full.
