@@ -14,6 +14,7 @@ pub mod dpdk;
 #[path = "dpdk_unavailable.rs"]
 pub mod dpdk;
 pub mod node;
+pub mod owner;
 pub mod pcap;
 pub mod pktgen;
 pub mod relay;

@@ -221,6 +221,8 @@ fn run_live(
         path: cfg.file.clone(),
         reason: format!("cannot allocate the frame pool: {e}"),
     })?;
+    // Every interface is ours alone before anything touches one.
+    let _owned = take_interfaces(cfg)?;
     let mut queues: Vec<Vec<Box<dyn Port>>> = (0..n).map(|_| Vec::new()).collect();
     // Detached when dropped: after the workers stopped, or on the way out of a failed start.
     let mut programs = Vec::new();
@@ -338,6 +340,71 @@ fn run_live(
         Some(e) => Err(e),
         None => Ok(stats),
     }
+}
+
+/// Locks every interface the live ports use (their `interface` and `host_interface`), so that
+/// a second instance is refused before it touches any (`crate::owner`); a run that did not
+/// stop cleanly is taken over with a warning. An af_xdp interface that runs an XDP program
+/// that is not nodegate's is refused too: nodegate does not replace what it did not attach.
+fn take_interfaces(cfg: &Config) -> Result<Vec<crate::owner::InterfaceLock>, RunError> {
+    let mut locks = Vec::new();
+    for (i, p) in cfg.ports.iter().enumerate() {
+        let named = [
+            (p.interface.as_deref(), "interface"),
+            (p.host_interface.as_deref(), "host_interface"),
+        ];
+        for (name, key) in named {
+            let Some(name) = name else { continue };
+            let field = format!("ports[{i}].{key}");
+            let err = |reason: String| control::config::ConfigError {
+                file: cfg.file.clone(),
+                field: field.clone(),
+                reason,
+            };
+            let lock = match crate::owner::InterfaceLock::take(name, &cfg.file) {
+                Ok(lock) => lock,
+                Err(crate::owner::LockError::Busy { holder }) => {
+                    return Err(err(format!(
+                        "`{name}` is used by {holder}; stop that run first (one nodegate per interface)"
+                    ))
+                    .into())
+                }
+                Err(crate::owner::LockError::Io { path, reason }) => {
+                    return Err(err(format!(
+                        "cannot take `{name}`: the lock file {} cannot be used: {reason}",
+                        path.display()
+                    ))
+                    .into())
+                }
+            };
+            if let Some(before) = &lock.took_over_from {
+                tracing::warn!(
+                    interface = name,
+                    "taking over `{name}` from {before}, which did not stop cleanly (killed?); its XDP program and TAP queues are replaced"
+                );
+            }
+            if key == "interface" && p.driver == Driver::AfXdp {
+                match ffi::af_xdp::attached_program(name) {
+                    Ok(Some(prog)) if prog.name != ffi::af_xdp::PROGRAM_NAME => {
+                        return Err(err(format!(
+                            "`{name}` runs an XDP program that is not nodegate's (id {}, name `{}`); nodegate does not replace it: detach it first (`ip link set dev {name} xdp off`)",
+                            prog.id, prog.name
+                        ))
+                        .into())
+                    }
+                    Ok(Some(prog)) if lock.took_over_from.is_none() => tracing::warn!(
+                        interface = name,
+                        program = prog.id,
+                        "`{name}` has a nodegate XDP program nobody owns (left by a run that did not stop cleanly); replacing it"
+                    ),
+                    // Missing interfaces and the like are reported when the port opens.
+                    _ => {}
+                }
+            }
+            locks.push(lock);
+        }
+    }
+    Ok(locks)
 }
 
 /// Why the API server client could not be made, as a configuration error naming where the

@@ -89,3 +89,39 @@ fn run_with_peer_offloads(tag: &str, offloads: &[&str]) -> serde_json::Value {
     assert_eq!(stats["total"]["flows_created"], 1, "{stats}");
     stats
 }
+
+/// Two runs on one interface: the second is refused with who holds it (both used to start, and
+/// each took half the frames), the first keeps answering.
+#[test]
+fn a_second_af_packet_run_on_the_same_interface_is_refused() {
+    let (ns, _link, host) = veth_pair("ngpo", "ngpp", "o");
+    let config = format!(
+        "node: {{name: node-a, addresses: [\"192.0.2.1\"]}}\nports:\n  - {{name: eth0, driver: af_packet, interface: {host}, addresses: [\"192.0.2.1/24\"]}}\n"
+    );
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for d in [&a, &b] {
+        std::fs::write(d.path().join("nodegate.yaml"), &config).unwrap();
+    }
+    let first = Running::start(a.path());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodegate"))
+        .args(["run", "--config", "nodegate.yaml"])
+        .current_dir(b.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    let expected = format!(
+        "ports[0].interface: `{host}` is used by nodegate pid {} (configuration {}), since ",
+        first.pid(),
+        a.path()
+            .canonicalize()
+            .unwrap()
+            .join("nodegate.yaml")
+            .display()
+    );
+    assert!(err.contains(&expected), "no `{expected}` in:\n{err}");
+    assert!(!err.contains("port up"), "{err}");
+    ping(&ns.0, "192.0.2.1");
+    first.stop();
+}

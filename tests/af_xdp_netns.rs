@@ -99,6 +99,13 @@ fn af_xdp_program_left_by_a_killed_run_is_replaced_not_stacked() {
     let progs = xdp_programs(&host);
     assert_eq!(progs.len(), 1, "{progs:?}");
     assert_ne!(progs, left, "the leftover program must have been replaced");
+    assert!(
+        second
+            .log
+            .contains(&format!("taking over `{host}` from nodegate pid ")),
+        "the takeover is said:\n{}",
+        second.log
+    );
     ping(&ns.0, "192.0.2.1");
     let stats = second.stop();
     assert!(xdp_programs(&host).is_empty(), "program left attached");
@@ -106,6 +113,59 @@ fn af_xdp_program_left_by_a_killed_run_is_replaced_not_stacked() {
         stats["total"]["icmp_sent"].as_u64().unwrap() >= 3,
         "{stats}"
     );
+}
+
+/// `nodegate run` of the configuration in `dir`, expected to fail at start: its status and
+/// what it printed.
+fn run_refused(dir: &std::path::Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nodegate"))
+        .args(["run", "--config", "nodegate.yaml"])
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+#[test]
+fn a_second_instance_on_the_same_interface_is_refused_before_it_touches_it() {
+    let (ns, _link, host) = topology("2");
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), &host, 1, "skb");
+    let first = Running::start(dir.path());
+    let progs = xdp_programs(&host);
+    assert_eq!(progs.len(), 1, "{progs:?}");
+    let other = tempfile::tempdir().unwrap();
+    write_config(other.path(), &host, 1, "auto");
+    let (code, err) = run_refused(other.path());
+    assert_eq!(code, Some(2), "{err}");
+    let first_pid = first.pid();
+    for needle in [
+        "ports[0].interface".to_string(),
+        format!(
+            "`{host}` is used by nodegate pid {first_pid} (configuration {}), since 20",
+            dir.path()
+                .canonicalize()
+                .unwrap()
+                .join("nodegate.yaml")
+                .display()
+        ),
+    ] {
+        assert!(err.contains(&needle), "no `{needle}` in:\n{err}");
+    }
+    // The first run was not touched: the same program, still forwarding.
+    assert_eq!(xdp_programs(&host), progs, "the program must not change");
+    ping(&ns.0, "192.0.2.1");
+    udp_request(&ns.0);
+    first.stop();
+    assert!(xdp_programs(&host).is_empty(), "program left attached");
+    // Free again: the other configuration starts.
+    let again = Running::start(other.path());
+    ping(&ns.0, "192.0.2.1");
+    again.stop();
 }
 
 /// Two queues, two workers: one socket each, every frame received where the kernel put it and

@@ -48,6 +48,11 @@ const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_FD: u16 = 1;
 const IFLA_XDP_FLAGS: u16 = 3;
+const IFLA_XDP_PROG_ID: u16 = 4;
+const IFLA_XDP_EXPECTED_FD: u16 = 8;
+const XDP_FLAGS_REPLACE: u32 = 1 << 4;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const NLA_F_NESTED: u16 = 1 << 15;
 const NLMSG_ERROR: u16 = 2;
 
@@ -165,9 +170,9 @@ fn redirect_program(map_fd: RawFd) -> [u64; 6] {
     ]
 }
 
-/// Sets (`fd` >= 0) or removes (`fd` = -1) the XDP program of `ifindex` in the mode of `flags`,
-/// through an `RTM_SETLINK` request on a route netlink socket, and waits for the kernel's answer.
-fn netlink_set_xdp(ifindex: u32, fd: RawFd, flags: u32) -> io::Result<()> {
+/// Sends one route netlink request (`msg`, a whole `nlmsghdr` message) and returns the
+/// kernel's first answer.
+fn netlink_request(msg: &[u8]) -> io::Result<Vec<u8>> {
     // SAFETY: plain socket(2) call; the result is checked before use.
     let raw = unsafe {
         libc::socket(
@@ -177,27 +182,6 @@ fn netlink_set_xdp(ifindex: u32, fd: RawFd, flags: u32) -> io::Result<()> {
         )
     };
     let sock = owned(check(raw, "socket(AF_NETLINK)")?);
-    // nlmsghdr (16) + ifinfomsg (16) + IFLA_XDP { IFLA_XDP_FD (8), IFLA_XDP_FLAGS (8) } (20).
-    let mut msg = Vec::with_capacity(52);
-    msg.extend_from_slice(&52u32.to_ne_bytes());
-    msg.extend_from_slice(&libc::RTM_SETLINK.to_ne_bytes());
-    let nl_flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
-    msg.extend_from_slice(&nl_flags.to_ne_bytes());
-    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
-    msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]); // family, pad, type
-    msg.extend_from_slice(&(ifindex as i32).to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // flags
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // change
-    msg.extend_from_slice(&20u16.to_ne_bytes());
-    msg.extend_from_slice(&(IFLA_XDP | NLA_F_NESTED).to_ne_bytes());
-    msg.extend_from_slice(&8u16.to_ne_bytes());
-    msg.extend_from_slice(&IFLA_XDP_FD.to_ne_bytes());
-    msg.extend_from_slice(&fd.to_ne_bytes());
-    msg.extend_from_slice(&8u16.to_ne_bytes());
-    msg.extend_from_slice(&IFLA_XDP_FLAGS.to_ne_bytes());
-    msg.extend_from_slice(&flags.to_ne_bytes());
-    debug_assert_eq!(msg.len(), 52);
     // SAFETY: `msg` is a live buffer of `msg.len()` bytes; the socket is a valid descriptor.
     let rc = unsafe {
         libc::send(
@@ -210,7 +194,7 @@ fn netlink_set_xdp(ifindex: u32, fd: RawFd, flags: u32) -> io::Result<()> {
     if rc < 0 {
         return Err(os_error("netlink send"));
     }
-    let mut reply = [0u8; 1024];
+    let mut reply = vec![0u8; 32 * 1024];
     // SAFETY: `reply` is a live, writable buffer of the length passed.
     let n = unsafe {
         libc::recv(
@@ -223,17 +207,149 @@ fn netlink_set_xdp(ifindex: u32, fd: RawFd, flags: u32) -> io::Result<()> {
     if n < 0 {
         return Err(os_error("netlink recv"));
     }
-    let reply = &reply[..n as usize];
+    reply.truncate(n as usize);
+    Ok(reply)
+}
+
+/// An `RTM_*LINK` message header for `ifindex` with room for `attrs` bytes of attributes.
+fn link_message(kind: u16, flags: u16, ifindex: u32, attrs: &[u8]) -> Vec<u8> {
+    let len = 32 + attrs.len();
+    let mut msg = Vec::with_capacity(len);
+    msg.extend_from_slice(&(len as u32).to_ne_bytes());
+    msg.extend_from_slice(&kind.to_ne_bytes());
+    msg.extend_from_slice(&flags.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel fills it in
+    msg.extend_from_slice(&[libc::AF_UNSPEC as u8, 0, 0, 0]); // family, pad, type
+    msg.extend_from_slice(&(ifindex as i32).to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // flags
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // change
+    msg.extend_from_slice(attrs);
+    msg
+}
+
+/// The errno of a netlink `NLMSG_ERROR` answer (0: success).
+fn netlink_errno(reply: &[u8], what: &str) -> io::Result<i32> {
     if reply.len() < 20 || u16::from_ne_bytes([reply[4], reply[5]]) != NLMSG_ERROR {
-        return Err(io::Error::other(
-            "netlink: unexpected answer to RTM_SETLINK",
-        ));
+        return Err(io::Error::other(format!(
+            "netlink: unexpected answer to {what}"
+        )));
     }
-    let errno = -i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
-    if errno != 0 {
+    Ok(-i32::from_ne_bytes([
+        reply[16], reply[17], reply[18], reply[19],
+    ]))
+}
+
+/// Sets (`fd` >= 0) or removes (`fd` = -1) the XDP program of `ifindex` in the mode of `flags`,
+/// through an `RTM_SETLINK` request on a route netlink socket, and waits for the kernel's answer.
+/// With `expected`, the kernel changes the program only if the one attached is `expected`
+/// (`XDP_FLAGS_REPLACE`, Linux 5.7), else it answers EEXIST: so nodegate never removes a
+/// program it did not attach.
+fn netlink_set_xdp(ifindex: u32, fd: RawFd, flags: u32, expected: Option<RawFd>) -> io::Result<()> {
+    let mut attrs = Vec::with_capacity(28);
+    let nested = if expected.is_some() { 28u16 } else { 20 };
+    attrs.extend_from_slice(&nested.to_ne_bytes());
+    attrs.extend_from_slice(&(IFLA_XDP | NLA_F_NESTED).to_ne_bytes());
+    attrs.extend_from_slice(&8u16.to_ne_bytes());
+    attrs.extend_from_slice(&IFLA_XDP_FD.to_ne_bytes());
+    attrs.extend_from_slice(&fd.to_ne_bytes());
+    attrs.extend_from_slice(&8u16.to_ne_bytes());
+    attrs.extend_from_slice(&IFLA_XDP_FLAGS.to_ne_bytes());
+    let flags = flags
+        | if expected.is_some() {
+            XDP_FLAGS_REPLACE
+        } else {
+            0
+        };
+    attrs.extend_from_slice(&flags.to_ne_bytes());
+    if let Some(old) = expected {
+        attrs.extend_from_slice(&8u16.to_ne_bytes());
+        attrs.extend_from_slice(&IFLA_XDP_EXPECTED_FD.to_ne_bytes());
+        attrs.extend_from_slice(&old.to_ne_bytes());
+    }
+    let nl_flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    let reply = netlink_request(&link_message(libc::RTM_SETLINK, nl_flags, ifindex, &attrs))?;
+    match netlink_errno(&reply, "RTM_SETLINK")? {
+        0 => Ok(()),
+        errno => Err(io::Error::from_raw_os_error(errno)),
+    }
+}
+
+/// The XDP program attached to an interface, as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachedXdp {
+    pub id: u32,
+    /// The program's name (up to 15 bytes); nodegate's is [`PROGRAM_NAME`].
+    pub name: String,
+}
+
+/// The name nodegate gives its XDP program.
+pub const PROGRAM_NAME: &str = "nodegate_xsk";
+
+/// The XDP program attached to `interface` in any mode, if there is one
+/// (`RTM_GETLINK`'s `IFLA_XDP_PROG_ID`, then the program's name from `BPF_OBJ_GET_INFO_BY_FD`).
+pub fn attached_program(interface: &str) -> io::Result<Option<AttachedXdp>> {
+    let ifindex = ifindex(interface)?;
+    let reply = netlink_request(&link_message(
+        libc::RTM_GETLINK,
+        libc::NLM_F_REQUEST as u16,
+        ifindex,
+        &[],
+    ))?;
+    if reply.len() >= 20 && u16::from_ne_bytes([reply[4], reply[5]]) == NLMSG_ERROR {
+        let errno = netlink_errno(&reply, "RTM_GETLINK")?;
         return Err(io::Error::from_raw_os_error(errno));
     }
-    Ok(())
+    let Some(id) = xdp_prog_id(&reply) else {
+        return Ok(None);
+    };
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(id); // prog_id
+    let prog = owned(bpf(
+        BPF_PROG_GET_FD_BY_ID,
+        &mut attr,
+        "bpf(BPF_PROG_GET_FD_BY_ID)",
+    )?);
+    // struct bpf_prog_info up to and including `name` (offset 64, 16 bytes).
+    let mut info = [0u8; 96];
+    let mut attr = [0u64; 16];
+    attr[0] = prog.as_raw_fd() as u64 | (info.len() as u64) << 32; // bpf_fd, info_len
+    attr[1] = info.as_mut_ptr() as u64;
+    bpf(
+        BPF_OBJ_GET_INFO_BY_FD,
+        &mut attr,
+        "bpf(BPF_OBJ_GET_INFO_BY_FD)",
+    )?;
+    let name = &info[64..80];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Ok(Some(AttachedXdp {
+        id,
+        name: String::from_utf8_lossy(&name[..end]).into_owned(),
+    }))
+}
+
+/// The netlink attributes of `b`: (type without the nested flag, value).
+fn netlink_attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes([*b.first()?, *b.get(1)?]));
+        let kind = u16::from_ne_bytes([*b.get(2)?, *b.get(3)?]) & !NLA_F_NESTED;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let value = &b[4..len];
+        b = &b[((len + 3) & !3).min(b.len())..];
+        Some((kind, value))
+    })
+}
+
+/// `IFLA_XDP_PROG_ID` of an `RTM_NEWLINK` answer, when a program is attached.
+fn xdp_prog_id(reply: &[u8]) -> Option<u32> {
+    let msg_len = u32::from_ne_bytes(reply.get(..4)?.try_into().ok()?) as usize;
+    let body = reply.get(32..msg_len.min(reply.len()))?;
+    let (_, xdp) = netlink_attrs(body).find(|&(k, _)| k == IFLA_XDP)?;
+    let id = netlink_attrs(xdp).find(|&(k, _)| k == IFLA_XDP_PROG_ID)?.1;
+    let id = u32::from_ne_bytes(id.get(..4)?.try_into().ok()?);
+    (id != 0).then_some(id)
 }
 
 /// The redirect program attached to one interface, with its XSKMAP. Dropping it detaches the
@@ -242,7 +358,7 @@ pub struct XdpProgram {
     ifindex: u32,
     flags: u32,
     map: OwnedFd,
-    _prog: OwnedFd,
+    prog: OwnedFd,
 }
 
 impl XdpProgram {
@@ -263,7 +379,8 @@ impl XdpProgram {
 
         let code = redirect_program(map.as_raw_fd());
         let license = c"Apache-2.0";
-        let name = *b"nodegate_xsk\0\0\0\0";
+        let mut name = [0u8; 16];
+        name[..PROGRAM_NAME.len()].copy_from_slice(PROGRAM_NAME.as_bytes());
         let mut log = vec![0u8; 4096];
         let mut attr = [0u64; 16];
         attr[0] = u64::from(BPF_PROG_TYPE_XDP) | (code.len() as u64) << 32;
@@ -284,7 +401,7 @@ impl XdpProgram {
 
         // Never two programs: remove whatever either mode holds, then attach ours.
         for flags in [XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE] {
-            let _ = netlink_set_xdp(ifindex, -1, flags);
+            let _ = netlink_set_xdp(ifindex, -1, flags, None);
         }
         let attempts: &[u32] = match mode {
             Mode::Skb => &[XDP_FLAGS_SKB_MODE],
@@ -293,13 +410,13 @@ impl XdpProgram {
         };
         let mut last = None;
         for &flags in attempts {
-            match netlink_set_xdp(ifindex, prog.as_raw_fd(), flags) {
+            match netlink_set_xdp(ifindex, prog.as_raw_fd(), flags, None) {
                 Ok(()) => {
                     return Ok(XdpProgram {
                         ifindex,
                         flags,
                         map,
-                        _prog: prog,
+                        prog,
                     })
                 }
                 Err(e) => last = Some(e),
@@ -335,12 +452,19 @@ impl XdpProgram {
 }
 
 impl Drop for XdpProgram {
+    /// Detaches the program, only if it is still the one attached (another process may have
+    /// replaced it since: its program stays).
     fn drop(&mut self) {
-        if let Err(e) = netlink_set_xdp(self.ifindex, -1, self.flags) {
-            eprintln!(
+        match netlink_set_xdp(self.ifindex, -1, self.flags, Some(self.prog.as_raw_fd())) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => eprintln!(
+                "nodegate: interface {} runs another XDP program than ours now; left attached",
+                self.ifindex
+            ),
+            Err(e) => eprintln!(
                 "nodegate: detaching the XDP program from interface {} failed: {e}",
                 self.ifindex
-            );
+            ),
         }
     }
 }

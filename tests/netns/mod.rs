@@ -230,6 +230,11 @@ impl Running {
         }
     }
 
+    /// The process id (of nodegate itself: `ip netns exec` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What it logged after its `ready` line, so far.
     pub fn log_after_ready(&self) -> String {
         self.later.lock().unwrap().clone()
