@@ -853,6 +853,16 @@ fn ttl_is_decremented_and_expiry_answered_with_time_exceeded() {
         64,
     );
     assert_eq!(o.icmp(), (0, 0));
+    // A later fragment that expires is dropped without an error (RFC 1122 §3.2.2: only the
+    // first fragment may be answered; the others carry no header to quote).
+    let mut later = p.clone().ttl(1).payload(&[9; 40]).bytes();
+    later[20..22].copy_from_slice(&0x0004u16.to_be_bytes()); // offset 32 bytes, last fragment
+    later[24..26].copy_from_slice(&[0, 0]);
+    let c = !ones_sum(&later[14..34]);
+    later[24..26].copy_from_slice(&c.to_be_bytes());
+    let out = h.send(&later);
+    assert!(out.is_empty(), "no ICMP about a later fragment: {out:?}");
+    assert_eq!(h.drops(DropReason::Ip4TtlExceeded), 4);
 }
 
 // ---- 12. The node's own addresses -------------------------------------------------------------

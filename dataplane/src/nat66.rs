@@ -220,8 +220,8 @@ pub enum NoFlow6 {
     /// chain or an L4 header cut short): routed, not load balanced.
     Other,
     /// A whole TCP or UDP packet whose own lengths do not fit (a TCP data offset under 20 or
-    /// past the segment, a UDP length that is not the payload's): dropped as `l4-malformed`,
-    /// as IPv4 drops it.
+    /// past the segment, a UDP length under 8 or past the payload): dropped as
+    /// `l4-malformed`, as IPv4 drops it.
     Malformed,
 }
 

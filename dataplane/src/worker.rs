@@ -1104,7 +1104,12 @@ impl Worker {
                 continue;
             }
             let mut h = self.held.remove(i);
-            let src = t.ports[usize::from(h.port)].mac;
+            // Tables published since the frame was held may have fewer ports.
+            let Some(src) = t.ports.get(usize::from(h.port)).map(|p| p.mac) else {
+                self.stats.drops[DropReason::TxFull as usize] += 1;
+                self.pool.free(h.m);
+                continue;
+            };
             write_eth(&mut h.m, mac, src, EtherType::Ipv4);
             match self.tx.get_mut(usize::from(h.port)) {
                 Some(batch) if batch.len() < TX_BATCH => batch.push(h.m),
@@ -1544,7 +1549,11 @@ impl Worker {
         if let Some(r) = reason {
             self.count(r);
         }
-        // Never an error about an error, nor about a non-first fragment.
+        // Never an error about an error, nor about a non-first fragment (RFC 1122 §3.2.2; its
+        // bytes are mid-datagram payload, not a header).
+        if meta.later_fragment {
+            return Action::Free;
+        }
         if meta.proto == PROTO_ICMP {
             let is_err = Icmpv4Packet::new_checked(&m[meta.l4..])
                 .is_ok_and(|p| icmpv4::is_error(p.msg_type()));
@@ -1583,9 +1592,10 @@ impl Worker {
     fn icmp_allowed(&mut self) -> bool {
         let burst = (self.cfg.icmp_rate / 10).max(1);
         let elapsed = self.now.saturating_since(self.icmp_refill);
-        let add = (elapsed.as_nanos() * u128::from(self.cfg.icmp_rate) / 1_000_000_000) as u32;
+        let add = elapsed.as_nanos() * u128::from(self.cfg.icmp_rate) / 1_000_000_000;
+        let add = u32::try_from(add).unwrap_or(u32::MAX);
         if add > 0 {
-            self.icmp_tokens = (self.icmp_tokens + add).min(burst);
+            self.icmp_tokens = self.icmp_tokens.saturating_add(add).min(burst);
             self.icmp_refill = self.now;
         }
         if self.icmp_tokens == 0 {
@@ -1642,7 +1652,9 @@ impl Worker {
         };
         match mac {
             Some(mac) => {
-                let src = t.ports[usize::from(hop.port)].mac;
+                let Some(src) = t.ports.get(usize::from(hop.port)).map(|p| p.mac) else {
+                    return Action::Drop(DropReason::Ip4NoRoute);
+                };
                 write_eth(m, mac, src, EtherType::Ipv4);
                 Action::Tx(hop.port)
             }
