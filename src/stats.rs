@@ -34,6 +34,11 @@ pub struct WorkerReport {
     pub flows_created: u64,
     pub flows_expired: u64,
     pub flows_refused_full: u64,
+    /// Flows that were not assured (half-open, unreplied), dropped to give their slot to a new
+    /// flow in a full table.
+    pub flows_early_dropped: u64,
+    /// Flows that were not assured, dropped to give their SNAT port to a new flow.
+    pub snat_ports_reclaimed: u64,
     pub handoff_in: u64,
     pub handoff_out: u64,
     pub arp_replies: u64,
@@ -108,6 +113,8 @@ impl Stats {
                 flows_created: ct.created,
                 flows_expired: ct.expired,
                 flows_refused_full: ct.refused_full,
+                flows_early_dropped: ct.early_dropped,
+                snat_ports_reclaimed: ct.snat_reclaimed,
                 handoff_in: s.handoff_in,
                 handoff_out: s.handoff_out,
                 arp_replies: s.arp_replies,
@@ -132,6 +139,8 @@ impl Stats {
             flows_created: 0,
             flows_expired: 0,
             flows_refused_full: 0,
+            flows_early_dropped: 0,
+            snat_ports_reclaimed: 0,
             handoff_in: 0,
             handoff_out: 0,
             arp_replies: 0,
@@ -156,6 +165,8 @@ impl Stats {
             total.flows_created += r.flows_created;
             total.flows_expired += r.flows_expired;
             total.flows_refused_full += r.flows_refused_full;
+            total.flows_early_dropped += r.flows_early_dropped;
+            total.snat_ports_reclaimed += r.snat_ports_reclaimed;
             total.handoff_in += r.handoff_in;
             total.handoff_out += r.handoff_out;
             total.arp_replies += r.arp_replies;
@@ -213,8 +224,13 @@ impl Stats {
             s.push('\n');
         }
         s.push_str(&format!(
-            "flows: {} live, {} created, {} expired, {} refused (table full)\n",
-            t.flows, t.flows_created, t.flows_expired, t.flows_refused_full
+            "flows: {} live, {} created, {} expired, {} refused (table full), {} dropped early and {} SNAT ports reclaimed (from half-open or unreplied flows)\n",
+            t.flows,
+            t.flows_created,
+            t.flows_expired,
+            t.flows_refused_full,
+            t.flows_early_dropped,
+            t.snat_ports_reclaimed
         ));
         s.push_str(&format!(
             "sent by the node: {} ARP replies, {} ARP requests, {} neighbour advertisements, \

@@ -1148,30 +1148,53 @@ fn udp_flow_expires_after_its_timeout() {
 }
 
 #[test]
-fn full_flow_table_refuses_new_flows_but_keeps_established_ones() {
+fn full_flow_table_drops_half_open_flows_early_and_refuses_only_when_all_are_established() {
     let mut h = Harness::new(1, "conntrack:\n  max_flows: 16\n", &base());
     let cap = h.node.workers()[0].flows().capacity();
     let syn = |sport| Pkt::tcp(POD_CLIENT, sport, ip(REMOTE), 80, SYN).bytes();
+    let tcp = |o: &Out, flags| {
+        reply_to(
+            o,
+            L4::Tcp {
+                flags,
+                seq: 0,
+                ack: 0,
+            },
+        )
+        .bytes()
+    };
+    // Completes the handshake of the flow whose SYN came out as `o`.
+    let establish = |h: &mut Harness, o: &Out, sport: u16| {
+        expect_out(&h.send_one(&tcp(o, SYN | ACK)), 63);
+        let ack = Pkt::tcp(POD_CLIENT, sport, ip(REMOTE), 80, ACK).bytes();
+        expect_out(&h.send_one(&ack), 63);
+    };
     let first = expect_out(&h.send_one(&syn(30_000)), 63);
-    expect_out(
-        &h.send_one(
-            &reply_to(
-                &first,
-                L4::Tcp {
-                    flags: SYN | ACK,
-                    seq: 0,
-                    ack: 0,
-                },
-            )
-            .bytes(),
-        ),
-        63,
-    );
+    establish(&mut h, &first, 30_000);
+    let mut half_open = Vec::new();
     for sport in 30_001..30_000 + cap as u16 {
-        expect_out(&h.send_one(&syn(sport)), 63);
+        half_open.push((sport, expect_out(&h.send_one(&syn(sport)), 63)));
+        h.advance(Duration::from_millis(10));
     }
     assert_eq!(h.flows(), cap);
-    assert!(h.send(&syn(31_000)).is_empty(), "refused");
+    // Full, but of half-open flows: the new one takes the slot of the least recently seen.
+    let newest = expect_out(&h.send_one(&syn(31_000)), 63);
+    assert_eq!(h.drops(DropReason::CtFull), 0);
+    assert_eq!(h.total().flows_early_dropped, 1);
+    assert_eq!(h.flows(), cap);
+    let oldest = Pkt::tcp(POD_CLIENT, 30_001, ip(REMOTE), 80, ACK).bytes();
+    // Its flow is gone: the ACK is picked up mid-stream as a new flow (taking the slot of
+    // the next least recently seen, 30002).
+    let picked_up = expect_out(&h.send_one(&oldest), 63);
+    assert_eq!(h.total().flows_early_dropped, 2);
+    // Every flow completes its handshake: all assured now, and a new flow is refused.
+    establish(&mut h, &newest, 31_000);
+    for (sport, o) in &half_open[2..] {
+        establish(&mut h, o, *sport);
+    }
+    // The flow picked up mid-stream is assured once it sees a reply.
+    expect_out(&h.send_one(&tcp(&picked_up, ACK)), 63);
+    assert!(h.send(&syn(31_001)).is_empty(), "refused");
     assert_eq!(h.drops(DropReason::CtFull), 1);
     // The established flow still goes both ways.
     let o = expect_out(
@@ -1179,20 +1202,7 @@ fn full_flow_table_refuses_new_flows_but_keeps_established_ones() {
         63,
     );
     assert_eq!(o.dst(), ip("10.1.0.11"));
-    let r = expect_out(
-        &h.send_one(
-            &reply_to(
-                &o,
-                L4::Tcp {
-                    flags: ACK,
-                    seq: 0,
-                    ack: 0,
-                },
-            )
-            .bytes(),
-        ),
-        63,
-    );
+    let r = expect_out(&h.send_one(&tcp(&o, ACK)), 63);
     assert_eq!((r.src(), r.dst()), (ip(REMOTE), POD_CLIENT));
 }
 

@@ -347,6 +347,20 @@ impl Collector for DataPlaneCollector {
         )?;
         family(
             &mut enc,
+            "nodegate_worker_flows_early_dropped",
+            "Flows that were not assured (half-open, unreplied) each worker dropped to give their slot to a new flow",
+            MetricType::Counter,
+            per_worker(&|w| w.flow_stats.early_dropped),
+        )?;
+        family(
+            &mut enc,
+            "nodegate_worker_snat_ports_reclaimed",
+            "Flows that were not assured each worker dropped to give their SNAT port to a new flow",
+            MetricType::Counter,
+            per_worker(&|w| w.flow_stats.snat_reclaimed),
+        )?;
+        family(
+            &mut enc,
             "nodegate_worker_table_generation",
             "Generation of the tables each worker forwards with",
             MetricType::Gauge,

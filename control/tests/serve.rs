@@ -86,6 +86,7 @@ fn servers_answer_like_kube_proxy_and_follow_the_tables() {
     let servers = Servers::start(&cfg, health.clone(), metrics, None).unwrap();
 
     // Proxy health.
+    worker.heartbeat(); // the worker polls
     let a = eventually("the health server", || {
         get(health_port, "GET /healthz HTTP/1.1\r\n\r\n")
     });
@@ -98,21 +99,25 @@ fn servers_answer_like_kube_proxy_and_follow_the_tables() {
         b.contains("\"nodeEligible\":true,\"healthy\":true,\"status\":{\"IPv4\":"),
         "{b}"
     );
+    worker.heartbeat(); // the worker polls
     let a = get(health_port, "HEAD /livez HTTP/1.1\r\n\r\n").unwrap();
     assert!(
         a.starts_with("HTTP/1.1 200 OK\r\n") && body(&a).is_empty(),
         "{a}"
     );
+    worker.heartbeat(); // the worker polls
     let a = get(health_port, "GET /metrics HTTP/1.1\r\n\r\n").unwrap();
     assert!(a.starts_with("HTTP/1.1 404 Not Found\r\n"), "{a}");
     assert_eq!(body(&a), "404 page not found\n");
 
     // Metrics.
+    worker.heartbeat(); // the worker polls
     let a = eventually("the metrics server", || {
         get(metrics_port, "GET /proxyMode HTTP/1.1\r\n\r\n")
     });
     assert!(a.starts_with("HTTP/1.1 200 OK\r\n"), "{a}");
     assert_eq!(body(&a), "nodegate");
+    worker.heartbeat(); // the worker polls
     let a = get(metrics_port, "GET /metrics HTTP/1.1\r\n\r\n").unwrap();
     assert!(
         a.contains(
@@ -127,6 +132,7 @@ fn servers_answer_like_kube_proxy_and_follow_the_tables() {
     assert!(body(&a).contains("# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram\n"));
 
     // The health-check port on the kernel: 200 with one local endpoint.
+    worker.heartbeat(); // the worker polls
     let a = eventually("the health check port", || {
         get(hc, "GET / HTTP/1.1\r\n\r\n")
     });
@@ -140,6 +146,7 @@ fn servers_answer_like_kube_proxy_and_follow_the_tables() {
     // The endpoint goes: the next answer says 503 and 0 (the worker switches at once).
     publisher.publish(tables(&[("web", hc, 0)]));
     worker.refresh();
+    worker.heartbeat(); // the worker polls
     let a = get(hc, "GET /x HTTP/1.1\r\n\r\n").unwrap();
     assert!(a.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{a}");
     assert!(body(&a).contains("\t\"localEndpoints\": 0,\n\t\"serviceProxyHealthy\": true\n}"));
@@ -148,28 +155,34 @@ fn servers_answer_like_kube_proxy_and_follow_the_tables() {
     // /healthz, /livez and in every health check's answer.
     publisher.publish(tables(&[("web", hc, 2)]));
     std::thread::sleep(Duration::from_millis(1200));
+    worker.heartbeat(); // the worker polls
     let a = get(health_port, "GET /healthz HTTP/1.1\r\n\r\n").unwrap();
     assert!(a.starts_with("HTTP/1.1 503 "), "{a}");
     assert!(body(&a).contains("\"healthy\":false"), "{a}");
+    worker.heartbeat(); // the worker polls
     let a = get(hc, "GET / HTTP/1.1\r\n\r\n").unwrap();
     assert!(a.starts_with("HTTP/1.1 503 "), "{a}");
     assert!(body(&a).contains("\t\"localEndpoints\": 2,\n\t\"serviceProxyHealthy\": false\n}"));
     worker.refresh();
+    worker.heartbeat(); // the worker polls
     let a = get(health_port, "GET /healthz HTTP/1.1\r\n\r\n").unwrap();
     assert!(a.starts_with("HTTP/1.1 200 "), "{a}");
 
     // The node is being deleted: /healthz fails, /livez does not.
     health.set_node_eligible(false);
+    worker.heartbeat(); // the worker polls
     let a = get(health_port, "GET /healthz HTTP/1.1\r\n\r\n").unwrap();
     assert!(a.starts_with("HTTP/1.1 503 "), "{a}");
     assert!(
         body(&a).contains("\"nodeEligible\":false,\"healthy\":true"),
         "{a}"
     );
+    worker.heartbeat(); // the worker polls
     let a = get(health_port, "GET /livez HTTP/1.1\r\n\r\n").unwrap();
     assert!(a.starts_with("HTTP/1.1 200 "), "{a}");
 
     // Garbage gets 400.
+    worker.heartbeat(); // the worker polls
     let a = get(health_port, "hello\r\n\r\n").unwrap();
     assert!(a.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{a}");
 

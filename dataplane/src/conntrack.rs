@@ -7,9 +7,15 @@
 //!
 //! Bounded by construction: slots, the free list and the index ([`crate::flowindex`]) are sized
 //! at start-up (on transparent huge pages where the kernel allows), and after start-up no packet
-//! allocates. When the table is full, expired flows are reclaimed first
-//! (a bounded scan from a clock hand); if none is found the new flow is refused and counted.
-//! Live flows are never evicted to make room. Timeouts follow Linux nf_conntrack's defaults.
+//! allocates. Timeouts follow Linux nf_conntrack's defaults.
+//!
+//! Under pressure (a SYN flood with random sources fills a table or a SNAT range in
+//! milliseconds), the rules are nf_conntrack's: an expired flow is free at once (a lookup, a
+//! SNAT port probe or a full table reclaims it on the spot, without waiting for the sweep); when
+//! nothing has expired, a flow that is not *assured* ([`Flow::assured`]: half-open, unreplied,
+//! picked up mid-stream without a reply yet, or closed) is dropped early to make room, the least
+//! recently seen of a bounded window; an assured flow is never evicted. Each reclaim and refusal
+//! is counted by reason ([`CtStats`]).
 
 use crate::flowindex::FlowIndex;
 use crate::time::Instant;
@@ -249,6 +255,23 @@ impl<K: Tuple> Flow<K> {
             Dir::Reply => self.reply,
         }
     }
+
+    /// nf_conntrack's ASSURED: the flow has seen a reply and, for TCP, is a connection that
+    /// completed its handshake (or was picked up mid-stream and has since seen a reply) and has
+    /// not closed. Only flows that are not assured are dropped early to make room: a
+    /// half-open connection of a SYN flood is, an established one never.
+    #[inline]
+    pub fn assured(&self) -> bool {
+        self.replied
+            && (self.orig.proto() != crate::service::PROTO_TCP
+                || matches!(
+                    self.tcp,
+                    TcpState::Established
+                        | TcpState::FinWait
+                        | TcpState::CloseWait
+                        | TcpState::LastAck
+                ))
+    }
 }
 
 /// Why a flow could not be created.
@@ -265,11 +288,29 @@ pub enum CtError {
 pub struct CtStats {
     pub created: u64,
     pub expired: u64,
+    /// New flows refused: every slot held an assured flow (none expired, none to drop early).
     pub refused_full: u64,
+    /// Flows that were not assured, removed to give their slot to a new flow.
+    pub early_dropped: u64,
+    /// Flows that were not assured, removed to give their SNAT port to a new flow.
+    pub snat_reclaimed: u64,
 }
 
-/// Slots examined when a full table looks for expired flows before refusing a new one.
-const FULL_SCAN: usize = 1024;
+/// Slots examined for a flow to reclaim when a slot is needed and none is free: the first
+/// expired one, else the least recently seen that is not assured. Small, so that a flood
+/// against a full table costs a bounded amount per packet.
+const RECLAIM_WINDOW: usize = 64;
+
+/// Random SNAT ports probed for a new flow before one held by a flow that is not assured is
+/// taken over.
+const SNAT_PROBES: usize = 64;
+
+/// Why no reply tuple could be found for a new flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimError {
+    /// Every SNAT port probed is held by an assured flow.
+    SnatExhausted,
+}
 
 /// A worker's flow table (IPv4 by default; `FlowTable<FlowKey6>` for IPv6).
 pub struct FlowTable<K = FlowKey> {
@@ -413,7 +454,7 @@ impl<K: Tuple> FlowTable<K> {
         tcp_flags: u8,
         now: Instant,
     ) -> Result<u32, CtError> {
-        if self.free.is_empty() && self.sweep(now, FULL_SCAN) == 0 {
+        if self.free.is_empty() && !self.reclaim_slot(now) {
             self.stats.refused_full += 1;
             return Err(CtError::Full);
         }
@@ -536,6 +577,119 @@ impl TimeoutNanos {
 }
 
 impl<K: Tuple> FlowTable<K> {
+    /// When the flow was last seen (its expiry less its state's timeout), in nanoseconds.
+    #[inline]
+    fn last_seen(&self, f: &Flow<K>) -> u64 {
+        f.expires.as_nanos().saturating_sub(self.nanos.of(f))
+    }
+
+    /// Frees one slot for a new flow in a full table: the first expired flow within
+    /// [`RECLAIM_WINDOW`] slots of the clock hand, else the least recently seen flow there that
+    /// is not assured (early drop). `false` when every slot looked at holds an assured flow.
+    fn reclaim_slot(&mut self, now: Instant) -> bool {
+        let n = self.slots.len();
+        let mut victim: Option<(u64, u32)> = None;
+        for _ in 0..RECLAIM_WINDOW.min(n) {
+            let i = self.hand;
+            self.hand = if i + 1 == n { 0 } else { i + 1 };
+            let f = &self.slots[i];
+            if !f.live {
+                continue;
+            }
+            if f.expires <= now {
+                self.remove(i as u32);
+                self.stats.expired += 1;
+                return true;
+            }
+            if !f.assured() {
+                let seen = self.last_seen(f);
+                if victim.is_none_or(|(v, _)| seen < v) {
+                    victim = Some((seen, i as u32));
+                }
+            }
+        }
+        match victim {
+            Some((_, slot)) => {
+                self.remove(slot);
+                self.stats.early_dropped += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The reply tuple for a new flow whose replies would carry `reply`: `reply` itself when
+    /// it is free and the flow is not SNATed, else `reply` with a port of `(lo, hi)` that no
+    /// live flow's reply uses (ports are unique per reply tuple, as in Linux NAT: one port
+    /// serves as many endpoints as there are). Up to [`SNAT_PROBES`] ports are probed: the
+    /// next one of the caller's `cursor` (in order, so that a quiet node's ports are
+    /// predictable), then ports spread at random over the whole range, so that a run of used
+    /// ports cannot hide the free ones; a port held by an expired flow is free at once; if every
+    /// probe is held, the least recently seen flow among them that is not assured gives up its
+    /// port (counted in `snat_reclaimed`).
+    pub fn claim_reply(
+        &mut self,
+        reply: K,
+        (lo, hi): (u16, u16),
+        cursor: &mut u32,
+        snat: bool,
+        now: Instant,
+    ) -> Result<K, ClaimError> {
+        if !snat && self.free_or_reclaim(&reply, now).is_ok() {
+            return Ok(reply);
+        }
+        let size = u32::from(hi.max(lo)) - u32::from(lo) + 1;
+        let base = *cursor;
+        *cursor = cursor.wrapping_add(1);
+        let mut rng = base ^ 0x9e37_79b9;
+        let mut victim: Option<(u64, u32, K)> = None;
+        for probe in 0..SNAT_PROBES {
+            let offset = if probe == 0 {
+                base
+            } else {
+                rng = xorshift32(rng);
+                rng
+            };
+            let candidate = reply.with_dport(lo + (offset % size) as u16);
+            match self.free_or_reclaim(&candidate, now) {
+                Ok(()) => return Ok(candidate),
+                Err(slot) => {
+                    let f = &self.slots[slot as usize];
+                    if !f.assured() {
+                        let seen = self.last_seen(f);
+                        if victim.is_none_or(|(v, _, _)| seen < v) {
+                            victim = Some((seen, slot, candidate));
+                        }
+                    }
+                }
+            }
+        }
+        match victim {
+            Some((_, slot, candidate)) => {
+                self.remove(slot);
+                self.stats.snat_reclaimed += 1;
+                Ok(candidate)
+            }
+            None => Err(ClaimError::SnatExhausted),
+        }
+    }
+
+    /// `Ok` when no live flow uses `key` (an expired one that did is removed now), else the
+    /// slot of the flow that does.
+    #[inline]
+    fn free_or_reclaim(&mut self, key: &K, now: Instant) -> Result<(), u32> {
+        let Some(v) = self.find(key, self.index.hash(key)) else {
+            return Ok(());
+        };
+        let slot = v >> 1;
+        if self.slots[slot as usize].expires <= now {
+            self.remove(slot);
+            self.stats.expired += 1;
+            return Ok(());
+        }
+        Err(slot)
+    }
+
     /// Removes a flow and both its keys.
     pub fn remove(&mut self, slot: u32) {
         let flow = &mut self.slots[slot as usize];
@@ -618,6 +772,18 @@ impl<K: Tuple> FlowTable<K> {
     pub fn iter(&self) -> impl Iterator<Item = &Flow<K>> {
         self.slots.iter().filter(|f| f.live)
     }
+}
+
+/// One step of Marsaglia's xorshift32 (a zero state restarts from a fixed seed).
+#[inline]
+fn xorshift32(mut x: u32) -> u32 {
+    if x == 0 {
+        x = 0x9e37_79b9;
+    }
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    x
 }
 
 /// The TCP state after a packet with `flags` in direction `dir`.
@@ -752,21 +918,170 @@ mod test {
     }
 
     #[test]
+    fn test_full_table_drops_the_least_recently_seen_half_open_flow_never_an_assured_one() {
+        let to = Timeouts::default();
+        let mut t = FlowTable::new(4, to);
+        let tcp = |p| key(p, PROTO_TCP);
+        let syn = tcp_flags::SYN;
+        // An established connection (handshake done), then three half-open ones seen at 1, 2, 3 s.
+        let e = t
+            .insert(tcp(1), reply_of(&tcp(1)), 0, syn, Instant::ZERO)
+            .unwrap();
+        t.update(e, Dir::Reply, syn | tcp_flags::ACK, Instant::ZERO);
+        t.update(e, Dir::Orig, tcp_flags::ACK, Instant::ZERO);
+        assert!(t.get(e).assured());
+        for (p, at) in [(2, 1), (3, 2), (4, 3)] {
+            let s = t
+                .insert(tcp(p), reply_of(&tcp(p)), 0, syn, Instant::from_secs(at))
+                .unwrap();
+            assert!(!t.get(s).assured());
+        }
+        // A SYN-ACK makes a half-open flow recent, not assured.
+        let (s2, _) = t.lookup(&tcp(2), Instant::from_secs(4)).unwrap();
+        t.update(s2, Dir::Reply, syn | tcp_flags::ACK, Instant::from_secs(4));
+        assert!(!t.get(s2).assured());
+        // Full: the new flow takes the slot of the least recently seen half-open one (3).
+        let now = Instant::from_secs(5);
+        t.insert(tcp(5), reply_of(&tcp(5)), 0, syn, now).unwrap();
+        assert_eq!(t.stats().early_dropped, 1);
+        assert!(!t.contains(&tcp(3)));
+        for p in [1, 2, 4, 5] {
+            assert!(t.contains(&tcp(p)), "{p}");
+        }
+        // Until only assured flows are left: then new flows are refused.
+        for p in [2, 4, 5] {
+            let (s, _) = t.lookup(&tcp(p), now).unwrap();
+            t.update(s, Dir::Reply, syn | tcp_flags::ACK, now);
+            t.update(s, Dir::Orig, tcp_flags::ACK, now);
+        }
+        assert_eq!(
+            t.insert(tcp(6), reply_of(&tcp(6)), 0, syn, now),
+            Err(CtError::Full)
+        );
+        assert!(
+            t.lookup(&tcp(1), now).is_some(),
+            "the established flow stays"
+        );
+        // A flow picked up mid-stream is not assured until it sees a reply.
+        let mut m = FlowTable::new(1, to);
+        let s = m
+            .insert(tcp(7), reply_of(&tcp(7)), 0, tcp_flags::ACK, now)
+            .unwrap();
+        assert!(!m.get(s).assured());
+        m.update(s, Dir::Reply, tcp_flags::ACK, now);
+        assert!(m.get(s).assured());
+    }
+
+    #[test]
+    fn test_snat_ports_are_unique_per_reply_tuple_expired_ones_free_and_half_open_reclaimed() {
+        let to = Timeouts::default();
+        let mut t = FlowTable::new(64, to);
+        let now = Instant::from_secs(1);
+        let reply_to = |backend: u8, client: u16| FlowKey {
+            src: Ipv4Addr::new(10, 1, 0, backend),
+            dst: Ipv4Addr::new(10, 0, 0, 1),
+            sport: 8080,
+            dport: client,
+            proto: PROTO_TCP,
+        };
+        let range = (20000, 20003);
+        let mut cursor = 0;
+        let mut flows = Vec::new();
+        // Four ports, two endpoints: eight flows, each port used once per endpoint.
+        for backend in [5, 6] {
+            for c in 0..4u16 {
+                let r = t
+                    .claim_reply(reply_to(backend, c), range, &mut cursor, true, now)
+                    .unwrap();
+                let orig = key(40000 + c + u16::from(backend) * 10, PROTO_TCP);
+                let s = t.insert(orig, r, 0, tcp_flags::SYN, now).unwrap();
+                t.update(s, Dir::Reply, tcp_flags::SYN | tcp_flags::ACK, now);
+                t.update(s, Dir::Orig, tcp_flags::ACK, now);
+                flows.push((s, r));
+            }
+        }
+        let mut ports: Vec<(u8, u16)> = flows
+            .iter()
+            .map(|(_, r)| (r.src.octets()[3], r.dport))
+            .collect();
+        ports.sort();
+        ports.dedup();
+        assert_eq!(ports.len(), 8, "every port twice, once per endpoint");
+        // All four ports of endpoint 5 are held by established flows: exhausted.
+        assert_eq!(
+            t.claim_reply(reply_to(5, 9), range, &mut cursor, true, now),
+            Err(ClaimError::SnatExhausted)
+        );
+        // One of them closes and its flow expires: its port is free at once, no sweep needed.
+        let (s, r) = flows[1];
+        t.update(s, Dir::Orig, tcp_flags::RST, now);
+        let later = now + to.tcp_close;
+        let got = t
+            .claim_reply(reply_to(5, 9), range, &mut cursor, true, later)
+            .unwrap();
+        assert_eq!(got.dport, r.dport);
+        assert_eq!(t.stats().expired, 1);
+        // A half-open flow holding a port gives it up to a new flow.
+        let orig = key(41000, PROTO_TCP);
+        let half = t.insert(orig, got, 0, tcp_flags::SYN, later).unwrap();
+        assert!(!t.get(half).assured());
+        let again = t
+            .claim_reply(reply_to(5, 10), range, &mut cursor, true, later)
+            .unwrap();
+        assert_eq!(again.dport, got.dport);
+        assert_eq!(t.stats().snat_reclaimed, 1);
+        assert!(!t.contains(&orig));
+    }
+
+    #[test]
+    fn test_snat_search_finds_the_free_ports_behind_a_long_run_of_used_ones() {
+        let to = Timeouts::default();
+        let mut t = FlowTable::new(4096, to);
+        let now = Instant::from_secs(1);
+        let reply = FlowKey {
+            src: Ipv4Addr::new(10, 1, 0, 5),
+            dst: Ipv4Addr::new(10, 0, 0, 1),
+            sport: 8080,
+            dport: 0,
+            proto: PROTO_TCP,
+        };
+        // Ports 20000..=21999 in use by established flows, 22000..=22999 free.
+        for p in 20000..22000u16 {
+            let r = reply.with_dport(p);
+            let s = t
+                .insert(key(p, PROTO_TCP), r, 0, tcp_flags::ACK, now)
+                .unwrap();
+            t.update(s, Dir::Reply, tcp_flags::ACK, now);
+        }
+        let mut cursor = 0;
+        let mut found = 0;
+        for _ in 0..100 {
+            if let Ok(r) = t.claim_reply(reply, (20000, 22999), &mut cursor, true, now) {
+                assert!(r.dport >= 22000);
+                found += 1;
+            }
+        }
+        assert!(found >= 99, "{found} of 100");
+    }
+
+    #[test]
     fn test_full_table_reclaims_expired_then_refuses() {
         let to = Timeouts::default();
         let mut t = FlowTable::new(2, to);
         let a = key(1, PROTO_UDP);
         let b = key(2, PROTO_UDP);
         let c = key(3, PROTO_UDP);
-        t.insert(a, reply_of(&a), 0, 0, Instant::ZERO).unwrap();
+        let sa = t.insert(a, reply_of(&a), 0, 0, Instant::ZERO).unwrap();
+        t.update(sa, Dir::Reply, 0, Instant::ZERO);
         let later = Instant::from_secs(20);
-        t.insert(b, reply_of(&b), 0, 0, later).unwrap();
-        // Full of live flows: refused, nothing evicted.
+        let sb = t.insert(b, reply_of(&b), 0, 0, later).unwrap();
+        t.update(sb, Dir::Reply, 0, later);
+        // Full of live, assured (replied) flows: refused, nothing evicted.
         assert_eq!(t.insert(c, reply_of(&c), 0, 0, later), Err(CtError::Full));
         assert_eq!(t.stats().refused_full, 1);
         assert!(t.lookup(&a, later).is_some());
         // Once `a` has expired, `c` takes its slot; `b` (still live) stays.
-        let after_a = Instant::ZERO + to.udp;
+        let after_a = Instant::ZERO + to.udp_stream;
         assert!(t.insert(c, reply_of(&c), 0, 0, after_a).is_ok());
         assert!(t.lookup(&b, after_a).is_some());
         assert!(t.lookup(&c, after_a).is_some());

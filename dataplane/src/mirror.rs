@@ -71,8 +71,8 @@ impl StatsMirror {
             ct.refused_full,
             generation,
             self.cells[13].load(Ordering::Relaxed).wrapping_add(1),
-            0,
-            0,
+            ct.early_dropped,
+            ct.snat_reclaimed,
         ];
         let mut cells = self.cells.iter();
         for v in fixed.iter().chain(s.drops.iter()) {
@@ -125,6 +125,8 @@ impl StatsMirror {
                 created: get(9),
                 expired: get(10),
                 refused_full: get(11),
+                early_dropped: get(14),
+                snat_reclaimed: get(15),
             },
             generation: get(12),
             copies: get(13),
@@ -152,6 +154,8 @@ mod test {
             created: 10,
             expired: 11,
             refused_full: 12,
+            early_dropped: 13,
+            snat_reclaimed: 14,
         };
         m.store(&s, 42, ct, 3);
         m.store(&s, 42, ct, 3);

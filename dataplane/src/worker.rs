@@ -337,6 +337,7 @@ pub struct Worker {
     rx_burst: Vec<Mbuf>,
     fabric: Arc<Fabric>,
     snat_chunk: (u16, u16),
+    /// The SNAT port search's cursor ([`FlowTable::claim_reply`]).
     snat_cursor: u32,
     stats: WorkerStats,
     /// `stats` as other threads see them, copied from the timers every `MIRROR_PERIOD`.
@@ -693,9 +694,20 @@ impl Worker {
         // means what it says (the proxy health check waits for it).
         self.tables.refresh();
         self.tables.heartbeat();
-        self.ct.sweep(now, SWEEP_BUDGET);
+        // A table three quarters full is swept eight times as fast, so that expired flows
+        // do not pile up in front of new ones (they are also reclaimed on demand).
+        let budget = |len: usize, cap: usize| {
+            if len > cap / 4 * 3 {
+                SWEEP_BUDGET * 8
+            } else {
+                SWEEP_BUDGET
+            }
+        };
+        self.ct
+            .sweep(now, budget(self.ct.len(), self.ct.capacity()));
         if !self.ct6.is_empty() {
-            self.ct6.sweep(now, SWEEP_BUDGET);
+            self.ct6
+                .sweep(now, budget(self.ct6.len(), self.ct6.capacity()));
         }
         if now >= self.next_mirror {
             self.next_mirror = now + MIRROR_PERIOD;
@@ -704,6 +716,8 @@ impl Worker {
                 created: s4.created + s6.created,
                 expired: s4.expired + s6.expired,
                 refused_full: s4.refused_full + s6.refused_full,
+                early_dropped: s4.early_dropped + s6.early_dropped,
+                snat_reclaimed: s4.snat_reclaimed + s6.snat_reclaimed,
             };
             self.mirror.store(
                 &self.stats,
@@ -1382,11 +1396,12 @@ impl Worker {
             proto: key.proto,
         };
         let reply = match reply_tuple(
-            &self.ct,
+            &mut self.ct,
             self.snat_chunk,
             &mut self.snat_cursor,
             reply,
             snat,
+            self.now,
         ) {
             Ok(reply) => reply,
             Err(r) => return Action::Drop(r),
@@ -1884,28 +1899,18 @@ fn create_flow<K: Tuple, A: Address>(
     Ok(slot)
 }
 
-/// The reply tuple of a new flow: `reply` as it is, or, when the flow is SNATed or `reply` is
-/// taken, with a free port of this worker's SNAT slice `(lo, hi)` (scanning at most 64 from
-/// `cursor`).
+/// The reply tuple of a new flow ([`FlowTable::claim_reply`] over this worker's SNAT slice);
+/// a range with no port to give is `snat-exhausted`.
 fn reply_tuple<K: Tuple>(
-    ct: &FlowTable<K>,
-    (lo, hi): (u16, u16),
+    ct: &mut FlowTable<K>,
+    chunk: (u16, u16),
     cursor: &mut u32,
     reply: K,
     snat: bool,
+    now: Instant,
 ) -> Result<K, DropReason> {
-    if !snat && !ct.contains(&reply) {
-        return Ok(reply);
-    }
-    let size = u32::from(hi) - u32::from(lo) + 1;
-    for _ in 0..size.min(64) {
-        let candidate = reply.with_dport(lo + (*cursor % size) as u16);
-        *cursor = cursor.wrapping_add(1);
-        if !ct.contains(&candidate) {
-            return Ok(candidate);
-        }
-    }
-    Err(DropReason::SnatExhausted)
+    ct.claim_reply(reply, chunk, cursor, snat, now)
+        .map_err(|_| DropReason::SnatExhausted)
 }
 
 /// Sequence number, acknowledgement and flags of the RST answering a segment with `flags`,

@@ -261,11 +261,12 @@ impl Worker {
             proto: key.proto,
         };
         let reply = match super::reply_tuple(
-            &self.ct6,
+            &mut self.ct6,
             self.snat_chunk,
             &mut self.snat_cursor,
             reply,
             snat,
+            self.now,
         ) {
             Ok(reply) => reply,
             Err(r) => return Action::Drop(r),
