@@ -299,11 +299,14 @@ pub struct CtStats {
 /// Slots examined for a flow to reclaim when a slot is needed and none is free: the first
 /// expired one, else the least recently seen that is not assured. Small, so that a flood
 /// against a full table costs a bounded amount per packet.
-const RECLAIM_WINDOW: usize = 64;
+const RECLAIM_WINDOW: usize = 32;
 
-/// Random SNAT ports probed for a new flow before one held by a flow that is not assured is
-/// taken over.
+/// Random SNAT ports probed for a new flow at most; past [`SNAT_PROBES_BEFORE_RECLAIM`] of them
+/// the search stops at the first point where a port held by a flow that is not assured is
+/// known (a flood fills the range with such flows: each probe is a cache miss, and 64 of them
+/// per packet would make the flood cost the worker its whole core).
 const SNAT_PROBES: usize = 64;
+const SNAT_PROBES_BEFORE_RECLAIM: usize = 8;
 
 /// Why no reply tuple could be found for a new flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -650,6 +653,9 @@ impl<K: Tuple> FlowTable<K> {
                 rng = xorshift32(rng);
                 rng
             };
+            if probe >= SNAT_PROBES_BEFORE_RECLAIM && victim.is_some() {
+                break;
+            }
             let candidate = reply.with_dport(lo + (offset % size) as u16);
             match self.free_or_reclaim(&candidate, now) {
                 Ok(()) => return Ok(candidate),
