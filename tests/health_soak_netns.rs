@@ -142,9 +142,8 @@ fn health_stays_true_idle_after_no_op_changes_and_after_a_fixed_manifest() {
     run.stop();
 }
 
-#[test]
-fn a_worker_that_stops_polling_turns_health_503_with_nothing_pending() {
-    let lab = lab("ngst", 2);
+/// The run of `lab` in its node namespace with `NODEGATE_TEST_WORKER_FAULT=fault`.
+fn start_with_fault(lab: &Lab, fault: &str) -> Running {
     let mut cmd = std::process::Command::new("ip");
     cmd.args(["netns", "exec", &lab.topo.node.0])
         .arg(env!("CARGO_BIN_EXE_nodegate"))
@@ -155,8 +154,14 @@ fn a_worker_that_stops_polling_turns_health_503_with_nothing_pending() {
             "--stats-json",
             "stats.json",
         ])
-        .env("NODEGATE_TEST_WORKER_FAULT", "1:stall:1500");
-    let run = Running::start_command(lab.dir.path(), cmd);
+        .env("NODEGATE_TEST_WORKER_FAULT", fault);
+    Running::start_command(lab.dir.path(), cmd)
+}
+
+#[test]
+fn a_worker_that_stops_polling_turns_health_503_with_nothing_pending() {
+    let lab = lab("ngst", 2);
+    let run = start_with_fault(&lab, "1:stall:1500");
     assert_healthy(&lab, "before the stall");
     let stalled = Instant::now();
     let node = &lab.topo.node.0;
@@ -183,18 +188,7 @@ fn a_worker_that_stops_polling_turns_health_503_with_nothing_pending() {
 #[test]
 fn a_worker_that_panics_stops_the_run_in_order_with_status_70() {
     let lab = lab("ngpw", 2);
-    let mut cmd = std::process::Command::new("ip");
-    cmd.args(["netns", "exec", &lab.topo.node.0])
-        .arg(env!("CARGO_BIN_EXE_nodegate"))
-        .args([
-            "run",
-            "--config",
-            "nodegate.yaml",
-            "--stats-json",
-            "stats.json",
-        ])
-        .env("NODEGATE_TEST_WORKER_FAULT", "0:panic:1000");
-    let mut run = Running::start_command(lab.dir.path(), cmd);
+    let mut run = start_with_fault(&lab, "0:panic:1000");
     let status = run.wait_exit(Duration::from_secs(15));
     assert_eq!(status.code(), Some(70), "{}", run.log_after_ready());
     let log = run.log_after_ready();
