@@ -622,6 +622,30 @@ fn fresh_pick(manifests: &str, sport: u16) -> Ipv4Addr {
 }
 
 #[test]
+fn session_affinity_survives_an_unrelated_service_that_sorts_earlier() {
+    let m = sticky_manifests(&STICKY_EPS);
+    let mut h = Harness::new(1, "", &m);
+    let syn = |sport| Pkt::tcp(POD_CLIENT, sport, ip("10.96.0.18"), 80, SYN).bytes();
+    let first = expect_out(&h.send_one(&syn(10_000)), 63).dst();
+    // A Service added (`aaa` sorts before `sticky`), then removed: the client stays pinned,
+    // also on ports whose hash alone would pick another endpoint.
+    let others: Vec<u16> = (10_100..10_400)
+        .filter(|&p| fresh_pick(&m, p) != first)
+        .take(6)
+        .collect();
+    let aaa = service("aaa", "10.96.0.19", "TCP", 80, 8080, None, "", "")
+        + &slice("aaa", "a", "TCP", 8080, &[ready("10.2.0.30", "node-a")]);
+    h.publish(&(aaa + &m));
+    for &sport in &others[..3] {
+        assert_eq!(expect_out(&h.send_one(&syn(sport)), 63).dst(), first);
+    }
+    h.publish(&m);
+    for &sport in &others[3..] {
+        assert_eq!(expect_out(&h.send_one(&syn(sport)), 63).dst(), first);
+    }
+}
+
+#[test]
 fn session_affinity_pins_client_until_timeout() {
     let m = sticky_manifests(&STICKY_EPS);
     let mut h = Harness::new(1, "", &m);

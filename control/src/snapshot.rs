@@ -595,6 +595,28 @@ pub fn service_table<A: Address>(
     service_table_cached(state, node, &mut SetCache::default())
 }
 
+/// The identity session affinity is kept under: a hash of the Service port's namespace, name,
+/// port name, protocol and port, the same in every build, so that adding or removing another
+/// Service keeps every client's affinity (a positional index would shift). Two ports that
+/// collide share entries harmlessly: a remembered endpoint is used only while it is in the
+/// port's own backend set.
+fn service_port_identity(svc: &Service, sp: &crate::model::ServicePort) -> u32 {
+    // FNV-1a, 32 bits: stable across builds and processes (std's hasher is seeded).
+    let mut h: u32 = 0x811c_9dc5;
+    let mut feed = |bytes: &[u8]| {
+        for &b in bytes {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        h = (h ^ 0xff).wrapping_mul(0x0100_0193);
+    };
+    feed(svc.namespace.as_bytes());
+    feed(svc.name.as_bytes());
+    feed(sp.name.as_bytes());
+    feed(format!("{:?}", sp.protocol).as_bytes());
+    feed(&sp.port.to_be_bytes());
+    h
+}
+
 fn service_table_cached<A: Address>(
     state: &ClusterState,
     node: &NodeView<A>,
@@ -602,7 +624,6 @@ fn service_table_cached<A: Address>(
 ) -> (ServiceTable<A>, Vec<String>) {
     let slices = Slices::new(state);
     let mut frontends = Vec::new();
-    let mut service_port_id = 0u32;
     let mut services: Vec<&Service> = state.services.iter().collect();
     services.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     for svc in services {
@@ -628,7 +649,7 @@ fn service_table_cached<A: Address>(
             .filter_map(|&(ip, len)| A::of(ip).map(|a| (a, len)))
             .collect();
         for sp in &svc.ports {
-            service_port_id += 1;
+            let service_port_id = service_port_identity(svc, sp);
             let cands = candidates(&slices, svc, sp, node.name);
             // Topology hints narrow the endpoints of cluster-wide traffic, never local ones.
             let topology = topology(&cands, node);
