@@ -621,18 +621,30 @@ fn fresh_pick(manifests: &str, sport: u16) -> Ipv4Addr {
     .dst()
 }
 
+/// A SYN from the pod client to the sticky Service.
+fn sticky_syn(sport: u16) -> Vec<u8> {
+    Pkt::tcp(POD_CLIENT, sport, ip("10.96.0.18"), 80, SYN).bytes()
+}
+
+/// A node on `m` whose client has opened one connection (source port 10000): the harness, the
+/// endpoint it was given, and `n` source ports whose hash alone would pick another endpoint.
+fn sticky_client(m: &str, n: usize) -> (Harness, Ipv4Addr, Vec<u16>) {
+    let mut h = Harness::new(1, "", m);
+    let first = expect_out(&h.send_one(&sticky_syn(10_000)), 63).dst();
+    let others = (10_100..10_400)
+        .filter(|&p| fresh_pick(m, p) != first)
+        .take(n)
+        .collect();
+    (h, first, others)
+}
+
 #[test]
 fn session_affinity_survives_an_unrelated_service_that_sorts_earlier() {
     let m = sticky_manifests(&STICKY_EPS);
-    let mut h = Harness::new(1, "", &m);
-    let syn = |sport| Pkt::tcp(POD_CLIENT, sport, ip("10.96.0.18"), 80, SYN).bytes();
-    let first = expect_out(&h.send_one(&syn(10_000)), 63).dst();
+    let (mut h, first, others) = sticky_client(&m, 6);
+    let syn = sticky_syn;
     // A Service added (`aaa` sorts before `sticky`), then removed: the client stays pinned,
     // also on ports whose hash alone would pick another endpoint.
-    let others: Vec<u16> = (10_100..10_400)
-        .filter(|&p| fresh_pick(&m, p) != first)
-        .take(6)
-        .collect();
     let aaa = service("aaa", "10.96.0.19", "TCP", 80, 8080, None, "", "")
         + &slice("aaa", "a", "TCP", 8080, &[ready("10.2.0.30", "node-a")]);
     h.publish(&(aaa + &m));
@@ -648,14 +660,8 @@ fn session_affinity_survives_an_unrelated_service_that_sorts_earlier() {
 #[test]
 fn session_affinity_pins_client_until_timeout() {
     let m = sticky_manifests(&STICKY_EPS);
-    let mut h = Harness::new(1, "", &m);
-    let syn = |sport| Pkt::tcp(POD_CLIENT, sport, ip("10.96.0.18"), 80, SYN).bytes();
-    let first = expect_out(&h.send_one(&syn(10_000)), 63).dst();
-    // Ports whose hash alone would pick another endpoint.
-    let others: Vec<u16> = (10_100..10_400)
-        .filter(|&p| fresh_pick(&m, p) != first)
-        .take(3)
-        .collect();
+    let (mut h, first, others) = sticky_client(&m, 3);
+    let syn = sticky_syn;
     assert_eq!(others.len(), 3);
     for sport in 10_001..10_040u16 {
         assert_eq!(expect_out(&h.send_one(&syn(sport)), 63).dst(), first);

@@ -591,7 +591,7 @@ impl<K: Tuple> FlowTable<K> {
     /// is not assured (early drop). `false` when every slot looked at holds an assured flow.
     fn reclaim_slot(&mut self, now: Instant) -> bool {
         let n = self.slots.len();
-        let mut victim: Option<(u64, u32)> = None;
+        let mut victim = None;
         for _ in 0..RECLAIM_WINDOW.min(n) {
             let i = self.hand;
             self.hand = if i + 1 == n { 0 } else { i + 1 };
@@ -604,15 +604,10 @@ impl<K: Tuple> FlowTable<K> {
                 self.stats.expired += 1;
                 return true;
             }
-            if !f.assured() {
-                let seen = self.last_seen(f);
-                if victim.is_none_or(|(v, _)| seen < v) {
-                    victim = Some((seen, i as u32));
-                }
-            }
+            victim = self.older_victim(victim, i as u32, ());
         }
         match victim {
-            Some((_, slot)) => {
+            Some((_, slot, ())) => {
                 self.remove(slot);
                 self.stats.early_dropped += 1;
                 true
@@ -644,56 +639,57 @@ impl<K: Tuple> FlowTable<K> {
         let size = u32::from(hi.max(lo)) - u32::from(lo) + 1;
         let base = *cursor;
         *cursor = cursor.wrapping_add(1);
-        let mut rng = base ^ 0x9e37_79b9;
-        let mut victim: Option<(u64, u32, K)> = None;
+        let mut victim = None;
         for probe in 0..SNAT_PROBES {
-            let offset = if probe == 0 {
-                base
-            } else {
-                rng = xorshift32(rng);
-                rng
-            };
             if probe >= SNAT_PROBES_BEFORE_RECLAIM && victim.is_some() {
                 break;
             }
+            let offset = if probe == 0 {
+                base
+            } else {
+                crate::hash::mix64(u64::from(base) << 8 | probe as u64) as u32
+            };
             let candidate = reply.with_dport(lo + (offset % size) as u16);
             match self.free_or_reclaim(&candidate, now) {
                 Ok(()) => return Ok(candidate),
-                Err(slot) => {
-                    let f = &self.slots[slot as usize];
-                    if !f.assured() {
-                        let seen = self.last_seen(f);
-                        if victim.is_none_or(|(v, _, _)| seen < v) {
-                            victim = Some((seen, slot, candidate));
-                        }
-                    }
-                }
+                Err(slot) => victim = self.older_victim(victim, slot, candidate),
             }
         }
-        match victim {
-            Some((_, slot, candidate)) => {
-                self.remove(slot);
-                self.stats.snat_reclaimed += 1;
-                Ok(candidate)
-            }
-            None => Err(ClaimError::SnatExhausted),
+        let (_, slot, candidate) = victim.ok_or(ClaimError::SnatExhausted)?;
+        self.remove(slot);
+        self.stats.snat_reclaimed += 1;
+        Ok(candidate)
+    }
+
+    /// `Ok` when no live flow uses `key` (an expired one that did is removed now, as
+    /// [`FlowTable::lookup`] does), else the slot of the flow that does.
+    #[inline]
+    fn free_or_reclaim(&mut self, key: &K, now: Instant) -> Result<(), u32> {
+        match self.lookup(key, now) {
+            None => Ok(()),
+            Some((slot, _)) => Err(slot),
         }
     }
 
-    /// `Ok` when no live flow uses `key` (an expired one that did is removed now), else the
-    /// slot of the flow that does.
+    /// `victim` or `slot` (with `what` it stands for), whichever flow was seen less recently,
+    /// if `slot`'s flow may be dropped early (it is not assured): the choice of
+    /// [`FlowTable::reclaim_slot`] and [`FlowTable::claim_reply`].
     #[inline]
-    fn free_or_reclaim(&mut self, key: &K, now: Instant) -> Result<(), u32> {
-        let Some(v) = self.find(key, self.index.hash(key)) else {
-            return Ok(());
-        };
-        let slot = v >> 1;
-        if self.slots[slot as usize].expires <= now {
-            self.remove(slot);
-            self.stats.expired += 1;
-            return Ok(());
+    fn older_victim<T>(
+        &self,
+        victim: Option<(u64, u32, T)>,
+        slot: u32,
+        what: T,
+    ) -> Option<(u64, u32, T)> {
+        let f = &self.slots[slot as usize];
+        if f.assured() {
+            return victim;
         }
-        Err(slot)
+        let seen = self.last_seen(f);
+        match victim {
+            Some((v, _, _)) if v <= seen => victim,
+            _ => Some((seen, slot, what)),
+        }
     }
 
     /// Removes a flow and both its keys.
@@ -778,18 +774,6 @@ impl<K: Tuple> FlowTable<K> {
     pub fn iter(&self) -> impl Iterator<Item = &Flow<K>> {
         self.slots.iter().filter(|f| f.live)
     }
-}
-
-/// One step of Marsaglia's xorshift32 (a zero state restarts from a fixed seed).
-#[inline]
-fn xorshift32(mut x: u32) -> u32 {
-    if x == 0 {
-        x = 0x9e37_79b9;
-    }
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    x
 }
 
 /// The TCP state after a packet with `flags` in direction `dir`.
