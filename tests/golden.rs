@@ -429,6 +429,115 @@ fn udp_flows_to_an_endpoint_that_left_are_flushed_tcp_flows_keep_theirs() {
     assert_eq!(expect_out(&h.send_one(&dgram.bytes()), 63).dst(), again);
 }
 
+/// kube-proxy's rule for which UDP flows a table change keeps: those to an endpoint that still
+/// serves the Service port, whatever the policies, topology hints or terminating status now
+/// say about new flows; those of a port left without any serving endpoint; none of a frontend
+/// that is gone (the Service deleted or its ClusterIP changed).
+#[test]
+fn udp_flows_stay_while_their_endpoint_serves_and_end_with_their_frontend() {
+    const VIP: &str = "10.96.0.42";
+    let svc = |vip: &str, extra: &str, eps: &[Ep]| {
+        service("u", vip, "UDP", 53, 5353, Some(30053), extra, "")
+            + &slice("u", "a", "UDP", 5353, eps)
+    };
+    let (local, remote) = (ready("10.1.0.42", "node-a"), ready("10.1.0.43", "node-b"));
+    let both = [local.clone(), remote.clone()];
+    let cluster = "  type: NodePort\n  externalTrafficPolicy: Cluster";
+    let mut h = Harness::new(1, "", &svc(VIP, cluster, &both));
+    // One flow per endpoint from pods to the ClusterIP, and flows from outside to the NodePort.
+    let to = |h: &mut Harness, dst: Ipv4Addr, dport: u16, src: Ipv4Addr, sport: u16| {
+        let d = Pkt::udp(src, sport, dst, dport).payload(b"q");
+        expect_out(&h.send_one(&d.bytes()), 63).dst()
+    };
+    let mut by_endpoint: std::collections::HashMap<Ipv4Addr, u16> = Default::default();
+    for sport in 7000..7064u16 {
+        let ep = to(&mut h, ip(VIP), 53, POD_CLIENT, sport);
+        by_endpoint.entry(ep).or_insert(sport);
+    }
+    let (on_local, on_remote) = (by_endpoint[&local.addr], by_endpoint[&remote.addr]);
+    let mut np_by_endpoint: std::collections::HashMap<Ipv4Addr, u16> = Default::default();
+    for sport in 8000..8064u16 {
+        let ep = to(&mut h, NODE_IP, 30053, CLIENT, sport);
+        np_by_endpoint.entry(ep).or_insert(sport);
+    }
+    let np_remote = np_by_endpoint[&remote.addr];
+
+    // The local endpoint turns terminating but still serves, and the NodePort turns
+    // externalTrafficPolicy Local (the remote endpoint is no longer offered to outside
+    // clients): no flow ends, and each goes on to its endpoint.
+    let local_terminating = Ep {
+        ready: false,
+        terminating: true,
+        ..local.clone()
+    };
+    let policy_local = "  type: NodePort\n  externalTrafficPolicy: Local";
+    h.publish(&svc(
+        VIP,
+        policy_local,
+        &[local_terminating.clone(), remote.clone()],
+    ));
+    h.run();
+    assert_eq!(
+        h.total().udp_flows_flushed,
+        0,
+        "every endpoint still serves"
+    );
+    assert_eq!(to(&mut h, ip(VIP), 53, POD_CLIENT, on_local), local.addr);
+    assert_eq!(to(&mut h, NODE_IP, 30053, CLIENT, np_remote), remote.addr);
+    // New pod flows avoid the terminating endpoint while a ready one exists.
+    for sport in 7100..7132u16 {
+        assert_eq!(to(&mut h, ip(VIP), 53, POD_CLIENT, sport), remote.addr);
+    }
+    let flows = h.flows();
+
+    // The local endpoint stops serving: its flows end (the first, and none of the remote's).
+    let stopped = Ep {
+        serving: false,
+        ready: false,
+        ..local_terminating
+    };
+    h.publish(&svc(VIP, policy_local, &[stopped, remote.clone()]));
+    h.run();
+    let flushed = h.total().udp_flows_flushed;
+    assert!(
+        flushed >= 1,
+        "the flow to the endpoint that stopped serving ends"
+    );
+    assert_eq!(h.flows(), flows - flushed as usize);
+    assert_eq!(to(&mut h, ip(VIP), 53, POD_CLIENT, on_local), remote.addr);
+    assert_eq!(to(&mut h, ip(VIP), 53, POD_CLIENT, on_remote), remote.addr);
+
+    // No serving endpoint left at all: kube-proxy keeps the flows (nothing could serve them
+    // anew), while new flows are rejected.
+    let before = h.total().udp_flows_flushed;
+    h.publish(&svc(VIP, policy_local, &[]));
+    h.run();
+    assert_eq!(h.total().udp_flows_flushed, before);
+    assert_eq!(to(&mut h, ip(VIP), 53, POD_CLIENT, on_remote), remote.addr);
+
+    // The ClusterIP changes: the old frontend is gone, so are its flows; the NodePort's stay.
+    h.publish(&svc(VIP, cluster, &both));
+    h.run();
+    let before = h.total().udp_flows_flushed;
+    h.publish(&svc("10.96.0.43", cluster, &both));
+    h.run();
+    let after_change = h.total().udp_flows_flushed;
+    assert!(after_change > before, "flows to the old ClusterIP end");
+    assert_eq!(to(&mut h, NODE_IP, 30053, CLIENT, np_remote), remote.addr);
+    let d = Pkt::udp(POD_CLIENT, on_remote, ip(VIP), 53).payload(b"q");
+    let out = h.send(&d.bytes());
+    assert!(
+        out.iter().all(|f| check(&f.bytes).dst() != remote.addr),
+        "nothing reaches the endpoint through the old ClusterIP"
+    );
+
+    // The Service is deleted: every flow of it ends.
+    h.publish("");
+    h.run();
+    assert!(h.total().udp_flows_flushed > after_change);
+    assert_eq!(h.flows(), 0, "no flow of a deleted Service is left");
+}
+
 // ---- 4. internalTrafficPolicy Local -----------------------------------------------------------
 
 #[test]

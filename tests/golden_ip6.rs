@@ -1334,6 +1334,35 @@ fn ipv6_udp_flows_to_a_removed_endpoint_are_flushed() {
 }
 
 #[test]
+fn ipv6_udp_flows_to_a_terminating_but_serving_endpoint_stay() {
+    let mut h = harness6_with(2, &udp_services6(&[POD]));
+    let (port, f) = udp6_ports(EXTERNAL, 40013, "fd00:96::10", 53, b"one");
+    assert_eq!(send6_one(&mut h, port, &f).dst(), ip6(POD));
+    // The endpoint terminates but still serves, and a ready one joins: the flow stays with
+    // its endpoint (kube-proxy's rule), new flows go to the ready one.
+    let serving = format!(
+        "{{addresses: [\"{POD}\"], conditions: {{ready: false, serving: true, terminating: true}}"
+    );
+    let manifests = udp_services6(&[POD, "fd01::12"]).replace(
+        &format!("{{addresses: [\"{POD}\"], conditions: {{ready: true}}"),
+        &serving,
+    );
+    assert!(manifests.contains(&serving));
+    h.publish(&manifests);
+    h.run();
+    assert_eq!(h.total().udp_flows_flushed, 0);
+    assert_eq!(send6_one(&mut h, port, &f).dst(), ip6(POD));
+    let (port, f) = udp6_ports(EXTERNAL, 40014, "fd00:96::10", 53, b"two");
+    assert_eq!(send6_one(&mut h, port, &f).dst(), ip6("fd01::12"));
+    // It stops serving: the flow ends and its next datagram goes to the ready endpoint.
+    h.publish(&udp_services6(&["fd01::12"]));
+    h.run();
+    let (port, f) = udp6_ports(EXTERNAL, 40013, "fd00:96::10", 53, b"three");
+    assert_eq!(send6_one(&mut h, port, &f).dst(), ip6("fd01::12"));
+    assert_eq!(h.total().udp_flows_flushed, 1);
+}
+
+#[test]
 fn ipv6_service_traffic_with_hop_limit_one_gets_time_exceeded() {
     let mut h = harness6_with(1, &udp_services6(&[POD]));
     let (port, f) = udp6_full(EXTERNAL, 40004, "fd00:96::10", 53, 1, b"q");

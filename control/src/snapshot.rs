@@ -20,7 +20,7 @@ use dataplane::ip6::{Ip6Item, Ip6Tables, PortAddress6, StaticNeighbor6, StaticRo
 use dataplane::route::{PortAddress, RouteTable, StaticRoute};
 use dataplane::service::{
     Address, Backend, BackendSet, Frontend, FrontendAction, FrontendKey, FrontendKind, HealthCheck,
-    HealthChecks, ServiceTable, SourceRanges, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    HealthChecks, ServiceTable, ServingEndpoints, SourceRanges, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
 use dataplane::tables::{PortInfo, Tables};
 use dataplane::wire::MacAddr;
@@ -344,6 +344,8 @@ struct Candidate<A> {
     port: u16,
     ready: bool,
     serving_terminating: bool,
+    /// `serving` (a ready endpoint serves even where a producer left `serving` unset).
+    serving: bool,
     local: bool,
     zone_hints: Vec<String>,
     node_hints: Vec<String>,
@@ -473,6 +475,7 @@ fn candidate<A>(ep: &Endpoint, addr: A, port: u16, node: &str) -> Candidate<A> {
         port,
         ready: ep.ready,
         serving_terminating: ep.serving && ep.terminating,
+        serving: ep.serving || ep.ready,
         local: ep.node_name.as_deref() == Some(node),
         zone_hints: ep.zone_hints.clone(),
         node_hints: ep.node_hints.clone(),
@@ -674,6 +677,17 @@ fn service_table_cached<A: Address>(
             // Each family is filtered by its own ranges; a family without any is open, as in
             // kube-proxy (which splits the ranges by family per proxier).
             let source_ranges = SourceRanges::new(&ranges, node.addresses).map(Arc::new);
+            let serving = if proto == PROTO_UDP {
+                ServingEndpoints::new(
+                    cands
+                        .iter()
+                        .filter(|c| c.serving)
+                        .map(|c| (c.addr, c.port))
+                        .collect(),
+                )
+            } else {
+                ServingEndpoints::default()
+            };
             let mut add = |kind: FrontendKind, addr: A, port: u16| {
                 let internal = kind == FrontendKind::ClusterIp;
                 let local_only = if internal {
@@ -695,6 +709,7 @@ fn service_table_cached<A: Address>(
                         None
                     },
                     action: action(local_only),
+                    serving: serving.clone(),
                 });
             };
             for &ip in &cluster_ips {

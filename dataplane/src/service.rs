@@ -197,6 +197,48 @@ impl<A: Address> SourceRanges<A> {
     }
 }
 
+/// The serving endpoints of a UDP Service port, on any node and in any zone, terminating or
+/// not: the endpoints a UDP flow may keep after a table change (kube-proxy's conntrack
+/// clean-up, which ignores traffic policies, topology and terminating status so that UDP flows
+/// behave as TCP connections do). Empty when the port has no serving endpoint, and then its
+/// flows are kept too, as kube-proxy keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingEndpoints<A = Ipv4Addr> {
+    /// Sorted, without duplicates.
+    endpoints: Arc<[(A, u16)]>,
+}
+
+impl<A: Address> Default for ServingEndpoints<A> {
+    fn default() -> ServingEndpoints<A> {
+        ServingEndpoints {
+            endpoints: Arc::new([]),
+        }
+    }
+}
+
+impl<A: Address> ServingEndpoints<A> {
+    pub fn new(mut endpoints: Vec<(A, u16)>) -> ServingEndpoints<A> {
+        endpoints.sort_unstable();
+        endpoints.dedup();
+        ServingEndpoints {
+            endpoints: endpoints.into(),
+        }
+    }
+
+    /// Whether a UDP flow translated to `endpoint` may stay: it is serving, or nothing is.
+    pub fn keeps(&self, endpoint: (A, u16)) -> bool {
+        self.endpoints.is_empty() || self.endpoints.binary_search(&endpoint).is_ok()
+    }
+
+    pub fn len(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+    }
+}
+
 /// What a new flow to a frontend gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrontendAction<A = Ipv4Addr> {
@@ -226,6 +268,8 @@ pub struct Frontend<A = Ipv4Addr> {
     /// Load balancer frontends of a Service with `loadBalancerSourceRanges`.
     pub source_ranges: Option<Arc<SourceRanges<A>>>,
     pub action: FrontendAction<A>,
+    /// UDP ports only (empty otherwise): whose flows survive a table change.
+    pub serving: ServingEndpoints<A>,
 }
 
 /// Error building a [`ServiceTable`].

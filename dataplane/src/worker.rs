@@ -490,11 +490,14 @@ impl Worker {
         work
     }
 
-    /// kube-proxy's UDP conntrack clean-up: after a table change, the UDP flows whose
-    /// translation the new tables no longer offer (their endpoint left the Service, or the
-    /// Service is gone or has no usable endpoint) are removed, [`UDP_CHECK_BUDGET`] flow slots
-    /// per poll, so their next datagram is balanced anew instead of going to an endpoint that
-    /// is not there. TCP flows keep their endpoint until they end.
+    /// kube-proxy's UDP conntrack clean-up: after a table change, the UDP flows whose endpoint
+    /// no longer serves their Service port (it left the Service or stopped serving), or whose
+    /// frontend is gone (the Service was deleted or its address changed), are removed,
+    /// [`UDP_CHECK_BUDGET`] flow slots per poll, so their next datagram is balanced anew
+    /// instead of going to an endpoint that is not there. As in kube-proxy, a flow to an
+    /// endpoint that still serves stays even when new flows would not pick it (terminating,
+    /// another node under policy Local, another zone under topology hints), and a port left
+    /// with no serving endpoint keeps its flows. TCP flows keep their endpoint until they end.
     fn check_udp_flows(&mut self) {
         self.tables.refresh();
         let generation = self.tables.get().generation;
@@ -507,7 +510,7 @@ impl Worker {
             let (removed, next) = self.ct.remove_where_from(from, UDP_CHECK_BUDGET, |f| {
                 f.orig.proto == PROTO_UDP
                     && f.frontend != NO_FRONTEND
-                    && !balances(
+                    && !keeps_udp_flow(
                         &t.services,
                         (f.orig.proto, f.orig.dst, f.orig.dport),
                         (f.reply.src, f.reply.sport),
@@ -1800,20 +1803,17 @@ fn write_eth(m: &mut Mbuf, dst: MacAddr, src: MacAddr, ethertype: EtherType) {
 /// Flow slots the UDP clean-up examines per poll.
 const UDP_CHECK_BUDGET: usize = 4096;
 
-/// Whether `services` still balances the frontend (proto, address, port) to the endpoint
-/// (address, port): a UDP flow created for it may stay.
-fn balances<A: Address>(
+/// Whether a UDP flow to the frontend (proto, address, port), translated to `endpoint`, may
+/// stay after a table change (see [`Worker::check_udp_flows`]).
+fn keeps_udp_flow<A: Address>(
     services: &ServiceTable<A>,
     (proto, addr, port): (u8, A, u16),
-    (ep, ep_port): (A, u16),
+    endpoint: (A, u16),
 ) -> bool {
-    match services.lookup(proto, addr, port) {
-        Some((_, fe)) => match &fe.action {
-            FrontendAction::Balance(set) => set.contains(ep, ep_port),
-            _ => false,
-        },
-        None => false,
-    }
+    // A frontend that is gone (its Service deleted, its ClusterIP changed) ends its flows.
+    services
+        .lookup(proto, addr, port)
+        .is_some_and(|(_, fe)| fe.serving.keeps(endpoint))
 }
 
 /// What a frontend says to the first packet of a new flow from `src` to `dst`.

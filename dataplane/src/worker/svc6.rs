@@ -382,7 +382,7 @@ impl Worker {
             .remove_where_from(from, super::UDP_CHECK_BUDGET, |f| {
                 f.orig.proto == crate::service::PROTO_UDP
                     && f.frontend != crate::conntrack::NO_FRONTEND
-                    && !super::balances(
+                    && !super::keeps_udp_flow(
                         &t.services6,
                         (f.orig.proto, f.orig.dst, f.orig.dport),
                         (f.reply.src, f.reply.sport),
