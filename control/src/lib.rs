@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod fields;
 pub mod health;
 pub mod hoststack;
 pub mod http;

@@ -540,7 +540,7 @@ impl Loader {
 
         match obj_kind {
             ObjKind::Service => {
-                let svc: core::Service = deserialize_at(value, &at)?;
+                let svc: core::Service = deserialize_known(value, obj_kind, &at)?;
                 let svc = convert_service(svc, &namespace, &name, &at(""))
                     .map_err(|(f, r)| (at(&f), r))?;
                 self.add(
@@ -554,7 +554,7 @@ impl Loader {
                 )
             }
             ObjKind::EndpointSlice => {
-                let slice: discovery::EndpointSlice = deserialize_at(value, &at)?;
+                let slice: discovery::EndpointSlice = deserialize_known(value, obj_kind, &at)?;
                 let slice = convert_slice(slice, &namespace, &name, &at(""))
                     .map_err(|(f, r)| (at(&f), r))?;
                 self.add(
@@ -1011,6 +1011,22 @@ fn convert_slice(
         ports,
         endpoints,
     }))
+}
+
+/// Deserialises a Kubernetes object read from disk, refusing fields its schema does not have
+/// ([`crate::fields`]); an error names the field at its full location.
+fn deserialize_known<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: Value,
+    kind: ObjKind,
+    at: &dyn Fn(&str) -> String,
+) -> Result<T, (String, String)> {
+    let written = value.clone();
+    let typed: T = deserialize_at(value, at)?;
+    let again = serde_json::to_value(&typed).map_err(|e| (at(""), e.to_string()))?;
+    match crate::fields::first_unknown(kind.as_str(), &written, &again) {
+        Some((field, reason)) => Err((at(&field), reason)),
+        None => Ok(typed),
+    }
 }
 
 /// Deserialises a Kubernetes object; an error names the field at its full location.

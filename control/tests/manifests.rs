@@ -521,6 +521,33 @@ fn errors_name_file_field_and_reason() {
             format!("{LOC}: spec.ports[1].protocol"),
             "unsupported protocol `ICMP`",
         ),
+        // Typos are refused, as kubectl's strict field validation refuses them, instead of
+        // leaving the field at its default.
+        (
+            svc("{externalTraficPolicy: Local, ports: [{port: 80}]}"),
+            format!("{LOC}: spec.externalTraficPolicy"),
+            "unknown field `externalTraficPolicy`: did you mean `externalTrafficPolicy`?",
+        ),
+        (
+            svc("{ports: [{port: 80}, {port: 81, targetport: 8081}]}"),
+            format!("{LOC}: spec.ports[1].targetport"),
+            "unknown field `targetport`: did you mean `targetPort`?",
+        ),
+        (
+            svc("{sessionAffinity: ClientIP, sessionAffinityConfig: {clientIP: {timeout: 5}}}"),
+            format!("{LOC}: spec.sessionAffinityConfig.clientIP.timeout"),
+            "unknown field `timeout`, expected one of `timeoutSeconds`",
+        ),
+        (
+            slice("addressType: IPv4\nendpoints: [{addresses: [10.0.0.1], conditions: {redy: true}}]"),
+            format!("{SLICE}: endpoints[0].conditions.redy"),
+            "unknown field `redy`: did you mean `ready`?",
+        ),
+        (
+            slice("adressType: IPv4\nendpoints: []"),
+            format!("{SLICE}: adressType"),
+            "did you mean `addressType`?",
+        ),
         (
             svc("{ports: [{port: 70000}]}"),
             format!("{LOC}: spec.ports[0].port"),
