@@ -465,7 +465,7 @@ fn nodegate_dir(driver: &str, t1_mac: &str, plan: &Plan) -> tempfile::TempDir {
              \x20 - {{name: gen, driver: {driver}, interface: n0, addresses: [\"198.18.1.1/24\"]{queues}}}\n\
              \x20 - {{name: out, driver: {driver}, interface: n1, addresses: [\"198.18.2.1/24\"]{queues}}}\n\
              neighbors:\n{neighbors}\
-             snat: {{ports: \"1024-65535\"}}\n\
+             snat: {{ports: \"1024-29999\"}}\n\
              kubernetes: {{manifests: manifests, api: off}}\n",
             plan.workers
         ),

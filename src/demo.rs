@@ -228,34 +228,34 @@ fn kubeconfig_server(config: &serde_yaml::Value) -> Result<String, String> {
             .find(|e| e["name"].as_str() == Some(name))
             .cloned()
     };
-    let context = named("contexts", current).ok_or(format!("no context {current:?}"))?;
+    let context = named("contexts", current).ok_or(format!("no context `{current}`"))?;
     let cluster = context["context"]["cluster"]
         .as_str()
-        .ok_or(format!("context {current:?} names no cluster"))?;
-    let cluster = named("clusters", cluster).ok_or(format!("no cluster {cluster:?}"))?;
+        .ok_or(format!("context `{current}` names no cluster"))?;
+    let cluster = named("clusters", cluster).ok_or(format!("no cluster `{cluster}`"))?;
     cluster["cluster"]["server"]
         .as_str()
         .map(str::to_string)
-        .ok_or(format!("cluster of context {current:?} has no server"))
+        .ok_or(format!("cluster of context `{current}` has no server"))
 }
 
 /// Splits `scheme://host[:port][/path]` into (scheme, host, port, path).
 fn split_url(url: &str) -> Result<(String, String, u16, String), String> {
-    let (scheme, rest) = url.split_once("://").ok_or(format!("{url:?} is no URL"))?;
+    let (scheme, rest) = url.split_once("://").ok_or(format!("`{url}` is no URL"))?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
     };
     let default = if scheme == "https" { 443 } else { 80 };
-    let bad_port = |p: &str| p.parse().map_err(|_| format!("bad port in {url:?}"));
+    let bad_port = |p: &str| p.parse().map_err(|_| format!("bad port in `{url}`"));
     let (host, port) = match authority.strip_prefix('[') {
         // An IPv6 literal: `[addr]` or `[addr]:port`.
         Some(v6) => {
-            let (addr, rest) = v6.split_once(']').ok_or(format!("bad host in {url:?}"))?;
+            let (addr, rest) = v6.split_once(']').ok_or(format!("bad host in `{url}`"))?;
             let port = match rest.strip_prefix(':') {
                 Some(p) => bad_port(p)?,
                 None if rest.is_empty() => default,
-                None => return Err(format!("bad host in {url:?}")),
+                None => return Err(format!("bad host in `{url}`")),
             };
             (format!("[{addr}]"), port)
         }
@@ -576,6 +576,62 @@ fn build(exe: &Path, driver: &str, source: &Source) -> Result<Lab, String> {
     Ok(lab)
 }
 
+use crate::preflight::{CAP_NET_ADMIN, CAP_SYS_ADMIN};
+
+/// The tools the demo runs, with the Debian package of each.
+const TOOLS: &[(&str, &str, &str)] = &[
+    ("ip", "iproute2", "to make the namespaces and veth pairs"),
+    ("curl", "curl", "for the experiments"),
+    ("python3", "python3", "for the backend pod's HTTP server"),
+];
+
+/// What the demo needs before it touches anything: each missing tool named with its package,
+/// and the privileges it lacks.
+fn prerequisites() -> Result<(), String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = |tool: &str| {
+        std::env::split_paths(&path).any(|dir| {
+            let f = dir.join(tool);
+            f.metadata().is_ok_and(|m| {
+                m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0
+            })
+        })
+    };
+    let missing: Vec<String> = TOOLS
+        .iter()
+        .filter(|(tool, ..)| !found(tool))
+        .map(|(tool, package, why)| format!("`{tool}` {why} (Debian package {package})"))
+        .collect();
+    if !missing.is_empty() {
+        let packages: Vec<&str> = TOOLS
+            .iter()
+            .filter(|(tool, ..)| !found(tool))
+            .map(|(_, package, _)| *package)
+            .collect();
+        return Err(format!(
+            "the demo needs {}, not found on the PATH; install with `apt-get install {}`",
+            missing.join(", "),
+            packages.join(" ")
+        ));
+    }
+    let lacks: Vec<&str> = [
+        (CAP_SYS_ADMIN, "CAP_SYS_ADMIN (network namespaces)"),
+        (CAP_NET_ADMIN, "CAP_NET_ADMIN (veth pairs, addresses, XDP)"),
+    ]
+    .iter()
+    .filter(|(cap, _)| !crate::preflight::has_capability(*cap))
+    .map(|(_, name)| *name)
+    .collect();
+    if !lacks.is_empty() {
+        return Err(format!(
+            "the demo builds its network in namespaces and needs {}, which this process lacks: run it as root (`sudo`)",
+            lacks.join(" and ")
+        ));
+    }
+    Ok(())
+}
+
 /// One experiment: from a namespace, `curl` a URL, with extra routes for the client.
 struct Experiment {
     what: &'static str,
@@ -763,21 +819,19 @@ impl Lab {
                 "the demo runs the nodes on `af_xdp` or `af_packet`, not `{driver}`"
             ));
         }
-        let probe = Command::new("ip").args(["netns", "list"]).output();
-        if !matches!(probe, Ok(ref o) if o.status.success()) {
-            return Err("the demo needs iproute2 (`ip`)".into());
-        }
+        prerequisites()?;
         if let Source::Api(kubeconfig) = source {
             read_kubeconfig(kubeconfig)?;
         }
-        let lab = build(exe, driver, source).map_err(|e| {
-            format!("{e}\nthe demo creates network namespaces and veth pairs: run it as root")
-        })?;
+        let lab = build(exe, driver, source)?;
         // Wait for the backend to listen, then let the neighbours resolve once.
         let deadline = Instant::now() + Duration::from_secs(10);
         while curl("podb", "http://127.0.0.1:8080/")?.is_none() {
             if Instant::now() > deadline {
-                return Err("the backend HTTP server did not start".into());
+                return Err(
+                    "the backend pod's HTTP server (python3, in its namespace) did not answer on 127.0.0.1:8080 within 10 s"
+                        .into(),
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }

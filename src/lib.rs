@@ -17,6 +17,7 @@ pub mod node;
 pub mod owner;
 pub mod pcap;
 pub mod pktgen;
+pub mod preflight;
 pub mod relay;
 pub mod run;
 pub mod stats;

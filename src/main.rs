@@ -166,13 +166,13 @@ fn pktgen(a: PktgenArgs) -> Result<(), String> {
     let pool = dataplane::mbuf::Pool::with_region(16 * 1024 * queues)
         .map_err(|e| format!("cannot allocate the frame region: {e}"))?;
     let clock = nodegate::pcap::ReplayClock::default();
-    let tx = open(&a.tx, a.queues, &pool, &clock).map_err(|e| format!("--tx {:?}: {e}", a.tx))?;
+    let tx = open(&a.tx, a.queues, &pool, &clock).map_err(|e| format!("--tx {}: {e}", a.tx))?;
     let rx = match &a.rx {
         Some(spec) => {
             if matches!(spec, PortSpec::Pcap { .. }) {
                 return Err("--rx cannot be a pcap file".into());
             }
-            Some(open(spec, a.queues, &pool, &clock).map_err(|e| format!("--rx {spec:?}: {e}"))?)
+            Some(open(spec, a.queues, &pool, &clock).map_err(|e| format!("--rx {spec}: {e}"))?)
         }
         None => None,
     };

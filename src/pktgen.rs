@@ -855,6 +855,18 @@ pub enum PortSpec {
     Pcap { path: PathBuf },
 }
 
+/// As written on the command line.
+impl std::fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortSpec::AfXdp { interface, mode } => write!(f, "af_xdp:{interface}:{mode}"),
+            PortSpec::AfPacket { interface } => write!(f, "af_packet:{interface}"),
+            PortSpec::Tap { interface } => write!(f, "tap:{interface}"),
+            PortSpec::Pcap { path } => write!(f, "pcap:{}", path.display()),
+        }
+    }
+}
+
 impl std::str::FromStr for PortSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

@@ -46,6 +46,9 @@ pub enum RunError {
     Write(String),
     #[error("DPDK: {0}")]
     Dpdk(String),
+    /// A command-line option that does not fit this run.
+    #[error("{0}")]
+    Usage(String),
     /// A worker thread died (a panic: a bug). The run stops in order (ports closed, XDP
     /// programs detached) and nodegate exits with [`WORKER_FAILED_EXIT`], for its supervisor
     /// (systemd, the kubelet) to restart it: a dead worker would otherwise leave a silent
@@ -90,6 +93,18 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
             Driver::Tap | Driver::AfPacket | Driver::AfXdp | Driver::Dpdk
         )
     });
+    if live && opts.trace {
+        return Err(RunError::Usage(format!(
+            "--trace describes the frames of a pcap replay; {} has live ports, whose frames \
+             it does not trace (per-frame logging would slow every worker): watch them with \
+             tcpdump on the peer interface, and the drop reasons with --stats-json or the \
+             metrics",
+            cfg.file.display()
+        )));
+    }
+    if live {
+        crate::preflight::check(&cfg)?;
+    }
     // Where the API server comes from (live runs only). A kubeconfig that does not read stops
     // the run before any port or device is touched.
     let api = if live {
@@ -196,7 +211,7 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
 }
 
 /// Buffers in the pool of a live run.
-const LIVE_POOL: usize = 64 * 1024;
+pub(crate) const LIVE_POOL: usize = 64 * 1024;
 
 /// A live run on TAP, AF_PACKET and DPDK ports: one poll-mode thread per worker, each with its
 /// own queue of every port (multi-queue TAP when there are several workers, a fanout group of
@@ -282,9 +297,15 @@ fn run_live(
         fault,
     );
     tracing::info!(workers = n, "ready");
+    let mut links = crate::preflight::LinkWatch::new(cfg);
     let mut died = None;
+    let mut ticks = 0u32;
     while !ffi::signal::stop_requested() {
         std::thread::sleep(std::time::Duration::from_millis(50));
+        ticks = ticks.wrapping_add(1);
+        if ticks.is_multiple_of(20) {
+            links.poll();
+        }
         // A worker thread ends only when told to, or when it panicked.
         if let Some(w) = handles.iter().position(|h| h.is_finished()) {
             died = Some(w);
@@ -482,13 +503,55 @@ fn start_servers(
         reason: format!("cannot start the health and metrics servers: {e}"),
     })?;
     tracing::info!(
-        health = ?cfg.health.bind,
-        metrics = ?cfg.metrics.bind,
-        health_check_ports = ?cfg.health.node_port_address,
+        health = %or_none(cfg.health.bind),
+        metrics = %or_none(cfg.metrics.bind),
+        health_check_ports = %or_none(cfg.health.node_port_address),
         host_stack = cfg.health.host_stack,
         "servers started"
     );
     Ok((servers, health))
+}
+
+/// What to do about an error opening a port, by its kind.
+fn open_hint(e: &std::io::Error, driver: Driver) -> &'static str {
+    use std::io::ErrorKind;
+    match (e.kind(), driver) {
+        (ErrorKind::ResourceBusy, Driver::AfXdp) => {
+            "; a queue of it is already bound by another AF_XDP socket (another program, or a nodegate with another NODEGATE_RUN_DIR): stop that one first (`ss --xdp -p` lists AF_XDP sockets where the kernel has XDP socket diagnostics)"
+        }
+        (ErrorKind::ResourceBusy, _) => "; another program holds it: stop that one first",
+        (ErrorKind::PermissionDenied, _) => {
+            "; not permitted: run nodegate as root or grant it CAP_NET_ADMIN, CAP_NET_RAW, CAP_BPF and CAP_IPC_LOCK"
+        }
+        (ErrorKind::Unsupported, Driver::AfXdp) => {
+            "; the interface's driver does not do this XDP mode: use `mode: auto` or `mode: skb`"
+        }
+        (ErrorKind::OutOfMemory, Driver::AfXdp) => {
+            "; the frame memory could not be locked: grant CAP_IPC_LOCK or raise the locked-memory limit (`ulimit -l`, LimitMEMLOCK=)"
+        }
+        _ => "",
+    }
+}
+
+/// Whether an open port's link has no carrier yet: then this logs so, and `port up` is logged
+/// when the link comes up ([`crate::preflight::LinkWatch`]) instead of now.
+fn waits_for_link(p: &control::config::PortConfig, ifname: &str) -> bool {
+    let kernel = matches!(p.driver, Driver::AfXdp | Driver::AfPacket);
+    if !kernel || crate::preflight::link(ifname) == crate::preflight::Link::Up {
+        return false;
+    }
+    tracing::warn!(
+        port = %p.name,
+        driver = %p.driver,
+        interface = ifname,
+        "port open, waiting for the link of `{ifname}` (no carrier)"
+    );
+    true
+}
+
+/// A setting for a log line: its value, or `none`.
+fn or_none<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "none".to_string(), |v| v.to_string())
 }
 
 /// Opens live port `port_index` for `n` workers: one queue (a `Port`) per worker, logged as
@@ -504,9 +567,13 @@ fn open_port(
     let p = &cfg.ports[port_index];
     let ifname = p.interface.as_deref().unwrap_or_default();
     let io = |what: String| {
-        move |e: std::io::Error| RunError::Io {
-            path: PathBuf::from(what.clone()),
-            reason: format!("cannot open the interface: {e}"),
+        move |e: std::io::Error| -> RunError {
+            control::config::ConfigError {
+                file: cfg.file.clone(),
+                field: format!("ports[{port_index}].interface"),
+                reason: format!("cannot open {what}: {e}{}", open_hint(&e, p.driver)),
+            }
+            .into()
         }
     };
     let ports: Vec<Box<dyn Port>> = match p.driver {
@@ -522,16 +589,18 @@ fn open_port(
                     reason,
                 })?;
             let opened = crate::af_xdp::open(ifname, p.queues, mode, n, pool)
-                .map_err(io(format!("af_xdp ({ifname})")))?;
-            tracing::info!(
-                port = %p.name,
-                driver = "af_xdp",
-                interface = ifname,
-                queues = p.queues,
-                xdp = if opened.program.is_native() { "native" } else { "skb" },
-                zerocopy = opened.zerocopy,
-                "port up"
-            );
+                .map_err(io(format!("`{ifname}` (af_xdp, {mode} mode)")))?;
+            if !waits_for_link(p, ifname) {
+                tracing::info!(
+                    port = %p.name,
+                    driver = "af_xdp",
+                    interface = ifname,
+                    queues = p.queues,
+                    xdp = if opened.program.is_native() { "native" } else { "skb" },
+                    zerocopy = opened.zerocopy,
+                    "port up"
+                );
+            }
             programs.push(opened.program);
             return Ok(opened.ports);
         }
@@ -548,7 +617,7 @@ fn open_port(
                     crate::af_packet::AfPacketPort::open_fanout(ifname, group)
                 };
                 sock.map(|s| Box::new(s) as Box<dyn Port>)
-                    .map_err(io(format!("af_packet ({ifname})")))
+                    .map_err(io(format!("`{ifname}` (af_packet)")))
             })
             .collect::<Result<_, _>>()?,
         _ => (0..n)
@@ -559,11 +628,13 @@ fn open_port(
                     crate::tap::TapPort::open_queue(ifname)
                 };
                 tap.map(|t| Box::new(t) as Box<dyn Port>)
-                    .map_err(io(format!("/dev/net/tun ({ifname})")))
+                    .map_err(io(format!("the TAP `{ifname}` (/dev/net/tun)")))
             })
             .collect::<Result<_, _>>()?,
     };
-    tracing::info!(port = %p.name, driver = %p.driver, interface = ifname, queues = ports.len(), "port up");
+    if !waits_for_link(p, ifname) {
+        tracing::info!(port = %p.name, driver = %p.driver, interface = ifname, queues = ports.len(), "port up");
+    }
     Ok(ports)
 }
 

@@ -225,6 +225,67 @@ fn bad_manifest_is_rejected_with_file_field_and_reason() {
 }
 
 #[test]
+fn a_misspelt_manifest_field_is_refused_not_defaulted() {
+    let dir = example_copy();
+    let m = dir.path().join("manifests/cluster.yaml");
+    let text = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(
+        &m,
+        text.replacen(
+            "externalTrafficPolicy: Local",
+            "externalTraficPolicy: Local",
+            1,
+        ),
+    )
+    .unwrap();
+    let out = nodegate(&["run", "--config", "nodegate.yaml"], dir.path());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_default();
+    assert!(
+        line.contains("manifests/cluster.yaml: document ")
+            && line.contains("spec.externalTraficPolicy: unknown field `externalTraficPolicy`: did you mean `externalTrafficPolicy`?"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("out.pcap").exists(),
+        "nothing runs on a bad manifest"
+    );
+}
+
+#[test]
+fn demo_names_the_missing_tool_and_its_package() {
+    // A PATH with `ip` and `python3` but no `curl`.
+    let bin = tempfile::tempdir().unwrap();
+    for tool in ["ip", "python3"] {
+        let found = Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .unwrap();
+        let path = String::from_utf8_lossy(&found.stdout).trim().to_string();
+        assert!(
+            !path.is_empty(),
+            "this test needs `{tool}` (iproute2, python3)"
+        );
+        std::os::unix::fs::symlink(&path, bin.path().join(tool)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_nodegate"))
+        .arg("demo")
+        .env("PATH", bin.path())
+        .output()
+        .expect("run nodegate");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("error: the demo needs `curl` for the experiments (Debian package curl), not found on the PATH; install with `apt-get install curl`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_interface_is_named() {
     let dir = example_copy();
     let cfg = std::fs::read_to_string(dir.path().join("nodegate.yaml")).unwrap();
@@ -236,7 +297,8 @@ fn missing_interface_is_named() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("af_xdp (ng-missing0)") && err.contains("no interface `ng-missing0`"),
+        err.contains("nodegate.yaml: ports[0].interface: no interface `ng-missing0` in this network namespace; it has: ")
+            && err.contains("lo"),
         "{err}"
     );
 }

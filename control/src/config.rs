@@ -530,7 +530,13 @@ pub struct KubernetesConfig {
     /// Least time between two table rebuilds (kube-proxy's `minSyncPeriod`): changes arriving
     /// meanwhile are applied together by the next one.
     pub min_sync: std::time::Duration,
+    /// The cluster's NodePort range (the API server's `--service-node-port-range`), inclusive:
+    /// `snat.ports` must stay out of it.
+    pub node_port_range: (u16, u16),
 }
+
+/// The API server's default `--service-node-port-range`.
+pub const DEFAULT_NODE_PORT_RANGE: (u16, u16) = (30000, 32767);
 
 impl Default for KubernetesConfig {
     fn default() -> Self {
@@ -539,6 +545,7 @@ impl Default for KubernetesConfig {
             kubeconfig: None,
             api: ApiMode::Auto,
             min_sync: std::time::Duration::from_millis(DEFAULT_MIN_SYNC_MS),
+            node_port_range: DEFAULT_NODE_PORT_RANGE,
         }
     }
 }
@@ -570,6 +577,17 @@ pub enum ApiSource {
     InCluster,
     /// kube's `Config::infer`: `$KUBECONFIG` or `~/.kube/config`, else in-cluster.
     Infer,
+}
+
+impl std::fmt::Display for ApiSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiSource::None => f.write_str("none"),
+            ApiSource::Kubeconfig(path) => write!(f, "kubeconfig {}", path.display()),
+            ApiSource::InCluster => f.write_str("in-cluster service account"),
+            ApiSource::Infer => f.write_str("inferred ($KUBECONFIG, ~/.kube/config or in-cluster)"),
+        }
+    }
 }
 
 impl KubernetesConfig {
@@ -1042,6 +1060,7 @@ struct RawKubernetes {
     kubeconfig: Option<PathBuf>,
     api: Option<String>,
     min_sync_ms: Option<u64>,
+    node_port_range: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -1559,6 +1578,10 @@ impl RawConfig {
                 }
                 kubernetes.min_sync = std::time::Duration::from_millis(ms);
             }
+            if let Some(range) = k.node_port_range {
+                kubernetes.node_port_range = parse_range(&range, "30000-32767")
+                    .map_err(|r| ("kubernetes.node_port_range".to_string(), r))?;
+            }
         }
         if kubernetes.api == ApiMode::Off {
             if let Some(k) = &kubernetes.kubeconfig {
@@ -1658,6 +1681,18 @@ impl RawConfig {
         let mut snat = SnatConfig::default();
         if let Some(ports) = self.snat.and_then(|s| s.ports) {
             snat = parse_port_range(&ports).map_err(|r| ("snat.ports".to_string(), r))?;
+        }
+        let (np_min, np_max) = kubernetes.node_port_range;
+        if snat.port_min <= np_max && np_min <= snat.port_max {
+            return invalid(
+                "snat.ports",
+                format!(
+                    "{}-{} overlaps the NodePort range {np_min}-{np_max} (kubernetes.node_port_range): \
+                     a new connection to a NodePort could be taken for the reply of a SNATed flow; \
+                     choose ports outside it (the default is 20000-29999)",
+                    snat.port_min, snat.port_max
+                ),
+            );
         }
 
         // health, metrics
@@ -1848,19 +1883,25 @@ fn validate_dpdk(raw: RawDpdk) -> Result<DpdkConfig, Invalid> {
 }
 
 fn parse_port_range(s: &str) -> Result<SnatConfig, String> {
-    let bad = || format!("invalid port range `{s}` (expected `MIN-MAX`, e.g. `20000-29999`)");
-    let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let port_min: u16 = a.trim().parse().map_err(|_| bad())?;
-    let port_max: u16 = b.trim().parse().map_err(|_| bad())?;
+    let (port_min, port_max) = parse_range(s, "20000-29999")?;
     if port_min < 1024 {
         return Err(format!(
             "range `{s}` starts below 1024; SNAT ports must be 1024..=65535"
         ));
     }
-    if port_min >= port_max {
+    Ok(SnatConfig { port_min, port_max })
+}
+
+/// An inclusive port range `MIN-MAX` with MIN below MAX (`example` shows the form).
+fn parse_range(s: &str, example: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("invalid port range `{s}` (expected `MIN-MAX`, e.g. `{example}`)");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let min: u16 = a.trim().parse().map_err(|_| bad())?;
+    let max: u16 = b.trim().parse().map_err(|_| bad())?;
+    if min >= max {
         return Err(format!(
             "range `{s}` is empty or reversed; the minimum must be below the maximum"
         ));
     }
-    Ok(SnatConfig { port_min, port_max })
+    Ok((min, max))
 }

@@ -188,7 +188,11 @@ impl ProxyHealth {
                 tracing::info!("every worker polls again");
             } else {
                 tracing::error!(
-                    workers = ?stalled,
+                    workers = %stalled
+                        .iter()
+                        .map(|w| w.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
                     timeout_secs = self.timeout.as_secs(),
                     "workers stopped polling; the proxy reports unhealthy"
                 );

@@ -152,6 +152,7 @@ fn every_option_loads() {
         c.kubernetes.manifests,
         Some(PathBuf::from("/etc/nodegate/manifests"))
     );
+    assert_eq!(c.kubernetes.node_port_range, (31000, 32767));
     let ct = c.conntrack;
     assert_eq!(ct.max_flows, 4096);
     // The IPv6 table follows max_flows unless it is given.
@@ -236,6 +237,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.kubernetes.kubeconfig, None);
     assert_eq!(c.kubernetes.api, ApiMode::Auto);
     assert_eq!(c.kubernetes.min_sync, Duration::from_secs(1));
+    assert_eq!(c.kubernetes.node_port_range, (30000, 32767));
     assert_eq!(c.conntrack, ConntrackConfig::default());
     assert_eq!(c.snat, SnatConfig::default());
 }
@@ -883,6 +885,21 @@ fn validation_rules_name_the_field() {
             append("snat: {ports: \"40000-70000\"}\n"),
             "snat.ports",
             "invalid port range",
+        ),
+        (
+            append("snat: {ports: \"25000-30500\"}\n"),
+            "snat.ports",
+            "25000-30500 overlaps the NodePort range 30000-32767 (kubernetes.node_port_range)",
+        ),
+        (
+            base_with("manifests: manifests", "manifests: manifests\n  node_port_range: \"20000-22000\""),
+            "snat.ports",
+            "20000-29999 overlaps the NodePort range 20000-22000",
+        ),
+        (
+            base_with("manifests: manifests", "manifests: manifests\n  node_port_range: \"30000\""),
+            "kubernetes.node_port_range",
+            "expected `MIN-MAX`, e.g. `30000-32767`",
         ),
         // top level
         (

@@ -69,6 +69,17 @@ pub enum Mode {
     ZeroCopy,
 }
 
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Auto => "auto",
+            Mode::Skb => "skb",
+            Mode::Native => "native",
+            Mode::ZeroCopy => "zerocopy",
+        })
+    }
+}
+
 impl std::str::FromStr for Mode {
     type Err = String;
     fn from_str(s: &str) -> Result<Mode, String> {
@@ -425,7 +436,7 @@ impl XdpProgram {
         let e = last.expect("at least one attempt");
         Err(io::Error::new(
             e.kind(),
-            format!("attaching the XDP program to `{interface}` ({mode:?} mode): {e}"),
+            format!("attaching the XDP program to `{interface}` ({mode} mode): {e}"),
         ))
     }
 
