@@ -277,6 +277,40 @@ fn check_snat_ports(cfg: &Config, range_file: &Path) -> Result<(), ConfigError> 
     Ok(())
 }
 
+/// The processes other than this one that hold an XSKMAP open (`map_type: 17` in an fd's
+/// `/proc/PID/fdinfo`): the likely owners of AF_XDP sockets, for a queue that is busy. As
+/// `pid (command)`.
+pub fn xsk_map_holders() -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut holders = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return holders;
+    };
+    for p in procs.filter_map(|e| e.ok()) {
+        let pid = p.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else {
+            continue;
+        };
+        let holds = fds.filter_map(|e| e.ok()).any(|fd| {
+            std::fs::read_to_string(fd.path()).is_ok_and(|info| {
+                info.lines().any(|l| {
+                    l.split_once(':')
+                        .is_some_and(|(k, v)| k == "map_type" && v.trim() == "17")
+                })
+            })
+        });
+        if holds {
+            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            holders.push(format!("{pid} ({})", comm.trim()));
+        }
+    }
+    holders.sort();
+    holders
+}
+
 /// Follows the carrier of the live ports' interfaces, so that a link that comes up or goes
 /// down during a run is logged (`port up` only once the link is really up).
 pub struct LinkWatch {

@@ -102,9 +102,6 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
             cfg.file.display()
         )));
     }
-    if live {
-        crate::preflight::check(&cfg)?;
-    }
     // Where the API server comes from (live runs only). A kubeconfig that does not read stops
     // the run before any port or device is touched.
     let api = if live {
@@ -118,6 +115,10 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
     } else {
         None
     };
+    // What a user can fix about the ports, before any is touched.
+    if live {
+        crate::preflight::check(&cfg)?;
+    }
     // DPDK devices start before the tables are built: a dpdk port without `mac` has its
     // device's address.
     let dpdk = if live {
@@ -512,6 +513,20 @@ fn start_servers(
     Ok((servers, health))
 }
 
+/// For a busy AF_XDP queue: the processes that hold an AF_XDP socket map, the likely owners.
+fn busy_holders(e: &std::io::Error, driver: Driver) -> String {
+    if e.kind() != std::io::ErrorKind::ResourceBusy || driver != Driver::AfXdp {
+        return String::new();
+    }
+    match crate::preflight::xsk_map_holders().as_slice() {
+        [] => String::new(),
+        holders => format!(
+            " (processes with an AF_XDP socket map open: pid {})",
+            holders.join(", pid ")
+        ),
+    }
+}
+
 /// What to do about an error opening a port, by its kind.
 fn open_hint(e: &std::io::Error, driver: Driver) -> &'static str {
     use std::io::ErrorKind;
@@ -571,7 +586,11 @@ fn open_port(
             control::config::ConfigError {
                 file: cfg.file.clone(),
                 field: format!("ports[{port_index}].interface"),
-                reason: format!("cannot open {what}: {e}{}", open_hint(&e, p.driver)),
+                reason: format!(
+                    "cannot open {what}: {e}{}{}",
+                    open_hint(&e, p.driver),
+                    busy_holders(&e, p.driver)
+                ),
             }
             .into()
         }

@@ -182,7 +182,7 @@ fn a_worker_that_stops_polling_turns_health_503_with_nothing_pending() {
     let line = run
         .wait_for_line(0, &["workers stopped polling"], Duration::from_secs(5))
         .unwrap_or_else(|| panic!("not logged:\n{}", run.log_after_ready()));
-    assert!(line.contains("[1]"), "{line}");
+    assert!(line.contains("workers=1 "), "{line}");
 }
 
 #[test]

@@ -310,7 +310,8 @@ fn a_queue_bound_by_another_program_is_named_busy() {
     assert!(
         line.contains("ports[0].interface: cannot open `v0` (af_xdp, auto mode): queue 0 of `v0`")
             && line.contains("Device or resource busy")
-            && line.contains("a queue of it is already bound by another AF_XDP socket"),
+            && line.contains("a queue of it is already bound by another AF_XDP socket")
+            && line.contains(&format!("pid {} (nodegate)", first.pid())),
         "{line}"
     );
     first.stop();
