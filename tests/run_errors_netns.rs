@@ -316,3 +316,58 @@ fn a_queue_bound_by_another_program_is_named_busy() {
     );
     first.stop();
 }
+
+/// An XDP program that passes every frame, named `foreign_pass`: LLVM IR compiled by `llc`
+/// (Debian package llvm) and attached by iproute2, as another tool would attach its own.
+const FOREIGN_XDP: &str = r#"target triple = "bpf"
+@_license = global [4 x i8] c"GPL\00", section "license", align 1
+define i32 @foreign_pass(i8* %ctx) section "xdp" {
+  ret i32 2
+}
+"#;
+
+#[test]
+fn an_xdp_program_that_is_not_nodegates_is_left_alone() {
+    const NS: &str = "ngrerr8";
+    let _ns = namespace(NS);
+    preflight(&["llc"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (ir, obj) = (dir.path().join("pass.ll"), dir.path().join("pass.o"));
+    std::fs::write(&ir, FOREIGN_XDP).unwrap();
+    must(&[
+        "llc",
+        "-march=bpf",
+        "-filetype=obj",
+        ir.to_str().unwrap(),
+        "-o",
+        obj.to_str().unwrap(),
+    ]);
+    must(&[
+        "ip",
+        "-n",
+        NS,
+        "link",
+        "set",
+        "dev",
+        "v0",
+        "xdpgeneric",
+        "obj",
+        obj.to_str().unwrap(),
+        "sec",
+        "xdp",
+    ]);
+    let err = refused(NS, dir.path(), &config("af_xdp", "v0", "", ""), &[], &[]);
+    let line = error_line(&err);
+    assert!(
+        line.contains("ports[0].interface: `v0` runs an XDP program that is not nodegate's (id ")
+            && line.contains("name `foreign_pass`); nodegate does not replace it: detach it first (`ip link set dev v0 xdp off`)"),
+        "{line}"
+    );
+    // Untouched: still attached after the refusal.
+    let show = netns::sh(&["ip", "-n", NS, "link", "show", "dev", "v0"]);
+    assert!(
+        String::from_utf8_lossy(&show.stdout).contains("name foreign_pass"),
+        "{}",
+        String::from_utf8_lossy(&show.stdout)
+    );
+}
