@@ -246,13 +246,10 @@ fn check_capabilities(cfg: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// With a `host_interface`, the node's kernel sends from the node's addresses too: its
-/// ephemeral ports (`net.ipv4.ip_local_port_range`) must not be SNAT ports, or a reply to one
-/// of its connections could be taken for a SNATed flow's.
+/// The node's kernel sends from the node's addresses too (through a `host_interface`, or on
+/// interfaces of its own): its ephemeral ports (`net.ipv4.ip_local_port_range`) must not be
+/// SNAT ports, or a reply to one of its connections could be taken for a SNATed flow's.
 fn check_snat_ports(cfg: &Config, range_file: &Path) -> Result<(), ConfigError> {
-    if cfg.ports.iter().all(|p| p.host_interface.is_none()) {
-        return Ok(());
-    }
     let Some((lo, hi)) = std::fs::read_to_string(range_file).ok().and_then(|s| {
         let mut it = s.split_whitespace().map(|v| v.parse::<u16>());
         Some((it.next()?.ok()?, it.next()?.ok()?))
@@ -266,9 +263,9 @@ fn check_snat_ports(cfg: &Config, range_file: &Path) -> Result<(), ConfigError> 
             "snat.ports".into(),
             format!(
                 "{min}-{max} overlaps the kernel's ephemeral ports {lo}-{hi} \
-                 (net.ipv4.ip_local_port_range): the node's kernel shares the node addresses \
-                 through host_interface, and a reply to one of its connections could be taken \
-                 for a SNATed flow's; choose SNAT ports outside it (the default 20000-29999 is \
+                 (net.ipv4.ip_local_port_range): the node's kernel sends from the node's \
+                 addresses too, and a reply to one of its connections could be taken for a \
+                 SNATed flow's; choose SNAT ports outside it (the default 20000-29999 is \
                  outside Linux's default 32768-60999), or move the kernel's with `sysctl -w \
                  net.ipv4.ip_local_port_range=\"LOW HIGH\"`"
             ),
@@ -390,10 +387,6 @@ mod tests {
         // A kernel whose range was moved down onto the default SNAT ports.
         std::fs::write(&range, "10000 25000\n").unwrap();
         assert!(check_snat_ports(&cfg(""), &range).is_err());
-        // Without a host interface the kernel does not send from the node's addresses.
-        let mut c = cfg("");
-        c.ports[0].host_interface = None;
-        assert!(check_snat_ports(&c, &range).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -266,13 +266,7 @@ fn snat_ports_among_the_kernels_ephemeral_ports_are_refused() {
         "net.ipv4.ip_local_port_range=21000 40000",
     ]);
     let dir = tempfile::tempdir().unwrap();
-    let err = refused(
-        NS,
-        dir.path(),
-        &config("af_packet", "v0", "    host_interface: h0\n", ""),
-        &[],
-        &[],
-    );
+    let err = refused(NS, dir.path(), &config("af_packet", "v0", "", ""), &[], &[]);
     assert!(
         error_line(&err).contains(
             "nodegate.yaml: snat.ports: 20000-29999 overlaps the kernel's ephemeral ports 21000-40000 (net.ipv4.ip_local_port_range)"
@@ -294,17 +288,12 @@ fn a_queue_bound_by_another_program_is_named_busy() {
     // Another program with AF_XDP sockets on v0's queue: a nodegate that does not share our
     // interface locks (another run directory).
     let other = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", NS, env!("CARGO_BIN_EXE_nodegate")])
-        .args([
-            "run",
-            "--config",
-            "nodegate.yaml",
-            "--stats-json",
-            "stats.json",
-        ])
-        .env("NODEGATE_RUN_DIR", other.path());
-    let first = Running::start_command(dir.path(), cmd);
+    let run_dir = format!("NODEGATE_RUN_DIR={}", other.path().display());
+    let first = Running::start_wrapped(
+        dir.path(),
+        &["env", &run_dir, "ip", "netns", "exec", NS],
+        &[],
+    );
     let err = refused(NS, dir.path(), &config("af_xdp", "v0", "", ""), &[], &[]);
     let line = error_line(&err);
     assert!(
