@@ -58,9 +58,17 @@ pub fn open(
         })
         .collect();
     for q in 0..queues {
-        let mut socket = XskSocket::open(&program, q as u32, mode, region).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("queue {q} of `{interface}`: {e}"))
-        })?;
+        let mut socket = match XskSocket::open(&program, q as u32, mode, region) {
+            Ok(socket) => socket,
+            Err(e) => {
+                // Whatever ran on the interface before runs again.
+                program.restore_previous();
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("queue {q} of `{interface}`: {e}"),
+                ));
+            }
+        };
         socket.fill(|| pool.get().map(|m| m.into_frame().0));
         owners[q % workers].sockets.push(socket);
     }

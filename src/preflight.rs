@@ -274,18 +274,22 @@ fn check_snat_ports(cfg: &Config, range_file: &Path) -> Result<(), ConfigError> 
     Ok(())
 }
 
-/// The processes other than this one that hold an XSKMAP open (`map_type: 17` in an fd's
-/// `/proc/PID/fdinfo`): the likely owners of AF_XDP sockets, for a queue that is busy. As
-/// `pid (command)`.
+/// The processes of this network namespace, other than this one, that hold an XSKMAP open
+/// (`map_type: 17` in an fd's `/proc/PID/fdinfo`): the likely owners of AF_XDP sockets, for a
+/// queue that is busy. As `pid (command)`.
 pub fn xsk_map_holders() -> Vec<String> {
     let me = std::process::id().to_string();
+    let netns = std::fs::read_link("/proc/self/ns/net").ok();
     let mut holders = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return holders;
     };
     for p in procs.filter_map(|e| e.ok()) {
         let pid = p.file_name().to_string_lossy().into_owned();
-        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == me {
+        if !pid.bytes().all(|b| b.is_ascii_digit())
+            || pid == me
+            || std::fs::read_link(p.path().join("ns/net")).ok() != netns
+        {
             continue;
         }
         let Ok(fds) = std::fs::read_dir(p.path().join("fdinfo")) else {

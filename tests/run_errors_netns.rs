@@ -294,7 +294,12 @@ fn a_queue_bound_by_another_program_is_named_busy() {
         &["env", &run_dir, "ip", "netns", "exec", NS],
         &[],
     );
+    let before = xdp_program(NS, "v0");
+    assert!(before.is_some(), "the first run attached its program");
     let err = refused(NS, dir.path(), &config("af_xdp", "v0", "", ""), &[], &[]);
+    // The first run's program runs again, not the refused run's (which had to attach before
+    // it could find the queue busy), nor none.
+    assert_eq!(xdp_program(NS, "v0"), before, "{err}");
     let line = error_line(&err);
     assert!(
         line.contains("ports[0].interface: cannot open `v0` (af_xdp, auto mode): queue 0 of `v0`")
@@ -304,6 +309,14 @@ fn a_queue_bound_by_another_program_is_named_busy() {
         "{line}"
     );
     first.stop();
+}
+
+/// The id of the XDP program attached to `dev` in namespace `ns`, as `ip link` shows it.
+fn xdp_program(ns: &str, dev: &str) -> Option<String> {
+    let show = netns::sh(&["ip", "-n", ns, "-d", "link", "show", "dev", dev]);
+    let text = String::from_utf8_lossy(&show.stdout).into_owned();
+    let at = text.find("prog/xdp id ")? + "prog/xdp id ".len();
+    text[at..].split_whitespace().next().map(str::to_string)
 }
 
 /// An XDP program that passes every frame, named `foreign_pass`: LLVM IR compiled by `llc`

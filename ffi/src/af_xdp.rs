@@ -48,7 +48,11 @@ const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 const IFLA_XDP: u16 = 43;
 const IFLA_XDP_FD: u16 = 1;
 const IFLA_XDP_FLAGS: u16 = 3;
+const IFLA_XDP_ATTACHED: u16 = 2;
 const IFLA_XDP_PROG_ID: u16 = 4;
+/// `IFLA_XDP_ATTACHED` values: the mode of the attached program.
+const XDP_ATTACHED_DRV: u8 = 1;
+const XDP_ATTACHED_SKB: u8 = 2;
 const IFLA_XDP_EXPECTED_FD: u16 = 8;
 const XDP_FLAGS_REPLACE: u32 = 1 << 4;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
@@ -300,7 +304,29 @@ pub const PROGRAM_NAME: &str = "nodegate_xsk";
 /// The XDP program attached to `interface` in any mode, if there is one
 /// (`RTM_GETLINK`'s `IFLA_XDP_PROG_ID`, then the program's name from `BPF_OBJ_GET_INFO_BY_FD`).
 pub fn attached_program(interface: &str) -> io::Result<Option<AttachedXdp>> {
-    let ifindex = ifindex(interface)?;
+    let Some((id, prog)) = attached_program_fd(ifindex(interface)?)? else {
+        return Ok(None);
+    };
+    // struct bpf_prog_info up to and including `name` (offset 64, 16 bytes).
+    let mut info = [0u8; 96];
+    let mut attr = [0u64; 16];
+    attr[0] = prog.as_raw_fd() as u64 | (info.len() as u64) << 32; // bpf_fd, info_len
+    attr[1] = info.as_mut_ptr() as u64;
+    bpf(
+        BPF_OBJ_GET_INFO_BY_FD,
+        &mut attr,
+        "bpf(BPF_OBJ_GET_INFO_BY_FD)",
+    )?;
+    let name = &info[64..80];
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    Ok(Some(AttachedXdp {
+        id,
+        name: String::from_utf8_lossy(&name[..end]).into_owned(),
+    }))
+}
+
+/// The id of the XDP program attached to interface `ifindex` and a file descriptor of it.
+fn attached_program_fd(ifindex: u32) -> io::Result<Option<(u32, OwnedFd)>> {
     let reply = netlink_request(&link_message(
         libc::RTM_GETLINK,
         libc::NLM_F_REQUEST as u16,
@@ -321,22 +347,30 @@ pub fn attached_program(interface: &str) -> io::Result<Option<AttachedXdp>> {
         &mut attr,
         "bpf(BPF_PROG_GET_FD_BY_ID)",
     )?);
-    // struct bpf_prog_info up to and including `name` (offset 64, 16 bytes).
-    let mut info = [0u8; 96];
-    let mut attr = [0u64; 16];
-    attr[0] = prog.as_raw_fd() as u64 | (info.len() as u64) << 32; // bpf_fd, info_len
-    attr[1] = info.as_mut_ptr() as u64;
-    bpf(
-        BPF_OBJ_GET_INFO_BY_FD,
-        &mut attr,
-        "bpf(BPF_OBJ_GET_INFO_BY_FD)",
-    )?;
-    let name = &info[64..80];
-    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-    Ok(Some(AttachedXdp {
-        id,
-        name: String::from_utf8_lossy(&name[..end]).into_owned(),
-    }))
+    Ok(Some((id, prog)))
+}
+
+/// The `XDP_FLAGS_*_MODE` of the program attached to `ifindex` (driver or generic), if any.
+fn attached_mode(ifindex: u32) -> Option<u32> {
+    let reply = netlink_request(&link_message(
+        libc::RTM_GETLINK,
+        libc::NLM_F_REQUEST as u16,
+        ifindex,
+        &[],
+    ))
+    .ok()?;
+    let msg_len = u32::from_ne_bytes(reply.get(..4)?.try_into().ok()?) as usize;
+    let body = reply.get(32..msg_len.min(reply.len()))?;
+    let (_, xdp) = netlink_attrs(body).find(|&(k, _)| k == IFLA_XDP)?;
+    let attached = *netlink_attrs(xdp)
+        .find(|&(k, _)| k == IFLA_XDP_ATTACHED)?
+        .1
+        .first()?;
+    match attached {
+        XDP_ATTACHED_DRV => Some(XDP_FLAGS_DRV_MODE),
+        XDP_ATTACHED_SKB => Some(XDP_FLAGS_SKB_MODE),
+        _ => None,
+    }
 }
 
 /// The netlink attributes of `b`: (type without the nested flag, value).
@@ -370,6 +404,11 @@ pub struct XdpProgram {
     flags: u32,
     map: OwnedFd,
     prog: OwnedFd,
+    /// The program this one replaced and its mode, put back by
+    /// [`XdpProgram::restore_previous`].
+    previous: Option<(OwnedFd, u32)>,
+    /// Cleared once the previous program is back: nothing to detach then.
+    attached: bool,
 }
 
 impl XdpProgram {
@@ -410,6 +449,12 @@ impl XdpProgram {
             }
         };
 
+        // What runs now (and in which mode), to put it back if this run cannot start after
+        // all.
+        let previous = attached_program_fd(ifindex)
+            .ok()
+            .flatten()
+            .and_then(|(_, fd)| Some((fd, attached_mode(ifindex)?)));
         // Never two programs: remove whatever either mode holds, then attach ours.
         for flags in [XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE] {
             let _ = netlink_set_xdp(ifindex, -1, flags, None);
@@ -428,6 +473,8 @@ impl XdpProgram {
                         flags,
                         map,
                         prog,
+                        previous,
+                        attached: true,
                     })
                 }
                 Err(e) => last = Some(e),
@@ -438,6 +485,30 @@ impl XdpProgram {
             e.kind(),
             format!("attaching the XDP program to `{interface}` ({mode} mode): {e}"),
         ))
+    }
+
+    /// Puts back the program this one replaced, or detaches this one if it replaced none: for
+    /// a start that fails after the attach (a queue bound by another AF_XDP socket), so that
+    /// whoever ran there runs again. In the same mode the swap is atomic (and only if this one
+    /// is still attached); across modes, this one is detached first.
+    pub fn restore_previous(mut self) {
+        let Some((previous, mode)) = self.previous.take() else {
+            return; // dropped: detached
+        };
+        let ours = Some(self.prog.as_raw_fd());
+        let result = if mode == self.flags {
+            netlink_set_xdp(self.ifindex, previous.as_raw_fd(), mode, ours)
+        } else {
+            netlink_set_xdp(self.ifindex, -1, self.flags, ours)
+                .and_then(|()| netlink_set_xdp(self.ifindex, previous.as_raw_fd(), mode, None))
+        };
+        match result {
+            Ok(()) => self.attached = false,
+            Err(e) => eprintln!(
+                "nodegate: putting back the XDP program of interface {} failed: {e}",
+                self.ifindex
+            ),
+        }
     }
 
     /// Whether the program runs in the driver (native) rather than generic (SKB) mode.
@@ -466,6 +537,9 @@ impl Drop for XdpProgram {
     /// Detaches the program, only if it is still the one attached (another process may have
     /// replaced it since: its program stays).
     fn drop(&mut self) {
+        if !self.attached {
+            return;
+        }
         match netlink_set_xdp(self.ifindex, -1, self.flags, Some(self.prog.as_raw_fd())) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => eprintln!(
