@@ -108,13 +108,10 @@ fn build_frame(buf: &mut [u8], s: &Stream, source_port: u16) -> usize {
 }
 
 fn parse_mac(s: &str) -> [u8; 6] {
-    let mut mac = [0u8; 6];
-    let parts: Vec<_> = s.trim().split(':').collect();
-    assert_eq!(parts.len(), 6, "bad MAC {s:?}");
-    for (m, p) in mac.iter_mut().zip(parts) {
-        *m = u8::from_str_radix(p, 16).unwrap_or_else(|_| panic!("bad MAC {s:?}"));
-    }
-    mac
+    s.trim()
+        .parse::<dataplane::wire::MacAddr>()
+        .unwrap_or_else(|_| panic!("bad MAC {s:?}"))
+        .0
 }
 
 fn parse_ip(s: &str) -> [u8; 4] {

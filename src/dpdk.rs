@@ -13,9 +13,10 @@
 
 use crate::relay::{relay, RelayInbox, TxRelay};
 use crate::run::RunError;
-use control::config::{format_mac, Config, ConfigError, DpdkBus, Driver};
+use control::config::{Config, ConfigError, DpdkBus, Driver};
 use dataplane::mbuf::{Mbuf, PoolCache};
 use dataplane::port::{Port, BURST};
+use dataplane::wire::MacAddr;
 use ffi::dpdk::{Eal, EthPort, PortSetup, RxQueue, TxQueue};
 
 /// Per-lcore cache of each port's mbuf pool.
@@ -97,7 +98,7 @@ impl DpdkPorts {
                             format!(
                                 "device `{}` has no usable MAC address ({}); set `mac`",
                                 dev.name,
-                                format_mac(&info.mac)
+                                MacAddr(info.mac)
                             ),
                         ));
                     }
@@ -150,7 +151,7 @@ impl DpdkPorts {
                 port = %p.name,
                 device = %dev.devargs,
                 pmd = %info.driver,
-                mac = %format_mac(&p.mac.unwrap_or(info.mac)),
+                mac = %MacAddr(p.mac.unwrap_or(info.mac)),
                 promiscuous,
                 rx_queues,
                 tx_queues,

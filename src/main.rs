@@ -112,15 +112,9 @@ struct PktgenArgs {
 }
 
 fn parse_mac(s: &str) -> Result<[u8; 6], String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let mut mac = [0u8; 6];
-    if parts.len() != 6 {
-        return Err(format!("`{s}` is not a MAC address (02:00:00:00:00:01)"));
-    }
-    for (i, p) in parts.iter().enumerate() {
-        mac[i] = u8::from_str_radix(p, 16).map_err(|_| format!("`{s}` is not a MAC address"))?;
-    }
-    Ok(mac)
+    s.parse::<dataplane::wire::MacAddr>()
+        .map(|m| m.0)
+        .map_err(|_| format!("`{s}` is not a MAC address (02:00:00:00:00:01)"))
 }
 
 /// `nodegate pktgen`: opens the ports, runs the generator, prints (and writes) the report.

@@ -14,6 +14,7 @@ use control::model::ClusterState;
 use dataplane::drop::DropReason;
 use dataplane::port::{Port, PortId, BURST};
 use dataplane::time::Instant;
+use dataplane::wire::MacAddr;
 use std::path::PathBuf;
 
 /// Buffers in the pool of a replay run.
@@ -669,17 +670,9 @@ fn default_macs_from_interfaces(cfg: &mut Config) {
         let path = format!("/sys/class/net/{ifname}/address");
         p.mac = std::fs::read_to_string(path)
             .ok()
-            .and_then(|text| parse_mac(text.trim()));
+            .and_then(|text| text.trim().parse::<MacAddr>().ok())
+            .map(|m| m.0);
     }
-}
-
-fn parse_mac(text: &str) -> Option<[u8; 6]> {
-    let mut mac = [0u8; 6];
-    let mut parts = text.split(':');
-    for b in &mut mac {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(mac)
 }
 
 /// The node's exception path: for every port with a `host_interface`, a multi-queue TAP with one
@@ -851,17 +844,6 @@ fn drop_totals(node: &Node) -> [u64; DropReason::COUNT] {
 #[cfg(test)]
 mod test {
     use super::*;
-
-    #[test]
-    fn test_interface_macs_parse() {
-        assert_eq!(
-            parse_mac("02:00:0a:ff:00:01"),
-            Some([2, 0, 0x0a, 0xff, 0, 1])
-        );
-        assert_eq!(parse_mac("02:00:0a:ff:00"), None);
-        assert_eq!(parse_mac("02:00:0a:ff:00:01:02"), None);
-        assert_eq!(parse_mac("zz:00:0a:ff:00:01"), None);
-    }
 
     #[test]
     fn test_workers_default_to_the_last_cpus() {

@@ -828,32 +828,6 @@ pub struct ConfigError {
     pub reason: String,
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff` (or `-` separated) into six octets.
-pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let sep = if s.contains('-') { '-' } else { ':' };
-    let mut out = [0u8; 6];
-    let mut parts = s.split(sep);
-    for byte in out.iter_mut() {
-        let part = parts.next()?;
-        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        *byte = u8::from_str_radix(part, 16).ok()?;
-    }
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(out)
-}
-
-/// Formats six octets as `aa:bb:cc:dd:ee:ff`.
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    format!(
-        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-        mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]
-    )
-}
-
 impl Config {
     /// Reads and validates the configuration file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -918,11 +892,13 @@ struct Mac([u8; 6]);
 impl<'de> Deserialize<'de> for Mac {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        parse_mac(&s).map(Mac).ok_or_else(|| {
-            de::Error::custom(format!(
-                "invalid MAC address `{s}` (expected six hex octets like `02:00:00:00:00:01`)"
-            ))
-        })
+        s.parse::<dataplane::wire::MacAddr>()
+            .map(|m| Mac(m.0))
+            .map_err(|_| {
+                de::Error::custom(format!(
+                    "invalid MAC address `{s}` (expected six hex octets like `02:00:00:00:00:01`)"
+                ))
+            })
     }
 }
 
@@ -1145,7 +1121,7 @@ fn check_unicast_mac(field: String, mac: &[u8; 6]) -> Result<(), Invalid> {
             field,
             format!(
                 "{} is a multicast/broadcast MAC address; a unicast one is required",
-                format_mac(mac)
+                dataplane::wire::MacAddr(*mac)
             ),
         );
     }

@@ -70,11 +70,12 @@ impl std::error::Error for ParseMacAddrError {}
 impl FromStr for MacAddr {
     type Err = ParseMacAddrError;
 
-    /// Parses `xx:xx:xx:xx:xx:xx` (hex digits, either case, one or two per
-    /// octet).
+    /// Parses `xx:xx:xx:xx:xx:xx` or `xx-xx-xx-xx-xx-xx` (hex digits, either case, one or
+    /// two per octet; one kind of separator).
     fn from_str(s: &str) -> core::result::Result<Self, Self::Err> {
         let mut bytes = [0u8; 6];
-        let mut parts = s.split(':');
+        let sep = if s.contains('-') { '-' } else { ':' };
+        let mut parts = s.split(sep);
         for byte in bytes.iter_mut() {
             let part = parts.next().ok_or(ParseMacAddrError)?;
             if part.is_empty() || part.len() > 2 || !part.bytes().all(|c| c.is_ascii_hexdigit()) {
@@ -440,6 +441,10 @@ mod test {
             "AA:bb:0c:1:2:3".parse::<MacAddr>().unwrap().to_string(),
             "aa:bb:0c:01:02:03"
         );
+        assert_eq!(
+            "AA-bb-0c-1-2-3".parse::<MacAddr>(),
+            "aa:bb:0c:01:02:03".parse::<MacAddr>()
+        );
         for bad in [
             "",
             "02:00:00:00:00",
@@ -447,6 +452,7 @@ mod test {
             "02:00:00:00:00:1g",
             "002:00:00:00:00:01",
             "02::00:00:00:01",
+            "02-00:00:00:00:01",
             "+2:00:00:00:00:01",
         ] {
             assert_eq!(bad.parse::<MacAddr>(), Err(ParseMacAddrError), "{bad}");
