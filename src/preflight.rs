@@ -179,8 +179,9 @@ fn check_capabilities(cfg: &Config) -> Result<(), ConfigError> {
     let umem = (crate::run::LIVE_POOL * dataplane::mbuf::MBUF_SIZE) as u64;
     for (i, p) in cfg.ports.iter().enumerate() {
         let mut missing: Vec<String> = Vec::new();
+        // Each missing capability once, with the first reason it is needed for.
         let need = |missing: &mut Vec<String>, cap: u32, name: &str, why: &str| {
-            if !has(cap) {
+            if !has(cap) && !missing.iter().any(|m| m.starts_with(&format!("{name} ("))) {
                 missing.push(format!("{name} ({why})"));
             }
         };
@@ -231,7 +232,6 @@ fn check_capabilities(cfg: &Config) -> Result<(), ConfigError> {
             );
         }
         if !missing.is_empty() {
-            missing.dedup();
             return Err(error(
                 cfg,
                 format!("ports[{i}].driver"),

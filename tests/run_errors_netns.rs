@@ -200,6 +200,19 @@ fn missing_capabilities_are_named() {
         line.contains("run nodegate as root, or grant them"),
         "{line}"
     );
+    // A capability two things need is named once.
+    let err = refused(
+        NS,
+        dir.path(),
+        &config("af_xdp", "v0", "    host_interface: h0\n", ""),
+        &nobody,
+        &[],
+    );
+    assert_eq!(
+        error_line(&err).matches("CAP_NET_ADMIN (").count(),
+        1,
+        "{err}"
+    );
     let err = refused(
         NS,
         dir.path(),
