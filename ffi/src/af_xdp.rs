@@ -304,7 +304,7 @@ pub const PROGRAM_NAME: &str = "nodegate_xsk";
 /// The XDP program attached to `interface` in any mode, if there is one
 /// (`RTM_GETLINK`'s `IFLA_XDP_PROG_ID`, then the program's name from `BPF_OBJ_GET_INFO_BY_FD`).
 pub fn attached_program(interface: &str) -> io::Result<Option<AttachedXdp>> {
-    let Some((id, prog)) = attached_program_fd(ifindex(interface)?)? else {
+    let Some((id, prog, _)) = attached_program_fd(ifindex(interface)?)? else {
         return Ok(None);
     };
     // struct bpf_prog_info up to and including `name` (offset 64, 16 bytes).
@@ -325,8 +325,9 @@ pub fn attached_program(interface: &str) -> io::Result<Option<AttachedXdp>> {
     }))
 }
 
-/// The id of the XDP program attached to interface `ifindex` and a file descriptor of it.
-fn attached_program_fd(ifindex: u32) -> io::Result<Option<(u32, OwnedFd)>> {
+/// The XDP program attached to interface `ifindex`: its id, a file descriptor of it, and its
+/// mode (`XDP_FLAGS_DRV_MODE` or `XDP_FLAGS_SKB_MODE`; `None` for another, e.g. offloaded).
+fn attached_program_fd(ifindex: u32) -> io::Result<Option<(u32, OwnedFd, Option<u32>)>> {
     let reply = netlink_request(&link_message(
         libc::RTM_GETLINK,
         libc::NLM_F_REQUEST as u16,
@@ -337,8 +338,16 @@ fn attached_program_fd(ifindex: u32) -> io::Result<Option<(u32, OwnedFd)>> {
         let errno = netlink_errno(&reply, "RTM_GETLINK")?;
         return Err(io::Error::from_raw_os_error(errno));
     }
-    let Some(id) = xdp_prog_id(&reply) else {
+    let Some(id) = xdp_attr(&reply, IFLA_XDP_PROG_ID)
+        .and_then(|v| Some(u32::from_ne_bytes(v.get(..4)?.try_into().ok()?)))
+        .filter(|&id| id != 0)
+    else {
         return Ok(None);
+    };
+    let mode = match xdp_attr(&reply, IFLA_XDP_ATTACHED).and_then(|v| v.first().copied()) {
+        Some(XDP_ATTACHED_DRV) => Some(XDP_FLAGS_DRV_MODE),
+        Some(XDP_ATTACHED_SKB) => Some(XDP_FLAGS_SKB_MODE),
+        _ => None,
     };
     let mut attr = [0u64; 16];
     attr[0] = u64::from(id); // prog_id
@@ -347,30 +356,7 @@ fn attached_program_fd(ifindex: u32) -> io::Result<Option<(u32, OwnedFd)>> {
         &mut attr,
         "bpf(BPF_PROG_GET_FD_BY_ID)",
     )?);
-    Ok(Some((id, prog)))
-}
-
-/// The `XDP_FLAGS_*_MODE` of the program attached to `ifindex` (driver or generic), if any.
-fn attached_mode(ifindex: u32) -> Option<u32> {
-    let reply = netlink_request(&link_message(
-        libc::RTM_GETLINK,
-        libc::NLM_F_REQUEST as u16,
-        ifindex,
-        &[],
-    ))
-    .ok()?;
-    let msg_len = u32::from_ne_bytes(reply.get(..4)?.try_into().ok()?) as usize;
-    let body = reply.get(32..msg_len.min(reply.len()))?;
-    let (_, xdp) = netlink_attrs(body).find(|&(k, _)| k == IFLA_XDP)?;
-    let attached = *netlink_attrs(xdp)
-        .find(|&(k, _)| k == IFLA_XDP_ATTACHED)?
-        .1
-        .first()?;
-    match attached {
-        XDP_ATTACHED_DRV => Some(XDP_FLAGS_DRV_MODE),
-        XDP_ATTACHED_SKB => Some(XDP_FLAGS_SKB_MODE),
-        _ => None,
-    }
+    Ok(Some((id, prog, mode)))
 }
 
 /// The netlink attributes of `b`: (type without the nested flag, value).
@@ -387,14 +373,12 @@ fn netlink_attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
-/// `IFLA_XDP_PROG_ID` of an `RTM_NEWLINK` answer, when a program is attached.
-fn xdp_prog_id(reply: &[u8]) -> Option<u32> {
+/// Attribute `kind` of the `IFLA_XDP` nest of an `RTM_NEWLINK` answer.
+fn xdp_attr(reply: &[u8], kind: u16) -> Option<&[u8]> {
     let msg_len = u32::from_ne_bytes(reply.get(..4)?.try_into().ok()?) as usize;
     let body = reply.get(32..msg_len.min(reply.len()))?;
     let (_, xdp) = netlink_attrs(body).find(|&(k, _)| k == IFLA_XDP)?;
-    let id = netlink_attrs(xdp).find(|&(k, _)| k == IFLA_XDP_PROG_ID)?.1;
-    let id = u32::from_ne_bytes(id.get(..4)?.try_into().ok()?);
-    (id != 0).then_some(id)
+    netlink_attrs(xdp).find(|&(k, _)| k == kind).map(|(_, v)| v)
 }
 
 /// The redirect program attached to one interface, with its XSKMAP. Dropping it detaches the
@@ -454,7 +438,7 @@ impl XdpProgram {
         let previous = attached_program_fd(ifindex)
             .ok()
             .flatten()
-            .and_then(|(_, fd)| Some((fd, attached_mode(ifindex)?)));
+            .and_then(|(_, fd, mode)| Some((fd, mode?)));
         // Never two programs: remove whatever either mode holds, then attach ours.
         for flags in [XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE] {
             let _ = netlink_set_xdp(ifindex, -1, flags, None);
