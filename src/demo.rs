@@ -598,20 +598,17 @@ fn prerequisites() -> Result<(), String> {
             })
         })
     };
-    let missing: Vec<String> = TOOLS
-        .iter()
-        .filter(|(tool, ..)| !found(tool))
-        .map(|(tool, package, why)| format!("`{tool}` {why} (Debian package {package})"))
-        .collect();
+    let missing: Vec<&(&str, &str, &str)> =
+        TOOLS.iter().filter(|(tool, ..)| !found(tool)).collect();
     if !missing.is_empty() {
-        let packages: Vec<&str> = TOOLS
+        let named: Vec<String> = missing
             .iter()
-            .filter(|(tool, ..)| !found(tool))
-            .map(|(_, package, _)| *package)
+            .map(|(tool, package, why)| format!("`{tool}` {why} (Debian package {package})"))
             .collect();
+        let packages: Vec<&str> = missing.iter().map(|(_, package, _)| *package).collect();
         return Err(format!(
             "the demo needs {}, not found on the PATH; install with `apt-get install {}`",
-            missing.join(", "),
+            named.join(", "),
             packages.join(" ")
         ));
     }
