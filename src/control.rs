@@ -179,11 +179,7 @@ async fn control_loop(
     drop(tx);
     tracing::info!(
         api = %api,
-        manifests = %cfg
-            .kubernetes
-            .manifests
-            .as_ref()
-            .map_or_else(|| "none".to_string(), |d| d.display().to_string()),
+        manifests = %crate::run::or_none(cfg.kubernetes.manifests.as_ref().map(|d| d.display())),
         min_sync_ms = cfg.kubernetes.min_sync.as_millis() as u64,
         "control thread running"
     );

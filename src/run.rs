@@ -514,26 +514,22 @@ fn start_servers(
     Ok((servers, health))
 }
 
-/// For a busy AF_XDP queue: the processes that hold an AF_XDP socket map, the likely owners.
-fn busy_holders(e: &std::io::Error, driver: Driver) -> String {
-    if e.kind() != std::io::ErrorKind::ResourceBusy || driver != Driver::AfXdp {
-        return String::new();
-    }
-    match crate::preflight::xsk_map_holders().as_slice() {
-        [] => String::new(),
-        holders => format!(
-            " (processes with an AF_XDP socket map open: pid {})",
-            holders.join(", pid ")
-        ),
-    }
-}
-
-/// What to do about an error opening a port, by its kind.
-fn open_hint(e: &std::io::Error, driver: Driver) -> &'static str {
+/// What to do about an error opening a port, by its kind; for a busy AF_XDP queue, with the
+/// processes that hold an AF_XDP socket map (the likely owners).
+fn open_hint(e: &std::io::Error, driver: Driver) -> String {
     use std::io::ErrorKind;
-    match (e.kind(), driver) {
+    let hint = match (e.kind(), driver) {
         (ErrorKind::ResourceBusy, Driver::AfXdp) => {
-            "; a queue of it is already bound by another AF_XDP socket (another program, or a nodegate with another NODEGATE_RUN_DIR): stop that one first (`ss --xdp -p` lists AF_XDP sockets where the kernel has XDP socket diagnostics)"
+            let holders = crate::preflight::xsk_map_holders();
+            let holders = if holders.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " (processes with an AF_XDP socket map open: pid {})",
+                    holders.join(", pid ")
+                )
+            };
+            return format!("; a queue of it is already bound by another AF_XDP socket (another program, or a nodegate with another NODEGATE_RUN_DIR): stop that one first (`ss --xdp -p` lists AF_XDP sockets where the kernel has XDP socket diagnostics){holders}");
         }
         (ErrorKind::ResourceBusy, _) => "; another program holds it: stop that one first",
         (ErrorKind::PermissionDenied, _) => {
@@ -546,7 +542,8 @@ fn open_hint(e: &std::io::Error, driver: Driver) -> &'static str {
             "; the frame memory could not be locked: grant CAP_IPC_LOCK or raise the locked-memory limit (`ulimit -l`, LimitMEMLOCK=)"
         }
         _ => "",
-    }
+    };
+    hint.to_string()
 }
 
 /// Whether an open port's link has no carrier yet: then this logs so, and `port up` is logged
@@ -566,7 +563,7 @@ fn waits_for_link(p: &control::config::PortConfig, ifname: &str) -> bool {
 }
 
 /// A setting for a log line: its value, or `none`.
-fn or_none<T: std::fmt::Display>(v: Option<T>) -> String {
+pub(crate) fn or_none<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "none".to_string(), |v| v.to_string())
 }
 
@@ -587,11 +584,7 @@ fn open_port(
             control::config::ConfigError {
                 file: cfg.file.clone(),
                 field: format!("ports[{port_index}].interface"),
-                reason: format!(
-                    "cannot open {what}: {e}{}{}",
-                    open_hint(&e, p.driver),
-                    busy_holders(&e, p.driver)
-                ),
+                reason: format!("cannot open {what}: {e}{}", open_hint(&e, p.driver)),
             }
             .into()
         }
