@@ -4,10 +4,10 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dataplane::mbuf::{Mbuf, Pool};
+use dataplane::pipeline::{Fabric, Worker};
 use dataplane::port::{Port, BURST};
 use dataplane::tables::TablePublisher;
 use dataplane::time::Instant;
-use dataplane::worker::{Fabric, Worker};
 
 mod common;
 

@@ -11,10 +11,10 @@
 use control::config::Config;
 use control::model::ClusterState;
 use dataplane::mbuf::{Mbuf, Pool, PoolCache};
+use dataplane::pipeline::{Fabric, Worker};
 use dataplane::port::{Port, BURST};
 use dataplane::tables::TablePublisher;
 use dataplane::time::Instant as DpInstant;
-use dataplane::worker::{Fabric, Worker};
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -8,10 +8,10 @@
 //!         target/release/examples/pipeline_instructions
 
 use dataplane::mbuf::{Mbuf, Pool};
+use dataplane::pipeline::{Fabric, Worker};
 use dataplane::port::{Port, BURST};
 use dataplane::tables::TablePublisher;
 use dataplane::time::Instant;
-use dataplane::worker::{Fabric, Worker};
 
 #[path = "../benches/common/mod.rs"]
 mod common;

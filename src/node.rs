@@ -10,10 +10,10 @@
 use control::config::Config;
 use dataplane::conntrack::Timeouts;
 use dataplane::mbuf::{Mbuf, Pool};
+use dataplane::pipeline::{Fabric, Worker, WorkerConfig};
 use dataplane::port::{MemoryPeer, MemoryPort, Port, PortId};
 use dataplane::tables::{TablePublisher, Tables};
 use dataplane::time::{Instant, MonotonicClock};
-use dataplane::worker::{Fabric, Worker, WorkerConfig};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;

@@ -2,8 +2,8 @@
 //! The schema is documented in `docs/configuration.md`.
 
 use dataplane::drop::DropReason;
+use dataplane::pipeline::Worker;
 use dataplane::tables::Tables;
-use dataplane::worker::Worker;
 use serde::Serialize;
 use std::collections::BTreeMap;
 

@@ -7,9 +7,9 @@ mod support;
 
 use dataplane::drop::DropReason;
 use dataplane::mbuf::Pool;
+use dataplane::pipeline::{Fabric, Worker};
 use dataplane::port::{MemoryPeer, MemoryPort, Port};
 use dataplane::tables::TablePublisher;
-use dataplane::worker::{Fabric, Worker};
 use nodegate::node::{spawn_workers, worker_configs, IdlePolicy};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;

@@ -149,7 +149,7 @@ pub fn order(n: u32, len: usize) -> Vec<u32> {
 /// Runs one burst of frames `ids` (indices into `frames`) through the worker and transmits the
 /// result.
 pub fn burst(
-    w: &mut dataplane::worker::Worker,
+    w: &mut dataplane::pipeline::Worker,
     ports: &mut [Box<dyn Port>],
     frames: &[[u8; 64]],
     ids: &[u32],

@@ -476,9 +476,9 @@ impl Metrics {
 #[cfg(test)]
 mod test {
     use super::*;
+    use dataplane::pipeline::WorkerStats;
     use dataplane::tables::{PortInfo, Tables};
     use dataplane::wire::MacAddr;
-    use dataplane::worker::WorkerStats;
 
     #[test]
     fn test_metrics_text_carries_kube_proxy_and_data_plane_names() {

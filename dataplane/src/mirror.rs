@@ -8,7 +8,7 @@
 
 use crate::conntrack::CtStats;
 use crate::drop::DropReason;
-use crate::worker::WorkerStats;
+use crate::pipeline::WorkerStats;
 use core::time::Duration;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -21,12 +21,14 @@
 //! across table changes, stale UDP flows are flushed, and nothing allocates. IPv6 flows live in
 //! a table of their own ([`FlowTable<FlowKey6>`]) so IPv4 flows still take one cache line.
 
-use super::{queue_tx, Action, Admit, NewFlow, Worker, L2};
+use super::ip6_input::{Ip6Meta, Tuple6, IP6};
+use super::service::{self as svc, Admit, NewFlow};
+use super::{Action, Worker, L2};
 use crate::conntrack::{tcp_flags, FlowTable};
 use crate::drop::DropReason;
 use crate::frag::{DatagramId, FragId6};
 use crate::hash::{addr_hash6, flow_hash6};
-use crate::ip6::{self, Ip6Verdict};
+use crate::ip6;
 use crate::mbuf::Mbuf;
 use crate::nat66::{self, FlowKey6};
 use crate::port::PortId;
@@ -35,44 +37,46 @@ use crate::tables::Tables;
 use crate::wire::{IpProtocol, Ipv6Packet, Ipv6Repr, TcpPacket};
 use std::net::Ipv6Addr;
 
-/// Length of the fixed IPv6 header.
-const IP6: usize = 40;
-
 impl Worker {
     /// An IPv6 frame that may belong to a Service flow. `None` when no flow and no Service
     /// claims it (or it carries no TCP/UDP/SCTP tuple): the caller routes it or hands it to the
     /// node as before.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn ip6_flow(
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
         port: PortId,
+        meta: &Ip6Meta,
+        hash: Option<u64>,
         steered: bool,
         fragment_ports: Option<(u16, u16)>,
     ) -> Option<Action> {
         if t.services6.is_empty() && self.ct6.is_empty() {
             return None;
         }
-        if let Some(quoted) = nat66::icmp_error_quote(&m[L2..]) {
-            return self.icmp6_error(t, m, quoted, steered);
+        match meta.tuple {
+            Tuple6::None => return None,
+            Tuple6::Malformed => return Some(Action::Drop(DropReason::L4Malformed)),
+            Tuple6::IcmpError => {
+                let quoted = nat66::icmp_error_quote(&m[L2..])?;
+                return self.icmp6_error_of_flow(t, m, quoted, steered);
+            }
+            Tuple6::Found => {}
         }
-        let parsed = match nat66::flow_key(&m[L2..]) {
-            Ok(parsed) => parsed,
-            Err(nat66::NoFlow6::Malformed) => return Some(Action::Drop(DropReason::L4Malformed)),
-            Err(nat66::NoFlow6::Other) => return None,
-        };
-        let (mut key, flags) = (parsed.key, parsed.flags);
+        let (mut key, flags, l4) = (meta.key, meta.flags, usize::from(meta.l4));
         if key.dst.is_multicast() || key.src.is_multicast() || ip6::is_link_local(key.dst) {
             return None;
         }
         let mut steered = steered;
-        let later = matches!(parsed.fragment, Some((_, true)));
-        if let Some((ident, later)) = parsed.fragment {
-            if !super::fragments_tracked(key.proto) {
+        let mut hash = hash;
+        let later = matches!(meta.fragment, Some((_, true)));
+        if let Some((ident, later)) = meta.fragment {
+            if !super::ip4_input::fragments_tracked(key.proto) {
                 return None;
             }
             match self.fragment_key6(t, key, ident, later, fragment_ports) {
-                Ok(Some(k)) => (key, steered) = (k, true),
+                Ok(Some(k)) => (key, steered, hash) = (k, true, None),
                 Ok(None) => return None,
                 Err(action) => return Some(action),
             }
@@ -83,7 +87,10 @@ impl Worker {
                 return Some(Action::Handoff(owner));
             }
         }
-        let found = self.ct6.lookup(&key, self.now);
+        let found = match hash {
+            Some(h) => self.ct6.lookup_hashed(&key, h, self.now),
+            None => self.ct6.lookup(&key, self.now),
+        };
         let frontend = match found {
             Some(_) => None,
             // A flow starts with a whole packet or a first fragment.
@@ -93,21 +100,19 @@ impl Worker {
             }
             None => Some(t.services6.lookup(key.proto, key.dst, key.dport)?),
         };
-        self.ip6_seen = true;
-        let (hop, payload) = {
-            let ip = Ipv6Packet::new_unchecked(&m[L2..]);
-            (ip.hop_limit(), usize::from(ip.payload_len()))
-        };
-        if hop <= 1 {
-            // Forwarded traffic gets time exceeded from the router; traffic to the node's own
-            // address (a NodePort) is dropped, as it would create a flow it cannot send.
-            if t.ip6.is_local(key.dst) {
-                return Some(Action::Drop(DropReason::Ip6HopLimitExceeded));
-            }
-            return None;
+        if meta.hop <= 1 {
+            // A flow or a Service claims it, also at one of the node's own addresses (a
+            // NodePort): answered with time exceeded, as IPv4 is, and no flow is created.
+            return Some(self.icmp6_error(
+                t,
+                m,
+                port,
+                key.src,
+                None,
+                (crate::wire::icmpv6::msg_type::TIME_EXCEEDED, 0),
+                DropReason::Ip6HopLimitExceeded,
+            ));
         }
-        // Ethernet padding is not part of the packet (flow_key checked the length).
-        m.set_len(L2 + IP6 + payload);
         if let Some((slot, dir)) = found {
             self.ct6.update(slot, dir, flags, self.now);
             let flow = self.ct6.get(slot);
@@ -116,12 +121,12 @@ impl Worker {
                 nat66::forward_addresses(&mut m[L2..], &to);
             } else {
                 let delta = flow.delta[dir as usize];
-                nat66::forward_with(&mut m[L2..], parsed.l4, &key, &to, delta);
+                nat66::forward_with(&mut m[L2..], l4, &key, &to, delta);
             }
             return Some(self.ip6_output(t, m, to.dst));
         }
         let (id, fe) = frontend?;
-        Some(self.svc6_new_flow(t, m, port, &key, parsed.l4, id, fe, flags))
+        Some(self.svc6_new_flow(t, m, port, &key, l4, id, fe, flags))
     }
 
     /// The tuple of a TCP or UDP fragment, as [`Worker::fragment_key`] for IPv4: the datagram's
@@ -176,7 +181,7 @@ impl Worker {
     /// An ICMPv6 error about a packet of a Service flow (a router's packet too big or time
     /// exceeded, an endpoint's port unreachable): translated back for the side that sent the
     /// packet, as for IPv4. `None` when no flow claims it: routed or delivered as before.
-    fn icmp6_error(
+    fn icmp6_error_of_flow(
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
@@ -193,15 +198,9 @@ impl Worker {
             }
         }
         let (slot, dir) = self.ct6.lookup(&key, self.now)?;
-        self.ip6_seen = true;
-        let (hop, payload) = {
-            let ip = Ipv6Packet::new_unchecked(&m[L2..]);
-            (ip.hop_limit(), usize::from(ip.payload_len()))
-        };
-        if hop <= 1 {
+        if Ipv6Packet::new_unchecked(&m[L2..]).hop_limit() <= 1 {
             return Some(Action::Drop(DropReason::Ip6HopLimitExceeded));
         }
-        m.set_len(L2 + IP6 + payload);
         let flow = *self.ct6.get(slot);
         let to = nat66::translate_icmp_error(&mut m[L2..], &flow, dir);
         Some(self.ip6_output(t, m, to))
@@ -233,13 +232,13 @@ impl Worker {
         fe: &Frontend<Ipv6Addr>,
         flags: u8,
     ) -> Action {
-        let set = match super::admit(fe, (key.src, key.dst), key.proto, flags) {
+        let set = match svc::admit(fe, (key.src, key.dst), key.proto, flags) {
             Admit::Balance(set) => set,
             Admit::Drop(r) => return Action::Drop(r),
             Admit::Reject => return self.reject6(t, m, port, key, l4, flags),
         };
         let (baddr, bport) =
-            super::choose_backend(&self.affinity6, fe, set, key.src, self.now, || {
+            svc::choose_backend(&self.affinity6, fe, set, key.src, self.now, || {
                 flow_hash6(
                     u128::from(key.src),
                     u128::from(key.dst),
@@ -260,7 +259,7 @@ impl Worker {
             dport: key.sport,
             proto: key.proto,
         };
-        let reply = match super::reply_tuple(
+        let reply = match svc::reply_tuple(
             &mut self.ct6,
             self.snat_chunk,
             &mut self.snat_cursor,
@@ -279,7 +278,7 @@ impl Worker {
             backend: (baddr, bport),
             flags,
         };
-        let slot = match super::create_flow(&mut self.ct6, &mut self.affinity6, fe, new, self.now) {
+        let slot = match svc::create_flow(&mut self.ct6, &mut self.affinity6, fe, new, self.now) {
             Ok(slot) => slot,
             Err(r) => return Action::Drop(r),
         };
@@ -300,21 +299,18 @@ impl Worker {
         flags: u8,
     ) -> Action {
         if key.proto != PROTO_TCP {
-            let Worker {
-                ip6, pool, tx, now, ..
-            } = self;
-            let mut out = |p: PortId, f: Mbuf| queue_tx(tx, p, f);
-            let verdict = ip6.port_unreachable(
+            return self.icmp6_error(
                 t,
                 m,
                 port,
-                key.dst,
+                key.src,
+                Some(key.dst),
+                (
+                    crate::wire::icmpv6::msg_type::DST_UNREACHABLE,
+                    crate::wire::icmpv6::msg_code::PORT_UNREACHABLE,
+                ),
                 DropReason::SvcRejected,
-                *now,
-                pool,
-                &mut out,
             );
-            return self.ip6_action(verdict);
         }
         self.count(DropReason::SvcRejected);
         if flags & tcp_flags::RST != 0 {
@@ -330,7 +326,7 @@ impl Worker {
             tcp.ack_number(),
             tcp.payload().len() as u32,
         );
-        let (rst_seq, rst_ack, rst_flags) = super::rst_for(flags, seq, ack, payload);
+        let (rst_seq, rst_ack, rst_flags) = svc::rst_for(flags, seq, ack, payload);
         let repr = Ipv6Repr {
             src_addr: key.dst,
             dst_addr: key.src,
@@ -357,32 +353,13 @@ impl Worker {
         self.ip6_output(t, m, key.src)
     }
 
-    /// Routes a packet the Service path rewrote or built.
-    fn ip6_output(&mut self, t: &Tables, m: &mut Mbuf, dst: Ipv6Addr) -> Action {
-        let Worker {
-            ip6, pool, tx, now, ..
-        } = self;
-        let mut out = |p: PortId, f: Mbuf| queue_tx(tx, p, f);
-        let verdict = ip6.output_to(t, m, dst, *now, pool, &mut out);
-        self.ip6_action(verdict)
-    }
-
-    fn ip6_action(&mut self, v: Ip6Verdict) -> Action {
-        self.ip6_seen = true;
-        match v {
-            Ip6Verdict::Tx(p) => Action::Tx(p),
-            Ip6Verdict::Drop(r) => Action::Drop(r),
-            Ip6Verdict::Free | Ip6Verdict::Held | Ip6Verdict::Host(_) => Action::Free,
-        }
-    }
-
     /// The IPv6 half of the UDP clean-up after a table change (see `check_udp_flows`).
     pub(super) fn check_udp_flows6(&mut self, t: &Tables, from: usize) -> (usize, Option<usize>) {
         self.ct6
-            .remove_where_from(from, super::UDP_CHECK_BUDGET, |f| {
+            .remove_where_from(from, svc::UDP_CHECK_BUDGET, |f| {
                 f.orig.proto == crate::service::PROTO_UDP
                     && f.frontend != crate::conntrack::NO_FRONTEND
-                    && !super::keeps_udp_flow(
+                    && !svc::keeps_udp_flow(
                         &t.services6,
                         (f.orig.proto, f.orig.dst, f.orig.dport),
                         (f.reply.src, f.reply.sport),

@@ -1,0 +1,59 @@
+//! **host-input** and **stack-input**: frames that come from the node itself.
+//!
+//! `host-input` reads what the kernel sent on a host port (the data port's TAP twin) and sets
+//! nothing: the frame leaves by the data port unchanged (`tx`). `stack-input` reads the IP
+//! packets the host stack sends (health-check answers, [`crate::hoststack`]) and routes them
+//! like any packet the node originates (`ip4-output`). `host-punt` (`Worker::punt_or`) is the
+//! other direction: frames for the node that no stage handles go to the kernel.
+
+use super::{Action, Worker, L2, TX_BATCH};
+use crate::drop::DropReason;
+use crate::mbuf::Mbuf;
+use crate::port::PortId;
+use crate::time::Instant;
+use crate::wire::Ipv4Packet;
+
+impl Worker {
+    /// The kernel's frames, read from the host port of `data`: they leave by `data` unchanged,
+    /// in the same transmit batch as everything else. Nothing is looked at or learned.
+    pub(super) fn host_input(&mut self, data: PortId, burst: &mut Vec<Mbuf>) {
+        let d = usize::from(data);
+        for m in burst.drain(..) {
+            match self.tx.get_mut(d) {
+                Some(batch) if batch.len() < TX_BATCH => {
+                    batch.push(m);
+                    self.stats.from_host[d] += 1;
+                }
+                _ => {
+                    self.stats.drops[DropReason::TxFull as usize] += 1;
+                    self.pool.free(m);
+                }
+            }
+        }
+    }
+
+    /// stack-input: IP packets the host stack sends (after `STACK_L2` bytes of room for the
+    /// Ethernet header) are routed like any packet the node originates. Only unicast
+    /// destinations off the node are accepted.
+    pub(super) fn stack_input(&mut self, port: PortId, burst: &mut Vec<Mbuf>, now: Instant) {
+        self.now = now;
+        self.tables.refresh();
+        let t = self.tables.get().clone();
+        for mut m in burst.drain(..) {
+            let dst = match m.get(L2..).map(Ipv4Packet::new_checked) {
+                Some(Ok(ip)) => ip.dst_addr(),
+                _ => {
+                    self.count(DropReason::Ip4Malformed);
+                    self.pool.free(m);
+                    continue;
+                }
+            };
+            let action = if dst.is_broadcast() || dst.is_multicast() || t.is_local(dst) {
+                Action::Drop(DropReason::Ip4NoRoute)
+            } else {
+                self.ip4_output_local(&t, &mut m, dst)
+            };
+            self.apply(&t, m, port, action);
+        }
+    }
+}

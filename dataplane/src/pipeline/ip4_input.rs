@@ -1,0 +1,260 @@
+//! **ip4-input**, **ip4-local**, **ip4-forward** and **ip4-output**: IPv4 (RFC 791, RFC 1812),
+//! the mirror of the `ip6-*` stages.
+//!
+//! ```text
+//!  ip4-input ─┬─ flow tuple ─► service (steer, ct-lookup, svc-lookup, nat44) ─► ip4-output
+//!             ├─ our address ─► ip4-local: echo ─► reply / health check ─► stack / else host-punt
+//!             └─ ip4-forward ─► TTL (ICMP time exceeded) ─► ip4-output ─► neighbour
+//! ```
+//!
+//! `classify_ip4` (the burst pass) checks the header and its checksum, trims Ethernet padding
+//! and extracts the flow tuple (for an ICMP error, the reverse of its quote's); it sets
+//! [`Ip4Meta`], which the later IPv4 stages read instead of parsing again.
+
+use super::{Action, Class, Worker, L2};
+use crate::conntrack::FlowKey;
+use crate::drop::DropReason;
+use crate::mbuf::Mbuf;
+use crate::nat::{self, PROTO_ICMP};
+use crate::port::PortId;
+use crate::route::NextHop;
+use crate::service::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+use crate::tables::Tables;
+use crate::wire::{icmpv4, EtherType, Icmpv4Packet, Ipv4Packet, SctpPacket, TcpPacket, UdpPacket};
+use std::net::{IpAddr, Ipv4Addr};
+
+/// The parts of an IPv4 packet the pipeline decides on.
+#[derive(Clone, Copy)]
+pub(super) struct Ip4Meta {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub ttl: u8,
+    pub l4: usize,
+    /// Any fragment (first or not).
+    pub fragmented: bool,
+    /// A fragment after the first: no L4 header.
+    pub later_fragment: bool,
+    /// The IP identification (what ties the fragments of one datagram together).
+    pub ident: u16,
+    /// A fragment whose flow ports the datagram's home worker found (`key` holds them).
+    pub fragment_resolved: bool,
+}
+
+impl Worker {
+    /// Packets that no flow and no Service claims: the node's own, or plain forwarding.
+    pub(super) fn ip4_no_l4(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        meta: &Ip4Meta,
+    ) -> Action {
+        if t.is_local(meta.dst) {
+            if meta.fragmented {
+                // The kernel reassembles its own traffic.
+                return self.punt_or(port, Action::Drop(DropReason::Ip4Fragment));
+            }
+            return self.ip4_local(t, m, port, meta);
+        }
+        if meta.ttl <= 1 {
+            return self.icmp_error(
+                t,
+                m,
+                port,
+                meta,
+                icmpv4::msg_type::TIME_EXCEEDED,
+                0,
+                DropReason::Ip4TtlExceeded,
+            );
+        }
+        self.ip4_forward(t, m)
+    }
+
+    /// Packets for the node itself that no flow and no Service claims: ICMP echo is answered,
+    /// the rest is punted to the kernel (dropped when the port has no host port).
+    fn ip4_local(&mut self, t: &Tables, m: &mut Mbuf, port: PortId, meta: &Ip4Meta) -> Action {
+        if meta.proto == PROTO_ICMP {
+            let is_echo = Icmpv4Packet::new_checked(&m[meta.l4..])
+                .is_ok_and(|p| p.msg_type() == icmpv4::msg_type::ECHO_REQUEST && p.msg_code() == 0);
+            if is_echo {
+                {
+                    let mut ip = Ipv4Packet::new_unchecked(&mut m[L2..]);
+                    ip.set_src_addr(meta.dst);
+                    ip.set_dst_addr(meta.src);
+                    ip.set_hop_limit(64);
+                    ip.fill_checksum();
+                }
+                let mut icmp = Icmpv4Packet::new_unchecked(&mut m[meta.l4..]);
+                icmp.set_msg_type(icmpv4::msg_type::ECHO_REPLY);
+                icmp.fill_checksum();
+                self.stats.icmp_sent += 1;
+                return self.ip4_output_local(t, m, meta.src);
+            }
+        }
+        // stack-punt: a Service's health check, served by the host stack. The frame goes,
+        // unchanged, to the stack port's transmit batch like any frame to send.
+        if meta.proto == PROTO_TCP {
+            if let Some(stack) = self.cfg.stack_port {
+                let dport = m
+                    .get(meta.l4 + 2..meta.l4 + 4)
+                    .map_or(0, |p| u16::from_be_bytes([p[0], p[1]]));
+                if t.health.serves(dport) {
+                    return Action::Tx(stack);
+                }
+            }
+        }
+        self.punt_or(port, Action::Drop(DropReason::Ip4Local))
+    }
+
+    /// Decrements the TTL and routes a transit packet.
+    #[inline]
+    pub(super) fn ip4_forward(&mut self, t: &Tables, m: &mut Mbuf) -> Action {
+        let (dst, ttl, proto) = {
+            let ip = Ipv4Packet::new_unchecked(&m[L2..]);
+            (ip.dst_addr(), ip.hop_limit(), u8::from(ip.next_header()))
+        };
+        if ttl <= 1 {
+            return Action::Drop(DropReason::Ip4TtlExceeded);
+        }
+        let Some(hop) = t.routes.lookup(dst).copied() else {
+            return Action::Drop(DropReason::Ip4NoRoute);
+        };
+        {
+            let mut ip = Ipv4Packet::new_unchecked(&mut m[L2..]);
+            let old = u16::from_be_bytes([ttl, proto]);
+            let new = u16::from_be_bytes([ttl - 1, proto]);
+            let c = crate::wire::checksum::update16(ip.checksum(), old, new);
+            ip.set_hop_limit(ttl - 1);
+            ip.set_checksum(c);
+        }
+        self.ip4_output(t, m, hop, dst)
+    }
+
+    /// Routes a packet the node originates (no TTL change).
+    pub(super) fn ip4_output_local(&mut self, t: &Tables, m: &mut Mbuf, dst: Ipv4Addr) -> Action {
+        match t.routes.lookup(dst).copied() {
+            Some(hop) => self.ip4_output(t, m, hop, dst),
+            None => Action::Drop(DropReason::Ip4NoRoute),
+        }
+    }
+
+    /// Resolves the next hop and writes the Ethernet header.
+    #[inline(always)]
+    fn ip4_output(&mut self, t: &Tables, m: &mut Mbuf, hop: NextHop, dst: Ipv4Addr) -> Action {
+        let nh = hop.neighbor_for(dst);
+        let mac = match hop.gateway_mac {
+            Some(mac) => Some(mac),
+            None => match t.neighbors.get(&nh) {
+                Some(mac) => Some(*mac),
+                None => self.neigh.lookup(nh, self.now),
+            },
+        };
+        match mac {
+            Some(mac) => {
+                let Some(src) = t.ports.get(usize::from(hop.port)).map(|p| p.mac) else {
+                    return Action::Drop(DropReason::Ip4NoRoute);
+                };
+                super::write_eth(m, mac, src, EtherType::Ipv4);
+                Action::Tx(hop.port)
+            }
+            None => Action::Hold {
+                nh: IpAddr::V4(nh),
+                port: hop.port,
+            },
+        }
+    }
+}
+
+/// The protocols whose fragments are matched to flows (the others' are not translated: their
+/// checksums cannot be patched from the first fragment alone, or they have no ports).
+pub(super) fn fragments_tracked(proto: u8) -> bool {
+    proto == PROTO_TCP || proto == PROTO_UDP
+}
+
+/// ip4-input: header, checksum and source checks, padding trimmed, flow tuple extracted.
+pub(super) fn classify_ip4(t: &Tables, m: &mut Mbuf) -> Class {
+    let (meta, total) = {
+        let Ok(ip) = Ipv4Packet::new_checked(&m[L2..]) else {
+            return Class::Drop(DropReason::Ip4Malformed);
+        };
+        if !ip.verify_checksum() {
+            return Class::Drop(DropReason::Ip4BadChecksum);
+        }
+        let meta = Ip4Meta {
+            src: ip.src_addr(),
+            dst: ip.dst_addr(),
+            proto: u8::from(ip.next_header()),
+            ttl: ip.hop_limit(),
+            l4: L2 + ip.header_len(),
+            fragmented: ip.more_frags() || ip.frag_offset() != 0,
+            later_fragment: ip.frag_offset() != 0,
+            ident: ip.ident(),
+            fragment_resolved: false,
+        };
+        (meta, usize::from(ip.total_len()))
+    };
+    // Ethernet padding is not part of the packet.
+    m.set_len(L2 + total);
+    let ip4 = |key, flags, icmp_error| Class::Ip4 {
+        meta,
+        key,
+        flags,
+        icmp_error,
+    };
+    if meta.later_fragment {
+        return ip4(None, 0, false);
+    }
+    if meta.src.is_multicast() || meta.src.is_broadcast() || t.is_local(meta.src) {
+        return Class::Drop(DropReason::Ip4BadSource);
+    }
+    if meta.dst.is_multicast() || meta.dst.is_broadcast() {
+        return Class::Host(DropReason::Ip4Local);
+    }
+    let own = |sport, dport| {
+        Some(FlowKey {
+            src: meta.src,
+            dst: meta.dst,
+            sport,
+            dport,
+            proto: meta.proto,
+        })
+    };
+    let l4 = &m[meta.l4..];
+    match meta.proto {
+        PROTO_TCP => match TcpPacket::new_checked(l4) {
+            Ok(p) => ip4(own(p.src_port(), p.dst_port()), p.flags(), false),
+            Err(_) => Class::Drop(DropReason::L4Malformed),
+        },
+        // A first fragment holds the UDP header but not the length it gives (the datagram's).
+        PROTO_UDP if meta.fragmented => match l4 {
+            [a, b, c, d, _, _, _, _, ..] => ip4(
+                own(u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d])),
+                0,
+                false,
+            ),
+            _ => Class::Drop(DropReason::L4Malformed),
+        },
+        PROTO_UDP => match UdpPacket::new_checked(l4) {
+            Ok(p) => ip4(own(p.src_port(), p.dst_port()), 0, false),
+            Err(_) => Class::Drop(DropReason::L4Malformed),
+        },
+        PROTO_SCTP => match SctpPacket::new_checked(l4) {
+            Ok(p) => ip4(own(p.src_port(), p.dst_port()), 0, false),
+            Err(_) => Class::Drop(DropReason::L4Malformed),
+        },
+        PROTO_ICMP => match Icmpv4Packet::new_checked(l4) {
+            Ok(p) => match p.msg_type() {
+                icmpv4::msg_type::ECHO_REQUEST => ip4(own(p.echo_ident(), 0), 0, false),
+                icmpv4::msg_type::ECHO_REPLY => ip4(own(0, p.echo_ident()), 0, false),
+                ty if icmpv4::is_error(ty) => match nat::quoted_key(p.data()) {
+                    Some(q) => ip4(Some(q.reverse()), 0, true),
+                    None => ip4(None, 0, false),
+                },
+                _ => ip4(None, 0, false),
+            },
+            Err(_) => Class::Drop(DropReason::L4Malformed),
+        },
+        _ => ip4(None, 0, false),
+    }
+}

@@ -1,0 +1,101 @@
+//! **timers**: a worker's periodic work, run from its poll loop every [`TIMER_PERIOD`].
+//!
+//! Reads the clock the loop passes in and the published tables. Sets the flow tables (expired
+//! flows swept; after a table change, the UDP flows whose endpoint stopped serving removed,
+//! [`UDP_CHECK_BUDGET`] slots a poll), the neighbour hold queue (`neighbour_timers`), the
+//! tables' heartbeat and the counters' mirror other threads read.
+
+use super::service::{keeps_udp_flow, UDP_CHECK_BUDGET};
+use super::{Worker, MIRROR_PERIOD, SWEEP_BUDGET, TIMER_PERIOD};
+use crate::conntrack::NO_FRONTEND;
+use crate::service::PROTO_UDP;
+use crate::time::Instant;
+
+impl Worker {
+    /// kube-proxy's UDP conntrack clean-up: after a table change, the UDP flows whose endpoint
+    /// no longer serves their Service port (it left the Service or stopped serving), or whose
+    /// frontend is gone (the Service was deleted or its address changed), are removed,
+    /// [`UDP_CHECK_BUDGET`] flow slots per poll, so their next datagram is balanced anew
+    /// instead of going to an endpoint that is not there. As in kube-proxy, a flow to an
+    /// endpoint that still serves stays even when new flows would not pick it (terminating,
+    /// another node under policy Local, another zone under topology hints), and a port left
+    /// with no serving endpoint keeps its flows. TCP flows keep their endpoint until they end.
+    pub(super) fn check_udp_flows(&mut self) {
+        self.tables.refresh();
+        let generation = self.tables.get().generation;
+        if generation != self.udp_checked.0 {
+            self.udp_checked = (generation, Some(0));
+            self.udp6_checked = (!self.ct6.is_empty()).then_some(0);
+        }
+        if let Some(from) = self.udp_checked.1 {
+            let t = self.tables.get().clone();
+            let (removed, next) = self.ct.remove_where_from(from, UDP_CHECK_BUDGET, |f| {
+                f.orig.proto == PROTO_UDP
+                    && f.frontend != NO_FRONTEND
+                    && !keeps_udp_flow(
+                        &t.services,
+                        (f.orig.proto, f.orig.dst, f.orig.dport),
+                        (f.reply.src, f.reply.sport),
+                    )
+            });
+            self.stats.udp_flows_flushed += removed as u64;
+            self.udp_checked.1 = next;
+        } else if let Some(from) = self.udp6_checked {
+            let t = self.tables.get().clone();
+            let (removed, next) = self.check_udp_flows6(&t, from);
+            self.stats.udp_flows_flushed += removed as u64;
+            self.udp6_checked = next;
+        }
+    }
+
+    /// Periodic work: expiring flows, retrying ARP, giving up on unresolved next hops, and a
+    /// slice of the UDP clean-up after a table change.
+    pub fn timers(&mut self, now: Instant) {
+        self.now = now;
+        self.check_udp_flows();
+        if now < self.next_timer {
+            return;
+        }
+        self.next_timer = now + TIMER_PERIOD;
+        // An idle worker still switches to new tables, so that "every worker runs generation N"
+        // means what it says (the proxy health check waits for it).
+        self.tables.refresh();
+        self.tables.heartbeat();
+        // A table three quarters full is swept eight times as fast, so that expired flows
+        // do not pile up in front of new ones (they are also reclaimed on demand).
+        let budget = |len: usize, cap: usize| {
+            if len > cap / 4 * 3 {
+                SWEEP_BUDGET * 8
+            } else {
+                SWEEP_BUDGET
+            }
+        };
+        self.ct
+            .sweep(now, budget(self.ct.len(), self.ct.capacity()));
+        if !self.ct6.is_empty() {
+            self.ct6
+                .sweep(now, budget(self.ct6.len(), self.ct6.capacity()));
+        }
+        if now >= self.next_mirror {
+            self.next_mirror = now + MIRROR_PERIOD;
+            let (s4, s6) = (self.ct.stats(), self.ct6.stats());
+            let ct = crate::conntrack::CtStats {
+                created: s4.created + s6.created,
+                expired: s4.expired + s6.expired,
+                refused_full: s4.refused_full + s6.refused_full,
+                early_dropped: s4.early_dropped + s6.early_dropped,
+                snat_reclaimed: s4.snat_reclaimed + s6.snat_reclaimed,
+            };
+            self.mirror.store(
+                &self.stats,
+                self.ct.len() + self.ct6.len(),
+                ct,
+                self.tables.get().generation,
+            );
+        }
+        if !self.held.is_empty() {
+            let t = self.tables.get().clone();
+            self.neighbour_timers(&t, now);
+        }
+    }
+}
