@@ -1364,11 +1364,47 @@ fn ipv6_udp_flows_to_a_terminating_but_serving_endpoint_stay() {
 
 #[test]
 fn ipv6_service_traffic_with_hop_limit_one_gets_time_exceeded() {
-    let mut h = harness6_with(1, &udp_services6(&[POD]));
+    // A NodePort on the node's own address as well as the ClusterIP: IPv4 answers both with
+    // time exceeded (golden.rs), and so must IPv6; it used to drop the NodePort's silently.
+    let nodeport = r#"---
+apiVersion: v1
+kind: Service
+metadata: {name: np6, namespace: default}
+spec:
+  type: NodePort
+  ipFamilies: [IPv6]
+  clusterIPs: ["fd00:96::30"]
+  ports: [{port: 53, protocol: UDP, targetPort: 5353, nodePort: 30053}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: np6-1, namespace: default, labels: {kubernetes.io/service-name: np6}}
+addressType: IPv6
+ports: [{name: "", port: 5353, protocol: UDP}]
+endpoints:
+  - {addresses: ["fd01::10"], conditions: {ready: true}, nodeName: node-a}
+"#;
+    let mut h = harness6_with(1, &(udp_services6(&[POD]) + nodeport));
     let (port, f) = udp6_full(EXTERNAL, 40004, "fd00:96::10", 53, 1, b"q");
     let o = send6_one(&mut h, port, &f);
     assert_eq!(o.dst(), ip6(EXTERNAL));
     assert_eq!(o.icmp().type_u8(), 3, "time exceeded");
+    assert_eq!(h.drops(DropReason::Ip6HopLimitExceeded), 1);
+
+    let (port, f) = udp6_full(EXTERNAL, 40005, ETH0_IP6, 30053, 1, b"q");
+    let o = send6_one(&mut h, port, &f);
+    assert_eq!((o.src(), o.dst()), (ip6(ETH0_IP6), ip6(EXTERNAL)));
+    assert_eq!(o.icmp().type_u8(), 3, "time exceeded for the NodePort too");
+    assert_eq!(&o.payload[8..], &f[14..], "quotes the packet as it arrived");
+    assert_eq!(h.drops(DropReason::Ip6HopLimitExceeded), 2);
+    assert_eq!(h.flows6(), 0, "no flow left behind");
+
+    // With a hop to spare the NodePort is translated to its endpoint.
+    let (port, f) = udp6_full(EXTERNAL, 40005, ETH0_IP6, 30053, 2, b"q");
+    let o = send6_one(&mut h, port, &f);
+    assert_eq!(o.dst(), ip6("fd01::10"));
+    assert_eq!(o.ip.hop_limit, 1);
+    assert_eq!(h.flows6(), 1);
 }
 
 /// An ICMPv6 error about a frame nodegate sent (`sent`, as it left), from `from` on the pod

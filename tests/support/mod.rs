@@ -407,6 +407,11 @@ impl Harness {
     pub fn flows(&self) -> usize {
         self.node.workers().iter().map(|w| w.flows().len()).sum()
     }
+
+    /// IPv6 flows on every worker.
+    pub fn flows6(&self) -> usize {
+        self.node.workers().iter().map(|w| w.flows6().len()).sum()
+    }
 }
 
 /// The port a frame built by [`Pkt`] arrives by: the one whose MAC it is sent to.

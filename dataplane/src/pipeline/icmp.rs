@@ -236,3 +236,60 @@ fn may_answer_with_error(pkt: &[u8]) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod test {
+    use super::super::test_rig::*;
+    use super::super::{Action, WorkerConfig};
+    use super::IcmpLimiter;
+    use crate::drop::DropReason;
+    use crate::time::Instant;
+
+    #[test]
+    fn limiter_refills_at_its_rate_up_to_a_tenth_of_a_second() {
+        let mut l = IcmpLimiter::new(100);
+        let t0 = Instant::from_secs(1);
+        // A full bucket of 10, then nothing until time passes.
+        assert_eq!((0..20).filter(|_| l.allow(t0)).count(), 10);
+        assert!(!l.allow(t0));
+        assert!(l.allow(t0 + core::time::Duration::from_millis(10)));
+        assert!(!l.allow(t0 + core::time::Duration::from_millis(10)));
+        // A long pause saves up no more than the burst.
+        let later = t0 + core::time::Duration::from_secs(60);
+        assert_eq!((0..50).filter(|_| l.allow(later)).count(), 10);
+        // A rate under 10 still allows one.
+        let mut l = IcmpLimiter::new(5);
+        assert!(l.allow(t0));
+        assert!(!l.allow(t0));
+    }
+
+    /// Both families draw from one bucket: a worker sends at most `icmp_rate` errors a second
+    /// in all (each family had its own bucket, so twice the rate could go out).
+    #[test]
+    fn ipv4_and_ipv6_errors_share_one_rate_limit() {
+        let mut rig = Rig::new(WorkerConfig {
+            icmp_rate: 20, // a burst of 2
+            ..WorkerConfig::new(0, 1)
+        });
+        rig.w
+            .neigh
+            .learn([10, 0, 0, 99].into(), HOST, Instant::ZERO);
+        rig.w.neigh6.learn((0, ip("fd00::99")), HOST, Instant::ZERO);
+        let v4 = udp4_frame(MAC0, [10, 0, 0, 99], [10, 1, 0, 7], 1, b"ttl 1");
+        let v6 = udp6_frame(MAC0, "fd00::99", "fd10::7", 1, 30);
+        let t = Instant::from_secs(1);
+        assert_eq!(rig.input(&v4, 0, t).0, Action::Tx(0), "IPv4 time exceeded");
+        assert_eq!(rig.input(&v6, 0, t).0, Action::Tx(0), "IPv6 time exceeded");
+        // The burst is spent, for both families.
+        let limited = Action::Drop(DropReason::IcmpRateLimited);
+        assert_eq!(rig.input(&v4, 0, t).0, limited);
+        assert_eq!(rig.input(&v6, 0, t).0, limited);
+        // 50 ms later one token (20/s) is back: one error, of either family.
+        let t = t + core::time::Duration::from_millis(50);
+        assert_eq!(rig.input(&v6, 0, t).0, Action::Tx(0));
+        assert_eq!(rig.input(&v4, 0, t).0, limited);
+        assert_eq!(rig.w.stats.icmp_sent, 3);
+        assert_eq!(rig.drops(DropReason::Ip4TtlExceeded), 3);
+        assert_eq!(rig.drops(DropReason::Ip6HopLimitExceeded), 3);
+    }
+}

@@ -281,3 +281,20 @@ pub fn udp6_frame(dst_mac: MacAddr, src: &str, dst: &str, hop: u8, len: usize) -
     }
     frame6(dst_mac, HOST, ip(src), ip(dst), hop, IpProtocol::Udp, &udp)
 }
+
+/// A UDP datagram over IPv4 from HOST to `dst_mac`, with valid checksums.
+pub fn udp4_frame(
+    dst_mac: MacAddr,
+    src: [u8; 4],
+    dst: [u8; 4],
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut f = Vec::new();
+    etherparse::PacketBuilder::ethernet2(HOST.0, dst_mac.0)
+        .ipv4(src, dst, ttl)
+        .udp(12345, 53)
+        .write(&mut f, payload)
+        .unwrap();
+    f
+}
