@@ -155,7 +155,7 @@ impl Worker {
         src: Ipv6Addr,
         from: Option<Ipv6Addr>,
         (ty, code): (u8, u8),
-        reason: DropReason,
+        reason: Option<DropReason>,
     ) -> Action {
         let from = from.or_else(|| {
             t.ip6
@@ -165,9 +165,11 @@ impl Worker {
                 .or_else(|| t.ip6.port_address(in_port))
         });
         let Some(from) = from else {
-            return Action::Drop(reason);
+            return reason.map_or(Action::Free, Action::Drop);
         };
-        self.count(reason);
+        if let Some(r) = reason {
+            self.count(r);
+        }
         // Never an error about an error (RFC 4443 §2.4 (e)), nor about what we cannot inspect.
         if !may_answer_with_error(&m[L2..]) {
             return Action::Free;

@@ -227,7 +227,7 @@ impl Worker {
                 src,
                 None,
                 (icmpv6::msg_type::TIME_EXCEEDED, 0),
-                DropReason::Ip6HopLimitExceeded,
+                Some(DropReason::Ip6HopLimitExceeded),
             );
         }
         let Some(hop) = t.ip6.routes.lookup(dst).copied() else {

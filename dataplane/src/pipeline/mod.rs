@@ -36,6 +36,7 @@
 
 mod arp_input;
 mod eth_input;
+mod family;
 mod host;
 mod icmp;
 mod ip4_input;

@@ -16,20 +16,22 @@
 //! the last hop, port unreachable), or back to `ip4-input` for what no flow and no Service
 //! claims. The IPv6 half is [`super::service6`].
 
+use super::family::{Family, V4};
 use super::ip4_input::fragments_tracked;
 use super::{Action, Ip4Meta, Worker, L2};
-use crate::conntrack::{tcp_flags, CtError, FlowKey, FlowTable, Tuple};
+use crate::conntrack::{tcp_flags, CtError, FlowKey, FlowTable, Tuple, NO_FRONTEND};
 use crate::drop::DropReason;
 use crate::frag::{DatagramId, FragId};
-use crate::hash::{addr_hash, flow_hash};
 use crate::mbuf::Mbuf;
 use crate::nat::{self, PROTO_ICMP};
 use crate::neighbor::AffinityTable;
 use crate::port::PortId;
-use crate::service::{Address, BackendSet, Frontend, FrontendAction, ServiceTable, PROTO_TCP};
+use crate::service::{
+    Address, BackendSet, Frontend, FrontendAction, ServiceTable, PROTO_TCP, PROTO_UDP,
+};
 use crate::tables::Tables;
 use crate::time::Instant;
-use crate::wire::{icmpv4, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket};
+use crate::wire::{icmpv4, TcpPacket};
 use core::time::Duration;
 
 impl Worker {
@@ -49,7 +51,7 @@ impl Worker {
     ) -> Action {
         let meta = *meta;
         if self.cfg.workers > 1 && !steered {
-            let owner = self.owner_of(t, &key);
+            let owner = self.owner_of::<V4>(t, &key);
             if owner != self.cfg.id {
                 return Action::Handoff(owner);
             }
@@ -114,7 +116,7 @@ impl Worker {
                 if meta.later_fragment || (meta.fragmented && !fragments_tracked(meta.proto)) {
                     return Action::Drop(DropReason::Ip4Fragment);
                 }
-                return self.svc_new_flow(t, m, port, &meta, &key, id, fe, flags);
+                return self.svc_new_flow::<V4>(t, m, port, (&meta, meta.l4), &key, id, fe, flags);
             }
         }
         self.ip4_no_l4(t, m, port, &meta)
@@ -169,7 +171,7 @@ impl Worker {
             return Ok((None, true));
         };
         if !meta.fragment_resolved && self.cfg.workers > 1 {
-            let owner = self.owner_of(t, &key);
+            let owner = self.owner_of::<V4>(t, &key);
             if owner != self.cfg.id {
                 return Err(Action::HandoffFragment(owner, (key.sport, key.dport)));
             }
@@ -192,120 +194,107 @@ impl Worker {
     /// replies to SNATed flows by SNAT port range, new Service flows by client address, and
     /// everything else (un-SNATed replies, plain traffic) by destination address, which for a
     /// reply is the client.
-    fn owner_of(&self, t: &Tables, key: &FlowKey) -> usize {
-        let n = self.cfg.workers;
-        if t.is_local(key.dst) {
-            if let Some(w) = self.cfg.snat_owner(key.dport) {
+    #[inline]
+    pub(super) fn owner_of<F: Family>(&self, t: &Tables, key: &F::Key) -> usize {
+        let n = self.cfg.workers as u64;
+        let (src, dst, _, dport, proto) = F::parts(key);
+        if F::is_local(t, dst) {
+            if let Some(w) = self.cfg.snat_owner(dport) {
                 return w;
             }
         }
-        if key.proto != PROTO_ICMP && t.services.lookup(key.proto, key.dst, key.dport).is_some() {
-            return (addr_hash(u32::from(key.src)) % n as u64) as usize;
+        if proto != PROTO_ICMP && F::services(t).lookup(proto, dst, dport).is_some() {
+            return (F::addr_hash(src) % n) as usize;
         }
-        (addr_hash(u32::from(key.dst)) % n as u64) as usize
+        (F::addr_hash(dst) % n) as usize
     }
 
+    /// svc-lookup's Balance: admission, the endpoint, the reply tuple (SNAT where the Service
+    /// asks for it, or for a hairpin), ct-create and the rewrite of the first packet. `l4` is
+    /// where its L4 header starts in the frame.
     #[allow(clippy::too_many_arguments)]
-    fn svc_new_flow(
+    pub(super) fn svc_new_flow<F: Family>(
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
         port: PortId,
-        meta: &Ip4Meta,
-        key: &FlowKey,
+        (meta, l4): (&F::Meta, usize),
+        key: &F::Key,
         frontend_id: u32,
-        fe: &Frontend,
+        fe: &Frontend<F::Addr>,
         flags: u8,
     ) -> Action {
-        let set = match admit(fe, (key.src, key.dst), key.proto, flags) {
+        let (src, dst, sport, _, proto) = F::parts(key);
+        let set = match admit(fe, (src, dst), proto, flags) {
             Admit::Balance(set) => set,
             Admit::Drop(r) => return Action::Drop(r),
-            Admit::Reject => {
-                self.count(DropReason::SvcRejected);
-                return self.reject(t, m, port, meta, key, flags);
-            }
+            Admit::Reject => return self.reject::<F>(t, m, port, (meta, l4), key, flags),
         };
-        let (baddr, bport) = choose_backend(&self.affinity, fe, set, key.src, self.now, || {
-            flow_hash(
-                u32::from(key.src),
-                u32::from(key.dst),
-                key.sport,
-                key.dport,
-                key.proto,
-            )
-        });
-        let Some(hop) = t.routes.lookup(baddr).copied() else {
-            return Action::Drop(DropReason::Ip4NoRoute);
+        let now = self.now;
+        let (baddr, bport) = {
+            let (_, affinity) = F::tables(self);
+            choose_backend(affinity, fe, set, src, now, || F::flow_hash(key))
+        };
+        let Some(hop_src) = F::route_src(t, baddr) else {
+            return Action::Drop(F::NO_ROUTE);
         };
         // Hairpin: a client reaching itself through the Service is SNATed (kube-proxy does the
         // same) or its reply would bypass us.
-        let snat = fe.snat || key.src == baddr;
-        let reply = FlowKey {
-            src: baddr,
-            dst: if snat { hop.src } else { key.src },
-            sport: bport,
-            dport: key.sport,
-            proto: key.proto,
-        };
-        let reply = match reply_tuple(
-            &mut self.ct,
-            self.snat_chunk,
-            &mut self.snat_cursor,
-            reply,
-            snat,
-            self.now,
-        ) {
+        let snat = fe.snat || src == baddr;
+        let reply = F::key(baddr, if snat { hop_src } else { src }, bport, sport, proto);
+        let (chunk, mut cursor) = (self.snat_chunk, self.snat_cursor);
+        let (ct, affinity) = F::tables(self);
+        let reply = reply_tuple(ct, chunk, &mut cursor, reply, snat, now);
+        let reply = match reply {
             Ok(reply) => reply,
-            Err(r) => return Action::Drop(r),
+            Err(r) => {
+                self.snat_cursor = cursor;
+                return Action::Drop(r);
+            }
         };
         // `key` missed in ct-lookup and `reply` was just probed free.
         let new = NewFlow {
             key: *key,
             reply,
             frontend: frontend_id,
-            client: key.src,
+            client: src,
             backend: (baddr, bport),
             flags,
         };
-        let slot = match create_flow(&mut self.ct, &mut self.affinity, fe, new, self.now) {
-            Ok(slot) => slot,
+        let created = create_flow(ct, affinity, fe, new, now);
+        let delta = created.map(|slot| ct.get(slot).delta[0]);
+        self.snat_cursor = cursor;
+        let delta = match delta {
+            Ok(delta) => delta,
             Err(r) => return Action::Drop(r),
         };
-        let delta = self.ct.get(slot).delta[0];
-        // TTL is at least 2 here (checked in ip4_flow for everything a Service claims).
-        nat::forward_with(&mut m[L2..], key, &reply.reverse(), delta);
-        self.ip4_output_local(t, m, baddr)
+        // TTL is at least 2 here (checked before svc-lookup for everything a Service claims).
+        F::rewrite(m, l4, key, &reply.reverse(), delta);
+        F::output(self, t, m, baddr)
     }
 
     /// kube-proxy's REJECT for a Service without endpoints: TCP RST, else ICMP port
     /// unreachable, sent from the Service address.
-    fn reject(
+    fn reject<F: Family>(
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
         port: PortId,
-        meta: &Ip4Meta,
-        key: &FlowKey,
+        (meta, l4): (&F::Meta, usize),
+        key: &F::Key,
         flags: u8,
     ) -> Action {
-        if key.proto != PROTO_TCP {
-            return self.icmp_error_from(
-                t,
-                m,
-                port,
-                meta,
-                key.dst,
-                icmpv4::msg_type::DST_UNREACHABLE,
-                icmpv4::msg_code::PORT_UNREACHABLE,
-                None,
-            );
+        self.count(DropReason::SvcRejected);
+        let (src, dst, sport, dport, proto) = F::parts(key);
+        if proto != PROTO_TCP {
+            return F::port_unreachable(self, t, m, port, meta, dst);
         }
         if flags & tcp_flags::RST != 0 {
             return Action::Free;
         }
-        // ip4-input checked the segment's lengths (`TcpPacket::new_checked`) for a whole
-        // packet; a first fragment is checked here, as the answer depends on them.
-        let Ok(tcp) = TcpPacket::new_checked(&m[meta.l4..]) else {
+        // The input stage checked the segment's lengths for a whole packet; a first fragment
+        // is checked here, as the answer depends on them.
+        let Ok(tcp) = TcpPacket::new_checked(&m[l4..]) else {
             return Action::Drop(DropReason::L4Malformed);
         };
         let (seq, ack, payload) = (
@@ -314,31 +303,35 @@ impl Worker {
             tcp.payload().len() as u32,
         );
         let (rst_seq, rst_ack, rst_flags) = rst_for(flags, seq, ack, payload);
-        let ip_len = 20 + 20;
-        let repr = Ipv4Repr {
-            src_addr: key.dst,
-            dst_addr: key.src,
-            next_header: IpProtocol::Tcp,
-            payload_len: 20,
-            hop_limit: 64,
-        };
-        m.set_len(L2 + ip_len);
-        let buf = &mut m[L2..];
-        buf.fill(0);
-        repr.emit(&mut Ipv4Packet::new_unchecked(&mut *buf));
-        {
-            let mut tcp = TcpPacket::new_unchecked(&mut buf[20..]);
-            tcp.set_src_port(key.dport);
-            tcp.set_dst_port(key.sport);
-            tcp.set_seq_number(rst_seq);
-            tcp.set_ack_number(rst_ack);
-            tcp.set_header_len(20);
-            tcp.set_flags(rst_flags);
-            tcp.set_window_len(0);
-            tcp.fill_checksum_v4(key.dst, key.src);
-        }
+        let at = F::write_tcp_packet(m, dst, src);
+        let mut tcp = TcpPacket::new_unchecked(&mut m[at..]);
+        tcp.set_src_port(dport);
+        tcp.set_dst_port(sport);
+        tcp.set_seq_number(rst_seq);
+        tcp.set_ack_number(rst_ack);
+        tcp.set_header_len(20);
+        tcp.set_flags(rst_flags);
+        tcp.set_window_len(0);
+        F::tcp_checksum(&mut tcp, dst, src);
         self.stats.tcp_resets_sent += 1;
-        self.ip4_output_local(t, m, key.src)
+        F::output(self, t, m, src)
+    }
+
+    /// A slice of the UDP clean-up of one family's flow table (see `check_udp_flows`), from
+    /// slot `from`: how many flows it removed, and where the next slice starts.
+    pub(super) fn check_udp<F: Family>(
+        &mut self,
+        t: &Tables,
+        from: usize,
+    ) -> (usize, Option<usize>) {
+        let (ct, _) = F::tables(self);
+        ct.remove_where_from(from, UDP_CHECK_BUDGET, |f| {
+            let (_, dst, _, dport, proto) = F::parts(&f.orig);
+            let (bsrc, _, bport, _, _) = F::parts(&f.reply);
+            proto == PROTO_UDP
+                && f.frontend != NO_FRONTEND
+                && !keeps_udp_flow(F::services(t), (proto, dst, dport), (bsrc, bport))
+        })
     }
 }
 

@@ -21,21 +21,18 @@
 //! across table changes, stale UDP flows are flushed, and nothing allocates. IPv6 flows live in
 //! a table of their own ([`FlowTable<FlowKey6>`]) so IPv4 flows still take one cache line.
 
-use super::ip6_input::{Ip6Meta, Tuple6, IP6};
-use super::service::{self as svc, Admit, NewFlow};
+use super::family::V6;
+use super::ip6_input::{Ip6Meta, Tuple6};
 use super::{Action, Worker, L2};
-use crate::conntrack::{tcp_flags, FlowTable};
+use crate::conntrack::FlowTable;
 use crate::drop::DropReason;
 use crate::frag::{DatagramId, FragId6};
-use crate::hash::{addr_hash6, flow_hash6};
 use crate::ip6;
 use crate::mbuf::Mbuf;
 use crate::nat66::{self, FlowKey6};
 use crate::port::PortId;
-use crate::service::{Frontend, PROTO_TCP};
 use crate::tables::Tables;
-use crate::wire::{IpProtocol, Ipv6Packet, Ipv6Repr, TcpPacket};
-use std::net::Ipv6Addr;
+use crate::wire::Ipv6Packet;
 
 impl Worker {
     /// An IPv6 frame that may belong to a Service flow. `None` when no flow and no Service
@@ -82,7 +79,7 @@ impl Worker {
             }
         }
         if self.cfg.workers > 1 && !steered {
-            let owner = self.owner_of6(t, &key);
+            let owner = self.owner_of::<V6>(t, &key);
             if owner != self.cfg.id {
                 return Some(Action::Handoff(owner));
             }
@@ -110,7 +107,7 @@ impl Worker {
                 key.src,
                 None,
                 (crate::wire::icmpv6::msg_type::TIME_EXCEEDED, 0),
-                DropReason::Ip6HopLimitExceeded,
+                Some(DropReason::Ip6HopLimitExceeded),
             ));
         }
         if let Some((slot, dir)) = found {
@@ -126,7 +123,7 @@ impl Worker {
             return Some(self.ip6_output(t, m, to.dst));
         }
         let (id, fe) = frontend?;
-        Some(self.svc6_new_flow(t, m, port, &key, l4, id, fe, flags))
+        Some(self.svc_new_flow::<V6>(t, m, port, (meta, L2 + l4), &key, id, fe, flags))
     }
 
     /// The tuple of a TCP or UDP fragment, as [`Worker::fragment_key`] for IPv4: the datagram's
@@ -170,7 +167,7 @@ impl Worker {
             return Ok(None);
         };
         if self.cfg.workers > 1 {
-            let owner = self.owner_of6(t, &key);
+            let owner = self.owner_of::<V6>(t, &key);
             if owner != self.cfg.id {
                 return Err(Action::HandoffFragment(owner, (key.sport, key.dport)));
             }
@@ -192,7 +189,7 @@ impl Worker {
         // belongs to the worker that owns that flow.
         let key = quoted.reverse();
         if self.cfg.workers > 1 && !steered {
-            let owner = self.owner_of6(t, &key);
+            let owner = self.owner_of::<V6>(t, &key);
             if owner != self.cfg.id {
                 return Some(Action::Handoff(owner));
             }
@@ -204,167 +201,6 @@ impl Worker {
         let flow = *self.ct6.get(slot);
         let to = nat66::translate_icmp_error(&mut m[L2..], &flow, dir);
         Some(self.ip6_output(t, m, to))
-    }
-
-    /// The worker that owns an IPv6 flow: the same rules as [`Worker::owner_of`].
-    fn owner_of6(&self, t: &Tables, key: &FlowKey6) -> usize {
-        let n = self.cfg.workers as u64;
-        if t.ip6.is_local(key.dst) {
-            if let Some(w) = self.cfg.snat_owner(key.dport) {
-                return w;
-            }
-        }
-        if t.services6.lookup(key.proto, key.dst, key.dport).is_some() {
-            return (addr_hash6(u128::from(key.src)) % n) as usize;
-        }
-        (addr_hash6(u128::from(key.dst)) % n) as usize
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn svc6_new_flow(
-        &mut self,
-        t: &Tables,
-        m: &mut Mbuf,
-        port: PortId,
-        key: &FlowKey6,
-        l4: usize,
-        frontend_id: u32,
-        fe: &Frontend<Ipv6Addr>,
-        flags: u8,
-    ) -> Action {
-        let set = match svc::admit(fe, (key.src, key.dst), key.proto, flags) {
-            Admit::Balance(set) => set,
-            Admit::Drop(r) => return Action::Drop(r),
-            Admit::Reject => return self.reject6(t, m, port, key, l4, flags),
-        };
-        let (baddr, bport) =
-            svc::choose_backend(&self.affinity6, fe, set, key.src, self.now, || {
-                flow_hash6(
-                    u128::from(key.src),
-                    u128::from(key.dst),
-                    key.sport,
-                    key.dport,
-                    key.proto,
-                )
-            });
-        let Some(hop) = t.ip6.routes.lookup(baddr).copied() else {
-            return Action::Drop(DropReason::Ip6NoRoute);
-        };
-        // Hairpin: a client reaching itself through the Service is SNATed, as in IPv4.
-        let snat = fe.snat || key.src == baddr;
-        let reply = FlowKey6 {
-            src: baddr,
-            dst: if snat { hop.src } else { key.src },
-            sport: bport,
-            dport: key.sport,
-            proto: key.proto,
-        };
-        let reply = match svc::reply_tuple(
-            &mut self.ct6,
-            self.snat_chunk,
-            &mut self.snat_cursor,
-            reply,
-            snat,
-            self.now,
-        ) {
-            Ok(reply) => reply,
-            Err(r) => return Action::Drop(r),
-        };
-        let new = NewFlow {
-            key: *key,
-            reply,
-            frontend: frontend_id,
-            client: key.src,
-            backend: (baddr, bport),
-            flags,
-        };
-        let slot = match svc::create_flow(&mut self.ct6, &mut self.affinity6, fe, new, self.now) {
-            Ok(slot) => slot,
-            Err(r) => return Action::Drop(r),
-        };
-        let delta = self.ct6.get(slot).delta[0];
-        nat66::forward_with(&mut m[L2..], l4, key, &reply.reverse(), delta);
-        self.ip6_output(t, m, baddr)
-    }
-
-    /// kube-proxy's REJECT for an IPv6 Service without endpoints: TCP RST, else ICMPv6 port
-    /// unreachable, sent from the Service address.
-    fn reject6(
-        &mut self,
-        t: &Tables,
-        m: &mut Mbuf,
-        port: PortId,
-        key: &FlowKey6,
-        l4: usize,
-        flags: u8,
-    ) -> Action {
-        if key.proto != PROTO_TCP {
-            return self.icmp6_error(
-                t,
-                m,
-                port,
-                key.src,
-                Some(key.dst),
-                (
-                    crate::wire::icmpv6::msg_type::DST_UNREACHABLE,
-                    crate::wire::icmpv6::msg_code::PORT_UNREACHABLE,
-                ),
-                DropReason::SvcRejected,
-            );
-        }
-        self.count(DropReason::SvcRejected);
-        if flags & tcp_flags::RST != 0 {
-            return Action::Free;
-        }
-        // The segment's own lengths were checked for a whole packet, not for a first
-        // fragment: checked again here, as the answer depends on them.
-        let Ok(tcp) = TcpPacket::new_checked(&m[L2 + l4..]) else {
-            return Action::Drop(DropReason::L4Malformed);
-        };
-        let (seq, ack, payload) = (
-            tcp.seq_number(),
-            tcp.ack_number(),
-            tcp.payload().len() as u32,
-        );
-        let (rst_seq, rst_ack, rst_flags) = svc::rst_for(flags, seq, ack, payload);
-        let repr = Ipv6Repr {
-            src_addr: key.dst,
-            dst_addr: key.src,
-            next_header: IpProtocol::Tcp,
-            payload_len: 20,
-            hop_limit: 64,
-        };
-        m.set_len(L2 + IP6 + 20);
-        let buf = &mut m[L2..];
-        buf.fill(0);
-        repr.emit(&mut Ipv6Packet::new_unchecked(&mut *buf));
-        {
-            let mut tcp = TcpPacket::new_unchecked(&mut buf[IP6..]);
-            tcp.set_src_port(key.dport);
-            tcp.set_dst_port(key.sport);
-            tcp.set_seq_number(rst_seq);
-            tcp.set_ack_number(rst_ack);
-            tcp.set_header_len(20);
-            tcp.set_flags(rst_flags);
-            tcp.set_window_len(0);
-            tcp.fill_checksum_v6(&key.dst, &key.src);
-        }
-        self.stats.tcp_resets_sent += 1;
-        self.ip6_output(t, m, key.src)
-    }
-
-    /// The IPv6 half of the UDP clean-up after a table change (see `check_udp_flows`).
-    pub(super) fn check_udp_flows6(&mut self, t: &Tables, from: usize) -> (usize, Option<usize>) {
-        self.ct6
-            .remove_where_from(from, svc::UDP_CHECK_BUDGET, |f| {
-                f.orig.proto == crate::service::PROTO_UDP
-                    && f.frontend != crate::conntrack::NO_FRONTEND
-                    && !svc::keeps_udp_flow(
-                        &t.services6,
-                        (f.orig.proto, f.orig.dst, f.orig.dport),
-                        (f.reply.src, f.reply.sport),
-                    )
-            })
     }
 
     /// This worker's IPv6 flow table.

@@ -5,10 +5,8 @@
 //! [`UDP_CHECK_BUDGET`] slots a poll), the neighbour hold queue (`neighbour_timers`), the
 //! tables' heartbeat and the counters' mirror other threads read.
 
-use super::service::{keeps_udp_flow, UDP_CHECK_BUDGET};
+use super::family::{V4, V6};
 use super::{Worker, MIRROR_PERIOD, SWEEP_BUDGET, TIMER_PERIOD};
-use crate::conntrack::NO_FRONTEND;
-use crate::service::PROTO_UDP;
 use crate::time::Instant;
 
 impl Worker {
@@ -29,20 +27,12 @@ impl Worker {
         }
         if let Some(from) = self.udp_checked.1 {
             let t = self.tables.get().clone();
-            let (removed, next) = self.ct.remove_where_from(from, UDP_CHECK_BUDGET, |f| {
-                f.orig.proto == PROTO_UDP
-                    && f.frontend != NO_FRONTEND
-                    && !keeps_udp_flow(
-                        &t.services,
-                        (f.orig.proto, f.orig.dst, f.orig.dport),
-                        (f.reply.src, f.reply.sport),
-                    )
-            });
+            let (removed, next) = self.check_udp::<V4>(&t, from);
             self.stats.udp_flows_flushed += removed as u64;
             self.udp_checked.1 = next;
         } else if let Some(from) = self.udp6_checked {
             let t = self.tables.get().clone();
-            let (removed, next) = self.check_udp_flows6(&t, from);
+            let (removed, next) = self.check_udp::<V6>(&t, from);
             self.stats.udp_flows_flushed += removed as u64;
             self.udp6_checked = next;
         }

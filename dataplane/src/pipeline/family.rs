@@ -1,0 +1,262 @@
+//! What the Service path needs to know about an address family, and nothing more: the
+//! protocols make the flow tuple, the NAT rewrite, the output and the error messages
+//! different; the rest of the path (steer, svc-lookup, admission, endpoint choice, SNAT, flow
+//! creation, reject, the UDP flush) is written once over [`Family`] and monomorphised for
+//! [`V4`] and [`V6`], as the flow, service, neighbour and fragment tables already are.
+
+use super::ip4_input::Ip4Meta;
+use super::ip6_input::{Ip6Meta, HOP_LIMIT, IP6};
+use super::{Action, Worker, L2};
+use crate::conntrack::{FlowKey, FlowTable, Tuple};
+use crate::drop::DropReason;
+use crate::hash::{addr_hash, addr_hash6, flow_hash, flow_hash6};
+use crate::mbuf::Mbuf;
+use crate::nat::{self, Delta};
+use crate::nat66::{self, FlowKey6};
+use crate::neighbor::AffinityTable;
+use crate::port::PortId;
+use crate::service::{Address, ServiceTable};
+use crate::tables::Tables;
+use crate::wire::TcpPacket;
+use crate::wire::{icmpv4, icmpv6, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+/// An address family's side of the Service path.
+pub(super) trait Family {
+    type Addr: Address;
+    type Key: Tuple;
+    /// What the family's input stage found out about the packet (for the errors it answers).
+    type Meta;
+
+    /// The key of a packet from `src`:`sport` to `dst`:`dport`.
+    fn key(src: Self::Addr, dst: Self::Addr, sport: u16, dport: u16, proto: u8) -> Self::Key;
+    /// (source, destination, source port, destination port, protocol).
+    fn parts(k: &Self::Key) -> (Self::Addr, Self::Addr, u16, u16, u8);
+    /// The worker's flow and affinity tables of this family.
+    fn tables(w: &mut Worker) -> (&mut FlowTable<Self::Key>, &mut AffinityTable<Self::Addr>);
+    fn services(t: &Tables) -> &ServiceTable<Self::Addr>;
+    fn is_local(t: &Tables, a: Self::Addr) -> bool;
+    fn addr_hash(a: Self::Addr) -> u64;
+    fn flow_hash(k: &Self::Key) -> u64;
+    /// The node's address towards `dst` (the SNAT source), or `None` without a route.
+    fn route_src(t: &Tables, dst: Self::Addr) -> Option<Self::Addr>;
+    const NO_ROUTE: DropReason;
+    /// Rewrites a packet of the flow from tuple `from` to `to` with the flow's `delta`, and
+    /// decrements its TTL or hop limit (at least 2). `l4` is where its L4 header starts in
+    /// the frame.
+    fn rewrite(m: &mut Mbuf, l4: usize, from: &Self::Key, to: &Self::Key, delta: Delta);
+    /// ip4-output / ip6-output for a packet the node rewrote or built.
+    fn output(w: &mut Worker, t: &Tables, m: &mut Mbuf, dst: Self::Addr) -> Action;
+    /// ICMP(v6) port unreachable from `from` (the Service address) about the packet.
+    fn port_unreachable(
+        w: &mut Worker,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        meta: &Self::Meta,
+        from: Self::Addr,
+    ) -> Action;
+    /// Makes the frame an IP packet from `src` to `dst` carrying 20 bytes of zeroed TCP
+    /// header; returns where the TCP header starts.
+    fn write_tcp_packet(m: &mut Mbuf, src: Self::Addr, dst: Self::Addr) -> usize;
+    fn tcp_checksum(tcp: &mut TcpPacket<&mut [u8]>, src: Self::Addr, dst: Self::Addr);
+}
+
+/// IPv4: NAT44 ([`crate::nat`]).
+pub(super) enum V4 {}
+/// IPv6: NAT66 ([`crate::nat66`]).
+pub(super) enum V6 {}
+
+impl Family for V4 {
+    type Addr = Ipv4Addr;
+    type Key = FlowKey;
+    type Meta = Ip4Meta;
+    const NO_ROUTE: DropReason = DropReason::Ip4NoRoute;
+
+    #[inline(always)]
+    fn key(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> FlowKey {
+        FlowKey {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+        }
+    }
+    #[inline(always)]
+    fn parts(k: &FlowKey) -> (Ipv4Addr, Ipv4Addr, u16, u16, u8) {
+        (k.src, k.dst, k.sport, k.dport, k.proto)
+    }
+    #[inline(always)]
+    fn tables(w: &mut Worker) -> (&mut FlowTable<FlowKey>, &mut AffinityTable<Ipv4Addr>) {
+        (&mut w.ct, &mut w.affinity)
+    }
+    #[inline(always)]
+    fn services(t: &Tables) -> &ServiceTable<Ipv4Addr> {
+        &t.services
+    }
+    #[inline(always)]
+    fn is_local(t: &Tables, a: Ipv4Addr) -> bool {
+        t.is_local(a)
+    }
+    #[inline(always)]
+    fn addr_hash(a: Ipv4Addr) -> u64 {
+        addr_hash(u32::from(a))
+    }
+    #[inline(always)]
+    fn flow_hash(k: &FlowKey) -> u64 {
+        flow_hash(
+            u32::from(k.src),
+            u32::from(k.dst),
+            k.sport,
+            k.dport,
+            k.proto,
+        )
+    }
+    #[inline(always)]
+    fn route_src(t: &Tables, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        t.routes.lookup(dst).map(|h| h.src)
+    }
+    #[inline(always)]
+    fn rewrite(m: &mut Mbuf, _l4: usize, from: &FlowKey, to: &FlowKey, delta: Delta) {
+        nat::forward_with(&mut m[L2..], from, to, delta);
+    }
+    #[inline(always)]
+    fn output(w: &mut Worker, t: &Tables, m: &mut Mbuf, dst: Ipv4Addr) -> Action {
+        w.ip4_output_local(t, m, dst)
+    }
+    fn port_unreachable(
+        w: &mut Worker,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        meta: &Ip4Meta,
+        from: Ipv4Addr,
+    ) -> Action {
+        w.icmp_error_from(
+            t,
+            m,
+            port,
+            meta,
+            from,
+            icmpv4::msg_type::DST_UNREACHABLE,
+            icmpv4::msg_code::PORT_UNREACHABLE,
+            None,
+        )
+    }
+    fn write_tcp_packet(m: &mut Mbuf, src: Ipv4Addr, dst: Ipv4Addr) -> usize {
+        let repr = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: 20,
+            hop_limit: 64,
+        };
+        m.set_len(L2 + 20 + 20);
+        let buf = &mut m[L2..];
+        buf.fill(0);
+        repr.emit(&mut Ipv4Packet::new_unchecked(&mut *buf));
+        L2 + 20
+    }
+    fn tcp_checksum(tcp: &mut TcpPacket<&mut [u8]>, src: Ipv4Addr, dst: Ipv4Addr) {
+        tcp.fill_checksum_v4(src, dst);
+    }
+}
+
+impl Family for V6 {
+    type Addr = Ipv6Addr;
+    type Key = FlowKey6;
+    type Meta = Ip6Meta;
+    const NO_ROUTE: DropReason = DropReason::Ip6NoRoute;
+
+    #[inline(always)]
+    fn key(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, proto: u8) -> FlowKey6 {
+        FlowKey6 {
+            src,
+            dst,
+            sport,
+            dport,
+            proto,
+        }
+    }
+    #[inline(always)]
+    fn parts(k: &FlowKey6) -> (Ipv6Addr, Ipv6Addr, u16, u16, u8) {
+        (k.src, k.dst, k.sport, k.dport, k.proto)
+    }
+    #[inline(always)]
+    fn tables(w: &mut Worker) -> (&mut FlowTable<FlowKey6>, &mut AffinityTable<Ipv6Addr>) {
+        (&mut w.ct6, &mut w.affinity6)
+    }
+    #[inline(always)]
+    fn services(t: &Tables) -> &ServiceTable<Ipv6Addr> {
+        &t.services6
+    }
+    #[inline(always)]
+    fn is_local(t: &Tables, a: Ipv6Addr) -> bool {
+        t.ip6.is_local(a)
+    }
+    #[inline(always)]
+    fn addr_hash(a: Ipv6Addr) -> u64 {
+        addr_hash6(u128::from(a))
+    }
+    #[inline(always)]
+    fn flow_hash(k: &FlowKey6) -> u64 {
+        flow_hash6(
+            u128::from(k.src),
+            u128::from(k.dst),
+            k.sport,
+            k.dport,
+            k.proto,
+        )
+    }
+    #[inline(always)]
+    fn route_src(t: &Tables, dst: Ipv6Addr) -> Option<Ipv6Addr> {
+        t.ip6.routes.lookup(dst).map(|h| h.src)
+    }
+    #[inline(always)]
+    fn rewrite(m: &mut Mbuf, l4: usize, from: &FlowKey6, to: &FlowKey6, delta: Delta) {
+        nat66::forward_with(&mut m[L2..], l4 - L2, from, to, delta);
+    }
+    #[inline(always)]
+    fn output(w: &mut Worker, t: &Tables, m: &mut Mbuf, dst: Ipv6Addr) -> Action {
+        w.ip6_output(t, m, dst)
+    }
+    fn port_unreachable(
+        w: &mut Worker,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        meta: &Ip6Meta,
+        from: Ipv6Addr,
+    ) -> Action {
+        w.icmp6_error(
+            t,
+            m,
+            port,
+            meta.key.src,
+            Some(from),
+            (
+                icmpv6::msg_type::DST_UNREACHABLE,
+                icmpv6::msg_code::PORT_UNREACHABLE,
+            ),
+            None,
+        )
+    }
+    fn write_tcp_packet(m: &mut Mbuf, src: Ipv6Addr, dst: Ipv6Addr) -> usize {
+        let repr = Ipv6Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: IpProtocol::Tcp,
+            payload_len: 20,
+            hop_limit: HOP_LIMIT,
+        };
+        m.set_len(L2 + IP6 + 20);
+        let buf = &mut m[L2..];
+        buf.fill(0);
+        repr.emit(&mut Ipv6Packet::new_unchecked(&mut *buf));
+        L2 + IP6
+    }
+    fn tcp_checksum(tcp: &mut TcpPacket<&mut [u8]>, src: Ipv6Addr, dst: Ipv6Addr) {
+        tcp.fill_checksum_v6(&src, &dst);
+    }
+}
