@@ -30,6 +30,8 @@ pub struct NextHop6 {
     pub via: Option<Ipv6Addr>,
     /// The port address used as source for traffic the node originates on this route.
     pub src: Ipv6Addr,
+    /// The gateway's link-layer address when it is a static neighbour (no lookup needed).
+    pub gateway_mac: Option<MacAddr>,
 }
 
 impl NextHop6 {
@@ -118,6 +120,7 @@ impl Route6Table {
                 port: a.port,
                 via: None,
                 src: a.address,
+                gateway_mac: None,
             };
             table.insert(a.address, a.prefix_len, hop);
         }
@@ -155,6 +158,7 @@ impl Route6Table {
                         port,
                         via: Some(via),
                         src,
+                        gateway_mac: None,
                     }
                 }
                 (Some(via), _) if is_link_local(via) => {
@@ -177,6 +181,7 @@ impl Route6Table {
                         port: c.port,
                         via: Some(via),
                         src: c.src,
+                        gateway_mac: None,
                     }
                 }
                 (None, Some(port)) => {
@@ -187,6 +192,7 @@ impl Route6Table {
                         port,
                         via: None,
                         src,
+                        gateway_mac: None,
                     }
                 }
                 (None, None) => return Err(err("a route needs `via` or `port`".into())),
@@ -194,6 +200,14 @@ impl Route6Table {
             table.insert(r.prefix, r.prefix_len, hop);
         }
         Ok(table)
+    }
+
+    /// Records the link-layer address of every gateway that `static_mac` knows (the static
+    /// neighbours, by port and address), so forwarding through it needs no neighbour lookup.
+    pub fn resolve_static(&mut self, static_mac: impl Fn(PortId, Ipv6Addr) -> Option<MacAddr>) {
+        for hop in self.prefixes.values_mut() {
+            hop.gateway_mac = hop.via.and_then(|via| static_mac(hop.port, via));
+        }
     }
 
     fn insert(&mut self, prefix: Ipv6Addr, len: u8, hop: NextHop6) {
@@ -330,6 +344,8 @@ impl Ip6Tables {
                 local.push(a);
             }
         }
+        let mut routes = routes;
+        routes.resolve_static(|port, via| map.get(&(port, via)).copied());
         Ok(Ip6Tables {
             routes,
             neighbors: map,
@@ -381,6 +397,9 @@ mod test {
             (h.port, h.via, h.src),
             (1, Some(ip("fd01::fe")), ip("fd01::1"))
         );
+        // The gateway is a static neighbour: its MAC rides with the route.
+        assert_eq!(h.gateway_mac, Some(GW));
+        assert_eq!(r.lookup(ip("2001:db8::1")).unwrap().gateway_mac, None);
         let h = r.lookup(ip("fd00::77")).unwrap();
         assert_eq!((h.port, h.via), (0, None));
         assert_eq!(h.neighbor_for(ip("fd00::77")), ip("fd00::77"));

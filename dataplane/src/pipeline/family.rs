@@ -226,14 +226,14 @@ impl Family for V6 {
         t: &Tables,
         m: &mut Mbuf,
         port: PortId,
-        meta: &Ip6Meta,
+        _meta: &Ip6Meta,
         from: Ipv6Addr,
     ) -> Action {
         w.icmp6_error(
             t,
             m,
             port,
-            meta.key.src,
+            Ip6Meta::addrs(m).0,
             Some(from),
             (
                 icmpv6::msg_type::DST_UNREACHABLE,

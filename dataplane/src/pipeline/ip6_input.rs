@@ -43,13 +43,15 @@ pub(super) enum Tuple6 {
     IcmpError,
 }
 
-/// The parts of an IPv6 packet the pipeline decides on, read once by `classify_ip6`.
+/// The parts of an IPv6 packet the pipeline decides on, read once by `classify_ip6`. Small on
+/// purpose (the burst pass keeps one per frame, IPv4's beside it): the addresses and ports stay
+/// in the packet, at offsets known from here ([`Ip6Meta::key`]).
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ip6Meta {
-    /// The packet's addresses; with `tuple == Found`, its L4 protocol and ports.
-    pub key: FlowKey6,
     /// The fixed header's next header.
     pub next: u8,
+    /// The L4 protocol after the extension headers (with `tuple == Found`).
+    pub proto: u8,
     pub hop: u8,
     /// TCP flags (0 for other protocols and later fragments).
     pub flags: u8,
@@ -61,6 +63,39 @@ pub(super) struct Ip6Meta {
 }
 
 impl Ip6Meta {
+    /// The packet's (source, destination).
+    #[inline]
+    pub fn addrs(m: &[u8]) -> (Ipv6Addr, Ipv6Addr) {
+        let ip = Ipv6Packet::new_unchecked(&m[L2..]);
+        (ip.src_addr(), ip.dst_addr())
+    }
+
+    /// The flow tuple (with `tuple == Found`; ports 0 for a later fragment, which has none).
+    #[inline]
+    pub fn key(&self, m: &[u8]) -> FlowKey6 {
+        let (src, dst) = Ip6Meta::addrs(m);
+        let (sport, dport) = match self.fragment {
+            Some((_, true)) => (0, 0),
+            _ => {
+                let at = L2 + usize::from(self.l4);
+                match m.get(at..at + 4) {
+                    Some(p) => (
+                        u16::from_be_bytes([p[0], p[1]]),
+                        u16::from_be_bytes([p[2], p[3]]),
+                    ),
+                    None => (0, 0),
+                }
+            }
+        };
+        FlowKey6 {
+            src,
+            dst,
+            sport,
+            dport,
+            proto: self.proto,
+        }
+    }
+
     /// Whether the burst pass prefetches the flow-table lines of this packet's tuple (a whole
     /// packet's: a fragment's tuple is known only on its datagram's home worker).
     #[inline]
@@ -76,14 +111,8 @@ pub(super) fn classify_ip6(m: &mut Mbuf) -> Class {
             return Class::Drop(DropReason::Ip6Malformed);
         };
         let meta = Ip6Meta {
-            key: FlowKey6 {
-                src: ip.src_addr(),
-                dst: ip.dst_addr(),
-                sport: 0,
-                dport: 0,
-                proto: u8::from(ip.next_header()),
-            },
             next: u8::from(ip.next_header()),
+            proto: u8::from(ip.next_header()),
             hop: ip.hop_limit(),
             flags: 0,
             l4: IP6 as u16,
@@ -105,7 +134,7 @@ pub(super) fn classify_ip6(m: &mut Mbuf) -> Class {
     }
     match nat66::flow_key(&m[L2..]) {
         Ok(p) => {
-            meta.key = p.key;
+            meta.proto = p.key.proto;
             meta.flags = p.flags;
             meta.l4 = p.l4 as u16;
             meta.fragment = p.fragment;
@@ -130,7 +159,7 @@ impl Worker {
         port: PortId,
         meta: &Ip6Meta,
     ) -> Action {
-        let (src, dst) = (meta.key.src, meta.key.dst);
+        let (src, dst) = Ip6Meta::addrs(m);
         if src.is_multicast() || t.ip6.is_local(src) {
             return Action::Drop(DropReason::Ip6BadSource);
         }
@@ -214,7 +243,7 @@ impl Worker {
 
     /// ip6-forward: the hop limit (ICMPv6 time exceeded at the last hop) and the route.
     fn ip6_forward(&mut self, t: &Tables, m: &mut Mbuf, port: PortId, meta: &Ip6Meta) -> Action {
-        let (src, dst) = (meta.key.src, meta.key.dst);
+        let (src, dst) = Ip6Meta::addrs(m);
         // RFC 4291 §2.5.6: link-local packets never leave their link.
         if is_link_local(src) || is_link_local(dst) {
             return Action::Drop(DropReason::Ip6LinkLocal);
@@ -256,9 +285,12 @@ impl Worker {
             return Action::Drop(DropReason::Ip6NoRoute);
         };
         let nh = hop.neighbor_for(dst);
-        let mac = match t.ip6.neighbors.get(&(hop.port, nh)) {
-            Some(mac) => Some(*mac),
-            None => self.neigh6.lookup((hop.port, nh), self.now),
+        let mac = match hop.gateway_mac {
+            Some(mac) => Some(mac),
+            None => match t.ip6.neighbors.get(&(hop.port, nh)) {
+                Some(mac) => Some(*mac),
+                None => self.neigh6.lookup((hop.port, nh), self.now),
+            },
         };
         match mac {
             Some(mac) => {

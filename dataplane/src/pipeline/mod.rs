@@ -340,24 +340,29 @@ impl Worker {
         }
         let mut classes = [Class::Drop(DropReason::EthMalformed); BURST];
         let mut hashes = [0u64; BURST];
+        // Which flow table a frame's lines were prefetched from (4, 6, or 0: none).
+        let mut prefetched = [0u8; BURST];
         while !burst.is_empty() {
             let n = burst.len().min(BURST);
             for (i, m) in burst[..n].iter_mut().enumerate() {
-                classes[i] = self.classify(&t, m, port);
-                match &classes[i] {
-                    Class::Ip4 { key: Some(k), .. } => hashes[i] = self.ct.prefetch(k),
-                    Class::Ip6 { meta, .. } if meta.prefetchable() => {
-                        hashes[i] = self.ct6.prefetch(&meta.key);
+                let class = self.classify(&t, m, port);
+                prefetched[i] = match &class {
+                    Class::Ip4 { key: Some(k), .. } => {
+                        hashes[i] = self.ct.prefetch(k);
+                        4
                     }
-                    _ => {}
-                }
+                    Class::Ip6 { meta, .. } if meta.prefetchable() => {
+                        hashes[i] = self.ct6.prefetch(&meta.key(m));
+                        6
+                    }
+                    _ => 0,
+                };
+                classes[i] = class;
             }
             for i in 0..n {
-                match &classes[i] {
-                    Class::Ip4 { key: Some(_), .. } => self.ct.prefetch_slot(hashes[i]),
-                    Class::Ip6 { meta, .. } if meta.prefetchable() => {
-                        self.ct6.prefetch_slot(hashes[i]);
-                    }
+                match prefetched[i] {
+                    4 => self.ct.prefetch_slot(hashes[i]),
+                    6 => self.ct6.prefetch_slot(hashes[i]),
                     _ => {}
                 }
             }

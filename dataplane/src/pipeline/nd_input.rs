@@ -78,24 +78,15 @@ impl Worker {
         let flags = ndisc_flags::ROUTER
             | ndisc_flags::OVERRIDE
             | if dad { 0 } else { ndisc_flags::SOLICITED };
-        m.set_len(L2 + IP6 + NDP_LEN);
-        super::write_eth(m, eth_dst, port_mac, EtherType::Ipv6);
-        let repr = Ipv6Repr {
-            src_addr: ndp.target,
-            dst_addr: dst,
-            next_header: IpProtocol::Icmpv6,
-            payload_len: NDP_LEN,
-            hop_limit: NDP_HOP_LIMIT,
+        let na = Ndp {
+            solicit: false,
+            src: ndp.target,
+            target: ndp.target,
+            lladdr: Some(port_mac),
+            flags,
+            eth_src: port_mac,
         };
-        let buf = &mut m[L2..];
-        repr.emit(&mut Ipv6Packet::new_unchecked(&mut *buf));
-        let mut icmp = Icmpv6Packet::new_unchecked(&mut buf[IP6..]);
-        icmp.set_msg_type(msg_type::NEIGHBOR_ADVERT);
-        icmp.set_msg_code(0);
-        icmp.set_ndisc_flags(flags);
-        icmp.set_ndisc_target(&ndp.target);
-        icmp.set_ndisc_link_layer_option(ndisc_option::TARGET_LINK_LAYER_ADDR, port_mac);
-        icmp.fill_checksum(&ndp.target, &dst);
+        write_ndp(m, eth_dst, dst, &na);
         self.stats.nd_advertisements += 1;
         Action::Tx(in_port)
     }
@@ -172,28 +163,55 @@ impl Worker {
             return;
         };
         let dst = crate::ip6::solicited_node(nh);
-        m.set_len(L2 + IP6 + NDP_LEN);
-        super::write_eth(&mut m, multicast_mac(dst), pinfo.mac, EtherType::Ipv6);
-        let repr = Ipv6Repr {
-            src_addr: src,
-            dst_addr: dst,
-            next_header: IpProtocol::Icmpv6,
-            payload_len: NDP_LEN,
-            hop_limit: NDP_HOP_LIMIT,
+        let ns = Ndp {
+            solicit: true,
+            src,
+            target: nh,
+            lladdr: Some(pinfo.mac),
+            flags: 0,
+            eth_src: pinfo.mac,
         };
-        let buf = &mut m[L2..];
-        repr.emit(&mut Ipv6Packet::new_unchecked(&mut *buf));
-        let mut icmp = Icmpv6Packet::new_unchecked(&mut buf[IP6..]);
-        icmp.set_msg_type(msg_type::NEIGHBOR_SOLICIT);
-        icmp.set_msg_code(0);
-        icmp.set_ndisc_flags(0);
-        icmp.set_ndisc_target(&nh);
-        icmp.set_ndisc_link_layer_option(ndisc_option::SOURCE_LINK_LAYER_ADDR, pinfo.mac);
-        icmp.fill_checksum(&src, &dst);
+        write_ndp(&mut m, multicast_mac(dst), dst, &ns);
         if self.send_generated(port, m) {
             self.stats.nd_solicitations += 1;
         }
     }
+}
+
+/// Writes `ndp` as a whole frame, from `ndp.eth_src` to `eth_dst` and from `ndp.src` to `dst`,
+/// with its one link-layer address option (source for an NS, target for an NA).
+fn write_ndp(m: &mut Mbuf, eth_dst: MacAddr, dst: Ipv6Addr, ndp: &Ndp) {
+    m.set_len(L2 + IP6 + NDP_LEN);
+    super::write_eth(m, eth_dst, ndp.eth_src, EtherType::Ipv6);
+    let repr = Ipv6Repr {
+        src_addr: ndp.src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: NDP_LEN,
+        hop_limit: NDP_HOP_LIMIT,
+    };
+    let buf = &mut m[L2..];
+    repr.emit(&mut Ipv6Packet::new_unchecked(&mut *buf));
+    let mut icmp = Icmpv6Packet::new_unchecked(&mut buf[IP6..]);
+    let (ty, option) = if ndp.solicit {
+        (
+            msg_type::NEIGHBOR_SOLICIT,
+            ndisc_option::SOURCE_LINK_LAYER_ADDR,
+        )
+    } else {
+        (
+            msg_type::NEIGHBOR_ADVERT,
+            ndisc_option::TARGET_LINK_LAYER_ADDR,
+        )
+    };
+    icmp.set_msg_type(ty);
+    icmp.set_msg_code(0);
+    icmp.set_ndisc_flags(ndp.flags);
+    icmp.set_ndisc_target(&ndp.target);
+    if let Some(mac) = ndp.lladdr {
+        icmp.set_ndisc_link_layer_option(option, mac);
+    }
+    icmp.fill_checksum(&ndp.src, &dst);
 }
 
 pub(super) fn is_ndp_type(icmp: &[u8]) -> bool {
@@ -276,7 +294,7 @@ mod test {
     use crate::drop::DropReason;
     use crate::ip6::{multicast_mac, solicited_node, ALL_NODES};
     use crate::time::Instant;
-    use crate::wire::icmpv6::{msg_type, ndisc_flags, ndisc_option};
+    use crate::wire::icmpv6::{msg_type, ndisc_option};
     use crate::wire::{Icmpv6Packet, Ipv6Packet, MacAddr};
     use std::net::Ipv6Addr;
 
@@ -413,18 +431,7 @@ mod test {
 
         // The advertisement releases both, rewritten for fd00::5's MAC.
         let n5 = MacAddr([2, 0, 0, 0, 0, 5]);
-        let adv = icmp6_frame(
-            MAC0,
-            n5,
-            ip("fd00::5"),
-            ip("fd00::1"),
-            255,
-            &na(
-                ip("fd00::5"),
-                ndisc_flags::SOLICITED | ndisc_flags::OVERRIDE,
-                n5,
-            ),
-        );
+        let adv = advert(ip("fd00::5"), n5);
         let (v, m) = rig.input(&adv, 0, Instant::from_micros(20));
         // Addressed to the node: learned here, then for the kernel's host port if there is one.
         assert_eq!(v, Action::Free);

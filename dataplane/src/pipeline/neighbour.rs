@@ -151,7 +151,6 @@ mod test {
     use super::super::{Action, WorkerConfig};
     use crate::drop::DropReason;
     use crate::time::Instant;
-    use crate::wire::icmpv6::ndisc_flags;
     use crate::wire::MacAddr;
 
     #[test]
@@ -227,18 +226,7 @@ mod test {
         assert_eq!(rig.drops(DropReason::NeighUnresolved), 1);
         rig.out.clear();
         let n5 = MacAddr([2, 0, 0, 0, 0, 5]);
-        let adv = icmp6_frame(
-            MAC0,
-            n5,
-            ip("fd00::5"),
-            ip("fd00::1"),
-            255,
-            &na(
-                ip("fd00::5"),
-                ndisc_flags::SOLICITED | ndisc_flags::OVERRIDE,
-                n5,
-            ),
-        );
+        let adv = advert(ip("fd00::5"), n5);
         assert!(is_ndp(&adv));
         assert!(!is_ndp(&f));
         assert_eq!(rig.learn_only(&adv, 0, Instant::ZERO), Action::Free);

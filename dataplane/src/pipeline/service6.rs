@@ -61,7 +61,7 @@ impl Worker {
             }
             Tuple6::Found => {}
         }
-        let (mut key, flags, l4) = (meta.key, meta.flags, usize::from(meta.l4));
+        let (mut key, flags, l4) = (meta.key(m), meta.flags, usize::from(meta.l4));
         if key.dst.is_multicast() || key.src.is_multicast() || ip6::is_link_local(key.dst) {
             return None;
         }

@@ -271,6 +271,13 @@ pub fn na(target: Ipv6Addr, flags: u8, tll: MacAddr) -> Vec<u8> {
     b
 }
 
+/// A solicited, overriding advertisement from `from` (MAC `mac`) to fd00::1 on port 0.
+pub fn advert(from: Ipv6Addr, mac: MacAddr) -> Vec<u8> {
+    use crate::wire::icmpv6::ndisc_flags::{OVERRIDE, SOLICITED};
+    let body = na(from, SOLICITED | OVERRIDE, mac);
+    icmp6_frame(MAC0, mac, from, ip("fd00::1"), 255, &body)
+}
+
 /// A UDP datagram from HOST of `len` bytes (header included; checksum 0, which IPv6 routing
 /// does not look at).
 pub fn udp6_frame(dst_mac: MacAddr, src: &str, dst: &str, hop: u8, len: usize) -> Vec<u8> {
