@@ -12,6 +12,7 @@
 //! taken.
 
 use crate::relay::{relay, RelayInbox};
+use control::config::XdpMode;
 use dataplane::mbuf::{Mbuf, Pool, PoolCache};
 use dataplane::port::{Port, BURST};
 use ffi::af_xdp::{Mode, XdpProgram, XskSocket};
@@ -40,10 +41,16 @@ pub struct Opened {
 pub fn open(
     interface: &str,
     queues: u16,
-    mode: Mode,
+    mode: XdpMode,
     workers: usize,
     pool: &Arc<Pool>,
 ) -> std::io::Result<Opened> {
+    let mode = match mode {
+        XdpMode::Auto => Mode::Auto,
+        XdpMode::Skb => Mode::Skb,
+        XdpMode::Native => Mode::Native,
+        XdpMode::ZeroCopy => Mode::ZeroCopy,
+    };
     let region = pool.region().ok_or_else(|| {
         std::io::Error::other("af_xdp needs a pool in a frame region (Pool::with_region)")
     })?;

@@ -934,7 +934,9 @@ pub fn open(
     };
     Ok(match spec {
         PortSpec::AfXdp { interface, mode } => {
-            let mode = mode.parse().map_err(std::io::Error::other)?;
+            let mode = mode
+                .parse::<control::config::XdpMode>()
+                .map_err(std::io::Error::other)?;
             let q = usize::from(queues);
             let opened = crate::af_xdp::open(interface, queues, mode, q, pool)?;
             Opened {

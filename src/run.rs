@@ -591,16 +591,7 @@ fn open_port(
     };
     let ports: Vec<Box<dyn Port>> = match p.driver {
         Driver::AfXdp => {
-            let mode = p
-                .mode
-                .as_deref()
-                .unwrap_or("auto")
-                .parse()
-                .map_err(|reason| control::config::ConfigError {
-                    file: cfg.file.clone(),
-                    field: format!("ports[{port_index}].mode"),
-                    reason,
-                })?;
+            let mode = p.mode.unwrap_or_default();
             let opened = crate::af_xdp::open(ifname, p.queues, mode, n, pool)
                 .map_err(io(format!("`{ifname}` (af_xdp, {mode} mode)")))?;
             if !waits_for_link(p, ifname) {

@@ -149,9 +149,52 @@ impl NodeConfig {
     }
 }
 
-/// The modes of an af_xdp port: the best the driver takes, generic XDP, XDP in the driver with
-/// copies, XDP in the driver with zero-copy.
-pub const AF_XDP_MODES: [&str; 4] = ["auto", "skb", "native", "zerocopy"];
+/// The mode of an af_xdp port (`mode:`), parsed once here; the driver gets this value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum XdpMode {
+    /// The best the driver takes: zero-copy, else native with copies, else generic (SKB).
+    #[default]
+    Auto,
+    /// Generic XDP (after the kernel built an skb) and copies: works on every interface.
+    Skb,
+    /// The program runs in the driver; frames are copied into the UMEM.
+    Native,
+    /// The program runs in the driver and the NIC writes frames into the UMEM directly.
+    ZeroCopy,
+}
+
+impl XdpMode {
+    /// Every mode with its name in the configuration.
+    pub const ALL: [(XdpMode, &'static str); 4] = [
+        (XdpMode::Auto, "auto"),
+        (XdpMode::Skb, "skb"),
+        (XdpMode::Native, "native"),
+        (XdpMode::ZeroCopy, "zerocopy"),
+    ];
+}
+
+impl fmt::Display for XdpMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = XdpMode::ALL
+            .iter()
+            .find(|(m, _)| m == self)
+            .map(|(_, n)| *n);
+        f.write_str(name.unwrap_or("auto"))
+    }
+}
+
+impl std::str::FromStr for XdpMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<XdpMode, String> {
+        XdpMode::ALL
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(m, _)| *m)
+            .ok_or_else(|| {
+                format!("unknown af_xdp mode `{s}`, expected one of `auto`, `skb`, `native`, `zerocopy`")
+            })
+    }
+}
 
 /// Packet I/O driver of a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -240,8 +283,8 @@ pub struct PortConfig {
     pub host_interface: Option<String>,
     /// Number of queues, >= 1 (default 1).
     pub queues: u16,
-    /// af_xdp only: one of [`AF_XDP_MODES`] (`None`: `auto`).
-    pub mode: Option<String>,
+    /// af_xdp only (`None`: not given, which is [`XdpMode::Auto`]).
+    pub mode: Option<XdpMode>,
     /// The device of a `dpdk` port, parsed from `interface`.
     pub dpdk_device: Option<DpdkDevice>,
 }
@@ -1348,20 +1391,19 @@ impl RawConfig {
             if queues == 0 {
                 return invalid(at("queues"), "must be at least 1");
             }
-            if let Some(mode) = &p.mode {
-                if driver != Driver::AfXdp {
+            let mode = match &p.mode {
+                Some(_) if driver != Driver::AfXdp => {
                     return invalid(
                         at("mode"),
                         format!("the {driver} driver has no modes; `mode` is for af_xdp"),
                     );
                 }
-                if !AF_XDP_MODES.contains(&mode.as_str()) {
-                    return invalid(
-                        at("mode"),
-                        format!("unknown af_xdp mode `{mode}`, expected one of `auto`, `skb`, `native`, `zerocopy`"),
-                    );
-                }
-            }
+                Some(mode) => match mode.parse::<XdpMode>() {
+                    Ok(m) => Some(m),
+                    Err(reason) => return invalid(at("mode"), reason),
+                },
+                None => None,
+            };
             ports.push(PortConfig {
                 name: p.name,
                 driver,
@@ -1373,7 +1415,7 @@ impl RawConfig {
                 interface: p.interface,
                 host_interface: p.host_interface,
                 queues,
-                mode: p.mode,
+                mode,
                 dpdk_device,
             });
         }

@@ -124,6 +124,18 @@ fn defaults_are_the_linux_ones() {
 }
 
 #[test]
+fn af_xdp_modes_parse_once_and_print_as_written() {
+    use control::config::XdpMode;
+    for (mode, name) in XdpMode::ALL {
+        assert_eq!(name.parse::<XdpMode>(), Ok(mode));
+        assert_eq!(mode.to_string(), name);
+    }
+    assert_eq!(XdpMode::default(), XdpMode::Auto);
+    let e = "fast".parse::<XdpMode>().unwrap_err();
+    assert!(e.contains("`fast`") && e.contains("`zerocopy`"), "{e}");
+}
+
+#[test]
 fn every_option_loads() {
     let c = Config::load(&fixtures().join("full.yaml")).unwrap();
     assert_eq!(c.node.name, "node-b");
@@ -135,7 +147,7 @@ fn every_option_loads() {
     assert_eq!(up.interface.as_deref(), Some("enp1s0"));
     assert_eq!(up.host_interface.as_deref(), Some("nghost0"));
     assert_eq!(up.queues, 2);
-    assert_eq!(up.mode.as_deref(), Some("native"));
+    assert_eq!(up.mode, Some(control::config::XdpMode::Native));
     assert_eq!(up.mac, Some([2, 0, 0, 0, 0, 0x0a]));
     assert_eq!(up.addresses.len(), 2);
     assert_eq!(c.ports[1].driver, Driver::Memory);

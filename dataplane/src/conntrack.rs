@@ -388,7 +388,7 @@ impl<K: Tuple> FlowTable<K> {
     #[inline]
     pub fn prefetch_slot(&self, hash: u64) {
         if let Some(v) = self.index.candidate(hash) {
-            ffi::memory::prefetch(&self.slots[(v >> 1) as usize]);
+            ffi::memory::prefetch_all(&self.slots[(v >> 1) as usize]);
         }
     }
 

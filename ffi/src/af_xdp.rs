@@ -84,23 +84,6 @@ impl std::fmt::Display for Mode {
     }
 }
 
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Mode, String> {
-        Ok(match s {
-            "auto" => Mode::Auto,
-            "skb" => Mode::Skb,
-            "native" => Mode::Native,
-            "zerocopy" => Mode::ZeroCopy,
-            other => {
-                return Err(format!(
-                    "unknown af_xdp mode `{other}`, expected one of `auto`, `skb`, `native`, `zerocopy`"
-                ))
-            }
-        })
-    }
-}
-
 fn os_error(what: &str) -> io::Error {
     let e = io::Error::last_os_error();
     io::Error::new(e.kind(), format!("{what}: {e}"))
@@ -1107,13 +1090,6 @@ mod test {
             .err()
             .expect("no such interface");
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
-    }
-
-    #[test]
-    fn test_modes_parse() {
-        assert_eq!("skb".parse::<Mode>(), Ok(Mode::Skb));
-        assert_eq!("zerocopy".parse::<Mode>(), Ok(Mode::ZeroCopy));
-        assert!("fast".parse::<Mode>().unwrap_err().contains("auto"));
     }
 
     #[test]

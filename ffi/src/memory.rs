@@ -46,6 +46,27 @@ pub fn prefetch<T>(value: &T) {
     let _ = value;
 }
 
+/// [`prefetch`] for every cache line `value` spans (one for a line-sized, line-aligned `T`,
+/// such as an IPv4 flow; two for an IPv6 one). The count is a constant of `T`.
+#[inline(always)]
+pub fn prefetch_all<T>(value: &T) {
+    let start = value as *const T as *const u8;
+    let mut off = 0;
+    while off < core::mem::size_of::<T>() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `prefetch`: a hint that never faults; `wrapping_add` keeps the address
+        // computation itself free of undefined behaviour, and it stays inside `value`.
+        unsafe {
+            core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
+                start.wrapping_add(off) as *const i8,
+            );
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = start;
+        off += 64;
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -69,6 +90,7 @@ mod test {
     fn test_prefetch_is_harmless() {
         let x = [1u8; 64];
         prefetch(&x);
+        prefetch_all(&[0u8; 200]);
         assert_eq!(x[0], 1);
     }
 }
