@@ -52,8 +52,7 @@ const LATENCY_PPS: u64 = 100_000;
 /// Runs `cmd` in namespace `ns` with `input` on its standard input.
 fn must_in_with_input(ns: &str, cmd: &[&str], input: &str) {
     use std::io::Write;
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns])
+    let mut child = nodegate::netns::exec(ns)
         .args(cmd)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -25,7 +25,7 @@
 //! forwarder's sending veth delivered to the sink.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 mod netbench;
@@ -462,8 +462,7 @@ fn flood(t: &Topology, timing: &Timing, p: &Path) -> Measurement {
     let exe = std::env::current_exe().expect("own path");
     let src_mac = t.mac(&t.gen, p.gen_dev);
     let total = timing.warmup + timing.measure + Duration::from_millis(300);
-    let child = Command::new("ip")
-        .args(["netns", "exec", &t.gen])
+    let child = nodegate::netns::exec(&t.gen)
         .arg(&exe)
         .args([
             "--generate",
@@ -583,8 +582,7 @@ fn cpu_pressure_us() -> Option<u64> {
 /// The sink's UDP socket (see [`sink`]), for the whole run.
 fn start_sink(t: &Topology) -> Guard {
     let exe = std::env::current_exe().expect("own path");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &t.sink])
+    let child = nodegate::netns::exec(&t.sink)
         .arg(&exe)
         .args(["--sink", "600"])
         .stdout(Stdio::piped())

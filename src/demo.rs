@@ -25,6 +25,7 @@
 //!  (API mode: node-a, node-b ── api0 ── root namespace ngdemo-api 10.255.77.1 ── relay ── API server)
 //! ```
 
+use crate::netns;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -130,19 +131,9 @@ fn ns(name: &str) -> String {
 }
 
 fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `ip` (install iproute2): {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    let mut all = vec!["ip"];
+    all.extend(args);
+    netns::run(&all).map(drop)
 }
 
 /// The demo's topology, running (see [`Lab::start`]); everything it created is removed on
@@ -184,16 +175,10 @@ impl Drop for Lab {
 
 fn remove_namespaces() {
     for n in NAMESPACES {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &ns(n)])
-            .stderr(Stdio::null())
-            .status();
+        netns::delete_netns(&ns(n));
     }
     // The management links' root ends went with their namespaces; the bridge stays otherwise.
-    let _ = Command::new("ip")
-        .args(["link", "del", API_BRIDGE])
-        .stderr(Stdio::null())
-        .status();
+    netns::delete_link(API_BRIDGE);
 }
 
 fn node_config(
@@ -400,42 +385,13 @@ fn management_link(node_ns: &str, short: &str, addr: &str) -> Result<(), String>
 /// checksum offload of both ends off: a frame leaving a veth otherwise carries a partial
 /// checksum that only the kernel's own stack would complete.
 fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<(), String> {
-    let tmp = format!("{PREFIX}t{}", std::process::id() % 100_000);
-    ip(&[
-        "link",
-        "add",
-        &tmp,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &format!("{tmp}p"),
-    ])?;
-    ip(&["link", "set", &tmp, "netns", ns_a])?;
-    ip(&["link", "set", &format!("{tmp}p"), "netns", ns_b])?;
-    ip(&["-n", ns_a, "link", "set", &tmp, "name", a])?;
-    ip(&["-n", ns_b, "link", "set", &format!("{tmp}p"), "name", b])?;
-    for (n, dev) in [(ns_a, a), (ns_b, b)] {
-        ip(&["-n", n, "link", "set", dev, "up"])?;
-        let out = Command::new("ip")
-            .args(["netns", "exec", n, "ethtool", "-K", dev, "tx", "off"])
-            .output()
-            .map_err(|e| format!("cannot run ethtool (install ethtool): {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "ethtool -K {dev} tx off: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-    }
-    Ok(())
+    netns::veth_between(ns_a, a, ns_b, b)
 }
 
 /// Starts one node's `nodegate run` and waits for its `ready` line.
 fn start_node(exe: &Path, dir: &Path, name: &str, netns: &str) -> Result<Child, String> {
     use std::io::{BufRead, BufReader};
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", netns])
+    let mut child = netns::exec(netns)
         .arg(exe)
         .args(["run", "--config", &format!("{name}.yaml")])
         .current_dir(dir)
@@ -566,8 +522,8 @@ fn build(exe: &Path, driver: &str, source: &Source) -> Result<Lab, String> {
         lab.children.push(start_node(exe, &dir, node, &node_ns)?);
     }
     // The backend pod's HTTP server.
-    let server = Command::new("ip")
-        .args(["netns", "exec", &ns("podb"), "python3", "-c", SERVER])
+    let server = netns::exec(&ns("podb"))
+        .args(["python3", "-c", SERVER])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -716,8 +672,8 @@ const EXPERIMENTS: &[Experiment] = &[
 
 /// `curl -s --max-time 2 [extra] url` from namespace `from`; its standard output.
 fn curl_output(from: &str, extra: &[&str], url: &str) -> Result<String, String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns(from), "curl", "-s", "--max-time", "2"])
+    let out = netns::exec(&ns(from))
+        .args(["curl", "-s", "--max-time", "2"])
         .args(extra)
         .arg(url)
         .output()

@@ -13,6 +13,7 @@ pub mod dpdk;
 #[cfg(not(feature = "dpdk"))]
 #[path = "dpdk_unavailable.rs"]
 pub mod dpdk;
+pub mod netns;
 pub mod node;
 pub mod owner;
 pub mod pcap;

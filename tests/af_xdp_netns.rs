@@ -236,8 +236,8 @@ fn af_xdp_works_on_a_tap_interface() {
     let ns = Netns(format!("ngxt{id}"));
     let tap = format!("ngxt{id}");
     must(&["ip", "netns", "add", &ns.0]);
-    let mut wire = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c", TAP_WIRE, &tap])
+    let mut wire = nodegate::netns::exec(&ns.0)
+        .args(["python3", "-c", TAP_WIRE, &tap])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()
@@ -348,8 +348,8 @@ fn fragmented_udp_datagrams_cross_a_service_whole() {
     let dir = tempfile::tempdir().unwrap();
     write_config(dir.path(), &host, 2, "auto");
     let run = Running::start(dir.path());
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c", BIG_UDP_ECHO])
+    let mut server = nodegate::netns::exec(&ns.0)
+        .args(["python3", "-c", BIG_UDP_ECHO])
         .spawn()
         .expect("python3 for the UDP server");
     std::thread::sleep(std::time::Duration::from_millis(300));

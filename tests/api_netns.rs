@@ -748,8 +748,8 @@ endpoints:
 /// (who the server saw, where the answer came from), or why not.
 fn udp6_exchange(ns: &str, addr: &str) -> Result<(String, String), String> {
     let server = "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\ns.setsockopt(socket.IPPROTO_IPV6,socket.IPV6_V6ONLY,0)\ns.bind(('::',7777))\ns.settimeout(5)\nd,a=s.recvfrom(2048)\ns.sendto(a[0].encode(),a)\n";
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", ns, "python3", "-c", server])
+    let mut server = nodegate::netns::exec(ns)
+        .args(["python3", "-c", server])
         .spawn()
         .expect("python3 for the UDP server");
     std::thread::sleep(Duration::from_millis(300));

@@ -251,8 +251,8 @@ fn dual_stack_services_over_ipv4_and_ipv6() {
     std::fs::create_dir(dir.path().join("manifests")).unwrap();
     std::fs::write(dir.path().join("manifests/services.yaml"), SERVICES).unwrap();
 
-    let mut server = std::process::Command::new("ip")
-        .args(["netns", "exec", &pods.0, "python3", "-c", HTTP_SERVER])
+    let mut server = nodegate::netns::exec(&pods.0)
+        .args(["python3", "-c", HTTP_SERVER])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3 for the HTTP server");
@@ -264,8 +264,8 @@ fn dual_stack_services_over_ipv4_and_ipv6() {
             .unwrap();
         assert_eq!(line.trim(), "listening");
     }
-    let mut echo = std::process::Command::new("ip")
-        .args(["netns", "exec", &pods.0, "python3", "-c", UDP_ECHO])
+    let mut echo = nodegate::netns::exec(&pods.0)
+        .args(["python3", "-c", UDP_ECHO])
         .spawn()
         .expect("python3 for the UDP echo");
     let run = Running::start_in(dir.path(), Some(&node.0));

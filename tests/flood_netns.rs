@@ -20,7 +20,7 @@
 
 mod netns;
 use netns::*;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 const FLOOD_SECS: u64 = 10;
@@ -107,15 +107,15 @@ fn flood_case(tag: &str, conntrack: &str) {
         .collect();
     std::thread::sleep(Duration::from_millis(500));
 
-    let client = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "python3", "-c", PACED_CLIENT])
+    let client = nodegate::netns::exec(&ns.0)
+        .args(["python3", "-c", PACED_CLIENT])
         .arg((FLOOD_SECS + 2).to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3 for the paced client");
-    let flood = Command::new("ip")
-        .args(["netns", "exec", &ns.0, "timeout", "--signal=INT"])
+    let flood = nodegate::netns::exec(&ns.0)
+        .args(["timeout", "--signal=INT"])
         .arg(FLOOD_SECS.to_string())
         .args(["hping3", "-q", "-S", "-p", "30080", "--rand-source"])
         .args(rate_args())

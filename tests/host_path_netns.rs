@@ -206,8 +206,8 @@ fn exception_path(driver: &str, tag: &str) {
 
     // The node's own server, in the node namespace's kernel.
     let mut server = Kill(
-        Command::new("ip")
-            .args(["netns", "exec", &node.0, "python3", "-c", NODE_SERVER])
+        nodegate::netns::exec(&node.0)
+            .args(["python3", "-c", NODE_SERVER])
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 for the node's server"),

@@ -203,8 +203,8 @@ fn pktgen_lanes_send_and_receive_on_every_queue() {
     assert_eq!(count("rx_queue_0_xdp_redirect:"), 10001, "{stats}");
     assert_eq!(count("rx_queue_1_xdp_redirect:"), 10000, "{stats}");
     // Several queues are for af_xdp ports only.
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.0, env!("CARGO_BIN_EXE_nodegate")])
+    let out = nodegate::netns::exec(&ns.0)
+        .args([env!("CARGO_BIN_EXE_nodegate")])
         .args(["pktgen", "--tx", "af_packet:qa"])
         .args(common)
         .output()

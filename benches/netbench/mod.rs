@@ -10,48 +10,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-pub fn cmd(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e} (needs iproute2 and ethtool)"))
-}
-
-pub fn must(args: &[&str]) -> String {
-    let out = cmd(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed (this benchmark needs root): {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use nodegate::netns::Netns;
+#[allow(unused_imports)]
+pub use nodegate::netns::{must, sh as cmd};
 
 /// Network namespaces created by [`Namespaces::add`], deleted on drop (also when a benchmark
 /// panics).
-pub struct Namespaces(Vec<String>);
+pub struct Namespaces(Vec<Netns>);
 
 impl Namespaces {
     /// Creates the namespaces `names`.
     pub fn add(names: &[&String]) -> Namespaces {
         let mut made = Namespaces(Vec::new());
         for ns in names {
-            must(&["ip", "netns", "add", ns]);
-            made.0.push(ns.to_string());
+            made.0
+                .push(Netns::add(ns).unwrap_or_else(|e| panic!("{e} (needs root)")));
         }
         made
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip")
-                .args(["netns", "del", ns])
-                .stderr(Stdio::null())
-                .status();
-        }
     }
 }
 
@@ -91,8 +66,7 @@ impl Nodegate {
     }
 
     fn start_with(ns: &str, dir: tempfile::TempDir, wrapper: &[&str]) -> Nodegate {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
+        let child = nodegate::netns::exec(ns)
             .args(wrapper)
             .arg(env!("CARGO_BIN_EXE_nodegate"))
             .args([
@@ -224,8 +198,8 @@ impl ThreadedNapi {
 
 impl Drop for ThreadedNapi {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "sh", "-c"])
+        let _ = nodegate::netns::exec(&self.ns)
+            .args(["sh", "-c"])
             .arg(format!("echo 0 > /sys/class/net/{}/threaded", self.dev))
             .status();
         let _ = Command::new("ip")

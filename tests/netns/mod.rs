@@ -4,28 +4,9 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-/// A network namespace deleted on drop, even when the test fails.
-pub struct Netns(pub String);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-/// A link in the test's own namespace deleted on drop.
-pub struct Link(pub String);
-
-impl Drop for Link {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.0])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
+pub use nodegate::netns::{must, sh, Link, Netns};
 
 /// Fails the test with a clear reason unless it runs as root with every tool in `tools`.
 pub fn preflight(tools: &[&str]) {
@@ -46,24 +27,6 @@ pub fn preflight(tools: &[&str]) {
             "this test needs `{tool}` (install iproute2, iputils-ping, ethtool, python3, curl)"
         );
     }
-}
-
-pub fn sh(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {args:?}: {e} (install iproute2, iputils-ping, ethtool, python3)")
-        })
-}
-
-pub fn must(args: &[&str]) {
-    let out = sh(args);
-    assert!(
-        out.status.success(),
-        "{args:?} failed (this test needs root and iproute2): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The Service the bulk transfer goes through: ClusterIP 10.96.0.20:80 to 192.0.2.2:8000.
@@ -92,8 +55,8 @@ const BULK_CLIENT: &str = "import socket,hashlib\ns=socket.create_connection(('1
 /// Runs the bulk transfer inside namespace `ns` (server and client both there, so the flow is
 /// hairpinned: DNAT and SNAT); asserts the client received every byte unchanged.
 pub fn bulk_transfer(ns: &str) {
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", ns, "python3", "-c", BULK_SERVER])
+    let mut server = nodegate::netns::exec(ns)
+        .args(["python3", "-c", BULK_SERVER])
         .stdout(Stdio::piped())
         .spawn()
         .expect("python3 for the TCP server");
@@ -351,8 +314,8 @@ pub fn udp_request_at(ns: &str, addr: &str, port: u16) -> Result<(), String> {
 }
 
 fn udp_exchange(ns: &str, addr: &str, port: u16, timeout_secs: u32) -> Result<(), String> {
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", ns, "python3", "-c", UDP_SERVER])
+    let mut server = nodegate::netns::exec(ns)
+        .args(["python3", "-c", UDP_SERVER])
         .spawn()
         .expect("python3 for the UDP server");
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -445,15 +408,7 @@ pub fn veth_pair_with_queues(
 
 /// `ip [-n ns] link add a ... type veth peer name b ...`, `queues` queues each way on both ends.
 pub fn add_veth(ns: Option<&str>, a: &str, b: &str, queues: usize) {
-    let q = queues.to_string();
-    let mut args = vec!["ip"];
-    if let Some(ns) = ns {
-        args.extend(["-n", ns]);
-    }
-    args.extend(["link", "add", a, "numtxqueues", &q, "numrxqueues", &q]);
-    args.extend(["type", "veth", "peer", "name", b]);
-    args.extend(["numtxqueues", &q, "numrxqueues", &q]);
-    must(&args);
+    nodegate::netns::add_veth(ns, a, b, queues).unwrap_or_else(|e| panic!("{e} (needs root)"));
 }
 
 /// The TCP Service of the endpoint tests: ClusterIP 10.96.0.20:80 and NodePort 30080 to port
@@ -524,8 +479,8 @@ s.serve_forever()
 
 impl TcpServer {
     pub fn start(ns: &str) -> TcpServer {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", "-c", TCP_SERVER])
+        let mut child = nodegate::netns::exec(ns)
+            .args(["python3", "-c", TCP_SERVER])
             .stdout(Stdio::piped())
             .spawn()
             .expect("python3 for the TCP server");
@@ -581,8 +536,8 @@ impl SlowTransfer {
         let client = format!(
             "import socket,hashlib\ns=socket.create_connection(('10.96.0.20',80),timeout=5)\ns.settimeout(20)\ns.sendall(b'bulk {size}\\n')\nh=hashlib.sha256();n=0\nwhile True:\n    b=s.recv(65536)\n    if not b: break\n    h.update(b); n+=len(b)\nprint(s.getpeername()[0], n, h.hexdigest())\n"
         );
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", "-c", &client])
+        let child = nodegate::netns::exec(ns)
+            .args(["python3", "-c", &client])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
