@@ -122,94 +122,107 @@ fn measured_new(
     new_bursts(w, ports, syns, rx, flows, bursts);
 }
 
-/// Sets up `flows` established flows, then runs `bursts` bursts of each measured kind.
-fn drive(flows: u32, bursts: u32) -> Worker {
+/// A worker with `flows` established flows of one family (`frame` builds its frames, `flows_of`
+/// reads its flow table's length, `syn_acks` answers its SYNs), and the SYNs and ACKs for the
+/// measured bursts.
+struct Setup<F> {
+    w: Worker,
+    ports: Vec<Box<dyn Port>>,
+    syns: Vec<F>,
+    acks: Vec<F>,
+    rx: Vec<Mbuf>,
+}
+
+fn setup<F: AsRef<[u8]>>(
+    flows: u32,
+    bursts: u32,
+    frame: fn(u32, u8) -> F,
+    flows_of: fn(&Worker) -> usize,
+    syn_acks: fn(&Worker) -> Vec<F>,
+) -> Setup<F> {
     let (cfg, tables) = common::tables(4 * flows as usize + 2 * (bursts as usize * BURST), 120);
     let publisher = TablePublisher::new(tables);
     let wcfg = nodegate::node::worker_configs(&cfg).remove(0);
-    let mut w = Worker::new(
+    let w = Worker::new(
         wcfg,
         publisher.reader(),
         Pool::new(4096),
         Fabric::new(1, 64),
         1,
     );
-    let mut ports: Vec<Box<dyn Port>> = vec![Box::new(common::Sink)];
     let total = flows + bursts * BURST as u32;
-    let syns: Vec<[u8; 64]> = (0..total).map(|f| common::frame(f, 0x02)).collect();
-    let acks: Vec<[u8; 64]> = (0..flows).map(|f| common::frame(f, 0x10)).collect();
-    let mut rx = Vec::with_capacity(BURST);
-    let setup = |w: &mut Worker,
-                 ports: &mut Vec<Box<dyn Port>>,
-                 frames: &[[u8; 64]],
-                 rx: &mut Vec<Mbuf>| {
+    let mut s = Setup {
+        w,
+        ports: vec![Box::new(common::Sink)],
+        syns: (0..total).map(|f| frame(f, 0x02)).collect(),
+        acks: (0..flows).map(|f| frame(f, 0x10)).collect(),
+        rx: Vec::with_capacity(BURST),
+    };
+    let each = |s: &mut Setup<F>, frames: &[F]| {
         for b in 0..flows.div_ceil(BURST as u32) {
-            run(w, ports, frames, rx, b * BURST as u32, Instant::ZERO);
+            run(
+                &mut s.w,
+                &mut s.ports,
+                frames,
+                &mut s.rx,
+                b * BURST as u32,
+                Instant::ZERO,
+            );
         }
     };
-    setup(&mut w, &mut ports, &syns[..flows as usize], &mut rx);
-    assert_eq!(w.flows().len(), flows as usize);
-    let synacks = common::syn_acks(w.flows());
-    setup(&mut w, &mut ports, &synacks, &mut rx);
-    setup(&mut w, &mut ports, &acks, &mut rx);
+    let syns = core::mem::take(&mut s.syns);
+    each(&mut s, &syns[..flows as usize]);
+    s.syns = syns;
+    assert_eq!(flows_of(&s.w), flows as usize);
+    let synacks = syn_acks(&s.w);
+    each(&mut s, &synacks);
+    let acks = core::mem::take(&mut s.acks);
+    each(&mut s, &acks);
+    s.acks = acks;
+    s
+}
+
+/// Sets up `flows` established flows, then runs `bursts` bursts of each measured kind.
+fn drive(flows: u32, bursts: u32) -> Worker {
+    let Setup {
+        mut w,
+        mut ports,
+        syns,
+        acks,
+        mut rx,
+    } = setup(
+        flows,
+        bursts,
+        common::frame,
+        |w| w.flows().len(),
+        |w| common::syn_acks(w.flows()),
+    );
     measured_macswap(&mut w, &mut ports, &acks, &mut rx, bursts);
     measured_established(&mut w, &mut ports, &acks, &mut rx, bursts);
     measured_new(&mut w, &mut ports, &syns, &mut rx, flows, bursts);
-    assert_eq!(w.flows().len(), total as usize, "every SYN made a flow");
+    assert_eq!(w.flows().len(), syns.len(), "every SYN made a flow");
     w
 }
 
 /// The same over IPv6 (an IPv6 ClusterIP Service, 74-byte frames): the `*measured6*`
 /// functions, for comparing instructions per frame with IPv4's.
 fn drive6(flows: u32, bursts: u32) -> Worker {
-    let (cfg, tables) = common::tables(4 * flows as usize + 2 * (bursts as usize * BURST), 120);
-    let publisher = TablePublisher::new(tables);
-    let wcfg = nodegate::node::worker_configs(&cfg).remove(0);
-    let mut w = Worker::new(
-        wcfg,
-        publisher.reader(),
-        Pool::new(4096),
-        Fabric::new(1, 64),
-        1,
+    let Setup {
+        mut w,
+        mut ports,
+        syns,
+        acks,
+        mut rx,
+    } = setup(
+        flows,
+        bursts,
+        common::frame6,
+        |w| w.flows6().len(),
+        |w| common::syn_acks6(w.flows6()),
     );
-    let mut ports: Vec<Box<dyn Port>> = vec![Box::new(common::Sink)];
-    let total = flows + bursts * BURST as u32;
-    let syns: Vec<[u8; 74]> = (0..total).map(|f| common::frame6(f, 0x02)).collect();
-    let acks: Vec<[u8; 74]> = (0..flows).map(|f| common::frame6(f, 0x10)).collect();
-    let mut rx = Vec::with_capacity(BURST);
-    for b in 0..flows.div_ceil(BURST as u32) {
-        run(
-            &mut w,
-            &mut ports,
-            &syns[..flows as usize],
-            &mut rx,
-            b * BURST as u32,
-            Instant::ZERO,
-        );
-    }
-    assert_eq!(w.flows6().len(), flows as usize);
-    let synacks = common::syn_acks6(w.flows6());
-    for b in 0..flows.div_ceil(BURST as u32) {
-        run(
-            &mut w,
-            &mut ports,
-            &synacks,
-            &mut rx,
-            b * BURST as u32,
-            Instant::ZERO,
-        );
-        run(
-            &mut w,
-            &mut ports,
-            &acks,
-            &mut rx,
-            b * BURST as u32,
-            Instant::ZERO,
-        );
-    }
     measured6_established(&mut w, &mut ports, &acks, &mut rx, bursts);
     measured6_new(&mut w, &mut ports, &syns, &mut rx, flows, bursts);
-    assert_eq!(w.flows6().len(), total as usize, "every SYN made a flow");
+    assert_eq!(w.flows6().len(), syns.len(), "every SYN made a flow");
     w
 }
 
