@@ -13,7 +13,7 @@
 
 use crate::relay::{relay, RelayInbox, TxRelay};
 use crate::run::RunError;
-use control::config::{Config, ConfigError, DpdkBus, Driver};
+use control::config::{Config, DpdkBus, Driver};
 use dataplane::mbuf::{Mbuf, PoolCache};
 use dataplane::port::{Port, BURST};
 use dataplane::wire::MacAddr;
@@ -64,7 +64,7 @@ impl DpdkPorts {
                 continue;
             };
             let field = |f: &str, reason: String| -> RunError {
-                ConfigError {
+                crate::preflight::StartError {
                     file: cfg.file.clone(),
                     field: format!("ports[{index}].{f}"),
                     reason,
@@ -116,7 +116,7 @@ impl DpdkPorts {
             let needed = mbufs_needed(rx_queues, tx_queues, descriptors, workers);
             let mbufs = match cfg.dpdk.mbufs {
                 Some(m) if m < needed => {
-                    return Err(ConfigError {
+                    return Err(crate::preflight::StartError {
                         file: cfg.file.clone(),
                         field: "dpdk.mbufs".to_string(),
                         reason: format!(

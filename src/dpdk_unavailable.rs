@@ -2,7 +2,7 @@
 //! with the way to get them. (With the feature, `dpdk.rs` is this module.)
 
 use crate::run::RunError;
-use control::config::{Config, ConfigError, Driver};
+use control::config::{Config, Driver};
 use dataplane::port::Port;
 
 /// Why a configuration with a `dpdk` port does not run in this build.
@@ -15,7 +15,7 @@ impl DpdkPorts {
     /// Refuses a configuration with a `dpdk` port; `None` otherwise.
     pub fn open(cfg: &mut Config) -> Result<Option<DpdkPorts>, RunError> {
         match cfg.ports.iter().position(|p| p.driver == Driver::Dpdk) {
-            Some(i) => Err(ConfigError {
+            Some(i) => Err(crate::preflight::StartError {
                 file: cfg.file.clone(),
                 field: format!("ports[{i}].driver"),
                 reason: NOT_BUILT.to_string(),

@@ -6,7 +6,7 @@
 //!
 //! Everything here reads `/sys` and `/proc` of the run's own network namespace and process.
 
-use control::config::{Config, ConfigError, Driver};
+use control::config::{Config, Driver};
 use std::path::Path;
 
 /// Linux capability numbers (`linux/capability.h`).
@@ -61,15 +61,26 @@ fn interfaces() -> Vec<String> {
     names
 }
 
+/// Why a valid configuration cannot start on this machine: an interface missing, down or busy,
+/// a capability missing, a port that would not open. Names the configuration's file and the
+/// field (`ports[0].interface`, `snat.ports`) with the cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {field}: {reason}", file.display())]
+pub struct StartError {
+    pub file: std::path::PathBuf,
+    pub field: String,
+    pub reason: String,
+}
+
 /// Every check, in the order a user would fix them. Warnings (no carrier) are logged.
-pub fn check(cfg: &Config) -> Result<(), ConfigError> {
+pub fn check(cfg: &Config) -> Result<(), StartError> {
     check_capabilities(cfg)?;
     check_interfaces(cfg)?;
     check_snat_ports(cfg, Path::new("/proc/sys/net/ipv4/ip_local_port_range"))
 }
 
-fn error(cfg: &Config, field: String, reason: String) -> ConfigError {
-    ConfigError {
+fn error(cfg: &Config, field: String, reason: String) -> StartError {
+    StartError {
         file: cfg.file.clone(),
         field,
         reason,
@@ -78,7 +89,7 @@ fn error(cfg: &Config, field: String, reason: String) -> ConfigError {
 
 /// The interface of every af_xdp and af_packet port exists and is up. (A TAP port's interface
 /// is made by nodegate; a dpdk port names a device, not an interface.)
-fn check_interfaces(cfg: &Config) -> Result<(), ConfigError> {
+fn check_interfaces(cfg: &Config) -> Result<(), StartError> {
     for (i, p) in cfg.ports.iter().enumerate() {
         if !matches!(p.driver, Driver::AfXdp | Driver::AfPacket) {
             continue;
@@ -173,7 +184,7 @@ fn locked_memory_limit() -> Option<u64> {
 }
 
 /// What a port's driver needs from the kernel: (capability, why), each missing one named.
-fn check_capabilities(cfg: &Config) -> Result<(), ConfigError> {
+fn check_capabilities(cfg: &Config) -> Result<(), StartError> {
     let have = effective_capabilities();
     let has = |cap: u32| have & (1u64 << cap) != 0;
     let umem = (crate::run::LIVE_POOL * dataplane::mbuf::MBUF_SIZE) as u64;
@@ -249,7 +260,7 @@ fn check_capabilities(cfg: &Config) -> Result<(), ConfigError> {
 /// The node's kernel sends from the node's addresses too (through a `host_interface`, or on
 /// interfaces of its own): its ephemeral ports (`net.ipv4.ip_local_port_range`) must not be
 /// SNAT ports, or a reply to one of its connections could be taken for a SNATed flow's.
-fn check_snat_ports(cfg: &Config, range_file: &Path) -> Result<(), ConfigError> {
+fn check_snat_ports(cfg: &Config, range_file: &Path) -> Result<(), StartError> {
     let Some((lo, hi)) = std::fs::read_to_string(range_file).ok().and_then(|s| {
         let mut it = s.split_whitespace().map(|v| v.parse::<u16>());
         Some((it.next()?.ok()?, it.next()?.ok()?))

@@ -38,6 +38,10 @@ pub enum RunError {
     #[error("{0}")]
     Config(#[from] control::config::ConfigError),
     #[error("{0}")]
+    Snapshot(#[from] control::snapshot::SnapshotError),
+    #[error("{0}")]
+    Start(#[from] crate::preflight::StartError),
+    #[error("{0}")]
     Manifest(#[from] control::manifests::ManifestError),
     #[error("{0}")]
     Pcap(#[from] crate::pcap::PcapError),
@@ -155,7 +159,7 @@ pub fn run(opts: &RunOptions) -> Result<Stats, RunError> {
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
     let mut inputs: Vec<(PortId, PcapReader)> = Vec::new();
     for (i, p) in cfg.ports.iter().enumerate() {
-        let field = |reason: String| control::config::ConfigError {
+        let field = |reason: String| crate::preflight::StartError {
             file: cfg.file.clone(),
             field: format!("ports[{i}].driver"),
             reason,
@@ -379,7 +383,7 @@ fn take_interfaces(cfg: &Config) -> Result<Vec<crate::owner::InterfaceLock>, Run
         for (name, key) in named {
             let Some(name) = name else { continue };
             let field = format!("ports[{i}].{key}");
-            let err = |reason: String| control::config::ConfigError {
+            let err = |reason: String| crate::preflight::StartError {
                 file: cfg.file.clone(),
                 field: field.clone(),
                 reason,
@@ -581,7 +585,7 @@ fn open_port(
     let ifname = p.interface.as_deref().unwrap_or_default();
     let io = |what: String| {
         move |e: std::io::Error| -> RunError {
-            control::config::ConfigError {
+            crate::preflight::StartError {
                 file: cfg.file.clone(),
                 field: format!("ports[{port_index}].interface"),
                 reason: format!("cannot open {what}: {e}{}", open_hint(&e, p.driver)),

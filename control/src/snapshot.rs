@@ -12,7 +12,7 @@
 //! checks (`healthCheckNodePort`: how many ready endpoints the Service has on this node) are
 //! computed here too ([`health_checks`]).
 
-use crate::config::{yaml_index, Config, ConfigError};
+use crate::config::{yaml_index, Config};
 use crate::model::{
     ClusterState, Endpoint, EndpointSlice, Protocol, Service, ServicePort, ServiceType,
 };
@@ -28,10 +28,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
+/// Why the data plane's tables could not be built from a configuration and the cluster state
+/// (a route through an unknown gateway, more frontends than fit...): names the configuration's
+/// file and the field at fault. The last good tables keep forwarding.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {field}: {reason}", file.display())]
+pub struct SnapshotError {
+    pub file: std::path::PathBuf,
+    pub field: String,
+    pub reason: String,
+}
+
 /// Builds the node part (ports, addresses, routes, static neighbours) and the service table.
 /// Errors name the configuration field at fault; problems in the cluster state that kube-proxy
 /// would also tolerate (two Services claiming one address and port) come back as warnings.
-pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>), ConfigError> {
+pub fn build(cfg: &Config, state: &ClusterState) -> Result<(Tables, Vec<String>), SnapshotError> {
     build_cached(cfg, state, &mut BuildCache::default())
 }
 
@@ -110,7 +121,7 @@ pub fn build_cached(
     cfg: &Config,
     state: &ClusterState,
     cache: &mut BuildCache,
-) -> Result<(Tables, Vec<String>), ConfigError> {
+) -> Result<(Tables, Vec<String>), SnapshotError> {
     let built = build_inner(cfg, state, cache);
     if built.is_ok() {
         cache.v4.commit();
@@ -126,8 +137,8 @@ fn build_inner(
     cfg: &Config,
     state: &ClusterState,
     cache: &mut BuildCache,
-) -> Result<(Tables, Vec<String>), ConfigError> {
-    let err = |field: String, reason: String| ConfigError {
+) -> Result<(Tables, Vec<String>), SnapshotError> {
+    let err = |field: String, reason: String| SnapshotError {
         file: cfg.file.clone(),
         field,
         reason,
@@ -266,7 +277,7 @@ fn build_inner(
 fn ip6_tables(
     cfg: &Config,
     port_id: &dyn Fn(&str) -> Option<u16>,
-) -> Result<Ip6Tables, ConfigError> {
+) -> Result<Ip6Tables, SnapshotError> {
     let addrs: Vec<PortAddress6> = cfg
         .ports
         .iter()
@@ -309,7 +320,7 @@ fn ip6_tables(
                 |n| format!("neighbors[{}].address", n.index),
             ),
         };
-        ConfigError {
+        SnapshotError {
             file: cfg.file.clone(),
             field,
             reason: e.reason,
