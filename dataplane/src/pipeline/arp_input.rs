@@ -142,3 +142,137 @@ impl Worker {
 fn is_subnet_broadcast(a: Ipv4Addr, len: u8, addr: Ipv4Addr) -> bool {
     len < 31 && u32::from(addr) == u32::from(a) | !crate::route::netmask(len)
 }
+
+#[cfg(test)]
+mod test {
+    use super::super::test_rig::*;
+    use super::super::{Action, WorkerConfig};
+    use crate::drop::DropReason;
+    use crate::time::Instant;
+    use crate::wire::{ArpOperation, ArpPacket, ArpRepr, MacAddr};
+    use std::net::Ipv4Addr;
+
+    /// An ARP frame; a reply goes to `to` (the port's MAC), a request to everyone.
+    fn arp(op: ArpOperation, sha: MacAddr, spa: [u8; 4], tpa: [u8; 4], to: MacAddr) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 28];
+        let dst = if op == ArpOperation::Request {
+            MacAddr::BROADCAST
+        } else {
+            to
+        };
+        f[..6].copy_from_slice(&dst.0);
+        f[6..12].copy_from_slice(&sha.0);
+        f[12..14].copy_from_slice(&[0x08, 0x06]);
+        ArpRepr {
+            operation: op,
+            source_hardware_addr: sha,
+            source_protocol_addr: spa.into(),
+            target_hardware_addr: MacAddr([0; 6]),
+            target_protocol_addr: tpa.into(),
+        }
+        .emit(&mut ArpPacket::new_unchecked(&mut f[14..]));
+        f
+    }
+
+    #[test]
+    fn a_request_for_the_node_is_answered_and_its_sender_learned() {
+        let mut rig = Rig::new(WorkerConfig::new(0, 1));
+        let req = arp(
+            ArpOperation::Request,
+            HOST,
+            [10, 0, 0, 99],
+            [10, 0, 0, 1],
+            MAC0,
+        );
+        let (a, m) = rig.input(&req, 0, Instant::ZERO);
+        assert_eq!(a, Action::Tx(0));
+        let reply = ArpRepr::parse(&ArpPacket::new_checked(&m[14..]).unwrap()).unwrap();
+        assert_eq!(reply.operation, ArpOperation::Reply);
+        assert_eq!(reply.source_hardware_addr, MAC0);
+        assert_eq!(reply.source_protocol_addr, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(reply.target_protocol_addr, Ipv4Addr::new(10, 0, 0, 99));
+        assert_eq!(&m[..6], &HOST.0, "sent to the asker");
+        let learned = rig
+            .w
+            .neigh
+            .lookup(Ipv4Addr::new(10, 0, 0, 99), Instant::ZERO);
+        assert_eq!(learned, Some(HOST));
+        rig.free(m);
+        // For another address: not answered, not learned.
+        let req = arp(
+            ArpOperation::Request,
+            HOST,
+            [10, 0, 0, 98],
+            [10, 0, 0, 50],
+            MAC0,
+        );
+        assert_eq!(
+            rig.input(&req, 0, Instant::ZERO).0,
+            Action::Drop(DropReason::ArpNotForUs)
+        );
+        assert_eq!(
+            rig.w
+                .neigh
+                .lookup(Ipv4Addr::new(10, 0, 0, 98), Instant::ZERO),
+            None
+        );
+    }
+
+    #[test]
+    fn unsolicited_replies_plant_nothing_and_a_wanted_one_releases_held_frames() {
+        let mut rig = Rig::new(WorkerConfig::new(0, 1));
+        let n7 = MacAddr([2, 0, 0, 0, 0, 7]);
+        // A reply nobody asked for does not create an entry (spoofing).
+        let reply = arp(ArpOperation::Reply, n7, [10, 1, 0, 7], [10, 1, 0, 1], MAC1);
+        assert_eq!(rig.input(&reply, 1, Instant::ZERO).0, Action::Free);
+        assert_eq!(
+            rig.w
+                .neigh
+                .lookup(Ipv4Addr::new(10, 1, 0, 7), Instant::ZERO),
+            None
+        );
+        // A frame for 10.1.0.7 is held and an ARP request goes out of port 1.
+        let f = udp4_frame(MAC0, [10, 0, 0, 99], [10, 1, 0, 7], 64, b"hello");
+        assert!(matches!(
+            rig.input(&f, 0, Instant::ZERO).0,
+            Action::Hold { .. }
+        ));
+        assert_eq!(rig.w.held(), 1);
+        assert_eq!(rig.out.len(), 1);
+        assert_eq!(
+            (rig.out[0].0, &rig.out[0].1[12..14]),
+            (1, &[0x08, 0x06][..])
+        );
+        rig.free_all();
+        // Now the reply is wanted: learned, and the held frame leaves with its MAC.
+        assert_eq!(rig.input(&reply, 1, Instant::ZERO).0, Action::Free);
+        assert_eq!(rig.w.held(), 0);
+        assert_eq!(rig.out.len(), 1);
+        let (port, out) = &rig.out[0];
+        assert_eq!((*port, &out[..6], &out[6..12]), (1, &n7.0[..], &MAC1.0[..]));
+        // A sender that claims a node address or a broadcast is refused.
+        let bogus = arp(
+            ArpOperation::Request,
+            n7,
+            [10, 0, 0, 1],
+            [10, 0, 0, 1],
+            MAC0,
+        );
+        assert_eq!(
+            rig.input(&bogus, 0, Instant::ZERO).0,
+            Action::Drop(DropReason::ArpBadSender)
+        );
+        let bogus = arp(
+            ArpOperation::Request,
+            n7,
+            [10, 0, 0, 255],
+            [10, 0, 0, 1],
+            MAC0,
+        );
+        assert_eq!(
+            rig.input(&bogus, 0, Instant::ZERO).0,
+            Action::Drop(DropReason::ArpBadSender)
+        );
+        rig.free_all();
+    }
+}

@@ -42,3 +42,48 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::super::test_rig::*;
+    use super::super::{Action, WorkerConfig};
+    use crate::drop::DropReason;
+    use crate::time::Instant;
+    use crate::wire::MacAddr;
+
+    #[test]
+    fn frames_not_for_the_port_are_dropped_by_reason() {
+        let mut rig = Rig::new(WorkerConfig::new(0, 1));
+        let t = Instant::ZERO;
+        let ok = udp4_frame(MAC0, [10, 0, 0, 99], [10, 1, 0, 7], 64, b"x");
+        let drop = |r| Action::Drop(r);
+        // Another host's unicast MAC.
+        let mut other = ok.clone();
+        other[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x55]);
+        assert_eq!(rig.input(&other, 0, t).0, drop(DropReason::EthNotForUs));
+        // Our own MAC as the source (a loop, or a spoofer).
+        let mut ours = ok.clone();
+        ours[6..12].copy_from_slice(&MAC0.0);
+        assert_eq!(rig.input(&ours, 0, t).0, drop(DropReason::EthSourceIsOurs));
+        // A VLAN tag, an unknown EtherType, a runt.
+        let mut tagged = ok.clone();
+        tagged[12..14].copy_from_slice(&[0x81, 0x00]);
+        assert_eq!(rig.input(&tagged, 0, t).0, drop(DropReason::EthVlanTagged));
+        let mut unknown = ok.clone();
+        unknown[12..14].copy_from_slice(&[0x88, 0xb5]);
+        assert_eq!(
+            rig.input(&unknown, 0, t).0,
+            drop(DropReason::EthUnknownType)
+        );
+        assert_eq!(rig.input(&ok[..10], 0, t).0, drop(DropReason::EthMalformed));
+        // A port the tables do not know.
+        assert_eq!(rig.input(&ok, 7, t).0, drop(DropReason::EthNotForUs));
+        // Broadcast IPv4 is the kernel's: without a host port, dropped as ip4-local.
+        let mut bcast = ok.clone();
+        bcast[..6].copy_from_slice(&MacAddr::BROADCAST.0);
+        assert_eq!(rig.input(&bcast, 0, t).0, drop(DropReason::Ip4Local));
+        // The frame for us goes on (routed to port 1, whose neighbour is unresolved: held).
+        assert!(matches!(rig.input(&ok, 0, t).0, Action::Hold { .. }));
+        rig.free_all();
+    }
+}

@@ -258,3 +258,67 @@ pub(super) fn classify_ip4(t: &Tables, m: &mut Mbuf) -> Class {
         _ => ip4(None, 0, false),
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::super::test_rig::*;
+    use super::super::{Action, WorkerConfig};
+    use crate::drop::DropReason;
+    use crate::time::Instant;
+    use crate::wire::Ipv4Packet;
+
+    #[test]
+    fn forwarding_decrements_the_ttl_and_checks_the_header() {
+        let mut rig = Rig::new(WorkerConfig::new(0, 1));
+        let n7 = crate::wire::MacAddr([2, 0, 0, 0, 0, 7]);
+        rig.w.neigh.learn([10, 1, 0, 7].into(), n7, Instant::ZERO);
+        let f = udp4_frame(MAC0, [10, 0, 0, 99], [10, 1, 0, 7], 64, b"hello");
+        let mut padded = f.clone();
+        padded.extend_from_slice(&[0xee; 6]);
+        let (a, m) = rig.input(&padded, 0, Instant::ZERO);
+        assert_eq!(a, Action::Tx(1));
+        assert_eq!(m.len(), f.len(), "Ethernet padding trimmed");
+        assert_eq!((&m[..6], &m[6..12]), (&n7.0[..], &MAC1.0[..]));
+        let ip = Ipv4Packet::new_checked(&m[14..]).unwrap();
+        assert_eq!(ip.hop_limit(), 63);
+        assert!(ip.verify_checksum(), "checksum updated with the TTL");
+        assert_eq!(&m[34..], &f[34..], "payload untouched");
+        rig.free(m);
+
+        let t = Instant::ZERO;
+        let mut bad = f.clone();
+        bad[24] ^= 0xff;
+        assert_eq!(
+            rig.input(&bad, 0, t).0,
+            Action::Drop(DropReason::Ip4BadChecksum)
+        );
+        assert_eq!(
+            rig.input(&f[..20], 0, t).0,
+            Action::Drop(DropReason::Ip4Malformed)
+        );
+        // A source that is ours or a broadcast.
+        let ours = udp4_frame(MAC0, [10, 0, 0, 1], [10, 1, 0, 7], 64, b"x");
+        assert_eq!(
+            rig.input(&ours, 0, t).0,
+            Action::Drop(DropReason::Ip4BadSource)
+        );
+        let bcast = udp4_frame(MAC0, [255, 255, 255, 255], [10, 1, 0, 7], 64, b"x");
+        assert_eq!(
+            rig.input(&bcast, 0, t).0,
+            Action::Drop(DropReason::Ip4BadSource)
+        );
+        // No route (the rig has only connected prefixes).
+        let far = udp4_frame(MAC0, [10, 0, 0, 99], [192, 0, 2, 1], 64, b"x");
+        assert_eq!(
+            rig.input(&far, 0, t).0,
+            Action::Drop(DropReason::Ip4NoRoute)
+        );
+        // To the node and not echo: the kernel's; without a host port, dropped as ip4-local.
+        let local = udp4_frame(MAC0, [10, 0, 0, 99], [10, 0, 0, 1], 64, b"x");
+        assert_eq!(
+            rig.input(&local, 0, t).0,
+            Action::Drop(DropReason::Ip4Local)
+        );
+        rig.free_all();
+    }
+}
