@@ -9,6 +9,7 @@ use super::ip6_input::{Ip6Meta, HOP_LIMIT, IP6};
 use super::{Action, Worker, L2};
 use crate::conntrack::{FlowKey, FlowTable, Tuple};
 use crate::drop::DropReason;
+use crate::frag::{DatagramId, FragId, FragId6, FragTable};
 use crate::hash::{addr_hash, addr_hash6, flow_hash, flow_hash6};
 use crate::mbuf::Mbuf;
 use crate::nat::{self, Delta};
@@ -27,6 +28,8 @@ pub(super) trait Family {
     type Key: Tuple;
     /// What the family's input stage found out about the packet (for the errors it answers).
     type Meta;
+    /// A datagram's identity, which every one of its fragments carries.
+    type Frag: DatagramId;
 
     /// The key of a packet from `src`:`sport` to `dst`:`dport`.
     fn key(src: Self::Addr, dst: Self::Addr, sport: u16, dport: u16, proto: u8) -> Self::Key;
@@ -35,6 +38,10 @@ pub(super) trait Family {
     /// The worker's flow and affinity tables of this family.
     fn tables(w: &mut Worker) -> (&mut FlowTable<Self::Key>, &mut AffinityTable<Self::Addr>);
     fn services(t: &Tables) -> &ServiceTable<Self::Addr>;
+    /// The worker's table of first fragments' ports.
+    fn frags(w: &mut Worker) -> &mut FragTable<Self::Frag>;
+    /// The identity of the datagram `ident` from `src` to `dst`.
+    fn frag_id(src: Self::Addr, dst: Self::Addr, proto: u8, ident: u32) -> Self::Frag;
     fn is_local(t: &Tables, a: Self::Addr) -> bool;
     fn addr_hash(a: Self::Addr) -> u64;
     fn flow_hash(k: &Self::Key) -> u64;
@@ -71,6 +78,7 @@ impl Family for V4 {
     type Addr = Ipv4Addr;
     type Key = FlowKey;
     type Meta = Ip4Meta;
+    type Frag = FragId;
     const NO_ROUTE: DropReason = DropReason::Ip4NoRoute;
 
     #[inline(always)]
@@ -94,6 +102,18 @@ impl Family for V4 {
     #[inline(always)]
     fn services(t: &Tables) -> &ServiceTable<Ipv4Addr> {
         &t.services
+    }
+    fn frags(w: &mut Worker) -> &mut FragTable<FragId> {
+        &mut w.frags
+    }
+    fn frag_id(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, ident: u32) -> FragId {
+        // IPv4's identification is 16 bits; `ident` came from one.
+        FragId {
+            src,
+            dst,
+            proto,
+            ident: ident as u16,
+        }
     }
     #[inline(always)]
     fn is_local(t: &Tables, a: Ipv4Addr) -> bool {
@@ -167,6 +187,7 @@ impl Family for V6 {
     type Addr = Ipv6Addr;
     type Key = FlowKey6;
     type Meta = Ip6Meta;
+    type Frag = FragId6;
     const NO_ROUTE: DropReason = DropReason::Ip6NoRoute;
 
     #[inline(always)]
@@ -190,6 +211,17 @@ impl Family for V6 {
     #[inline(always)]
     fn services(t: &Tables) -> &ServiceTable<Ipv6Addr> {
         &t.services6
+    }
+    fn frags(w: &mut Worker) -> &mut FragTable<FragId6> {
+        &mut w.frags6
+    }
+    fn frag_id(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, ident: u32) -> FragId6 {
+        FragId6 {
+            src,
+            dst,
+            proto,
+            ident,
+        }
     }
     #[inline(always)]
     fn is_local(t: &Tables, a: Ipv6Addr) -> bool {

@@ -21,7 +21,7 @@ use super::ip4_input::fragments_tracked;
 use super::{Action, Ip4Meta, Worker, L2};
 use crate::conntrack::{tcp_flags, CtError, FlowKey, FlowTable, Tuple, NO_FRONTEND};
 use crate::drop::DropReason;
-use crate::frag::{DatagramId, FragId};
+use crate::frag::DatagramId;
 use crate::mbuf::Mbuf;
 use crate::nat::{self, PROTO_ICMP};
 use crate::neighbor::AffinityTable;
@@ -143,40 +143,48 @@ impl Worker {
         if icmp_error || !fragments_tracked(meta.proto) {
             return Ok((key.filter(|_| !meta.later_fragment), steered));
         }
-        let key = if meta.fragment_resolved {
-            key
-        } else {
-            let id = FragId {
-                src: meta.src,
-                dst: meta.dst,
-                proto: meta.proto,
-                ident: meta.ident,
-            };
-            self.fragment_home(id.hash())?;
-            let first = key
-                .filter(|_| !meta.later_fragment)
-                .map(|k| (k.sport, k.dport));
-            self.frags
-                .ports_of(id, first, self.now)
-                .map(|(sport, dport)| FlowKey {
-                    src: meta.src,
-                    dst: meta.dst,
-                    sport,
-                    dport,
-                    proto: meta.proto,
-                })
-        };
-        let Some(key) = key else {
+        if meta.fragment_resolved {
+            return Ok((key, true));
+        }
+        let first = key
+            .filter(|_| !meta.later_fragment)
+            .map_or((0, 0), |k| (k.sport, k.dport));
+        let key = V4::key(meta.src, meta.dst, first.0, first.1, meta.proto);
+        let found =
+            self.fragment_ports::<V4>(t, key, u32::from(meta.ident), meta.later_fragment)?;
+        Ok((found, true))
+    }
+
+    /// The fragment step both families share: on the datagram's home worker (else `Err`: hand
+    /// it there), the first fragment's ports are remembered and given to the later ones
+    /// (`key` has the ports of a first fragment, 0 for a later one); then the fragment goes to
+    /// its flow's owner (`Err` again when that is another worker). `Ok(None)`: a later fragment
+    /// whose first one was not seen (`fragments_unmatched`).
+    pub(super) fn fragment_ports<F: Family>(
+        &mut self,
+        t: &Tables,
+        key: F::Key,
+        ident: u32,
+        later: bool,
+    ) -> Result<Option<F::Key>, Action> {
+        let (src, dst, sport, dport, proto) = F::parts(&key);
+        let id = F::frag_id(src, dst, proto, ident);
+        self.fragment_home(id.hash())?;
+        let first = (!later).then_some((sport, dport));
+        let now = self.now;
+        let ports = F::frags(self).ports_of(id, first, now);
+        let Some((sport, dport)) = ports else {
             self.stats.fragments_unmatched += 1;
-            return Ok((None, true));
+            return Ok(None);
         };
-        if !meta.fragment_resolved && self.cfg.workers > 1 {
-            let owner = self.owner_of::<V4>(t, &key);
+        let key = F::key(src, dst, sport, dport, proto);
+        if self.cfg.workers > 1 {
+            let owner = self.owner_of::<F>(t, &key);
             if owner != self.cfg.id {
-                return Err(Action::HandoffFragment(owner, (key.sport, key.dport)));
+                return Err(Action::HandoffFragment(owner, (sport, dport)));
             }
         }
-        Ok((Some(key), true))
+        Ok(Some(key))
     }
 
     /// `Ok` on a fragment's home worker (chosen by `hash`, its datagram's identity), else where

@@ -1,12 +1,19 @@
-//! The IPv6 half of dual-stack Services: steer, ct6-lookup, nat66, svc6-lookup.
+//! **service** (IPv6): steer, ct-lookup, svc-lookup and nat66 for IPv6 Services, the IPv6 entry
+//! to the Service path whose family-generic half (new flow, reject, owner, UDP flush) is in
+//! [`super::service`].
 //!
 //! ```text
-//!  ip6-input ─► flow tuple? ─► steer ─► ct6-lookup ─┬─ hit ─► nat66 ─► ip6-output
-//!                  │                                 └─ miss ─► svc6-lookup ─┬─ Balance ─► ct6-create ─► nat66 ─► ip6-output
-//!                  │                                                          ├─ Reject ─► tcp-rst / icmp6-unreachable
-//!                  │                                                          ├─ Drop (policy Local, none here)
-//!                  └─ no (ICMPv6, NDP, ESP/AH) or unclaimed ──────────────────┴─ none ─► ip6 routing / ip6-local
+//!  ip6-input ─► flow tuple? ─► steer ─► ct-lookup ─┬─ hit ─► nat66 ─► ip6-output
+//!                  │                                └─ miss ─► svc-lookup ─┬─ Balance ─► ct-create ─► nat66 ─► ip6-output
+//!                  │                                                        ├─ Reject ─► tcp-rst / icmp6-unreachable
+//!                  │                                                        ├─ Drop (policy Local, none here)
+//!                  └─ no (ICMPv6, NDP, ESP/AH) or unclaimed ────────────────┴─ none ─► ip6-input (routing, ip6-local)
 //! ```
+//!
+//! Reads [`Ip6Meta`] (`classify_ip6`'s tuple). Sets the IPv6 flow table and the packet's
+//! addresses, ports and checksums. Next: `handoff`, `ip6-output`, `icmp-error` (hop limit at
+//! the last hop, port unreachable), or back to `ip6-input` for what no flow and no Service
+//! claims (`None`).
 //!
 //! The tuple is found after the extension headers a host may send (hop-by-hop and destination
 //! options, a finished routing header, a fragment header). Fragments of TCP and UDP follow their
@@ -26,7 +33,6 @@ use super::ip6_input::{Ip6Meta, Tuple6};
 use super::{Action, Worker, L2};
 use crate::conntrack::FlowTable;
 use crate::drop::DropReason;
-use crate::frag::{DatagramId, FragId6};
 use crate::ip6;
 use crate::mbuf::Mbuf;
 use crate::nat66::{self, FlowKey6};
@@ -146,33 +152,7 @@ impl Worker {
                 ..key
             }));
         }
-        let id = FragId6 {
-            src: key.src,
-            dst: key.dst,
-            proto: key.proto,
-            ident,
-        };
-        self.fragment_home(id.hash())?;
-        let first = (!later).then_some((key.sport, key.dport));
-        let key = self
-            .frags6
-            .ports_of(id, first, self.now)
-            .map(|(sport, dport)| FlowKey6 {
-                sport,
-                dport,
-                ..key
-            });
-        let Some(key) = key else {
-            self.stats.fragments_unmatched += 1;
-            return Ok(None);
-        };
-        if self.cfg.workers > 1 {
-            let owner = self.owner_of::<V6>(t, &key);
-            if owner != self.cfg.id {
-                return Err(Action::HandoffFragment(owner, (key.sport, key.dport)));
-            }
-        }
-        Ok(Some(key))
+        self.fragment_ports::<V6>(t, key, ident, later)
     }
 
     /// An ICMPv6 error about a packet of a Service flow (a router's packet too big or time
