@@ -99,7 +99,8 @@ impl Stats {
                 p.punted += s.punted.get(i).copied().unwrap_or(0);
                 p.from_host += s.from_host.get(i).copied().unwrap_or(0);
             }
-            let ct = w.flows().stats();
+            // Both families' flow tables, as the live mirror counts them.
+            let ct = w.flows().stats() + w.flows6().stats();
             reports.push(WorkerReport {
                 id: w.id(),
                 rx: s.rx.iter().sum(),
@@ -109,7 +110,7 @@ impl Stats {
                     .iter()
                     .map(|r| (r.name(), s.drop_count(*r)))
                     .collect(),
-                flows: w.flows().len(),
+                flows: w.flows().len() + w.flows6().len(),
                 flows_created: ct.created,
                 flows_expired: ct.expired,
                 flows_refused_full: ct.refused_full,

@@ -1405,6 +1405,9 @@ endpoints:
     assert_eq!(o.dst(), ip6("fd01::10"));
     assert_eq!(o.ip.hop_limit, 1);
     assert_eq!(h.flows6(), 1);
+    // The statistics count IPv6 flows too.
+    let total = h.total();
+    assert_eq!((total.flows, total.flows_created), (1, 1));
 }
 
 /// An ICMPv6 error about a frame nodegate sent (`sent`, as it left), from `from` on the pod

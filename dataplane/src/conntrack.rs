@@ -296,6 +296,20 @@ pub struct CtStats {
     pub snat_reclaimed: u64,
 }
 
+impl core::ops::Add for CtStats {
+    type Output = CtStats;
+    /// Two tables' counters together (a worker's IPv4 and IPv6 tables).
+    fn add(self, o: CtStats) -> CtStats {
+        CtStats {
+            created: self.created + o.created,
+            expired: self.expired + o.expired,
+            refused_full: self.refused_full + o.refused_full,
+            early_dropped: self.early_dropped + o.early_dropped,
+            snat_reclaimed: self.snat_reclaimed + o.snat_reclaimed,
+        }
+    }
+}
+
 /// Slots examined for a flow to reclaim when a slot is needed and none is free: the first
 /// expired one, else the least recently seen that is not assured. Small, so that a flood
 /// against a full table costs a bounded amount per packet.

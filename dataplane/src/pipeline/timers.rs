@@ -68,14 +68,7 @@ impl Worker {
         }
         if now >= self.next_mirror {
             self.next_mirror = now + MIRROR_PERIOD;
-            let (s4, s6) = (self.ct.stats(), self.ct6.stats());
-            let ct = crate::conntrack::CtStats {
-                created: s4.created + s6.created,
-                expired: s4.expired + s6.expired,
-                refused_full: s4.refused_full + s6.refused_full,
-                early_dropped: s4.early_dropped + s6.early_dropped,
-                snat_reclaimed: s4.snat_reclaimed + s6.snat_reclaimed,
-            };
+            let ct = self.ct.stats() + self.ct6.stats();
             self.mirror.store(
                 &self.stats,
                 self.ct.len() + self.ct6.len(),
