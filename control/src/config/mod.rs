@@ -50,7 +50,6 @@ use std::str::FromStr;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-/// Most ports a configuration may declare.
 mod conntrack;
 mod dpdk;
 mod kubernetes;

@@ -149,14 +149,13 @@ impl Family for V4 {
         w: &mut Worker,
         t: &Tables,
         m: &mut Mbuf,
-        port: PortId,
+        _port: PortId,
         meta: &Ip4Meta,
         from: Ipv4Addr,
     ) -> Action {
         w.icmp_error_from(
             t,
             m,
-            port,
             meta,
             from,
             icmpv4::msg_type::DST_UNREACHABLE,

@@ -6,7 +6,7 @@
 //! like any packet the node originates (`ip4-output`). `host-punt` (`Worker::punt_or`) is the
 //! other direction: frames for the node that no stage handles go to the kernel.
 
-use super::{Action, Worker, L2, TX_BATCH};
+use super::{Action, Worker, L2};
 use crate::drop::DropReason;
 use crate::mbuf::Mbuf;
 use crate::port::PortId;
@@ -17,17 +17,9 @@ impl Worker {
     /// The kernel's frames, read from the host port of `data`: they leave by `data` unchanged,
     /// in the same transmit batch as everything else. Nothing is looked at or learned.
     pub(super) fn host_input(&mut self, data: PortId, burst: &mut Vec<Mbuf>) {
-        let d = usize::from(data);
         for m in burst.drain(..) {
-            match self.tx.get_mut(d) {
-                Some(batch) if batch.len() < TX_BATCH => {
-                    batch.push(m);
-                    self.stats.from_host[d] += 1;
-                }
-                _ => {
-                    self.stats.drops[DropReason::TxFull as usize] += 1;
-                    self.pool.free(m);
-                }
+            if self.send_generated(data, m) {
+                self.stats.from_host[usize::from(data)] += 1;
             }
         }
     }

@@ -81,7 +81,7 @@ impl Worker {
             .map(|h| h.src)
             .or_else(|| t.port_address(port));
         match src {
-            Some(src) => self.icmp_error_from(t, m, port, meta, src, ty, code, Some(reason)),
+            Some(src) => self.icmp_error_from(t, m, meta, src, ty, code, Some(reason)),
             None => Action::Drop(reason),
         }
     }
@@ -93,7 +93,6 @@ impl Worker {
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
-        _port: PortId,
         meta: &Ip4Meta,
         src: Ipv4Addr,
         ty: u8,
