@@ -203,7 +203,7 @@ fn build_inner(
         neighbors.insert(n.address, MacAddr(n.mac));
     }
     let mut routes = routes;
-    routes.resolve_static(|gw| neighbors.get(&gw).copied());
+    routes.resolve_static(|_, gw| neighbors.get(&gw).copied());
 
     let mut local: Vec<Ipv4Addr> = cfg.node.addresses.clone();
     for a in &addrs {

@@ -4,9 +4,9 @@
 //! The IPv6 stages that use them are in [`crate::pipeline`]: `ip6-input`, `nd-input`,
 //! `icmp-error`, `neighbour` and the Service path, written as the IPv4 ones are.
 
-use crate::lpm::{Bits, PrefixTable};
+use crate::lpm::Bits;
 use crate::port::PortId;
-use crate::route::RouteError;
+use crate::route::{NextHop, PortAddress, RouteTable, StaticRoute};
 use crate::wire::MacAddr;
 use hashbrown::HashMap;
 use std::net::Ipv6Addr;
@@ -23,40 +23,13 @@ pub const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
 // ---- routing -----------------------------------------------------------------------------------
 
 /// Where a routed IPv6 packet goes next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NextHop6 {
-    pub port: PortId,
-    /// Gateway, or `None` for a connected destination.
-    pub via: Option<Ipv6Addr>,
-    /// The port address used as source for traffic the node originates on this route.
-    pub src: Ipv6Addr,
-    /// The gateway's link-layer address when it is a static neighbour (no lookup needed).
-    pub gateway_mac: Option<MacAddr>,
-}
-
-impl NextHop6 {
-    /// The address whose link-layer address the frame must be sent to.
-    pub fn neighbor_for(&self, dst: Ipv6Addr) -> Ipv6Addr {
-        self.via.unwrap_or(dst)
-    }
-}
-
+pub type NextHop6 = NextHop<Ipv6Addr>;
 /// A port's IPv6 address with its prefix length: gives a connected route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortAddress6 {
-    pub port: PortId,
-    pub address: Ipv6Addr,
-    pub prefix_len: u8,
-}
-
+pub type PortAddress6 = PortAddress<Ipv6Addr>;
 /// A configured IPv6 static route, before resolution.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticRoute6 {
-    pub prefix: Ipv6Addr,
-    pub prefix_len: u8,
-    pub via: Option<Ipv6Addr>,
-    pub port: Option<PortId>,
-}
+pub type StaticRoute6 = StaticRoute<Ipv6Addr>;
+/// The IPv6 route table: the same type as IPv4's ([`RouteTable`]).
+pub type Route6Table = RouteTable<Ipv6Addr>;
 
 /// A configured static IPv6 neighbour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,138 +69,6 @@ pub fn is_solicited_node(a: Ipv6Addr) -> bool {
 pub fn multicast_mac(a: Ipv6Addr) -> MacAddr {
     let o = a.octets();
     MacAddr([0x33, 0x33, o[12], o[13], o[14], o[15]])
-}
-
-/// An immutable IPv6 longest-prefix-match table (same scheme as [`crate::route::RouteTable`]:
-/// one hash probe per distinct prefix length present, longest first).
-#[derive(Debug, Clone, Default)]
-pub struct Route6Table {
-    prefixes: PrefixTable<u128, NextHop6>,
-}
-
-impl Route6Table {
-    /// Builds the table from port addresses (connected routes) and static routes. A route `via`
-    /// a gateway leaves through the port whose connected prefix holds it; a link-local gateway
-    /// needs the port named. Two static routes for one prefix are an error (`index` is the
-    /// route's position in `statics`).
-    pub fn build(
-        addrs: &[PortAddress6],
-        statics: &[StaticRoute6],
-    ) -> Result<Route6Table, RouteError> {
-        let mut table = Route6Table::default();
-        for a in addrs {
-            let hop = NextHop6 {
-                port: a.port,
-                via: None,
-                src: a.address,
-                gateway_mac: None,
-            };
-            table.insert(a.address, a.prefix_len, hop);
-        }
-        let connected = table.clone();
-        let port_src = |port: PortId| {
-            // Prefer a global address as the source of what we originate on a port.
-            let mut on_port = addrs.iter().filter(|a| a.port == port);
-            let first = on_port.clone().next().map(|a| a.address);
-            on_port
-                .find(|a| !is_link_local(a.address))
-                .map(|a| a.address)
-                .or(first)
-        };
-        let mut seen: Vec<(u128, u8)> = Vec::new();
-        for (index, r) in statics.iter().enumerate() {
-            let err = |reason: String| RouteError { index, reason };
-            if r.prefix_len > 128 {
-                return Err(err(format!("prefix length {} > 128", r.prefix_len)));
-            }
-            let key = (u128::from(r.prefix) & netmask6(r.prefix_len), r.prefix_len);
-            if seen.contains(&key) {
-                return Err(err(format!(
-                    "duplicate route for {}/{}",
-                    Ipv6Addr::from(key.0),
-                    r.prefix_len
-                )));
-            }
-            seen.push(key);
-            let hop = match (r.via, r.port) {
-                (Some(via), Some(port)) if is_link_local(via) => {
-                    let Some(src) = port_src(port) else {
-                        return Err(err("the route's port has no IPv6 address".into()));
-                    };
-                    NextHop6 {
-                        port,
-                        via: Some(via),
-                        src,
-                        gateway_mac: None,
-                    }
-                }
-                (Some(via), _) if is_link_local(via) => {
-                    return Err(err(format!(
-                        "the link-local gateway {via} needs the route's port named"
-                    )))
-                }
-                (Some(via), port) => {
-                    let Some(c) = connected.lookup(via) else {
-                        return Err(err(format!(
-                            "gateway {via} is not on any port's connected prefix"
-                        )));
-                    };
-                    if port.is_some_and(|p| p != c.port) {
-                        return Err(err(format!(
-                            "gateway {via} is reached through another port than the one named"
-                        )));
-                    }
-                    NextHop6 {
-                        port: c.port,
-                        via: Some(via),
-                        src: c.src,
-                        gateway_mac: None,
-                    }
-                }
-                (None, Some(port)) => {
-                    let Some(src) = port_src(port) else {
-                        return Err(err("the route's port has no IPv6 address".into()));
-                    };
-                    NextHop6 {
-                        port,
-                        via: None,
-                        src,
-                        gateway_mac: None,
-                    }
-                }
-                (None, None) => return Err(err("a route needs `via` or `port`".into())),
-            };
-            table.insert(r.prefix, r.prefix_len, hop);
-        }
-        Ok(table)
-    }
-
-    /// Records the link-layer address of every gateway that `static_mac` knows (the static
-    /// neighbours, by port and address), so forwarding through it needs no neighbour lookup.
-    pub fn resolve_static(&mut self, static_mac: impl Fn(PortId, Ipv6Addr) -> Option<MacAddr>) {
-        for hop in self.prefixes.values_mut() {
-            hop.gateway_mac = hop.via.and_then(|via| static_mac(hop.port, via));
-        }
-    }
-
-    fn insert(&mut self, prefix: Ipv6Addr, len: u8, hop: NextHop6) {
-        self.prefixes.insert(u128::from(prefix), len, hop);
-    }
-
-    /// The longest-prefix match for `dst`.
-    #[inline]
-    pub fn lookup(&self, dst: Ipv6Addr) -> Option<&NextHop6> {
-        self.prefixes.lookup(u128::from(dst))
-    }
-
-    /// Number of routes.
-    pub fn len(&self) -> usize {
-        self.prefixes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 // ---- tables ------------------------------------------------------------------------------------

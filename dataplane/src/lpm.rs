@@ -1,5 +1,5 @@
 //! A longest-prefix-match table over IPv4 (`u32`) or IPv6 (`u128`) prefixes, shared by
-//! [`crate::route::RouteTable`] and [`crate::ip6::Route6Table`].
+//! both families' [`crate::route::RouteTable`].
 //!
 //! One hash map per prefix length present, longest first: a lookup costs one probe per distinct
 //! length, and a node has a handful of lengths. Built once per snapshot, never changed in place.

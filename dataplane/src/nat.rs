@@ -89,7 +89,7 @@ pub fn forward_with(ip: &mut [u8], from: &FlowKey, to: &FlowKey, delta: Delta) {
 }
 
 /// Decrements the TTL (which must be at least 1), patching the header checksum.
-fn decrement_ttl(ip: &mut [u8]) {
+pub fn decrement_ttl(ip: &mut [u8]) {
     let mut p = Ipv4Packet::new_unchecked(ip);
     let (ttl, proto) = (p.hop_limit(), u8::from(p.next_header()));
     let c = update16(

@@ -7,7 +7,7 @@
 use super::ip4_input::Ip4Meta;
 use super::ip6_input::{Ip6Meta, HOP_LIMIT, IP6};
 use super::{Action, Worker, L2};
-use crate::conntrack::{FlowKey, FlowTable, Tuple};
+use crate::conntrack::{Dir, Flow, FlowKey, FlowTable, Tuple};
 use crate::drop::DropReason;
 use crate::frag::{DatagramId, FragId, FragId6, FragTable};
 use crate::hash::{addr_hash, addr_hash6, flow_hash, flow_hash6};
@@ -16,15 +16,16 @@ use crate::nat::{self, Delta};
 use crate::nat66::{self, FlowKey6};
 use crate::neighbor::AffinityTable;
 use crate::port::PortId;
+use crate::route::{RouteAddr, RouteTable};
 use crate::service::{Address, ServiceTable};
 use crate::tables::Tables;
-use crate::wire::TcpPacket;
 use crate::wire::{icmpv4, icmpv6, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr};
-use std::net::{Ipv4Addr, Ipv6Addr};
+use crate::wire::{EtherType, MacAddr, TcpPacket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// An address family's side of the Service path.
 pub(super) trait Family {
-    type Addr: Address;
+    type Addr: Address + RouteAddr + Into<IpAddr>;
     type Key: Tuple;
     /// What the family's input stage found out about the packet (for the errors it answers).
     type Meta;
@@ -45,13 +46,40 @@ pub(super) trait Family {
     fn is_local(t: &Tables, a: Self::Addr) -> bool;
     fn addr_hash(a: Self::Addr) -> u64;
     fn flow_hash(k: &Self::Key) -> u64;
+    fn routes(t: &Tables) -> &RouteTable<Self::Addr>;
     /// The node's address towards `dst` (the SNAT source), or `None` without a route.
-    fn route_src(t: &Tables, dst: Self::Addr) -> Option<Self::Addr>;
+    #[inline(always)]
+    fn route_src(t: &Tables, dst: Self::Addr) -> Option<Self::Addr> {
+        Self::routes(t).lookup(dst).map(|h| h.src)
+    }
+    /// The link-layer address of the neighbour `nh` on `port`: a static one, else a learned
+    /// one that has not expired.
+    fn neighbour(w: &mut Worker, t: &Tables, port: PortId, nh: Self::Addr) -> Option<MacAddr>;
     const NO_ROUTE: DropReason;
+    /// A fragment the Service path cannot translate.
+    const FRAGMENT: DropReason;
+    /// A packet a flow claims with no hop left that gets no answer (an ICMP error).
+    const HOP_EXCEEDED: DropReason;
+    const ETHERTYPE: EtherType;
     /// Rewrites a packet of the flow from tuple `from` to `to` with the flow's `delta`, and
     /// decrements its TTL or hop limit (at least 2). `l4` is where its L4 header starts in
     /// the frame.
     fn rewrite(m: &mut Mbuf, l4: usize, from: &Self::Key, to: &Self::Key, delta: Delta);
+    /// Rewrites the addresses of a later fragment of the flow (it has no L4 header) and
+    /// decrements its TTL or hop limit.
+    fn rewrite_fragment(m: &mut Mbuf, from: &Self::Key, to: &Self::Key);
+    /// Translates an ICMP error about a packet of `flow` (travelling in direction `dir`) back
+    /// for the side that sent the packet, decrements its TTL or hop limit (at least 2), and
+    /// returns its new destination.
+    fn translate_icmp_error(m: &mut Mbuf, flow: &Flow<Self::Key>, dir: Dir) -> Self::Addr;
+    /// ICMP(v6) time exceeded about the packet, which arrived with no hop left.
+    fn time_exceeded(
+        w: &mut Worker,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        meta: &Self::Meta,
+    ) -> Action;
     /// ip4-output / ip6-output for a packet the node rewrote or built.
     fn output(w: &mut Worker, t: &Tables, m: &mut Mbuf, dst: Self::Addr) -> Action;
     /// ICMP(v6) port unreachable from `from` (the Service address) about the packet.
@@ -80,6 +108,9 @@ impl Family for V4 {
     type Meta = Ip4Meta;
     type Frag = FragId;
     const NO_ROUTE: DropReason = DropReason::Ip4NoRoute;
+    const FRAGMENT: DropReason = DropReason::Ip4Fragment;
+    const HOP_EXCEEDED: DropReason = DropReason::Ip4TtlExceeded;
+    const ETHERTYPE: EtherType = EtherType::Ipv4;
 
     #[inline(always)]
     fn key(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, proto: u8) -> FlowKey {
@@ -134,16 +165,47 @@ impl Family for V4 {
         )
     }
     #[inline(always)]
-    fn route_src(t: &Tables, dst: Ipv4Addr) -> Option<Ipv4Addr> {
-        t.routes.lookup(dst).map(|h| h.src)
+    fn routes(t: &Tables) -> &RouteTable {
+        &t.routes
+    }
+    #[inline(always)]
+    fn neighbour(w: &mut Worker, t: &Tables, _port: PortId, nh: Ipv4Addr) -> Option<MacAddr> {
+        match t.neighbors.get(&nh) {
+            Some(mac) => Some(*mac),
+            None => w.neigh.lookup(nh, w.now),
+        }
     }
     #[inline(always)]
     fn rewrite(m: &mut Mbuf, _l4: usize, from: &FlowKey, to: &FlowKey, delta: Delta) {
         nat::forward_with(&mut m[L2..], from, to, delta);
     }
+    fn rewrite_fragment(m: &mut Mbuf, from: &FlowKey, to: &FlowKey) {
+        nat::forward_fragment(&mut m[L2..], from, to);
+    }
+    fn translate_icmp_error(m: &mut Mbuf, flow: &Flow, dir: Dir) -> Ipv4Addr {
+        nat::translate_icmp_error(&mut m[L2..], flow, dir);
+        nat::decrement_ttl(&mut m[L2..]);
+        Ipv4Packet::new_unchecked(&m[L2..]).dst_addr()
+    }
+    fn time_exceeded(
+        w: &mut Worker,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        meta: &Ip4Meta,
+    ) -> Action {
+        w.icmp_error(
+            t,
+            m,
+            port,
+            meta,
+            (icmpv4::msg_type::TIME_EXCEEDED, 0),
+            DropReason::Ip4TtlExceeded,
+        )
+    }
     #[inline(always)]
     fn output(w: &mut Worker, t: &Tables, m: &mut Mbuf, dst: Ipv4Addr) -> Action {
-        w.ip4_output_local(t, m, dst)
+        w.route_output::<V4>(t, m, dst)
     }
     fn port_unreachable(
         w: &mut Worker,
@@ -158,8 +220,10 @@ impl Family for V4 {
             m,
             meta,
             from,
-            icmpv4::msg_type::DST_UNREACHABLE,
-            icmpv4::msg_code::PORT_UNREACHABLE,
+            (
+                icmpv4::msg_type::DST_UNREACHABLE,
+                icmpv4::msg_code::PORT_UNREACHABLE,
+            ),
             None,
         )
     }
@@ -188,6 +252,9 @@ impl Family for V6 {
     type Meta = Ip6Meta;
     type Frag = FragId6;
     const NO_ROUTE: DropReason = DropReason::Ip6NoRoute;
+    const FRAGMENT: DropReason = DropReason::Ip6Fragment;
+    const HOP_EXCEEDED: DropReason = DropReason::Ip6HopLimitExceeded;
+    const ETHERTYPE: EtherType = EtherType::Ipv6;
 
     #[inline(always)]
     fn key(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, proto: u8) -> FlowKey6 {
@@ -241,12 +308,41 @@ impl Family for V6 {
         )
     }
     #[inline(always)]
-    fn route_src(t: &Tables, dst: Ipv6Addr) -> Option<Ipv6Addr> {
-        t.ip6.routes.lookup(dst).map(|h| h.src)
+    fn routes(t: &Tables) -> &RouteTable<Ipv6Addr> {
+        &t.ip6.routes
+    }
+    #[inline(always)]
+    fn neighbour(w: &mut Worker, t: &Tables, port: PortId, nh: Ipv6Addr) -> Option<MacAddr> {
+        match t.ip6.neighbors.get(&(port, nh)) {
+            Some(mac) => Some(*mac),
+            None => w.neigh6.lookup((port, nh), w.now),
+        }
     }
     #[inline(always)]
     fn rewrite(m: &mut Mbuf, l4: usize, from: &FlowKey6, to: &FlowKey6, delta: Delta) {
         nat66::forward_with(&mut m[L2..], l4 - L2, from, to, delta);
+    }
+    fn rewrite_fragment(m: &mut Mbuf, _from: &FlowKey6, to: &FlowKey6) {
+        nat66::forward_addresses(&mut m[L2..], to);
+    }
+    fn translate_icmp_error(m: &mut Mbuf, flow: &Flow<FlowKey6>, dir: Dir) -> Ipv6Addr {
+        nat66::translate_icmp_error(&mut m[L2..], flow, dir)
+    }
+    fn time_exceeded(
+        w: &mut Worker,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        _meta: &Ip6Meta,
+    ) -> Action {
+        w.icmp6_error(
+            t,
+            m,
+            port,
+            (Ip6Meta::addrs(m).0, None),
+            (icmpv6::msg_type::TIME_EXCEEDED, 0),
+            Some(DropReason::Ip6HopLimitExceeded),
+        )
     }
     #[inline(always)]
     fn output(w: &mut Worker, t: &Tables, m: &mut Mbuf, dst: Ipv6Addr) -> Action {
@@ -264,8 +360,7 @@ impl Family for V6 {
             t,
             m,
             port,
-            Ip6Meta::addrs(m).0,
-            Some(from),
+            (Ip6Meta::addrs(m).0, Some(from)),
             (
                 icmpv6::msg_type::DST_UNREACHABLE,
                 icmpv6::msg_code::PORT_UNREACHABLE,

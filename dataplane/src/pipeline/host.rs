@@ -6,6 +6,7 @@
 //! like any packet the node originates (`ip4-output`). `host-punt` (`Worker::punt_or`) is the
 //! other direction: frames for the node that no stage handles go to the kernel.
 
+use super::family::V4;
 use super::{Action, Worker, L2};
 use crate::drop::DropReason;
 use crate::mbuf::Mbuf;
@@ -43,7 +44,7 @@ impl Worker {
             let action = if dst.is_broadcast() || dst.is_multicast() || t.is_local(dst) {
                 Action::Drop(DropReason::Ip4NoRoute)
             } else {
-                self.ip4_output_local(&t, &mut m, dst)
+                self.route_output::<V4>(&t, &mut m, dst)
             };
             self.apply(&t, m, port, action);
         }

@@ -11,6 +11,7 @@
 //! The limit ([`IcmpLimiter`]) is one token bucket for both families: a worker sends at most
 //! `icmp_rate` errors a second, IPv4 and IPv6 together, in bursts of a tenth of that.
 
+use super::family::V4;
 use super::ip6_input::{HOP_LIMIT, IP6};
 use super::{Action, Ip4Meta, Worker, L2};
 use crate::drop::DropReason;
@@ -139,7 +140,7 @@ impl Worker {
             icmp.fill_checksum();
         }
         self.stats.icmp_sent += 1;
-        self.ip4_output_local(t, m, meta.src)
+        self.route_output::<V4>(t, m, meta.src)
     }
 
     /// Turns the frame into an ICMPv6 error about itself, sent back to its source `src` from

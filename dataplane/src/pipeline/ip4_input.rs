@@ -11,17 +11,18 @@
 //! and extracts the flow tuple (for an ICMP error, the reverse of its quote's); it sets
 //! [`Ip4Meta`], which the later IPv4 stages read instead of parsing again.
 
-use super::{Action, Class, Worker, L2};
+use super::family::{Family, V4};
+use super::service::{fragments_tracked, FlowPacket, Fragment};
+use super::{Action, Arrival, Class, Worker, L2};
 use crate::conntrack::FlowKey;
 use crate::drop::DropReason;
 use crate::mbuf::Mbuf;
 use crate::nat::{self, PROTO_ICMP};
 use crate::port::PortId;
-use crate::route::NextHop;
 use crate::service::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 use crate::tables::Tables;
-use crate::wire::{icmpv4, EtherType, Icmpv4Packet, Ipv4Packet, SctpPacket, TcpPacket, UdpPacket};
-use std::net::{IpAddr, Ipv4Addr};
+use crate::wire::{icmpv4, Icmpv4Packet, Ipv4Packet, SctpPacket, TcpPacket, UdpPacket};
+use std::net::Ipv4Addr;
 
 /// The parts of an IPv4 packet the pipeline decides on.
 #[derive(Clone, Copy)]
@@ -41,7 +42,104 @@ pub(super) struct Ip4Meta {
     pub fragment_resolved: bool,
 }
 
+/// What `classify_ip4` hands the decision pass.
+#[derive(Clone, Copy)]
+pub(super) struct Ip4Class {
+    pub meta: Ip4Meta,
+    /// The flow tuple: the packet's own, or for an ICMP error the reverse of the quote's.
+    pub key: Option<FlowKey>,
+    /// TCP flags (0 for other protocols).
+    pub flags: u8,
+    pub icmp_error: bool,
+}
+
 impl Worker {
+    /// ip4-input's hand-over to the Service path: the fragment step (a fragment's ports come
+    /// from its datagram's home worker), then `service` with the packet's [`FlowPacket`] or,
+    /// for an ICMP error, the quoted flow's tuple; what neither claims is the node's or
+    /// forwarded ([`Worker::ip4_no_l4`]).
+    #[inline(always)]
+    pub(super) fn ip4_service(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        c: Ip4Class,
+        arrival: Arrival,
+    ) -> Action {
+        let Ip4Class {
+            meta,
+            key,
+            flags,
+            icmp_error,
+        } = c;
+        let (key, steered, hash) = if meta.fragmented {
+            match self.fragment_key(t, &meta, key, icmp_error, arrival.steered) {
+                // The burst's hash is of the classified tuple: a later fragment's comes from
+                // the fragment table.
+                Ok((k, steered)) => (k, steered, arrival.hash.filter(|_| k.is_some() && k == key)),
+                Err(action) => return action,
+            }
+        } else {
+            (key, arrival.steered, arrival.hash)
+        };
+        let Some(key) = key else {
+            return self.ip4_no_l4(t, m, port, &meta);
+        };
+        let claimed = if icmp_error {
+            self.flow_icmp_error::<V4>(t, m, &key, (meta.ttl, meta.fragmented), steered)
+        } else {
+            let p = FlowPacket {
+                meta: &meta,
+                key,
+                flags,
+                l4: meta.l4,
+                hop: meta.ttl,
+                fragment: Fragment::of(meta.fragmented, meta.later_fragment),
+                hash,
+                steered,
+            };
+            self.flow::<V4>(t, m, port, &p)
+        };
+        match claimed {
+            Some(action) => action,
+            None => self.ip4_no_l4(t, m, port, &meta),
+        }
+    }
+
+    /// The flow tuple of a fragment (and whether it is steered already), or where the fragment
+    /// must go first. Every fragment of a TCP or UDP datagram goes first to the datagram's home
+    /// worker (chosen by its identity, which every fragment carries), which remembers the first
+    /// fragment's ports and gives them to the later ones; then, with its ports, the fragment
+    /// goes to its flow's owner, which translates it (`Ok((Some, true))`: it is this worker). A
+    /// later fragment whose first one was not seen, or of another protocol, has no tuple. Out
+    /// of line and cold: fragments are rare, and the burst loop stays as it was for everything
+    /// else.
+    #[cold]
+    #[inline(never)]
+    fn fragment_key(
+        &mut self,
+        t: &Tables,
+        meta: &Ip4Meta,
+        key: Option<FlowKey>,
+        icmp_error: bool,
+        steered: bool,
+    ) -> Result<(Option<FlowKey>, bool), Action> {
+        if icmp_error || !fragments_tracked(meta.proto) {
+            return Ok((key.filter(|_| !meta.later_fragment), steered));
+        }
+        if meta.fragment_resolved {
+            return Ok((key, true));
+        }
+        let first = key
+            .filter(|_| !meta.later_fragment)
+            .map_or((0, 0), |k| (k.sport, k.dport));
+        let key = V4::key(meta.src, meta.dst, first.0, first.1, meta.proto);
+        let found =
+            self.fragment_ports::<V4>(t, key, u32::from(meta.ident), meta.later_fragment)?;
+        Ok((found, true))
+    }
+
     /// Packets that no flow and no Service claims: the node's own, or plain forwarding.
     pub(super) fn ip4_no_l4(
         &mut self,
@@ -89,7 +187,7 @@ impl Worker {
                 icmp.set_msg_type(icmpv4::msg_type::ECHO_REPLY);
                 icmp.fill_checksum();
                 self.stats.icmp_sent += 1;
-                return self.ip4_output_local(t, m, meta.src);
+                return self.route_output::<V4>(t, m, meta.src);
             }
         }
         // stack-punt: a Service's health check, served by the host stack. The frame goes,
@@ -128,48 +226,8 @@ impl Worker {
             ip.set_hop_limit(ttl - 1);
             ip.set_checksum(c);
         }
-        self.ip4_output(t, m, hop, dst)
+        self.hop_output::<V4>(t, m, hop, dst)
     }
-
-    /// Routes a packet the node originates (no TTL change).
-    pub(super) fn ip4_output_local(&mut self, t: &Tables, m: &mut Mbuf, dst: Ipv4Addr) -> Action {
-        match t.routes.lookup(dst).copied() {
-            Some(hop) => self.ip4_output(t, m, hop, dst),
-            None => Action::Drop(DropReason::Ip4NoRoute),
-        }
-    }
-
-    /// Resolves the next hop and writes the Ethernet header.
-    #[inline(always)]
-    fn ip4_output(&mut self, t: &Tables, m: &mut Mbuf, hop: NextHop, dst: Ipv4Addr) -> Action {
-        let nh = hop.neighbor_for(dst);
-        let mac = match hop.gateway_mac {
-            Some(mac) => Some(mac),
-            None => match t.neighbors.get(&nh) {
-                Some(mac) => Some(*mac),
-                None => self.neigh.lookup(nh, self.now),
-            },
-        };
-        match mac {
-            Some(mac) => {
-                let Some(src) = t.ports.get(usize::from(hop.port)).map(|p| p.mac) else {
-                    return Action::Drop(DropReason::Ip4NoRoute);
-                };
-                super::write_eth(m, mac, src, EtherType::Ipv4);
-                Action::Tx(hop.port)
-            }
-            None => Action::Hold {
-                nh: IpAddr::V4(nh),
-                port: hop.port,
-            },
-        }
-    }
-}
-
-/// The protocols whose fragments are matched to flows (the others' are not translated: their
-/// checksums cannot be patched from the first fragment alone, or they have no ports).
-pub(super) fn fragments_tracked(proto: u8) -> bool {
-    proto == PROTO_TCP || proto == PROTO_UDP
 }
 
 /// ip4-input: header, checksum and source checks, padding trimmed, flow tuple extracted.
@@ -196,11 +254,13 @@ pub(super) fn classify_ip4(t: &Tables, m: &mut Mbuf) -> Class {
     };
     // Ethernet padding is not part of the packet.
     m.set_len(L2 + total);
-    let ip4 = |key, flags, icmp_error| Class::Ip4 {
-        meta,
-        key,
-        flags,
-        icmp_error,
+    let ip4 = |key, flags, icmp_error| {
+        Class::Ip4(Ip4Class {
+            meta,
+            key,
+            flags,
+            icmp_error,
+        })
     };
     if meta.later_fragment {
         return ip4(None, 0, false);

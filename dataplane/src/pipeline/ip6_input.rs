@@ -13,16 +13,18 @@
 //! sets [`Ip6Meta`], which every later IPv6 stage reads instead of parsing again. The flow
 //! table line of a tuple is prefetched over the burst as for IPv4.
 
-use super::{Action, Class, Worker, L2};
+use super::family::V6;
+use super::service::{fragments_tracked, FlowPacket, Fragment};
+use super::{Action, Arrival, Class, Worker, L2};
 use crate::drop::DropReason;
-use crate::ip6::{is_link_local, NextHop6};
+use crate::ip6::is_link_local;
 use crate::mbuf::Mbuf;
 use crate::nat66::{self, FlowKey6};
 use crate::port::PortId;
 use crate::tables::Tables;
 use crate::wire::icmpv6::{self, msg_type};
 use crate::wire::{EtherType, Icmpv6Packet, IpProtocol, Ipv6Packet, MacAddr};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 /// Length of the fixed IPv6 header.
 pub(super) const IP6: usize = 40;
@@ -226,7 +228,7 @@ impl Worker {
     ) -> Action {
         match t.ip6.routes.lookup(dst).copied() {
             Some(hop) if !is_link_local(dst) || hop.port == in_port => {
-                self.ip6_output_hop(t, m, hop, dst)
+                self.hop_output::<V6>(t, m, hop, dst)
             }
             _ if is_link_local(dst) => {
                 let Some(p) = t.ports.get(usize::from(in_port)) else {
@@ -264,7 +266,7 @@ impl Worker {
         };
         // No header checksum in IPv6: the hop limit is just written.
         Ipv6Packet::new_unchecked(&mut m[L2..]).set_hop_limit(meta.hop - 1);
-        self.ip6_output_hop(t, m, hop, dst)
+        self.hop_output::<V6>(t, m, hop, dst)
     }
 
     /// ip6-output for a packet the Service path rewrote or built: route lookup and next-hop
@@ -273,35 +275,91 @@ impl Worker {
         if is_link_local(dst) {
             return Action::Drop(DropReason::Ip6LinkLocal);
         }
-        match t.ip6.routes.lookup(dst).copied() {
-            Some(hop) => self.ip6_output_hop(t, m, hop, dst),
-            None => Action::Drop(DropReason::Ip6NoRoute),
+        self.route_output::<V6>(t, m, dst)
+    }
+}
+
+impl Worker {
+    /// ip6-input's hand-over to the Service path (`service`): a packet with a flow tuple, after
+    /// the fragment step, as a [`FlowPacket`]; an ICMPv6 error by the quoted flow's tuple.
+    /// `None` when no flow and no Service claims it (or it carries no TCP/UDP/SCTP tuple): the
+    /// caller routes it or hands it to the node. `fragment_ports` are the ports a fragment's
+    /// home worker already found.
+    #[inline(always)]
+    pub(super) fn ip6_service(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        meta: &Ip6Meta,
+        arrival: Arrival,
+        fragment_ports: Option<(u16, u16)>,
+    ) -> Option<Action> {
+        if t.services6.is_empty() && self.ct6.is_empty() {
+            return None;
         }
+        match meta.tuple {
+            Tuple6::None => return None,
+            Tuple6::Malformed => return Some(Action::Drop(DropReason::L4Malformed)),
+            Tuple6::IcmpError => {
+                let quoted = nat66::icmp_error_quote(&m[L2..])?;
+                let key = quoted.reverse();
+                return self.flow_icmp_error::<V6>(t, m, &key, (meta.hop, false), arrival.steered);
+            }
+            Tuple6::Found => {}
+        }
+        let mut key = meta.key(m);
+        if key.dst.is_multicast() || key.src.is_multicast() || is_link_local(key.dst) {
+            return None;
+        }
+        let (mut steered, mut hash) = (arrival.steered, arrival.hash);
+        if let Some((ident, later)) = meta.fragment {
+            if !fragments_tracked(key.proto) {
+                return None;
+            }
+            match self.fragment_key6(t, key, ident, later, fragment_ports) {
+                Ok(Some(k)) => (key, steered, hash) = (k, true, None),
+                Ok(None) => return None,
+                Err(action) => return Some(action),
+            }
+        }
+        let p = FlowPacket {
+            meta,
+            key,
+            flags: meta.flags,
+            l4: L2 + usize::from(meta.l4),
+            hop: meta.hop,
+            fragment: match meta.fragment {
+                Some((_, later)) => Fragment::of(true, later),
+                None => Fragment::Whole,
+            },
+            hash,
+            steered,
+        };
+        self.flow::<V6>(t, m, port, &p)
     }
 
-    /// Resolves the next hop and writes the Ethernet header, or holds the frame (`neighbour`).
-    fn ip6_output_hop(&mut self, t: &Tables, m: &mut Mbuf, hop: NextHop6, dst: Ipv6Addr) -> Action {
-        let Some(pinfo) = t.ports.get(usize::from(hop.port)) else {
-            return Action::Drop(DropReason::Ip6NoRoute);
-        };
-        let nh = hop.neighbor_for(dst);
-        let mac = match hop.gateway_mac {
-            Some(mac) => Some(mac),
-            None => match t.ip6.neighbors.get(&(hop.port, nh)) {
-                Some(mac) => Some(*mac),
-                None => self.neigh6.lookup((hop.port, nh), self.now),
-            },
-        };
-        match mac {
-            Some(mac) => {
-                super::write_eth(m, mac, pinfo.mac, EtherType::Ipv6);
-                Action::Tx(hop.port)
-            }
-            None => Action::Hold {
-                nh: IpAddr::V6(nh),
-                port: hop.port,
-            },
+    /// The tuple of a TCP or UDP fragment, as `fragment_key` for IPv4: the datagram's
+    /// home worker keeps its first fragment's ports for the later ones, then the fragment goes
+    /// to its flow's owner. `fragment_ports` are the ports a home worker already found.
+    #[cold]
+    #[inline(never)]
+    fn fragment_key6(
+        &mut self,
+        t: &Tables,
+        key: FlowKey6,
+        ident: u32,
+        later: bool,
+        fragment_ports: Option<(u16, u16)>,
+    ) -> Result<Option<FlowKey6>, Action> {
+        if let Some((sport, dport)) = fragment_ports {
+            return Ok(Some(FlowKey6 {
+                sport,
+                dport,
+                ..key
+            }));
         }
+        self.fragment_ports::<V6>(t, key, ident, later)
     }
 }
 

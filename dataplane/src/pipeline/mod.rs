@@ -44,7 +44,6 @@ mod ip6_input;
 mod nd_input;
 mod neighbour;
 mod service;
-mod service6;
 mod setup;
 #[cfg(test)]
 mod test_rig;
@@ -68,7 +67,7 @@ use crate::tables::{TableReader, Tables};
 use crate::time::Instant;
 use crate::wire::{EtherType, EthernetFrame, MacAddr};
 use core::time::Duration;
-use ip4_input::Ip4Meta;
+use ip4_input::{Ip4Class, Ip4Meta};
 use ip6_input::Ip6Meta;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
@@ -129,14 +128,17 @@ enum Class {
         meta: Ip6Meta,
         fragment_ports: Option<(u16, u16)>,
     },
-    Ip4 {
-        meta: Ip4Meta,
-        /// The flow tuple: the packet's own, or for an ICMP error the reverse of the quote's.
-        key: Option<FlowKey>,
-        /// TCP flags (0 for other protocols).
-        flags: u8,
-        icmp_error: bool,
-    },
+    Ip4(Ip4Class),
+}
+
+/// How a frame reached the decision: from the burst pass, which computed (and prefetched)
+/// its flow hash, or handed over by another worker, already on its owner and maybe only to
+/// learn a neighbour from.
+#[derive(Clone, Copy)]
+struct Arrival {
+    hash: Option<u64>,
+    steered: bool,
+    learn: bool,
 }
 
 /// One worker's state. See the module doc for the pipeline.
@@ -261,6 +263,11 @@ impl Worker {
         self.mirror.clone()
     }
 
+    /// This worker's IPv6 flow table.
+    pub fn flows6(&self) -> &FlowTable<FlowKey6> {
+        &self.ct6
+    }
+
     pub fn flows(&self) -> &FlowTable {
         &self.ct
     }
@@ -347,7 +354,7 @@ impl Worker {
             for (i, m) in burst[..n].iter_mut().enumerate() {
                 let class = self.classify(&t, m, port);
                 prefetched[i] = match &class {
-                    Class::Ip4 { key: Some(k), .. } => {
+                    Class::Ip4(Ip4Class { key: Some(k), .. }) => {
                         hashes[i] = self.ct.prefetch(k);
                         4
                     }
@@ -367,8 +374,12 @@ impl Worker {
                 }
             }
             for (i, mut m) in burst.drain(..n).enumerate() {
-                let action =
-                    self.decide(&t, &mut m, port, classes[i], Some(hashes[i]), false, false);
+                let arrival = Arrival {
+                    hash: Some(hashes[i]),
+                    steered: false,
+                    learn: false,
+                };
+                let action = self.decide(&t, &mut m, port, classes[i], arrival);
                 self.apply(&t, m, port, action);
             }
         }
@@ -443,7 +454,7 @@ impl Worker {
         {
             *f = fragment_ports;
         }
-        if let (Some((sport, dport)), Class::Ip4 { meta, key, .. }) = (fragment_ports, &mut class) {
+        if let (Some((sport, dport)), Class::Ip4(Ip4Class { meta, key, .. })) = (fragment_ports, &mut class) {
             if meta.fragmented {
                 meta.fragment_resolved = true;
                 *key = Some(FlowKey {
@@ -455,7 +466,12 @@ impl Worker {
                 });
             }
         }
-        let action = self.decide(t, &mut m, port, class, None, steered, learn);
+        let arrival = Arrival {
+            hash: None,
+            steered,
+            learn,
+        };
+        let action = self.decide(t, &mut m, port, class, arrival);
         self.apply(t, m, port, action);
     }
 
@@ -512,71 +528,46 @@ impl Worker {
         }
     }
 
-    /// Decides what happens to a classified frame; `hash` is the flow hash when the burst pass
-    /// already computed it.
-    #[allow(clippy::too_many_arguments)]
+    /// Decides what happens to a classified frame.
     fn decide(
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
         port: PortId,
         class: Class,
-        hash: Option<u64>,
-        steered: bool,
-        learn: bool,
+        arrival: Arrival,
     ) -> Action {
         match class {
             Class::Drop(r) => Action::Drop(r),
             Class::Host(r) => self.punt_or(port, Action::Drop(r)),
             Class::Arp => {
-                if self.cfg.workers > 1 && !steered {
+                if self.cfg.workers > 1 && !arrival.steered {
                     self.copy_to_other_workers(m, port);
                 }
-                self.arp_input(t, m, port, learn)
+                self.arp_input(t, m, port, arrival.learn)
             }
             Class::Ip6 {
                 meta,
                 fragment_ports,
             } => {
-                if learn {
+                if arrival.learn {
                     self.nd_learn_only(t, &m[..], port);
                     return Action::Free;
                 }
-                if self.cfg.workers > 1 && !steered && nd_input::is_ndp(m) {
+                if self.cfg.workers > 1 && !arrival.steered && nd_input::is_ndp(m) {
                     self.copy_to_other_workers(m, port);
                 }
-                let hash = hash.filter(|_| meta.prefetchable());
-                if let Some(action) =
-                    self.ip6_flow(t, m, port, &meta, hash, steered, fragment_ports)
-                {
-                    return action;
-                }
-                self.ip6_input(t, m, port, &meta)
-            }
-            Class::Ip4 {
-                meta,
-                key,
-                flags,
-                icmp_error,
-            } => {
-                let (key, steered, hash) = if meta.fragmented {
-                    match self.fragment_key(t, &meta, key, icmp_error, steered) {
-                        // The burst's hash is of the classified tuple: a later fragment's
-                        // comes from the fragment table.
-                        Ok((k, steered)) => (k, steered, hash.filter(|_| k.is_some() && k == key)),
-                        Err(action) => return action,
-                    }
-                } else {
-                    (key, steered, hash)
+                let arrival = Arrival {
+                    hash: arrival.hash.filter(|_| meta.prefetchable()),
+                    ..arrival
                 };
-                match key {
-                    // One call site: ip4_flow stays inlined into the burst loop.
-                    Some(key) => {
-                        self.ip4_flow(t, m, port, &meta, key, flags, icmp_error, hash, steered)
-                    }
-                    None => self.ip4_no_l4(t, m, port, &meta),
+                match self.ip6_service(t, m, port, &meta, arrival, fragment_ports) {
+                    Some(action) => action,
+                    None => self.ip6_input(t, m, port, &meta),
                 }
             }
+            // One call site: the Service path stays inlined into the burst loop.
+            Class::Ip4(c) => self.ip4_service(t, m, port, c, arrival),
         }
     }
 

@@ -7,11 +7,17 @@
 //! go to `tx`; the timers ask again every [`RESOLVE_RETRY`] and drop what waited
 //! [`RESOLVE_GIVE_UP`] (`neigh-timeout`). The queue holds at most `hold_max` frames of either
 //! family (`neigh-unresolved` beyond that).
+//!
+//! Also **ip-output**, written once for both families ([`Worker::route_output`],
+//! [`Worker::hop_output`]): the route lookup, the next hop's link-layer address (the route's
+//! static gateway, a static neighbour, then a learned one) and the Ethernet header, or a hold.
 
-use super::{Worker, TX_BATCH};
+use super::family::Family;
+use super::{Action, Worker, TX_BATCH};
 use crate::drop::DropReason;
 use crate::mbuf::Mbuf;
 use crate::port::PortId;
+use crate::route::NextHop;
 use crate::tables::Tables;
 use crate::time::Instant;
 use crate::wire::{EtherType, MacAddr};
@@ -32,6 +38,51 @@ pub(super) struct Held {
 }
 
 impl Worker {
+    /// ip-output for a packet whose TTL or hop limit is already set: the route to `dst`, then
+    /// [`Worker::hop_output`].
+    #[inline]
+    pub(super) fn route_output<F: Family>(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        dst: F::Addr,
+    ) -> Action {
+        match F::routes(t).lookup(dst).copied() {
+            Some(hop) => self.hop_output::<F>(t, m, hop, dst),
+            None => Action::Drop(F::NO_ROUTE),
+        }
+    }
+
+    /// Resolves the next hop of `dst` through `hop` and writes the Ethernet header (`tx`), or
+    /// holds the frame until the neighbour answers.
+    #[inline(always)]
+    pub(super) fn hop_output<F: Family>(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        hop: NextHop<F::Addr>,
+        dst: F::Addr,
+    ) -> Action {
+        let Some(src) = t.ports.get(usize::from(hop.port)).map(|p| p.mac) else {
+            return Action::Drop(F::NO_ROUTE);
+        };
+        let nh = hop.neighbor_for(dst);
+        let mac = match hop.gateway_mac {
+            Some(mac) => Some(mac),
+            None => F::neighbour(self, t, hop.port, nh),
+        };
+        match mac {
+            Some(mac) => {
+                super::write_eth(m, mac, src, F::ETHERTYPE);
+                Action::Tx(hop.port)
+            }
+            None => Action::Hold {
+                nh: nh.into(),
+                port: hop.port,
+            },
+        }
+    }
+
     /// Holds `m` until `nh` on `port` answers; asks it when nothing waits for it yet.
     pub(super) fn hold(&mut self, t: &Tables, nh: IpAddr, port: PortId, m: Mbuf) {
         if self.held.len() >= self.cfg.hold_max {

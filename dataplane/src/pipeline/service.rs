@@ -1,29 +1,31 @@
-//! **service** (IPv4): steer, ct-lookup, svc-lookup, reject, nat44 and the fragment home, and
-//! the pieces both families share (admission, endpoint choice, flow creation, the UDP flush
-//! rule).
+//! **service**: the Service path, written once for both address families: steer, ct-lookup,
+//! nat on a hit, svc-lookup, admission, endpoint choice, SNAT, ct-create and reject on a miss,
+//! the fragment home, ICMP errors about flows, and the UDP flush. Monomorphised for
+//! [`V4`](super::family::V4) and [`V6`](super::family::V6); what the protocols make different is in [`Family`].
 //!
 //! ```text
-//!  ip4-input ─► steer ─► ct-lookup ─┬─ hit ─► nat44 ─► ip4-output
-//!                 │                  └─ miss ─► svc-lookup ─┬─ Balance ─► ct-create ─► nat44-dnat(+snat) ─► ip4-output
-//!   handoff ◄─────┘                                          ├─ Reject ─► tcp-rst / icmp-unreachable
-//!                                                            ├─ Drop (policy Local, none here)
-//!                                                            └─ none ─► ip4-local / ip4-forward
+//!  ip4-input / ip6-input ─► steer ─► ct-lookup ─┬─ hit ─► ttl ─► nat44 / nat66 ─► ip-output
+//!     (FlowPacket)           │                   └─ miss ─► svc-lookup ─┬─ Balance ─► ttl ─► ct-create ─► nat(+snat) ─► ip-output
+//!               handoff ◄────┘                                          ├─ Reject ─► tcp-rst / icmp(6)-unreachable
+//!                                                                       ├─ Drop (policy Local, none here)
+//!                                                                       └─ none ─► back to the input stage (local / forward)
+//!  ICMP error quoting a flow's packet ─► steer ─► ct-lookup ─► translate back ─► ip-output
 //! ```
 //!
-//! Reads [`Ip4Meta`] and the flow tuple `classify_ip4` found. Sets the flow table (a new flow,
-//! its state, the SNAT port it claimed) and the packet's addresses, ports and checksums.
-//! Next: `handoff` (the flow belongs to another worker), `ip4-output`, `icmp-error` (TTL at
-//! the last hop, port unreachable), or back to `ip4-input` for what no flow and no Service
-//! claims. The IPv6 half is [`super::service6`].
+//! Reads a [`FlowPacket`], which the family's input stage fills: the flow tuple, TCP flags,
+//! where L4 starts, the TTL or hop limit, the fragment kind, and the burst pass's hash. Sets
+//! the flow table (a new flow, its state, the SNAT port it claimed) and the packet's addresses,
+//! ports and checksums. Next: `handoff` (the flow belongs to another worker), `ip-output`,
+//! `icmp-error` (TTL at the last hop, port unreachable), or `None`: back to the input stage for
+//! what no flow and no Service claims.
 
-use super::family::{Family, V4};
-use super::ip4_input::fragments_tracked;
-use super::{Action, Ip4Meta, Worker, L2};
-use crate::conntrack::{tcp_flags, CtError, FlowKey, FlowTable, Tuple, NO_FRONTEND};
+use super::family::Family;
+use super::{Action, Worker};
+use crate::conntrack::{tcp_flags, CtError, FlowTable, Tuple, NO_FRONTEND};
 use crate::drop::DropReason;
 use crate::frag::DatagramId;
 use crate::mbuf::Mbuf;
-use crate::nat::{self, PROTO_ICMP};
+use crate::nat::PROTO_ICMP;
 use crate::neighbor::AffinityTable;
 use crate::port::PortId;
 use crate::service::{
@@ -31,128 +33,150 @@ use crate::service::{
 };
 use crate::tables::Tables;
 use crate::time::Instant;
-use crate::wire::{icmpv4, TcpPacket};
+use crate::wire::TcpPacket;
 use core::time::Duration;
 
+/// Whether a packet is a fragment, and which.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fragment {
+    Whole,
+    /// The first fragment: it has the L4 header.
+    First,
+    /// A later fragment: no L4 header; its ports came from the first one's.
+    Later,
+}
+
+impl Fragment {
+    pub fn of(fragmented: bool, later: bool) -> Fragment {
+        match (fragmented, later) {
+            (_, true) => Fragment::Later,
+            (true, false) => Fragment::First,
+            (false, false) => Fragment::Whole,
+        }
+    }
+}
+
+/// What the Service path reads of a packet with a flow tuple, in one shape for both
+/// families (ip4-input or ip6-input fills it).
+pub(super) struct FlowPacket<'a, F: Family> {
+    /// What the family's input stage found (for the errors the path answers).
+    pub meta: &'a F::Meta,
+    pub key: F::Key,
+    /// TCP flags (0 for other protocols and later fragments).
+    pub flags: u8,
+    /// Where the L4 header starts in the frame.
+    pub l4: usize,
+    /// The TTL or hop limit as the packet arrived.
+    pub hop: u8,
+    pub fragment: Fragment,
+    /// The flow hash the burst pass computed (and prefetched) for `key`, if it did.
+    pub hash: Option<u64>,
+    /// On its owner already: handed over, or placed by its datagram's home worker.
+    pub steered: bool,
+}
+
 impl Worker {
-    /// A packet with a flow tuple: steer, ct-lookup, nat44, svc-lookup.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn ip4_flow(
+    /// The Service path of a packet with a flow tuple. `None`: no flow and no Service claims
+    /// it, and the input stage routes it or delivers it to the node. One call site per family,
+    /// so it is inlined into the burst loop.
+    #[inline(always)]
+    pub(super) fn flow<F: Family>(
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
         port: PortId,
-        meta: &Ip4Meta,
-        key: FlowKey,
-        flags: u8,
-        icmp_error: bool,
-        hash: Option<u64>,
-        steered: bool,
-    ) -> Action {
-        let meta = *meta;
-        if self.cfg.workers > 1 && !steered {
-            let owner = self.owner_of::<V4>(t, &key);
+        p: &FlowPacket<F>,
+    ) -> Option<Action> {
+        let key = &p.key;
+        // steer
+        if self.cfg.workers > 1 && !p.steered {
+            let owner = self.owner_of::<F>(t, key);
             if owner != self.cfg.id {
-                return Action::Handoff(owner);
+                return Some(Action::Handoff(owner));
             }
         }
-
-        // Forwarded traffic with no hop left: answer with the packet as it arrived. Traffic to
-        // one of the node's own addresses is forwarded too when a flow or a Service (NodePort)
-        // claims it, and must not create a flow it cannot send (Linux drops the unconfirmed
-        // conntrack entry and answers time exceeded from the forward path).
-        let forwarded = |ct: &FlowTable| {
-            !t.is_local(meta.dst)
-                || ct.contains(&key)
-                || (!icmp_error
-                    && meta.proto != PROTO_ICMP
-                    && t.services.lookup(key.proto, key.dst, key.dport).is_some())
-        };
-        if meta.ttl <= 1 && forwarded(&self.ct) {
-            return self.icmp_error(
-                t,
-                m,
-                port,
-                &meta,
-                icmpv4::msg_type::TIME_EXCEEDED,
-                0,
-                DropReason::Ip4TtlExceeded,
-            );
-        }
-
+        let (_, dst, _, dport, proto) = F::parts(key);
+        // A fragment of a protocol whose fragments are not matched to flows: its checksum
+        // cannot be patched from the first fragment alone.
+        let untracked = p.fragment != Fragment::Whole && !fragments_tracked(proto);
         // ct-lookup
-        let found = match hash {
-            Some(h) => self.ct.lookup_hashed(&key, h, self.now),
-            None => self.ct.lookup(&key, self.now),
+        let now = self.now;
+        let (ct, _) = F::tables(self);
+        let found = match p.hash {
+            Some(h) => ct.lookup_hashed(key, h, now),
+            None => ct.lookup(key, now),
         };
-        if let Some((slot, dir)) = found {
-            if meta.fragmented && (icmp_error || !fragments_tracked(meta.proto)) {
-                return Action::Drop(DropReason::Ip4Fragment);
-            }
-            if icmp_error {
-                let flow = *self.ct.get(slot);
-                nat::translate_icmp_error(&mut m[L2..], &flow, dir);
-            } else {
-                self.ct.update(slot, dir, flags, self.now);
-                let flow = self.ct.get(slot);
-                let to = flow.translated(dir);
-                // TTL is at least 2 here (checked above for everything a flow claims).
-                if meta.later_fragment {
-                    // No L4 header: the first fragment's carried the ports and the checksum.
-                    nat::forward_fragment(&mut m[L2..], &key, &to);
-                } else {
-                    nat::forward_with(&mut m[L2..], &key, &to, flow.delta[dir as usize]);
-                }
-                return self.ip4_output_local(t, m, to.dst);
-            }
-            return self.ip4_forward(t, m);
+        let frontend = match found {
+            Some(_) => None,
+            None if proto == PROTO_ICMP => return None,
+            // svc-lookup
+            None => Some(F::services(t).lookup(proto, dst, dport)?),
+        };
+        // A flow or a Service claims the packet. With no hop left it is answered as it
+        // arrived, also at one of the node's own addresses (a NodePort): Linux drops the
+        // unconfirmed conntrack entry and answers time exceeded from the forward path. No
+        // flow is created.
+        if p.hop <= 1 {
+            return Some(F::time_exceeded(self, t, m, port, p.meta));
         }
-
-        // svc-lookup
-        if !icmp_error && meta.proto != PROTO_ICMP {
-            if let Some((id, fe)) = t.services.lookup(key.proto, key.dst, key.dport) {
-                // A new flow starts with a whole packet or a first fragment (which has the
-                // ports and the checksum to translate).
-                if meta.later_fragment || (meta.fragmented && !fragments_tracked(meta.proto)) {
-                    return Action::Drop(DropReason::Ip4Fragment);
-                }
-                return self.svc_new_flow::<V4>(t, m, port, (&meta, meta.l4), &key, id, fe, flags);
-            }
+        if untracked {
+            return Some(Action::Drop(F::FRAGMENT));
         }
-        self.ip4_no_l4(t, m, port, &meta)
+        let Some((slot, dir)) = found else {
+            // A new flow starts with a whole packet or a first fragment (which has the ports
+            // and the checksum to translate).
+            if p.fragment == Fragment::Later {
+                return Some(Action::Drop(F::FRAGMENT));
+            }
+            let (id, fe) = frontend?;
+            return Some(self.svc_new_flow(t, m, port, p, id, fe));
+        };
+        // nat44 / nat66
+        let (ct, _) = F::tables(self);
+        ct.update(slot, dir, p.flags, now);
+        let flow = ct.get(slot);
+        let to = flow.translated(dir);
+        if p.fragment == Fragment::Later {
+            // No L4 header: the first fragment's carried the ports and the checksum.
+            F::rewrite_fragment(m, key, &to);
+        } else {
+            F::rewrite(m, p.l4, key, &to, flow.delta[dir as usize]);
+        }
+        let (_, to_dst, ..) = F::parts(&to);
+        Some(F::output(self, t, m, to_dst))
     }
 
-    /// The flow tuple of a fragment (and whether it is steered already), or where the fragment
-    /// must go first. Every fragment of a TCP or UDP datagram goes first to the datagram's home
-    /// worker (chosen by its identity, which every fragment carries), which remembers the first
-    /// fragment's ports and gives them to the later ones; then, with its ports, the fragment
-    /// goes to its flow's owner, which translates it (`Ok((Some, true))`: it is this worker). A
-    /// later fragment whose first one was not seen, or of another protocol, has no tuple. Out
-    /// of line and cold: fragments are rare, and the burst loop stays as it was for everything
-    /// else.
-    #[cold]
-    #[inline(never)]
-    pub(super) fn fragment_key(
+    /// An ICMP error about a packet of a flow (a router's packet too big or time exceeded,
+    /// an endpoint's port unreachable): translated back for the side that sent the packet.
+    /// `key` is the reverse of the quoted packet's tuple, the direction the error travels,
+    /// and the error belongs to the worker that owns that flow. `None` when no flow claims it.
+    pub(super) fn flow_icmp_error<F: Family>(
         &mut self,
         t: &Tables,
-        meta: &Ip4Meta,
-        key: Option<FlowKey>,
-        icmp_error: bool,
+        m: &mut Mbuf,
+        key: &F::Key,
+        (hop, fragmented): (u8, bool),
         steered: bool,
-    ) -> Result<(Option<FlowKey>, bool), Action> {
-        if icmp_error || !fragments_tracked(meta.proto) {
-            return Ok((key.filter(|_| !meta.later_fragment), steered));
+    ) -> Option<Action> {
+        if self.cfg.workers > 1 && !steered {
+            let owner = self.owner_of::<F>(t, key);
+            if owner != self.cfg.id {
+                return Some(Action::Handoff(owner));
+            }
         }
-        if meta.fragment_resolved {
-            return Ok((key, true));
+        let now = self.now;
+        let (ct, _) = F::tables(self);
+        let (slot, dir) = ct.lookup(key, now)?;
+        if fragmented {
+            return Some(Action::Drop(F::FRAGMENT));
         }
-        let first = key
-            .filter(|_| !meta.later_fragment)
-            .map_or((0, 0), |k| (k.sport, k.dport));
-        let key = V4::key(meta.src, meta.dst, first.0, first.1, meta.proto);
-        let found =
-            self.fragment_ports::<V4>(t, key, u32::from(meta.ident), meta.later_fragment)?;
-        Ok((found, true))
+        // Never an error about an error.
+        if hop <= 1 {
+            return Some(Action::Drop(F::HOP_EXCEEDED));
+        }
+        let flow = *ct.get(slot);
+        let dst = F::translate_icmp_error(m, &flow, dir);
+        Some(F::output(self, t, m, dst))
     }
 
     /// The fragment step both families share: on the datagram's home worker (else `Err`: hand
@@ -218,25 +242,22 @@ impl Worker {
     }
 
     /// svc-lookup's Balance: admission, the endpoint, the reply tuple (SNAT where the Service
-    /// asks for it, or for a hairpin), ct-create and the rewrite of the first packet. `l4` is
-    /// where its L4 header starts in the frame.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn svc_new_flow<F: Family>(
+    /// asks for it, or for a hairpin), ct-create and the rewrite of the first packet.
+    fn svc_new_flow<F: Family>(
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
         port: PortId,
-        (meta, l4): (&F::Meta, usize),
-        key: &F::Key,
+        p: &FlowPacket<F>,
         frontend_id: u32,
         fe: &Frontend<F::Addr>,
-        flags: u8,
     ) -> Action {
+        let (key, flags) = (&p.key, p.flags);
         let (src, dst, sport, _, proto) = F::parts(key);
         let set = match admit(fe, (src, dst), proto, flags) {
             Admit::Balance(set) => set,
             Admit::Drop(r) => return Action::Drop(r),
-            Admit::Reject => return self.reject::<F>(t, m, port, (meta, l4), key, flags),
+            Admit::Reject => return self.reject(t, m, port, p),
         };
         let now = self.now;
         let (baddr, bport) = {
@@ -276,26 +297,19 @@ impl Worker {
             Ok(delta) => delta,
             Err(r) => return Action::Drop(r),
         };
-        // TTL is at least 2 here (checked before svc-lookup for everything a Service claims).
-        F::rewrite(m, l4, key, &reply.reverse(), delta);
+        // TTL is at least 2 here (checked for everything a Service claims).
+        F::rewrite(m, p.l4, key, &reply.reverse(), delta);
         F::output(self, t, m, baddr)
     }
 
     /// kube-proxy's REJECT for a Service without endpoints: TCP RST, else ICMP port
     /// unreachable, sent from the Service address.
-    fn reject<F: Family>(
-        &mut self,
-        t: &Tables,
-        m: &mut Mbuf,
-        port: PortId,
-        (meta, l4): (&F::Meta, usize),
-        key: &F::Key,
-        flags: u8,
-    ) -> Action {
+    fn reject<F: Family>(&mut self, t: &Tables, m: &mut Mbuf, port: PortId, p: &FlowPacket<F>) -> Action {
         self.count(DropReason::SvcRejected);
-        let (src, dst, sport, dport, proto) = F::parts(key);
+        let (flags, l4) = (p.flags, p.l4);
+        let (src, dst, sport, dport, proto) = F::parts(&p.key);
         if proto != PROTO_TCP {
-            return F::port_unreachable(self, t, m, port, meta, dst);
+            return F::port_unreachable(self, t, m, port, p.meta, dst);
         }
         if flags & tcp_flags::RST != 0 {
             return Action::Free;
@@ -341,6 +355,12 @@ impl Worker {
                 && !keeps_udp_flow(F::services(t), (proto, dst, dport), (bsrc, bport))
         })
     }
+}
+
+/// The protocols whose fragments are matched to flows (the others' are not translated: their
+/// checksums cannot be patched from the first fragment alone, or they have no ports).
+pub(super) fn fragments_tracked(proto: u8) -> bool {
+    proto == PROTO_TCP || proto == PROTO_UDP
 }
 
 /// Flow slots the UDP clean-up examines per poll.
