@@ -801,7 +801,12 @@ fn replay(
             for r in DropReason::ALL {
                 let d = after[*r as usize] - before[*r as usize];
                 if d > 0 {
-                    println!("  drop   {} ({})", r.name(), r.description());
+                    println!(
+                        "  drop   {} at {} ({})",
+                        r.name(),
+                        r.stage().name(),
+                        r.description()
+                    );
                 }
             }
         }

@@ -198,3 +198,64 @@ fn ports_are_merged_in_time_order_and_timeouts_follow_capture_time() {
     assert_eq!(stats["ports"][0]["rx"], 2);
     assert_eq!(stats["ports"][1]["rx"], 3);
 }
+
+#[test]
+fn trace_names_each_frame_and_the_stage_that_dropped_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("nodegate.yaml"), CONFIG).unwrap();
+    std::fs::create_dir(d.join("manifests")).unwrap();
+    std::fs::write(d.join("manifests/dns.yaml"), MANIFESTS).unwrap();
+    let client = [198, 51, 100, 7];
+    // A query to the NodePort (DNATed), a truncated frame, and a frame to a routed address
+    // whose IPv4 header checksum is wrong.
+    let mut bad_sum = udp(GW, NODE0, client, [10, 2, 0, 9], 5000, 53);
+    bad_sum[14 + 10] ^= 0xff;
+    write(
+        &d.join("up.pcap"),
+        &[
+            (1, udp(GW, NODE0, client, [10, 0, 0, 1], 5000, 30053)),
+            (2, GW.iter().chain(&NODE0).copied().collect()),
+            (3, bad_sum),
+        ],
+    );
+    write(&d.join("pods.pcap"), &[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_nodegate"))
+        .args(["run", "--config", "nodegate.yaml", "--trace"])
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    let at = |prefix: &str| {
+        lines
+            .iter()
+            .position(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{stdout}"))
+    };
+    let (f1, f2, f3) = (at("#1 "), at("#2 "), at("#3 "));
+    assert!(
+        lines[f1].contains("UDP 198.51.100.7:5000 > 10.0.0.1:30053"),
+        "{}",
+        lines[f1]
+    );
+    assert!(
+        lines[f1 + 1].starts_with("  tx pods") && lines[f1 + 1].contains("> 10.2.0.5:53"),
+        "the query leaves DNATed by the pods port: {stdout}"
+    );
+    assert_eq!(
+        lines[f2 + 1],
+        "  drop   eth-malformed at eth-input (Ethernet header truncated)",
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[f3 + 1],
+        "  drop   ip4-bad-checksum at ip4-input (IPv4 header checksum wrong)",
+        "{stdout}"
+    );
+}

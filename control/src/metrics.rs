@@ -264,7 +264,11 @@ impl Collector for DataPlaneCollector {
         let drops = workers.iter().enumerate().flat_map(|(i, w)| {
             DropReason::ALL.iter().map(move |r| {
                 (
-                    vec![("worker", i.to_string()), ("reason", r.name().to_string())],
+                    vec![
+                        ("worker", i.to_string()),
+                        ("stage", r.stage().name().to_string()),
+                        ("reason", r.name().to_string()),
+                    ],
                     counter(w.stats.drop_count(*r)),
                 )
             })
@@ -272,7 +276,7 @@ impl Collector for DataPlaneCollector {
         family(
             &mut enc,
             "nodegate_worker_dropped_frames",
-            "Frames each worker dropped, by reason (dataplane/src/drop.rs)",
+            "Frames each worker dropped, by the stage that dropped them and the reason (dataplane/src/drop.rs)",
             MetricType::Counter,
             drops,
         )?;
@@ -523,8 +527,8 @@ mod test {
             "nodegate_port_rx_frames_total{port=\"eth0\"} 7",
             "nodegate_port_tx_frames_total{port=\"eth0\"} 5",
             "nodegate_worker_rx_frames_total{worker=\"0\"} 8",
-            "nodegate_worker_dropped_frames_total{worker=\"0\",reason=\"tx-full\"} 2",
-            "nodegate_worker_dropped_frames_total{worker=\"0\",reason=\"eth-malformed\"} 0",
+            "nodegate_worker_dropped_frames_total{worker=\"0\",stage=\"tx\",reason=\"tx-full\"} 2",
+            "nodegate_worker_dropped_frames_total{worker=\"0\",stage=\"eth-input\",reason=\"eth-malformed\"} 0",
             "nodegate_worker_flows{worker=\"0\"} 3",
             "nodegate_flows 3",
             "nodegate_table_generation 0",

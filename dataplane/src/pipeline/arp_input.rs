@@ -131,7 +131,7 @@ impl Worker {
         m.set_len(L2 + 28);
         super::write_eth(&mut m, MacAddr::BROADCAST, pinfo.mac, EtherType::Arp);
         req.emit(&mut ArpPacket::new_unchecked(&mut m[L2..L2 + 28]));
-        if self.send_generated(port, m) {
+        if self.enqueue_tx(port, m) {
             self.stats.arp_requests += 1;
         }
     }

@@ -3,11 +3,11 @@
 //! `host-input` reads what the kernel sent on a host port (the data port's TAP twin) and sets
 //! nothing: the frame leaves by the data port unchanged (`tx`). `stack-input` reads the IP
 //! packets the host stack sends (health-check answers, [`crate::hoststack`]) and routes them
-//! like any packet the node originates (`ip4-output`). `host-punt` (`Worker::punt_or`) is the
+//! like any packet the node originates (`ip-output`). `host-punt` (`Worker::punt_or`) is the
 //! other direction: frames for the node that no stage handles go to the kernel.
 
 use super::family::V4;
-use super::{Action, Worker, L2};
+use super::{Action, PortRole, Worker, L2};
 use crate::drop::DropReason;
 use crate::mbuf::Mbuf;
 use crate::port::PortId;
@@ -15,11 +15,21 @@ use crate::time::Instant;
 use crate::wire::Ipv4Packet;
 
 impl Worker {
+    /// host-punt: frames for the node that the data plane does not handle go to the kernel
+    /// through the host port of the port they arrived on; without one, `otherwise` happens.
+    #[inline]
+    pub(super) fn punt_or(&self, port: PortId, otherwise: Action) -> Action {
+        match self.roles.get(usize::from(port)) {
+            Some(PortRole::Data { host: Some(h) }) => Action::Punt(*h),
+            _ => otherwise,
+        }
+    }
+
     /// The kernel's frames, read from the host port of `data`: they leave by `data` unchanged,
     /// in the same transmit batch as everything else. Nothing is looked at or learned.
     pub(super) fn host_input(&mut self, data: PortId, burst: &mut Vec<Mbuf>) {
         for m in burst.drain(..) {
-            if self.send_generated(data, m) {
+            if self.enqueue_tx(data, m) {
                 self.stats.from_host[usize::from(data)] += 1;
             }
         }

@@ -65,15 +65,15 @@ impl IcmpLimiter {
 }
 
 impl Worker {
-    #[allow(clippy::too_many_arguments)]
+    /// Turns the frame into an ICMP error `kind` (type, code) about itself, sent from the
+    /// node's address towards its source (or `port`'s); `reason` is counted as its drop reason.
     pub(super) fn icmp_error(
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
         port: PortId,
         meta: &Ip4Meta,
-        ty: u8,
-        code: u8,
+        kind: (u8, u8),
         reason: DropReason,
     ) -> Action {
         let src = t
@@ -82,22 +82,20 @@ impl Worker {
             .map(|h| h.src)
             .or_else(|| t.port_address(port));
         match src {
-            Some(src) => self.icmp_error_from(t, m, meta, src, ty, code, Some(reason)),
+            Some(src) => self.icmp_error_from(t, m, meta, src, kind, Some(reason)),
             None => Action::Drop(reason),
         }
     }
 
     /// Turns the frame into an ICMP error about itself, sent from `src` back to its source.
     /// `reason`, if given, is counted as the original frame's drop reason.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn icmp_error_from(
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
         meta: &Ip4Meta,
         src: Ipv4Addr,
-        ty: u8,
-        code: u8,
+        (ty, code): (u8, u8),
         reason: Option<DropReason>,
     ) -> Action {
         if let Some(r) = reason {
@@ -146,14 +144,12 @@ impl Worker {
     /// Turns the frame into an ICMPv6 error about itself, sent back to its source `src` from
     /// `from` (a Service address) or the node's address towards it; `reason` is counted as the
     /// original frame's drop reason, as for IPv4.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn icmp6_error(
         &mut self,
         t: &Tables,
         m: &mut Mbuf,
         in_port: PortId,
-        src: Ipv6Addr,
-        from: Option<Ipv6Addr>,
+        (src, from): (Ipv6Addr, Option<Ipv6Addr>),
         (ty, code): (u8, u8),
         reason: Option<DropReason>,
     ) -> Action {

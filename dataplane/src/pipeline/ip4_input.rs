@@ -99,7 +99,7 @@ impl Worker {
                 hash,
                 steered,
             };
-            self.flow::<V4>(t, m, port, &p)
+            self.flow::<V4>(t, m, port, p)
         };
         match claimed {
             Some(action) => action,
@@ -161,8 +161,7 @@ impl Worker {
                 m,
                 port,
                 meta,
-                icmpv4::msg_type::TIME_EXCEEDED,
-                0,
+                (icmpv4::msg_type::TIME_EXCEEDED, 0),
                 DropReason::Ip4TtlExceeded,
             );
         }

@@ -255,8 +255,7 @@ impl Worker {
                 t,
                 m,
                 port,
-                src,
-                None,
+                (src, None),
                 (icmpv6::msg_type::TIME_EXCEEDED, 0),
                 Some(DropReason::Ip6HopLimitExceeded),
             );
@@ -336,7 +335,7 @@ impl Worker {
             hash,
             steered,
         };
-        self.flow::<V6>(t, m, port, &p)
+        self.flow::<V6>(t, m, port, p)
     }
 
     /// The tuple of a TCP or UDP fragment, as `fragment_key` for IPv4: the datagram's

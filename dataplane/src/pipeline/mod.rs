@@ -2,7 +2,7 @@
 //!
 //! ```text
 //!  rx burst ─► eth-input ─┬─► arp-input ──────────────────────────────► tx (reply) / learn
-//!                         ├─► ip6-input ─► svc6 (IPv6 Services, see `svc6`) / ip6 routing
+//!                         ├─► ip6-input ─► steer ─► … the same Service stages (nat66) … / ip6-forward
 //!                         └─► ip4-input ─► steer ─► ct-lookup ─┬─ hit ─► nat44 ─► ip4-forward
 //!                                            │                  └─ miss ─► svc-lookup
 //!                               handoff ◄────┘   svc-lookup ─┬─ Balance ─► ct-create ─► nat44-dnat(+snat) ─► ip4-forward
@@ -14,8 +14,12 @@
 //!  ip4-local, ip6-local (not echo), ARP replies and NAs to the node ─► host-punt ─► host port
 //!  host-input (what the kernel sent on a host port) ─► tx batch of the paired data port, unchanged
 //!  ip4-local, TCP to a health-check port ─► stack-punt ─► stack port (the host stack)
-//!  stack-input (what the host stack sends) ─► ip4-output ─► tx batch of the routed port
+//!  stack-input (what the host stack sends) ─► ip-output ─► tx batch of the routed port
 //! ```
+//!
+//! The Service stages (steer to svc-lookup, NAT, reject) are written once, generic over the
+//! address family (`service.rs`, [`family::Family`]), and so is ip-output (`neighbour.rs`):
+//! each family's input file only builds the packet's facts (`FlowPacket`) and enters them.
 //!
 //! **Host ports** (the node's exception path): a data port may be paired with a host port, the
 //! kernel's side of it (a TAP interface). Frames for the node that nothing here handles are
@@ -385,16 +389,6 @@ impl Worker {
         }
     }
 
-    /// host-punt: frames for the node that the data plane does not handle go to the kernel
-    /// through the host port of the port they arrived on; without one, `otherwise` happens.
-    #[inline]
-    fn punt_or(&self, port: PortId, otherwise: Action) -> Action {
-        match self.roles.get(usize::from(port)) {
-            Some(PortRole::Data { host: Some(h) }) => Action::Punt(*h),
-            _ => otherwise,
-        }
-    }
-
     /// Processes up to one burst of frames handed over by other workers; returns how many.
     pub fn poll_handoff(&mut self, now: Instant) -> usize {
         self.now = now;
@@ -454,7 +448,9 @@ impl Worker {
         {
             *f = fragment_ports;
         }
-        if let (Some((sport, dport)), Class::Ip4(Ip4Class { meta, key, .. })) = (fragment_ports, &mut class) {
+        if let (Some((sport, dport)), Class::Ip4(Ip4Class { meta, key, .. })) =
+            (fragment_ports, &mut class)
+        {
             if meta.fragmented {
                 meta.fragment_resolved = true;
                 *key = Some(FlowKey {

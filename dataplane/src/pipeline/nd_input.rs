@@ -172,7 +172,7 @@ impl Worker {
             eth_src: pinfo.mac,
         };
         write_ndp(&mut m, multicast_mac(dst), dst, &ns);
-        if self.send_generated(port, m) {
+        if self.enqueue_tx(port, m) {
             self.stats.nd_solicitations += 1;
         }
     }

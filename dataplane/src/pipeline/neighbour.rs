@@ -1,6 +1,6 @@
 //! **neighbour**: one hold queue for frames whose next hop is being resolved, both families.
 //!
-//! Reads the frame `ip4-output` or `ip6-output` could not address ([`Action::Hold`]: the next
+//! Reads the frame `ip-output` could not address ([`Action::Hold`]: the next
 //! hop and the port). Sets the hold queue and asks the neighbour (`arp-input`'s
 //! `send_arp_request` or `nd-input`'s `send_ns`) the first time a next hop is waited for. Next:
 //! when `arp-input` or `nd-input` learns the neighbour, its frames get their Ethernet header and
@@ -132,7 +132,7 @@ impl Worker {
                 continue;
             };
             super::write_eth(&mut h.m, mac, src, ethertype);
-            self.send_generated(h.port, h.m);
+            self.enqueue_tx(h.port, h.m);
         }
     }
 
@@ -178,9 +178,10 @@ impl Worker {
         }
     }
 
-    /// Queues a frame the node generated (not the one being decided) on `port`'s batch; when
-    /// the batch is full it is counted `tx-full` and freed.
-    pub(super) fn send_generated(&mut self, port: PortId, m: Mbuf) -> bool {
+    /// Queues a frame other than the one being decided (one the node generated, a released
+    /// held frame, the kernel's) on `port`'s batch; when the batch is full it is counted
+    /// `tx-full` and freed.
+    pub(super) fn enqueue_tx(&mut self, port: PortId, m: Mbuf) -> bool {
         match self.tx.get_mut(usize::from(port)) {
             Some(batch) if batch.len() < TX_BATCH => {
                 batch.push(m);
@@ -199,7 +200,7 @@ impl Worker {
 mod test {
     use super::super::nd_input::is_ndp;
     use super::super::test_rig::*;
-    use super::super::{Action, WorkerConfig};
+    use super::super::{Action, Arrival, WorkerConfig};
     use crate::drop::DropReason;
     use crate::time::Instant;
     use crate::wire::MacAddr;
@@ -244,7 +245,17 @@ mod test {
         m.copy_from(&f);
         let t = rig.w.tables.get().clone();
         let class = rig.w.classify(&t, &mut m, 0);
-        let v = rig.w.decide(&t, &mut m, 0, class, None, false, false);
+        let v = rig.w.decide(
+            &t,
+            &mut m,
+            0,
+            class,
+            Arrival {
+                hash: None,
+                steered: false,
+                learn: false,
+            },
+        );
         assert!(matches!(v, Action::Hold { .. }), "{v:?}");
         rig.w.apply(&t, m, 0, v);
         assert_eq!(rig.drops(DropReason::TxFull), 1);

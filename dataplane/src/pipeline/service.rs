@@ -75,6 +75,14 @@ pub(super) struct FlowPacket<'a, F: Family> {
     pub steered: bool,
 }
 
+// By hand: a derive would ask `F: Copy` of the family marker.
+impl<F: Family> Clone for FlowPacket<'_, F> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<F: Family> Copy for FlowPacket<'_, F> {}
+
 impl Worker {
     /// The Service path of a packet with a flow tuple. `None`: no flow and no Service claims
     /// it, and the input stage routes it or delivers it to the node. One call site per family,
@@ -85,7 +93,7 @@ impl Worker {
         t: &Tables,
         m: &mut Mbuf,
         port: PortId,
-        p: &FlowPacket<F>,
+        p: FlowPacket<F>,
     ) -> Option<Action> {
         let key = &p.key;
         // steer
@@ -129,6 +137,8 @@ impl Worker {
                 return Some(Action::Drop(F::FRAGMENT));
             }
             let (id, fe) = frontend?;
+            // By value: only this branch puts the packet's facts in memory, the established
+            // path keeps them in registers.
             return Some(self.svc_new_flow(t, m, port, p, id, fe));
         };
         // nat44 / nat66
@@ -248,7 +258,7 @@ impl Worker {
         t: &Tables,
         m: &mut Mbuf,
         port: PortId,
-        p: &FlowPacket<F>,
+        p: FlowPacket<F>,
         frontend_id: u32,
         fe: &Frontend<F::Addr>,
     ) -> Action {
@@ -257,7 +267,7 @@ impl Worker {
         let set = match admit(fe, (src, dst), proto, flags) {
             Admit::Balance(set) => set,
             Admit::Drop(r) => return Action::Drop(r),
-            Admit::Reject => return self.reject(t, m, port, p),
+            Admit::Reject => return self.reject(t, m, port, &p),
         };
         let now = self.now;
         let (baddr, bport) = {
@@ -304,7 +314,13 @@ impl Worker {
 
     /// kube-proxy's REJECT for a Service without endpoints: TCP RST, else ICMP port
     /// unreachable, sent from the Service address.
-    fn reject<F: Family>(&mut self, t: &Tables, m: &mut Mbuf, port: PortId, p: &FlowPacket<F>) -> Action {
+    fn reject<F: Family>(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        p: &FlowPacket<F>,
+    ) -> Action {
         self.count(DropReason::SvcRejected);
         let (flags, l4) = (p.flags, p.l4);
         let (src, dst, sport, dport, proto) = F::parts(&p.key);

@@ -1,7 +1,7 @@
 //! A one-worker rig for the stages' unit tests: hand-built frames in, the decision and the
 //! frames the node sent on the side out.
 
-use super::{Action, Worker, WorkerConfig};
+use super::{Action, Arrival, Worker, WorkerConfig};
 use crate::ip6::{Ip6Tables, PortAddress6, StaticNeighbor6, StaticRoute6};
 use crate::mbuf::{Mbuf, Pool};
 use crate::port::PortId;
@@ -142,7 +142,17 @@ impl Rig {
         let mut m = self.w.pool.alloc().expect("pool");
         assert!(m.copy_from(frame));
         let class = self.w.classify(&t, &mut m, port);
-        let action = self.w.decide(&t, &mut m, port, class, None, false, false);
+        let action = self.w.decide(
+            &t,
+            &mut m,
+            port,
+            class,
+            Arrival {
+                hash: None,
+                steered: false,
+                learn: false,
+            },
+        );
         if let Action::Hold { .. } = action {
             self.w.apply(&t, m, port, action);
             m = self.w.pool.alloc().expect("pool");
@@ -158,7 +168,17 @@ impl Rig {
         let mut m = self.w.pool.alloc().expect("pool");
         assert!(m.copy_from(frame));
         let class = self.w.classify(&t, &mut m, port);
-        let action = self.w.decide(&t, &mut m, port, class, None, true, true);
+        let action = self.w.decide(
+            &t,
+            &mut m,
+            port,
+            class,
+            Arrival {
+                hash: None,
+                steered: true,
+                learn: true,
+            },
+        );
         self.w.pool.free(m);
         self.drain();
         action
