@@ -6,6 +6,7 @@
 
 use super::ip4_input::Ip4Meta;
 use super::ip6_input::{Ip6Meta, HOP_LIMIT, IP6};
+use super::service::Fragment;
 use super::{Action, Worker, L2};
 use crate::conntrack::{Dir, Flow, FlowKey, FlowTable, Tuple};
 use crate::drop::DropReason;
@@ -74,6 +75,21 @@ pub(super) trait Family {
     fn translate_icmp_error(m: &mut Mbuf, flow: &Flow<Self::Key>, dir: Dir) -> Self::Addr;
     /// ICMP(v6) time exceeded about the packet, which arrived with no hop left.
     fn time_exceeded(
+        w: &mut Worker,
+        t: &Tables,
+        m: &mut Mbuf,
+        port: PortId,
+        meta: &Self::Meta,
+    ) -> Action;
+    /// Where the L4 header starts in the frame.
+    fn l4(meta: &Self::Meta) -> usize;
+    /// The TTL or hop limit as the packet arrived.
+    fn hop(meta: &Self::Meta) -> u8;
+    /// Whether the packet is a fragment, and which.
+    fn fragment(meta: &Self::Meta) -> Fragment;
+    /// What the input stage does with a packet no flow and no Service claims: deliver it to
+    /// the node or forward it (`ip4_no_l4`, `ip6_input`).
+    fn unclaimed(
         w: &mut Worker,
         t: &Tables,
         m: &mut Mbuf,
@@ -186,6 +202,22 @@ impl Family for V4 {
         nat::translate_icmp_error(&mut m[L2..], flow, dir);
         nat::decrement_ttl(&mut m[L2..]);
         Ipv4Packet::new_unchecked(&m[L2..]).dst_addr()
+    }
+    #[inline(always)]
+    fn l4(meta: &Ip4Meta) -> usize {
+        meta.l4
+    }
+    #[inline(always)]
+    fn hop(meta: &Ip4Meta) -> u8 {
+        meta.ttl
+    }
+    #[inline(always)]
+    fn fragment(meta: &Ip4Meta) -> Fragment {
+        Fragment::of(meta.fragmented, meta.later_fragment)
+    }
+    #[inline(always)]
+    fn unclaimed(w: &mut Worker, t: &Tables, m: &mut Mbuf, port: PortId, meta: &Ip4Meta) -> Action {
+        w.ip4_no_l4(t, m, port, meta)
     }
     fn time_exceeded(
         w: &mut Worker,
@@ -327,6 +359,25 @@ impl Family for V6 {
     }
     fn translate_icmp_error(m: &mut Mbuf, flow: &Flow<FlowKey6>, dir: Dir) -> Ipv6Addr {
         nat66::translate_icmp_error(&mut m[L2..], flow, dir)
+    }
+    #[inline(always)]
+    fn l4(meta: &Ip6Meta) -> usize {
+        L2 + usize::from(meta.l4)
+    }
+    #[inline(always)]
+    fn hop(meta: &Ip6Meta) -> u8 {
+        meta.hop
+    }
+    #[inline(always)]
+    fn fragment(meta: &Ip6Meta) -> Fragment {
+        match meta.fragment {
+            Some((_, later)) => Fragment::of(true, later),
+            None => Fragment::Whole,
+        }
+    }
+    #[inline(always)]
+    fn unclaimed(w: &mut Worker, t: &Tables, m: &mut Mbuf, port: PortId, meta: &Ip6Meta) -> Action {
+        w.ip6_input(t, m, port, meta)
     }
     fn time_exceeded(
         w: &mut Worker,

@@ -12,7 +12,7 @@
 //! [`Ip4Meta`], which the later IPv4 stages read instead of parsing again.
 
 use super::family::{Family, V4};
-use super::service::{fragments_tracked, FlowPacket, Fragment};
+use super::service::{fragments_tracked, FlowPacket};
 use super::{Action, Arrival, Class, Worker, L2};
 use crate::conntrack::FlowKey;
 use crate::drop::DropReason;
@@ -86,25 +86,26 @@ impl Worker {
         let Some(key) = key else {
             return self.ip4_no_l4(t, m, port, &meta);
         };
-        let claimed = if icmp_error {
-            self.flow_icmp_error::<V4>(t, m, &key, (meta.ttl, meta.fragmented), steered)
-        } else {
-            let p = FlowPacket {
-                meta: &meta,
-                key,
-                flags,
-                l4: meta.l4,
-                hop: meta.ttl,
-                fragment: Fragment::of(meta.fragmented, meta.later_fragment),
-                hash,
+        if icmp_error {
+            return match self.flow_icmp_error::<V4>(
+                t,
+                m,
+                &key,
+                (meta.ttl, meta.fragmented),
                 steered,
+            ) {
+                Some(action) => action,
+                None => self.ip4_no_l4(t, m, port, &meta),
             };
-            self.flow::<V4>(t, m, port, p)
-        };
-        match claimed {
-            Some(action) => action,
-            None => self.ip4_no_l4(t, m, port, &meta),
         }
+        let p = FlowPacket {
+            meta: &meta,
+            key,
+            flags,
+            hash,
+            steered,
+        };
+        self.flow::<V4>(t, m, port, p)
     }
 
     /// The flow tuple of a fragment (and whether it is steered already), or where the fragment

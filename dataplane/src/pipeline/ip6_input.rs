@@ -14,7 +14,7 @@
 //! table line of a tuple is prefetched over the burst as for IPv4.
 
 use super::family::V6;
-use super::service::{fragments_tracked, FlowPacket, Fragment};
+use super::service::{fragments_tracked, FlowPacket};
 use super::{Action, Arrival, Class, Worker, L2};
 use crate::drop::DropReason;
 use crate::ip6::is_link_local;
@@ -281,9 +281,9 @@ impl Worker {
 impl Worker {
     /// ip6-input's hand-over to the Service path (`service`): a packet with a flow tuple, after
     /// the fragment step, as a [`FlowPacket`]; an ICMPv6 error by the quoted flow's tuple.
-    /// `None` when no flow and no Service claims it (or it carries no TCP/UDP/SCTP tuple): the
-    /// caller routes it or hands it to the node. `fragment_ports` are the ports a fragment's
-    /// home worker already found.
+    /// What no flow and no Service claims (or carries no TCP/UDP/SCTP tuple) goes on through
+    /// [`Worker::ip6_input`]: routed or handed to the node. `fragment_ports` are the ports a
+    /// fragment's home worker already found.
     #[inline(always)]
     pub(super) fn ip6_service(
         &mut self,
@@ -293,45 +293,44 @@ impl Worker {
         meta: &Ip6Meta,
         arrival: Arrival,
         fragment_ports: Option<(u16, u16)>,
-    ) -> Option<Action> {
+    ) -> Action {
         if t.services6.is_empty() && self.ct6.is_empty() {
-            return None;
+            return self.ip6_input(t, m, port, meta);
         }
         match meta.tuple {
-            Tuple6::None => return None,
-            Tuple6::Malformed => return Some(Action::Drop(DropReason::L4Malformed)),
+            Tuple6::None => return self.ip6_input(t, m, port, meta),
+            Tuple6::Malformed => return Action::Drop(DropReason::L4Malformed),
             Tuple6::IcmpError => {
-                let quoted = nat66::icmp_error_quote(&m[L2..])?;
-                let key = quoted.reverse();
-                return self.flow_icmp_error::<V6>(t, m, &key, (meta.hop, false), arrival.steered);
+                let claimed = nat66::icmp_error_quote(&m[L2..]).and_then(|quoted| {
+                    let key = quoted.reverse();
+                    self.flow_icmp_error::<V6>(t, m, &key, (meta.hop, false), arrival.steered)
+                });
+                return match claimed {
+                    Some(action) => action,
+                    None => self.ip6_input(t, m, port, meta),
+                };
             }
             Tuple6::Found => {}
         }
         let mut key = meta.key(m);
         if key.dst.is_multicast() || key.src.is_multicast() || is_link_local(key.dst) {
-            return None;
+            return self.ip6_input(t, m, port, meta);
         }
         let (mut steered, mut hash) = (arrival.steered, arrival.hash);
         if let Some((ident, later)) = meta.fragment {
             if !fragments_tracked(key.proto) {
-                return None;
+                return self.ip6_input(t, m, port, meta);
             }
             match self.fragment_key6(t, key, ident, later, fragment_ports) {
                 Ok(Some(k)) => (key, steered, hash) = (k, true, None),
-                Ok(None) => return None,
-                Err(action) => return Some(action),
+                Ok(None) => return self.ip6_input(t, m, port, meta),
+                Err(action) => return action,
             }
         }
         let p = FlowPacket {
             meta,
             key,
             flags: meta.flags,
-            l4: L2 + usize::from(meta.l4),
-            hop: meta.hop,
-            fragment: match meta.fragment {
-                Some((_, later)) => Fragment::of(true, later),
-                None => Fragment::Whole,
-            },
             hash,
             steered,
         };

@@ -557,10 +557,7 @@ impl Worker {
                     hash: arrival.hash.filter(|_| meta.prefetchable()),
                     ..arrival
                 };
-                match self.ip6_service(t, m, port, &meta, arrival, fragment_ports) {
-                    Some(action) => action,
-                    None => self.ip6_input(t, m, port, &meta),
-                }
+                self.ip6_service(t, m, port, &meta, arrival, fragment_ports)
             }
             // One call site: the Service path stays inlined into the burst loop.
             Class::Ip4(c) => self.ip4_service(t, m, port, c, arrival),

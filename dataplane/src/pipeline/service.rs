@@ -64,15 +64,26 @@ pub(super) struct FlowPacket<'a, F: Family> {
     pub key: F::Key,
     /// TCP flags (0 for other protocols and later fragments).
     pub flags: u8,
-    /// Where the L4 header starts in the frame.
-    pub l4: usize,
-    /// The TTL or hop limit as the packet arrived.
-    pub hop: u8,
-    pub fragment: Fragment,
     /// The flow hash the burst pass computed (and prefetched) for `key`, if it did.
     pub hash: Option<u64>,
     /// On its owner already: handed over, or placed by its datagram's home worker.
     pub steered: bool,
+}
+
+impl<F: Family> FlowPacket<'_, F> {
+    /// Where the L4 header starts in the frame.
+    fn l4(&self) -> usize {
+        F::l4(self.meta)
+    }
+
+    /// The TTL or hop limit as the packet arrived.
+    fn hop(&self) -> u8 {
+        F::hop(self.meta)
+    }
+
+    fn fragment(&self) -> Fragment {
+        F::fragment(self.meta)
+    }
 }
 
 // By hand: a derive would ask `F: Copy` of the family marker.
@@ -84,9 +95,9 @@ impl<F: Family> Clone for FlowPacket<'_, F> {
 impl<F: Family> Copy for FlowPacket<'_, F> {}
 
 impl Worker {
-    /// The Service path of a packet with a flow tuple. `None`: no flow and no Service claims
-    /// it, and the input stage routes it or delivers it to the node. One call site per family,
-    /// so it is inlined into the burst loop.
+    /// The Service path of a packet with a flow tuple. What no flow and no Service claims
+    /// goes back to the input stage ([`Family::unclaimed`]: delivered to the node or
+    /// forwarded). One call site per family, so it is inlined into the burst loop.
     #[inline(always)]
     pub(super) fn flow<F: Family>(
         &mut self,
@@ -94,19 +105,16 @@ impl Worker {
         m: &mut Mbuf,
         port: PortId,
         p: FlowPacket<F>,
-    ) -> Option<Action> {
+    ) -> Action {
         let key = &p.key;
         // steer
         if self.cfg.workers > 1 && !p.steered {
             let owner = self.owner_of::<F>(t, key);
             if owner != self.cfg.id {
-                return Some(Action::Handoff(owner));
+                return Action::Handoff(owner);
             }
         }
         let (_, dst, _, dport, proto) = F::parts(key);
-        // A fragment of a protocol whose fragments are not matched to flows: its checksum
-        // cannot be patched from the first fragment alone.
-        let untracked = p.fragment != Fragment::Whole && !fragments_tracked(proto);
         // ct-lookup
         let now = self.now;
         let (ct, _) = F::tables(self);
@@ -116,44 +124,51 @@ impl Worker {
         };
         let frontend = match found {
             Some(_) => None,
-            None if proto == PROTO_ICMP => return None,
+            None if proto == PROTO_ICMP => return F::unclaimed(self, t, m, port, p.meta),
             // svc-lookup
-            None => Some(F::services(t).lookup(proto, dst, dport)?),
+            None => match F::services(t).lookup(proto, dst, dport) {
+                Some(fe) => Some(fe),
+                None => return F::unclaimed(self, t, m, port, p.meta),
+            },
         };
         // A flow or a Service claims the packet. With no hop left it is answered as it
         // arrived, also at one of the node's own addresses (a NodePort): Linux drops the
         // unconfirmed conntrack entry and answers time exceeded from the forward path. No
         // flow is created.
-        if p.hop <= 1 {
-            return Some(F::time_exceeded(self, t, m, port, p.meta));
+        if p.hop() <= 1 {
+            return F::time_exceeded(self, t, m, port, p.meta);
         }
-        if untracked {
-            return Some(Action::Drop(F::FRAGMENT));
+        let fragment = p.fragment();
+        // A fragment of a protocol whose fragments are not matched to flows: its checksum
+        // cannot be patched from the first fragment alone.
+        if fragment != Fragment::Whole && !fragments_tracked(proto) {
+            return Action::Drop(F::FRAGMENT);
         }
         let Some((slot, dir)) = found else {
             // A new flow starts with a whole packet or a first fragment (which has the ports
             // and the checksum to translate).
-            if p.fragment == Fragment::Later {
-                return Some(Action::Drop(F::FRAGMENT));
+            if fragment == Fragment::Later {
+                return Action::Drop(F::FRAGMENT);
             }
-            let (id, fe) = frontend?;
+            let Some((id, fe)) = frontend else {
+                return F::unclaimed(self, t, m, port, p.meta);
+            };
             // By value: only this branch puts the packet's facts in memory, the established
             // path keeps them in registers.
-            return Some(self.svc_new_flow(t, m, port, p, id, fe));
+            return self.svc_new_flow(t, m, port, p, id, fe);
         };
-        // nat44 / nat66
         let (ct, _) = F::tables(self);
         ct.update(slot, dir, p.flags, now);
         let flow = ct.get(slot);
         let to = flow.translated(dir);
-        if p.fragment == Fragment::Later {
+        if fragment == Fragment::Later {
             // No L4 header: the first fragment's carried the ports and the checksum.
             F::rewrite_fragment(m, key, &to);
         } else {
-            F::rewrite(m, p.l4, key, &to, flow.delta[dir as usize]);
+            F::rewrite(m, p.l4(), key, &to, flow.delta[dir as usize]);
         }
         let (_, to_dst, ..) = F::parts(&to);
-        Some(F::output(self, t, m, to_dst))
+        F::output(self, t, m, to_dst)
     }
 
     /// An ICMP error about a packet of a flow (a router's packet too big or time exceeded,
@@ -308,7 +323,7 @@ impl Worker {
             Err(r) => return Action::Drop(r),
         };
         // TTL is at least 2 here (checked for everything a Service claims).
-        F::rewrite(m, p.l4, key, &reply.reverse(), delta);
+        F::rewrite(m, p.l4(), key, &reply.reverse(), delta);
         F::output(self, t, m, baddr)
     }
 
@@ -322,7 +337,7 @@ impl Worker {
         p: &FlowPacket<F>,
     ) -> Action {
         self.count(DropReason::SvcRejected);
-        let (flags, l4) = (p.flags, p.l4);
+        let (flags, l4) = (p.flags, p.l4());
         let (src, dst, sport, dport, proto) = F::parts(&p.key);
         if proto != PROTO_TCP {
             return F::port_unreachable(self, t, m, port, p.meta, dst);
