@@ -60,3 +60,51 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::super::test_rig::*;
+    use super::super::{Action, WorkerConfig};
+    use crate::drop::DropReason;
+    use crate::time::Instant;
+
+    /// Port 0 paired with host port 2 (the kernel's TAP twin); port 1 without one.
+    fn rig() -> Rig {
+        let mut cfg = WorkerConfig::new(0, 1);
+        cfg.host_ports = vec![(0, 2)];
+        Rig::new(cfg)
+    }
+
+    #[test]
+    fn frames_for_the_node_are_punted_to_its_host_port_only_where_there_is_one() {
+        let mut rig = rig();
+        // UDP to the node's own address: nothing here handles it.
+        let f = udp4_frame(MAC0, [10, 0, 0, 99], [10, 0, 0, 1], 64, b"to the kernel");
+        let (a, m) = rig.input(&f, 0, Instant::ZERO);
+        assert_eq!(a, Action::Punt(2));
+        assert_eq!(&m[..], &f[..], "unchanged");
+        rig.free(m);
+        let f = udp4_frame(MAC1, [10, 1, 0, 99], [10, 1, 0, 1], 64, b"no host port");
+        let (a, m) = rig.input(&f, 1, Instant::ZERO);
+        assert_eq!(a, Action::Drop(DropReason::Ip4Local));
+        rig.free(m);
+        rig.free_all();
+    }
+
+    #[test]
+    fn the_kernels_frames_leave_by_the_data_port_unchanged() {
+        let mut rig = rig();
+        // Whatever the kernel sends, even what the pipeline would refuse from the wire (TTL 1,
+        // an address nothing routes), leaves untouched: the kernel did its own routing.
+        let frames = vec![
+            udp4_frame(GW, [10, 0, 0, 1], [198, 51, 100, 1], 1, b"ttl one"),
+            vec![0xff; 20],
+        ];
+        rig.burst(2, &frames, Instant::ZERO);
+        let sent: Vec<_> = rig.out.iter().map(|(p, m)| (*p, m.to_vec())).collect();
+        assert_eq!(sent, vec![(0, frames[0].clone()), (0, frames[1].clone())]);
+        assert_eq!(rig.w.stats.from_host[0], 2);
+        assert_eq!(rig.w.stats.rx[2], 2);
+        rig.free_all();
+    }
+}

@@ -105,7 +105,8 @@ impl Rig {
 
     pub fn with_tables(cfg: WorkerConfig, t: Tables) -> Rig {
         let pool = Pool::new(2048);
-        let ports = t.ports.len();
+        // Host ports and the stack port are numbered after the data ports.
+        let ports = t.ports.len() + cfg.host_ports.len() + usize::from(cfg.stack_port.is_some());
         let publisher = TablePublisher::new(t);
         let w = Worker::new(
             cfg,
@@ -182,6 +183,21 @@ impl Rig {
         self.w.pool.free(m);
         self.drain();
         action
+    }
+
+    /// Runs whole frames through the burst loop (`process_rx`) as received on `port`; what
+    /// the worker sent lands in `out`.
+    pub fn burst(&mut self, port: PortId, frames: &[Vec<u8>], now: Instant) {
+        let mut burst: Vec<Mbuf> = frames
+            .iter()
+            .map(|f| {
+                let mut m = self.w.pool.alloc().expect("pool");
+                assert!(m.copy_from(f));
+                m
+            })
+            .collect();
+        self.w.process_rx(port, &mut burst, now);
+        self.drain();
     }
 
     pub fn timers(&mut self, now: Instant) {
@@ -309,6 +325,47 @@ pub fn udp6_frame(dst_mac: MacAddr, src: &str, dst: &str, hop: u8, len: usize) -
     frame6(dst_mac, HOST, ip(src), ip(dst), hop, IpProtocol::Udp, &udp)
 }
 
+/// `tables()` with one UDP ClusterIP Service, 10.96.0.10:53, whose endpoint is `endpoint`
+/// (port 53 on port 1's link) or which has none (`None`: rejected).
+pub fn tables_with_service(endpoint: Option<[u8; 4]>) -> Tables {
+    use crate::service::{
+        Backend, BackendSet, Frontend, FrontendAction, FrontendKey, FrontendKind, ServiceTable,
+        ServingEndpoints, PROTO_UDP,
+    };
+    let action = match endpoint {
+        Some(a) => FrontendAction::Balance(Arc::new(
+            BackendSet::new(vec![Backend {
+                addr: a.into(),
+                port: 53,
+                local: true,
+            }])
+            .unwrap(),
+        )),
+        None => FrontendAction::Reject,
+    };
+    let frontend = Frontend {
+        key: FrontendKey {
+            proto: PROTO_UDP,
+            addr: [10, 96, 0, 10].into(),
+            port: 53,
+        },
+        kind: FrontendKind::ClusterIp,
+        service: "default/dns:53".into(),
+        service_port_id: 1,
+        snat: false,
+        affinity_secs: None,
+        source_ranges: None,
+        action,
+        serving: ServingEndpoints::new(endpoint.map(|a| (a.into(), 53)).into_iter().collect()),
+    };
+    let (services, dups) = ServiceTable::new(vec![frontend]);
+    assert!(dups.is_empty());
+    Tables {
+        services,
+        ..tables()
+    }
+}
+
 /// A UDP datagram over IPv4 from HOST to `dst_mac`, with valid checksums.
 pub fn udp4_frame(
     dst_mac: MacAddr,
@@ -317,10 +374,21 @@ pub fn udp4_frame(
     ttl: u8,
     payload: &[u8],
 ) -> Vec<u8> {
+    udp4_ports(dst_mac, (src, 12345), (dst, 53), ttl, payload)
+}
+
+/// A UDP datagram over IPv4 between the given (address, port) pairs, from HOST.
+pub fn udp4_ports(
+    dst_mac: MacAddr,
+    src: ([u8; 4], u16),
+    dst: ([u8; 4], u16),
+    ttl: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut f = Vec::new();
     etherparse::PacketBuilder::ethernet2(HOST.0, dst_mac.0)
-        .ipv4(src, dst, ttl)
-        .udp(12345, 53)
+        .ipv4(src.0, dst.0, ttl)
+        .udp(src.1, dst.1)
         .write(&mut f, payload)
         .unwrap();
     f

@@ -82,3 +82,73 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod test {
+    use super::super::test_rig::*;
+    use super::super::{Action, WorkerConfig, TIMER_PERIOD};
+    use crate::time::Instant;
+    use core::time::Duration;
+
+    const CLIENT: [u8; 4] = [10, 0, 0, 99];
+    const POD: [u8; 4] = [10, 1, 0, 7];
+
+    fn rig_with_flow() -> Rig {
+        let mut cfg = WorkerConfig::new(0, 1);
+        cfg.max_flows = 64;
+        let mut rig = Rig::with_tables(cfg, tables_with_service(Some(POD)));
+        rig.w.neigh.learn(POD.into(), HOST, Instant::ZERO);
+        let q = udp4_ports(MAC0, (CLIENT, 5000), ([10, 96, 0, 10], 53), 64, b"q");
+        let (a, m) = rig.input(&q, 0, Instant::ZERO);
+        assert_eq!(a, Action::Tx(1));
+        rig.free(m);
+        assert_eq!(rig.w.flows().len(), 1);
+        rig
+    }
+
+    #[test]
+    fn idle_flows_are_swept_after_their_timeout() {
+        let mut rig = rig_with_flow();
+        let udp = rig.w.cfg.timeouts.udp;
+        let mut now = Instant::ZERO;
+        // Before the timeout, however often the timers run, the flow stays.
+        while now + TIMER_PERIOD < Instant::ZERO + udp {
+            now = now + TIMER_PERIOD;
+            rig.timers(now);
+        }
+        assert_eq!(rig.w.flows().len(), 1, "still live before {udp:?}");
+        let end = Instant::ZERO + udp + Duration::from_secs(5);
+        while now < end {
+            now = now + TIMER_PERIOD;
+            rig.timers(now);
+        }
+        assert_eq!(rig.w.flows().len(), 0, "swept after its timeout");
+        rig.free_all();
+    }
+
+    #[test]
+    fn udp_flows_to_an_endpoint_that_left_are_flushed_after_a_table_change() {
+        let mut rig = rig_with_flow();
+        // The Service's endpoint moves to another pod: the flow to the old one goes, so the
+        // client's next datagram is balanced anew.
+        rig.publish(tables_with_service(Some([10, 1, 0, 8])));
+        let mut now = Instant::ZERO;
+        for _ in 0..4 {
+            now = now + Duration::from_millis(1);
+            rig.timers(now);
+        }
+        assert_eq!(rig.w.flows().len(), 0);
+        assert_eq!(rig.w.stats.udp_flows_flushed, 1);
+
+        // A table change that keeps the endpoint keeps the flow.
+        let mut rig = rig_with_flow();
+        rig.publish(tables_with_service(Some(POD)));
+        for _ in 0..4 {
+            now = now + Duration::from_millis(1);
+            rig.timers(now);
+        }
+        assert_eq!(rig.w.flows().len(), 1);
+        assert_eq!(rig.w.stats.udp_flows_flushed, 0);
+        rig.free_all();
+    }
+}
