@@ -86,13 +86,20 @@ fn udp_tuple(frame: &[u8]) -> (Ipv4Addr, u16, Ipv4Addr, u16) {
     )
 }
 
-#[test]
-fn ports_are_merged_in_time_order_and_timeouts_follow_capture_time() {
+/// A directory with the node's configuration and its manifests.
+fn node_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("nodegate.yaml"), CONFIG).unwrap();
     std::fs::create_dir(d.join("manifests")).unwrap();
     std::fs::write(d.join("manifests/dns.yaml"), MANIFESTS).unwrap();
+    dir
+}
+
+#[test]
+fn ports_are_merged_in_time_order_and_timeouts_follow_capture_time() {
+    let dir = node_dir();
+    let d = dir.path();
     let client = [198, 51, 100, 7];
     // Uplink: two queries, 60 s apart. Pods: a reply to each 1 ms later, and a late second reply
     // to the first query at 40 s, after that flow's 30 s timeout.
@@ -201,11 +208,8 @@ fn ports_are_merged_in_time_order_and_timeouts_follow_capture_time() {
 
 #[test]
 fn trace_names_each_frame_and_the_stage_that_dropped_it() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = node_dir();
     let d = dir.path();
-    std::fs::write(d.join("nodegate.yaml"), CONFIG).unwrap();
-    std::fs::create_dir(d.join("manifests")).unwrap();
-    std::fs::write(d.join("manifests/dns.yaml"), MANIFESTS).unwrap();
     let client = [198, 51, 100, 7];
     // A query to the NodePort (DNATed), a truncated frame, and a frame to a routed address
     // whose IPv4 header checksum is wrong.

@@ -189,7 +189,7 @@ pub async fn serve_health_check_ports(address: IpAddr, health: Arc<ProxyHealth>)
     }
 }
 
-/// Evaluates the proxy health every [`TICK_PERIOD`], so that the sync metrics (last sync,
+/// Evaluates the proxy health every `TICK_PERIOD` (100 ms), so that the sync metrics (last sync,
 /// apply latency) follow the workers without anyone asking.
 pub async fn tick(health: Arc<ProxyHealth>) {
     let mut interval = tokio::time::interval(TICK_PERIOD);

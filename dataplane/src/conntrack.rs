@@ -633,7 +633,7 @@ impl<K: Tuple> FlowTable<K> {
     /// The reply tuple for a new flow whose replies would carry `reply`: `reply` itself when
     /// it is free and the flow is not SNATed, else `reply` with a port of `(lo, hi)` that no
     /// live flow's reply uses (ports are unique per reply tuple, as in Linux NAT: one port
-    /// serves as many endpoints as there are). Up to [`SNAT_PROBES`] ports are probed: the
+    /// serves as many endpoints as there are). Up to `SNAT_PROBES` ports are probed: the
     /// next one of the caller's `cursor` (in order, so that a quiet node's ports are
     /// predictable), then ports spread at random over the whole range, so that a run of used
     /// ports cannot hide the free ones; a port held by an expired flow is free at once; if every

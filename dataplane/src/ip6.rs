@@ -101,11 +101,11 @@ impl core::fmt::Display for Ip6TablesError {
 
 impl std::error::Error for Ip6TablesError {}
 
-/// The node's IPv6 configuration as the workers read it (part of [`Tables`]).
+/// The node's IPv6 configuration as the workers read it (part of [`Tables`](crate::tables::Tables)).
 #[derive(Debug, Clone, Default)]
 pub struct Ip6Tables {
     pub routes: Route6Table,
-    /// Static neighbours; learned ones live in each worker's [`Ip6State`].
+    /// Static neighbours; learned ones live in each worker (`pipeline::Worker`).
     /// Static neighbours by (port, address): link-local addresses repeat across links.
     pub neighbors: HashMap<(PortId, Ipv6Addr), MacAddr>,
     /// IPv6 addresses with prefix lengths, per port (index = port id).

@@ -9,7 +9,7 @@
 //! long (p50 0.2–0.6 ms at 100 kpps in docs/benchmarks.md). A poll-mode worker gains nothing
 //! from V3's batched wake-ups; V2's per-frame slots deliver at once.
 //!
-//! All ring access goes through [`Ring`]'s bounds-checked helpers; the layouts below are those
+//! All ring access goes through `Ring`'s bounds-checked helpers; the layouts below are those
 //! of `<linux/if_packet.h>`.
 
 use std::io;

@@ -16,7 +16,7 @@
 //!   receive and transmit (in copy mode the kernel copies once into the UMEM, in zero-copy mode
 //!   not even that). Which slots a socket has lent to the kernel is recorded, and only those
 //!   can come back as frames.
-//! - Checked ring access ([`Mapping`]): every read and write of a ring goes through
+//! - Checked ring access (`Mapping`): every read and write of a ring goes through
 //!   bounds-checked helpers, and descriptor addresses from the kernel only ever name a slot we
 //!   lent, so a bad descriptor cannot make us touch memory outside our own.
 //!

@@ -1,8 +1,8 @@
 //! The manifests directory as a source: polled for changes, re-read as a whole.
 //!
-//! Every `interval` the directory's [`DirStamp`](crate::manifests::DirStamp) (paths, sizes,
+//! Every `interval` the directory's [`DirStamp`] (paths, sizes,
 //! inodes, times: metadata only) is compared with the last one; when it differs, the
-//! directory is read again with [`load_dir`](crate::manifests::load_dir). A clean read replaces
+//! directory is read again with [`load_dir`]. A clean read replaces
 //! the source's state ([`Update::Manifests`]); a bad file is logged with its file, field and
 //! reason and the last good state stays ([`Update::ManifestsFailed`]), until the next change.
 //! Polling rather than inotify: one `stat` per file per second is nothing next to a rebuild,

@@ -18,7 +18,7 @@
 //! ```
 //!
 //! The Service stages (steer to svc-lookup, NAT, reject) are written once, generic over the
-//! address family (`service.rs`, [`family::Family`]), and so is ip-output (`neighbour.rs`):
+//! address family (`service.rs`, `family::Family`), and so is ip-output (`neighbour.rs`):
 //! each family's input file only builds the packet's facts (`FlowPacket`) and enters them.
 //!
 //! **Host ports** (the node's exception path): a data port may be paired with a host port, the

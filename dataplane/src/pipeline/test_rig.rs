@@ -137,52 +137,46 @@ impl Rig {
     /// frame as the decision left it. A held frame moves into the hold queue (the frame
     /// returned is then an empty buffer), as the worker's `apply` does.
     pub fn input(&mut self, frame: &[u8], port: PortId, now: Instant) -> (Action, Mbuf) {
+        let arrival = Arrival {
+            hash: None,
+            steered: false,
+            learn: false,
+        };
+        self.decide_one(frame, port, now, arrival)
+    }
+
+    /// A copy of a frame another worker received: learned from, not answered.
+    pub fn learn_only(&mut self, frame: &[u8], port: PortId, now: Instant) -> Action {
+        let arrival = Arrival {
+            hash: None,
+            steered: true,
+            learn: true,
+        };
+        let (action, m) = self.decide_one(frame, port, now, arrival);
+        self.w.pool.free(m);
+        action
+    }
+
+    fn decide_one(
+        &mut self,
+        frame: &[u8],
+        port: PortId,
+        now: Instant,
+        arrival: Arrival,
+    ) -> (Action, Mbuf) {
         self.w.now = now;
         self.w.tables.refresh();
         let t = self.w.tables.get().clone();
         let mut m = self.w.pool.alloc().expect("pool");
         assert!(m.copy_from(frame));
         let class = self.w.classify(&t, &mut m, port);
-        let action = self.w.decide(
-            &t,
-            &mut m,
-            port,
-            class,
-            Arrival {
-                hash: None,
-                steered: false,
-                learn: false,
-            },
-        );
+        let action = self.w.decide(&t, &mut m, port, class, arrival);
         if let Action::Hold { .. } = action {
             self.w.apply(&t, m, port, action);
             m = self.w.pool.alloc().expect("pool");
         }
         self.drain();
         (action, m)
-    }
-
-    /// A copy of a frame another worker received: learned from, not answered.
-    pub fn learn_only(&mut self, frame: &[u8], port: PortId, now: Instant) -> Action {
-        self.w.now = now;
-        let t = self.w.tables.get().clone();
-        let mut m = self.w.pool.alloc().expect("pool");
-        assert!(m.copy_from(frame));
-        let class = self.w.classify(&t, &mut m, port);
-        let action = self.w.decide(
-            &t,
-            &mut m,
-            port,
-            class,
-            Arrival {
-                hash: None,
-                steered: true,
-                learn: true,
-            },
-        );
-        self.w.pool.free(m);
-        self.drain();
-        action
     }
 
     /// Runs whole frames through the burst loop (`process_rx`) as received on `port`; what
