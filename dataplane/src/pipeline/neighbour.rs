@@ -39,8 +39,9 @@ pub(super) struct Held {
 
 impl Worker {
     /// ip-output for a packet whose TTL or hop limit is already set: the route to `dst`, then
-    /// [`Worker::hop_output`].
-    #[inline]
+    /// [`Worker::hop_output`]. Always inlined: as a call it cost the established path 17
+    /// instructions a frame (1.8 %) in saved registers and the call itself.
+    #[inline(always)]
     pub(super) fn route_output<F: Family>(
         &mut self,
         t: &Tables,
