@@ -4,7 +4,8 @@
 //! runs an SSH-like TCP server; from the client, line round trips and a 1 MiB transfer (SHA-256
 //! compared) reach it through nodegate's exception path, the kernel pings the client itself,
 //! and nodegate keeps serving a ClusterIP (20 MiB, hairpin NAT) and a NodePort on the same
-//! address meanwhile. The TAP is gone when nodegate exits.
+//! address meanwhile. The node's kernel itself reaches a ClusterIP through the TAP. The TAP is
+//! gone when nodegate exits.
 //!
 //! Needs root, iproute2, iputils ping, ethtool, python3 and curl; fails with the reason when one
 //! is missing, never skips.
@@ -285,14 +286,47 @@ fn exception_path(driver: &str, tag: &str) {
     );
     bulk.join().expect("the ClusterIP transfer failed");
 
+    // The node's kernel is a Service client too: its packets to the ClusterIP follow its route
+    // for the Service range (here via the client as the uplink router, as a node's default
+    // route would) out of the TAP, where nodegate DNATs them to the endpoint; the answers are
+    // translated back and go up the TAP to the kernel.
+    must(&[
+        "ip",
+        "-n",
+        &node.0,
+        "route",
+        "add",
+        "10.96.0.0/16",
+        "via",
+        CLIENT_IP,
+        "dev",
+        &tap,
+    ]);
+    let curl = in_ns(
+        &node.0,
+        &[
+            "curl",
+            "-sS",
+            "--max-time",
+            "10",
+            "http://10.96.0.30/index.html",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&curl.stdout),
+        "served by a NodePort\n",
+        "the node's own request to the ClusterIP: {}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+
     let stats = run.stop();
     let port = &stats["ports"][0];
     // 1 MiB and the handshakes from the kernel, requests and ARP replies to it.
     assert!(port["from_host"].as_u64().unwrap() > 700, "{stats}");
     assert!(port["punted"].as_u64().unwrap() > 10, "{stats}");
     assert_eq!(
-        stats["total"]["flows_created"], 2,
-        "ClusterIP and NodePort: {stats}"
+        stats["total"]["flows_created"], 3,
+        "ClusterIP and NodePort from the client, ClusterIP from the node: {stats}"
     );
     for reason in ["tx-full", "no-buffer", "ip4-local", "l4-malformed"] {
         assert_eq!(stats["total"]["drops"][reason], 0, "{reason}: {stats}");

@@ -57,6 +57,8 @@ pub(super) trait Family {
     /// one that has not expired.
     fn neighbour(w: &mut Worker, t: &Tables, port: PortId, nh: Self::Addr) -> Option<MacAddr>;
     const NO_ROUTE: DropReason;
+    /// For a node address, with no host interface to take it to the kernel.
+    const LOCAL: DropReason;
     /// A fragment the Service path cannot translate.
     const FRAGMENT: DropReason;
     /// A packet a flow claims with no hop left that gets no answer (an ICMP error).
@@ -124,6 +126,7 @@ impl Family for V4 {
     type Meta = Ip4Meta;
     type Frag = FragId;
     const NO_ROUTE: DropReason = DropReason::Ip4NoRoute;
+    const LOCAL: DropReason = DropReason::Ip4Local;
     const FRAGMENT: DropReason = DropReason::Ip4Fragment;
     const HOP_EXCEEDED: DropReason = DropReason::Ip4TtlExceeded;
     const ETHERTYPE: EtherType = EtherType::Ipv4;
@@ -284,6 +287,7 @@ impl Family for V6 {
     type Meta = Ip6Meta;
     type Frag = FragId6;
     const NO_ROUTE: DropReason = DropReason::Ip6NoRoute;
+    const LOCAL: DropReason = DropReason::Ip6Local;
     const FRAGMENT: DropReason = DropReason::Ip6Fragment;
     const HOP_EXCEEDED: DropReason = DropReason::Ip6HopLimitExceeded;
     const ETHERTYPE: EtherType = EtherType::Ipv6;

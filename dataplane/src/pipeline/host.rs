@@ -1,18 +1,28 @@
 //! **host-input** and **stack-input**: frames that come from the node itself.
 //!
-//! `host-input` reads what the kernel sent on a host port (the data port's TAP twin) and sets
-//! nothing: the frame leaves by the data port unchanged (`tx`). `stack-input` reads the IP
+//! `host-input` reads what the kernel sent on a host port (the data port's TAP twin). The node
+//! and everything the kernel routes (pods a CNI plugin attached to it) are Service clients like
+//! any client on the wire: an IPv4 or IPv6 packet that a flow or a Service frontend claims goes
+//! through the same Service stages (`steer` to `nat44`/`nat66`, then `ip-output`), with the
+//! kernel's addresses allowed as its source. Everything else sets nothing and leaves by the
+//! data port unchanged (`tx`): the kernel did its own routing and neighbour resolution. The
+//! other way, `ip-output` delivers what is addressed to a node address (a reply translated back
+//! for the kernel) to the host port (`hop_output`). `stack-input` reads the IP
 //! packets the host stack sends (health-check answers, [`crate::hoststack`]) and routes them
 //! like any packet the node originates (`ip-output`). `host-punt` (`Worker::punt_or`) is the
 //! other direction: frames for the node that no stage handles go to the kernel.
 
-use super::family::V4;
-use super::{Action, PortRole, Worker, L2};
+use super::family::{V4, V6};
+use super::ip6_input::Tuple6;
+use super::service::FlowPacket;
+use super::{ip4_input, ip6_input, Action, Class, PortRole, Worker, L2};
 use crate::drop::DropReason;
 use crate::mbuf::Mbuf;
+use crate::nat::PROTO_ICMP;
 use crate::port::PortId;
+use crate::tables::Tables;
 use crate::time::Instant;
-use crate::wire::Ipv4Packet;
+use crate::wire::{EtherType, EthernetFrame, Ipv4Packet};
 
 impl Worker {
     /// host-punt: frames for the node that the data plane does not handle go to the kernel
@@ -25,13 +35,118 @@ impl Worker {
         }
     }
 
-    /// The kernel's frames, read from the host port of `data`: they leave by `data` unchanged,
-    /// in the same transmit batch as everything else. Nothing is looked at or learned.
-    pub(super) fn host_input(&mut self, data: PortId, burst: &mut Vec<Mbuf>) {
-        for m in burst.drain(..) {
-            if self.enqueue_tx(data, m) {
-                self.stats.from_host[usize::from(data)] += 1;
+    /// The kernel's frames, read from `host`, the host port of `data`: what a flow or a
+    /// Service claims is decided as a frame from the wire would be, the rest leaves by `data`
+    /// unchanged, in the same transmit batch as everything else.
+    pub(super) fn host_input(
+        &mut self,
+        host: PortId,
+        data: PortId,
+        burst: &mut Vec<Mbuf>,
+        now: Instant,
+    ) {
+        self.now = now;
+        self.tables.refresh();
+        let t = self.tables.get().clone();
+        for mut m in burst.drain(..) {
+            let action = self.host_frame(&t, &mut m, data, false);
+            self.apply_from_host(&t, m, host, data, action);
+        }
+    }
+
+    /// One of the kernel's frames (`steered`: handed over by the worker that read it).
+    pub(super) fn host_frame(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        data: PortId,
+        steered: bool,
+    ) -> Action {
+        match self.kernel_service(t, m, data, steered) {
+            Some(action) => action,
+            None => Action::Tx(data),
+        }
+    }
+
+    /// Carries out a decision about one of the kernel's frames: a frame handed over keeps the
+    /// host port as its port, so that its owner takes it for the kernel's too.
+    pub(super) fn apply_from_host(
+        &mut self,
+        t: &Tables,
+        m: Mbuf,
+        host: PortId,
+        data: PortId,
+        action: Action,
+    ) {
+        match action {
+            Action::Tx(p) if p == data => {
+                if self.enqueue_tx(data, m) {
+                    self.stats.from_host[usize::from(data)] += 1;
+                }
             }
+            Action::Handoff(_) | Action::HandoffFragment(..) => self.apply(t, m, host, action),
+            _ => self.apply(t, m, data, action),
+        }
+    }
+
+    /// The Service stages for a packet from the kernel, when a flow or a frontend claims it
+    /// (checked first, so that the frame is left unchanged otherwise).
+    fn kernel_service(
+        &mut self,
+        t: &Tables,
+        m: &mut Mbuf,
+        data: PortId,
+        steered: bool,
+    ) -> Option<Action> {
+        let eth = EthernetFrame::new_checked(&m[..]).ok()?;
+        match eth.ethertype() {
+            EtherType::Ipv4 => {
+                let Class::Ip4(c) = ip4_input::classify_ip4_from_kernel(t, m) else {
+                    return None;
+                };
+                // ICMP errors and fragments from the kernel are not matched to flows yet.
+                if c.icmp_error || c.meta.fragmented {
+                    return None;
+                }
+                let key = c.key?;
+                let claimed = self.ct.contains(&key)
+                    || (key.proto != PROTO_ICMP
+                        && t.services.lookup(key.proto, key.dst, key.dport).is_some());
+                if !claimed {
+                    return None;
+                }
+                let p = FlowPacket {
+                    meta: &c.meta,
+                    key,
+                    flags: c.flags,
+                    hash: None,
+                    steered,
+                };
+                Some(self.flow::<V4>(t, m, data, p))
+            }
+            EtherType::Ipv6 => {
+                let Class::Ip6 { meta, .. } = ip6_input::classify_ip6(m) else {
+                    return None;
+                };
+                if meta.tuple != Tuple6::Found || meta.fragment.is_some() {
+                    return None;
+                }
+                let key = meta.key(m);
+                let claimed = self.ct6.contains(&key)
+                    || t.services6.lookup(key.proto, key.dst, key.dport).is_some();
+                if !claimed {
+                    return None;
+                }
+                let p = FlowPacket {
+                    meta: &meta,
+                    key,
+                    flags: meta.flags,
+                    hash: None,
+                    steered,
+                };
+                Some(self.flow::<V6>(t, m, data, p))
+            }
+            _ => None,
         }
     }
 
@@ -67,6 +182,7 @@ mod test {
     use super::super::{Action, WorkerConfig};
     use crate::drop::DropReason;
     use crate::time::Instant;
+    use crate::wire::Ipv4Packet;
 
     /// Port 0 paired with host port 2 (the kernel's TAP twin); port 1 without one.
     fn rig() -> Rig {
@@ -105,6 +221,60 @@ mod test {
         assert_eq!(sent, vec![(0, frames[0].clone()), (0, frames[1].clone())]);
         assert_eq!(rig.w.stats.from_host[0], 2);
         assert_eq!(rig.w.stats.rx[2], 2);
+        rig.free_all();
+    }
+
+    #[test]
+    fn the_kernel_is_a_service_client_and_gets_its_replies() {
+        let mut cfg = WorkerConfig::new(0, 1);
+        cfg.host_ports = vec![(0, 2)];
+        let pod = [10, 1, 0, 7];
+        let mut rig = Rig::with_tables(cfg, tables_with_service(Some(pod)));
+        let pod_mac = crate::wire::MacAddr([2, 0, 0, 0, 1, 7]);
+        rig.w.neigh.learn(pod.into(), pod_mac, Instant::ZERO);
+        // The node (10.0.0.1, port 0's address) asks the ClusterIP, through its default
+        // gateway on the TAP.
+        let q = udp4_ports(GW, ([10, 0, 0, 1], 40000), ([10, 96, 0, 10], 53), 64, b"q");
+        rig.burst(2, &[q], Instant::ZERO);
+        let (p, m) = rig.out.pop().expect("the query leaves");
+        assert_eq!(p, 1, "towards the endpoint's port");
+        let ip = Ipv4Packet::new_checked(&m[L2..]).unwrap();
+        assert_eq!(
+            (ip.src_addr().octets(), ip.dst_addr().octets()),
+            ([10, 0, 0, 1], pod),
+            "DNAT, the node's address kept"
+        );
+        assert_eq!(&m[..6], &pod_mac.0);
+        rig.free(m);
+        assert_eq!(rig.w.flows().len(), 1);
+        assert_eq!(rig.w.stats.from_host[0], 0, "not forwarded unchanged");
+
+        // The endpoint's answer is translated back and goes up to the kernel, to its MAC.
+        let r = udp4_ports(MAC1, (pod, 53), ([10, 0, 0, 1], 40000), 64, b"a");
+        let (a, m) = rig.input(&r, 1, Instant::ZERO);
+        assert_eq!(a, Action::Punt(2));
+        let ip = Ipv4Packet::new_checked(&m[L2..]).unwrap();
+        assert_eq!(ip.src_addr().octets(), [10, 96, 0, 10]);
+        assert_eq!(ip.dst_addr().octets(), [10, 0, 0, 1]);
+        assert!(ip.verify_checksum());
+        assert_eq!(&m[..6], &MAC0.0, "the TAP has the port's MAC");
+        rig.free(m);
+
+        // Without a host interface the same reply has nowhere to go.
+        let mut rig = Rig::with_tables(WorkerConfig::new(0, 1), tables_with_service(Some(pod)));
+        rig.w.neigh.learn(pod.into(), pod_mac, Instant::ZERO);
+        let q = udp4_ports(
+            MAC0,
+            ([10, 0, 0, 1], 40000),
+            ([10, 96, 0, 10], 53),
+            64,
+            b"q",
+        );
+        assert_eq!(
+            rig.input(&q, 0, Instant::ZERO).0,
+            Action::Drop(DropReason::Ip4BadSource),
+            "from the wire, the node's own address is a spoofed source"
+        );
         rig.free_all();
     }
 }

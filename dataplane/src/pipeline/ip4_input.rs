@@ -232,6 +232,17 @@ impl Worker {
 
 /// ip4-input: header, checksum and source checks, padding trimmed, flow tuple extracted.
 pub(super) fn classify_ip4(t: &Tables, m: &mut Mbuf) -> Class {
+    classify_ip4_from(t, m, false)
+}
+
+/// The same for a packet the node's kernel sent (`host-input`), whose source may be one of
+/// the node's addresses.
+pub(super) fn classify_ip4_from_kernel(t: &Tables, m: &mut Mbuf) -> Class {
+    classify_ip4_from(t, m, true)
+}
+
+#[inline(always)]
+fn classify_ip4_from(t: &Tables, m: &mut Mbuf, kernel: bool) -> Class {
     let (meta, total) = {
         let Ok(ip) = Ipv4Packet::new_checked(&m[L2..]) else {
             return Class::Drop(DropReason::Ip4Malformed);
@@ -265,7 +276,7 @@ pub(super) fn classify_ip4(t: &Tables, m: &mut Mbuf) -> Class {
     if meta.later_fragment {
         return ip4(None, 0, false);
     }
-    if meta.src.is_multicast() || meta.src.is_broadcast() || t.is_local(meta.src) {
+    if meta.src.is_multicast() || meta.src.is_broadcast() || (!kernel && t.is_local(meta.src)) {
         return Class::Drop(DropReason::Ip4BadSource);
     }
     if meta.dst.is_multicast() || meta.dst.is_broadcast() {

@@ -331,7 +331,7 @@ impl Worker {
                 if let Some(c) = self.stats.rx.get_mut(usize::from(port)) {
                     *c += burst.len() as u64;
                 }
-                self.host_input(data, burst);
+                self.host_input(port, data, burst, now);
                 return;
             }
             Some(PortRole::Stack) => {
@@ -441,6 +441,12 @@ impl Worker {
         learn: bool,
         fragment_ports: Option<(u16, u16)>,
     ) {
+        if let Some(PortRole::Host { data }) = self.roles.get(usize::from(port)).copied() {
+            // One of the kernel's frames, handed to the worker that owns its flow.
+            let action = self.host_frame(t, &mut m, data, steered);
+            self.apply_from_host(t, m, port, data, action);
+            return;
+        }
         let mut class = self.classify(t, &mut m, port);
         if let Class::Ip6 {
             fragment_ports: f, ..

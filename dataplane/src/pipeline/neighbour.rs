@@ -77,11 +77,29 @@ impl Worker {
                 super::write_eth(m, mac, src, F::ETHERTYPE);
                 Action::Tx(hop.port)
             }
+            None if F::is_local(t, nh) => self.up_to_kernel::<F>(m, hop.port, src),
             None => Action::Hold {
                 nh: nh.into(),
                 port: hop.port,
             },
         }
+    }
+
+    /// A packet for one of the node's own addresses (a reply translated back for a client in
+    /// the node's kernel): to the kernel, through the host port of `port`, addressed to its
+    /// MAC, which is the port's (`src`). Out of line: only the kernel's flows come here.
+    #[cold]
+    #[inline(never)]
+    fn up_to_kernel<F: Family>(&mut self, m: &mut Mbuf, port: PortId, mac: MacAddr) -> Action {
+        let Some(super::PortRole::Data { host: Some(h) }) =
+            self.roles.get(usize::from(port)).copied()
+        else {
+            return Action::Drop(F::LOCAL);
+        };
+        let mut eth_src = [0u8; 6];
+        eth_src.copy_from_slice(&m[6..12]);
+        super::write_eth(m, mac, MacAddr(eth_src), F::ETHERTYPE);
+        Action::Punt(h)
     }
 
     /// Holds `m` until `nh` on `port` answers; asks it when nothing waits for it yet.
