@@ -180,17 +180,28 @@ pub fn node_from_object(node: core::Node) -> Result<Node, ObjectError> {
         .and_then(|l| l.get(LABEL_ZONE))
         .filter(|z| !z.is_empty())
         .cloned();
-    let to_be_deleted = node
-        .spec
-        .and_then(|s| s.taints)
+    let spec = node.spec.unwrap_or_default();
+    let to_be_deleted = spec
+        .taints
         .unwrap_or_default()
         .iter()
         .any(|t| t.key == TAINT_TO_BE_DELETED);
+    let mut pod_cidrs = Vec::new();
+    for (i, c) in spec.pod_cidrs.unwrap_or_default().iter().enumerate() {
+        let net = parse_cidr(c).map_err(|reason| ObjectError {
+            field: format!("spec.podCIDRs[{i}]"),
+            reason,
+        })?;
+        if !pod_cidrs.contains(&net) {
+            pod_cidrs.push(net);
+        }
+    }
     Ok(Node {
         name,
         zone,
         deleting: node.metadata.deletion_timestamp.is_some(),
         to_be_deleted,
+        pod_cidrs,
     })
 }
 
@@ -814,6 +825,12 @@ fn convert_service(
             let Some(s) = ing.ip.as_deref().filter(|s| !s.is_empty()) else {
                 continue; // hostname-only ingress
             };
+            // `ipMode: Proxy` (or anything but `VIP`): the load balancer proxies, so traffic
+            // to its IP goes to it, in-cluster traffic included; kube-proxy's `IsVIPMode`
+            // skips such an address the same way.
+            if ing.ip_mode.as_deref().is_some_and(|m| m != "VIP") {
+                continue;
+            }
             if let Some(ip) = parse_ip(format!("status.loadBalancer.ingress[{i}].ip"), s)? {
                 if !load_balancer_ips.contains(&ip) {
                     load_balancer_ips.push(ip);

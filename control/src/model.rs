@@ -117,6 +117,8 @@ pub struct Node {
     /// The cluster autoscaler tainted it `ToBeDeletedByClusterAutoscaler`: it is being drained
     /// before removal (kube-proxy's health check then reports it unhealthy for load balancers).
     pub to_be_deleted: bool,
+    /// `spec.podCIDRs`: this node's pods' prefixes (the kernel side routes them).
+    pub pod_cidrs: Vec<(IpAddr, u8)>,
 }
 
 /// Everything the manifests and the API server say about Services, and this node.

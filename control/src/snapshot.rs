@@ -22,7 +22,7 @@ use dataplane::service::{
     Address, Backend, BackendSet, Frontend, FrontendAction, FrontendKey, FrontendKind, HealthCheck,
     HealthChecks, ServiceTable, ServingEndpoints, SourceRanges, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
-use dataplane::tables::{PortInfo, Tables};
+use dataplane::tables::{KernelSide, PortInfo, Tables};
 use dataplane::wire::MacAddr;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -176,7 +176,7 @@ fn build_inner(
             })
         })
         .collect();
-    let statics: Vec<StaticRoute> = cfg
+    let mut statics: Vec<StaticRoute> = cfg
         .routes
         .iter()
         .map(|r| StaticRoute {
@@ -186,7 +186,38 @@ fn build_inner(
             port: r.port.as_deref().and_then(port_id),
         })
         .collect();
+    let mut warnings = Vec::new();
+    let kernel = KernelRoutes::new(cfg, state);
+    let pods4 = kernel.pods(
+        &cfg.node
+            .pod_cidrs
+            .iter()
+            .map(|c| (c.address, c.prefix_len))
+            .collect::<Vec<_>>(),
+        &mut warnings,
+    );
+    let pods4 = pods4.map_err(|(f, r)| err(f, r))?;
+    let configured4: Vec<(Ipv4Addr, u8)> =
+        statics.iter().map(|r| (r.prefix, r.prefix_len)).collect();
+    statics.extend(
+        kernel
+            .routes(
+                &pods4,
+                &configured4,
+                |p| {
+                    cfg.ports[usize::from(p)]
+                        .addresses
+                        .first()
+                        .map(|c| c.address)
+                },
+                &mut warnings,
+            )
+            .map_err(|(f, r)| err(f, r))?,
+    );
     let routes = RouteTable::build(&addrs, &statics).map_err(|e| {
+        if e.index >= cfg.routes.len() {
+            return err("node.pod_cidrs".into(), e.reason);
+        }
         let at = yaml_index(e.index, cfg.routes6.iter().map(|r| r.index));
         err(format!("routes[{at}]"), e.reason)
     })?;
@@ -212,7 +243,59 @@ fn build_inner(
         }
     }
 
-    let ip6 = ip6_tables(cfg, &port_id)?;
+    let pods6 = kernel
+        .pods(
+            &cfg.node
+                .pod_cidrs6
+                .iter()
+                .map(|c| (c.address, c.prefix_len))
+                .collect::<Vec<_>>(),
+            &mut warnings,
+        )
+        .map_err(|(f, r)| err(f, r))?;
+    let ip6 = ip6_tables(cfg, &port_id, &kernel, &pods6, &mut warnings)?;
+    if kernel.port.is_some() && local.contains(&cfg.node.service_loopback) {
+        return Err(err(
+            "node.service_loopback_address".into(),
+            format!(
+                "{} is an address of the node; the kernel would keep the replies",
+                cfg.node.service_loopback
+            ),
+        ));
+    }
+    let kernel_side = match kernel.port {
+        Some(_) => KernelSide {
+            loopback4: Some(cfg.node.service_loopback),
+            loopback6: Some(cfg.node.service_loopback6),
+            cluster4: cfg
+                .node
+                .cluster_cidrs
+                .iter()
+                .map(|c| (c.address, c.prefix_len))
+                .collect(),
+            cluster6: cfg
+                .node
+                .cluster_cidrs6
+                .iter()
+                .map(|c| (c.address, c.prefix_len))
+                .collect(),
+        },
+        None => KernelSide {
+            cluster4: cfg
+                .node
+                .cluster_cidrs
+                .iter()
+                .map(|c| (c.address, c.prefix_len))
+                .collect(),
+            cluster6: cfg
+                .node
+                .cluster_cidrs6
+                .iter()
+                .map(|c| (c.address, c.prefix_len))
+                .collect(),
+            ..KernelSide::default()
+        },
+    };
 
     // NodePorts listen on the node's addresses that `node.node_port_addresses` allows.
     let node_port_addrs: Vec<Ipv4Addr> = local
@@ -231,7 +314,8 @@ fn build_inner(
         node_ports: &node_port_addrs,
         addresses: &local,
     };
-    let (services, mut warnings) = service_table_cached(state, &node, &mut cache.v4);
+    let (services, warnings4) = service_table_cached(state, &node, &mut cache.v4);
+    warnings.extend(warnings4);
 
     // IPv6: every port's IPv6 address is the node's (there is no `node.addresses` for IPv6).
     let mut local6: Vec<Ipv6Addr> = Vec::new();
@@ -267,6 +351,7 @@ fn build_inner(
             services6,
             health,
             ip6,
+            kernel: kernel_side,
         },
         warnings,
     ))
@@ -277,6 +362,9 @@ fn build_inner(
 fn ip6_tables(
     cfg: &Config,
     port_id: &dyn Fn(&str) -> Option<u16>,
+    kernel: &KernelRoutes,
+    pods: &[(Ipv6Addr, u8)],
+    warnings: &mut Vec<String>,
 ) -> Result<Ip6Tables, SnapshotError> {
     let addrs: Vec<PortAddress6> = cfg
         .ports
@@ -290,7 +378,7 @@ fn ip6_tables(
             })
         })
         .collect();
-    let statics: Vec<StaticRoute6> = cfg
+    let mut statics: Vec<StaticRoute6> = cfg
         .routes6
         .iter()
         .map(|r| StaticRoute6 {
@@ -300,6 +388,22 @@ fn ip6_tables(
             port: r.port.as_deref().and_then(port_id),
         })
         .collect();
+    let configured: Vec<(Ipv6Addr, u8)> =
+        statics.iter().map(|r| (r.prefix, r.prefix_len)).collect();
+    let global6 = |p: u16| {
+        let on = &cfg.ports[usize::from(p)].addresses6;
+        on.iter()
+            .find(|c| !c.address.is_unicast_link_local())
+            .map(|c| c.address)
+    };
+    let routes = kernel
+        .routes(pods, &configured, global6, warnings)
+        .map_err(|(field, reason)| SnapshotError {
+            file: cfg.file.clone(),
+            field,
+            reason,
+        })?;
+    statics.extend(routes);
     let neighbors: Vec<StaticNeighbor6> = cfg
         .neighbors6
         .iter()
@@ -311,10 +415,10 @@ fn ip6_tables(
         .collect();
     Ip6Tables::build(cfg.ports.len(), &addrs, &statics, &neighbors, &[]).map_err(|e| {
         let field = match e.item {
-            Ip6Item::Route => cfg
-                .routes6
-                .get(e.index)
-                .map_or_else(|| "routes".to_string(), |r| format!("routes[{}]", r.index)),
+            Ip6Item::Route => cfg.routes6.get(e.index).map_or_else(
+                || "node.pod_cidrs".to_string(),
+                |r| format!("routes[{}]", r.index),
+            ),
             Ip6Item::Neighbor => cfg.neighbors6.get(e.index).map_or_else(
                 || "neighbors".to_string(),
                 |n| format!("neighbors[{}].address", n.index),
@@ -326,6 +430,108 @@ fn ip6_tables(
             reason: e.reason,
         }
     })
+}
+
+/// This node's pod CIDRs, routed to the kernel: through the first port with a `host_interface`,
+/// via that port's own address, so that `ip-output` finds no neighbour for it and hands the
+/// packet to the kernel (which forwards it to the pod, on the CNI plugin's bridge or veth).
+struct KernelRoutes<'a> {
+    /// The port whose host interface leads to the pods.
+    port: Option<u16>,
+    /// The Node object's `spec.podCIDRs`.
+    from_node: &'a [(std::net::IpAddr, u8)],
+}
+
+impl<'a> KernelRoutes<'a> {
+    fn new(cfg: &Config, state: &'a ClusterState) -> KernelRoutes<'a> {
+        KernelRoutes {
+            port: cfg
+                .ports
+                .iter()
+                .position(|p| p.host_interface.is_some())
+                .map(|i| i as u16),
+            from_node: state.node.as_ref().map_or(&[][..], |n| &n.pod_cidrs[..]),
+        }
+    }
+
+    /// The configured pod CIDRs of family `A` and the Node's, without repeats. Configured ones
+    /// with no host interface to reach them are an error; the Node's are then left out with a
+    /// warning (a node whose pods are nodegate ports needs no route to the kernel).
+    fn pods<A: Address + dataplane::route::RouteAddr>(
+        &self,
+        configured: &[(A, u8)],
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<(A, u8)>, (String, String)> {
+        let mut out: Vec<(A, u8)> = configured.to_vec();
+        let node: Vec<(A, u8)> = self
+            .from_node
+            .iter()
+            .filter_map(|&(ip, len)| A::of(ip).map(|a| (a, len)))
+            .collect();
+        if self.port.is_none() {
+            if !out.is_empty() {
+                return Err((
+                    "node.pod_cidrs".into(),
+                    "no port has a host_interface to reach the pods through".into(),
+                ));
+            }
+            if !node.is_empty() {
+                warnings.push(format!(
+                    "the Node's spec.podCIDRs ({}) are not routed: no port has a host_interface",
+                    node.iter()
+                        .map(|(a, l)| format!("{a}/{l}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            return Ok(out);
+        }
+        for n in node {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Static routes for `pods` via the kernel port's address (`addr`), except prefixes a
+    /// configured route already has (that route wins, with a warning).
+    fn routes<A: dataplane::route::RouteAddr>(
+        &self,
+        pods: &[(A, u8)],
+        configured: &[(A, u8)],
+        addr: impl Fn(u16) -> Option<A>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<StaticRoute<A>>, (String, String)> {
+        let Some(port) = self.port else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for &(prefix, prefix_len) in pods {
+            if configured.contains(&(prefix, prefix_len)) {
+                warnings.push(format!(
+                    "pod CIDR {prefix}/{prefix_len}: a configured route has the same prefix and wins"
+                ));
+                continue;
+            }
+            let Some(via) = addr(port) else {
+                return Err((
+                    "node.pod_cidrs".into(),
+                    format!(
+                        "the port with the host_interface has no {} address to route {prefix}/{prefix_len} to the kernel by",
+                        A::FAMILY
+                    ),
+                ));
+            };
+            out.push(StaticRoute {
+                prefix,
+                prefix_len,
+                via: Some(via),
+                port: Some(port),
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// A locally administered MAC for a port that has none configured: `02:6e:67:00:00:<i+1>`.
@@ -720,6 +926,9 @@ fn service_table_cached<A: Address>(
                         None
                     },
                     action: action(local_only),
+                    // kube-proxy's short-circuit: pods and the node itself reaching a Local
+                    // NodePort, load balancer IP or external IP use every endpoint.
+                    internal: (!internal && svc.external_policy_local).then(|| action(false)),
                     serving: serving.clone(),
                 });
             };
@@ -842,6 +1051,62 @@ mod test {
     }
 
     #[test]
+    fn test_pod_cidrs_are_routed_to_the_kernel_and_the_nodes_are_added() {
+        let text = "node: {name: n, pod_cidrs: [\"10.244.1.0/24\", \"fd00:244:1::/64\"], cluster_cidrs: [\"10.244.0.0/16\"]}\nports:\n  - {name: a, driver: af_packet, interface: eth0, host_interface: nghost0, addresses: [\"10.0.0.1/24\", \"fd00::1/64\"]}\n";
+        let cfg = parse(text);
+        let state = ClusterState {
+            node: Some(crate::model::Node {
+                name: "n".into(),
+                zone: None,
+                deleting: false,
+                to_be_deleted: false,
+                pod_cidrs: vec![(ip("10.244.1.0").into(), 24), (ip("10.244.9.0").into(), 24)],
+            }),
+            ..Default::default()
+        };
+        let (t, warnings) = build(&cfg, &state).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        for pod in ["10.244.1.7", "10.244.9.7"] {
+            let hop = t.routes.lookup(ip(pod)).unwrap();
+            assert_eq!((hop.port, hop.via), (0, Some(ip("10.0.0.1"))), "{pod}");
+        }
+        assert_eq!(
+            t.routes.len(),
+            3,
+            "connected and two pod CIDRs, the repeat once"
+        );
+        let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap();
+        let hop = t.ip6.routes.lookup(v6("fd00:244:1::5")).unwrap();
+        assert_eq!(hop.via, Some(v6("fd00::1")));
+        assert_eq!(t.kernel.loopback4, Some(ip("169.254.42.1")));
+        assert_eq!(t.kernel.cluster4, vec![(ip("10.244.0.0"), 16)]);
+        assert!(t.kernel.cluster6.is_empty());
+
+        // Without a host interface, configured pod CIDRs are an error and the Node's a warning.
+        let cfg = parse("node: {name: n, pod_cidrs: [\"10.244.1.0/24\"]}\nports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\"]}\n");
+        let e = build(&cfg, &state).unwrap_err();
+        assert_eq!(e.field, "node.pod_cidrs");
+        assert!(e.reason.contains("host_interface"), "{e}");
+        let cfg = parse("node: {name: n}\nports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\"]}\n");
+        let (t, warnings) = build(&cfg, &state).unwrap();
+        assert_eq!(t.routes.len(), 1);
+        assert_eq!(t.kernel.loopback4, None);
+        assert!(warnings[0].contains("spec.podCIDRs"), "{warnings:?}");
+
+        // The service loopback address must not be the node's.
+        let cfg = parse("node: {name: n, service_loopback_address: 10.0.0.1}\nports:\n  - {name: a, driver: af_packet, interface: eth0, host_interface: nghost0, addresses: [\"10.0.0.1/24\"]}\n");
+        let e = build(&cfg, &ClusterState::default()).unwrap_err();
+        assert_eq!(e.field, "node.service_loopback_address");
+        // Host bits in a pod CIDR are a configuration error naming the entry.
+        let e = Config::parse(
+            "node: {name: n, pod_cidrs: [\"10.244.1.1/24\"]}\nports:\n  - {name: a, driver: memory}\n",
+            std::path::Path::new("c.yaml"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("node.pod_cidrs[0]"), "{e}");
+    }
+
+    #[test]
     fn test_ip6_tables_from_config() {
         let cfg = parse(
             "node: {name: n}\nports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\", \"fd00::1/64\"]}\n  - {name: b, driver: memory, addresses: [\"fd01::1/64\"]}\nroutes:\n  - {prefix: \"::/0\", via: \"fd01::fe\"}\n  - {prefix: \"0.0.0.0/0\", via: \"10.0.0.254\"}\nneighbors:\n  - {address: \"fd01::fe\", mac: \"02:00:00:00:00:fe\"}\n",
@@ -929,6 +1194,40 @@ mod test {
                 .action,
             FrontendAction::Reject
         );
+    }
+
+    #[test]
+    fn test_in_cluster_clients_of_a_local_load_balancer_and_proxy_mode_ingress() {
+        let mut state = ClusterState::default();
+        crate::manifests::parse_str(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\nspec:\n  type: LoadBalancer\n  clusterIP: 10.96.0.60\n  externalTrafficPolicy: Local\n  ports: [{port: 80, nodePort: 30080}]\nstatus:\n  loadBalancer:\n    ingress: [{ip: 192.0.2.10, ipMode: VIP}, {ip: 192.0.2.11, ipMode: Proxy}, {ip: 192.0.2.12}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: default\n  labels: {kubernetes.io/service-name: web}\naddressType: IPv4\nports: [{name: \"\", port: 8080, protocol: TCP}]\nendpoints:\n  - addresses: [\"10.244.2.5\"]\n    nodeName: node-b\n",
+            std::path::Path::new("web.yaml"),
+            &mut state,
+        )
+        .unwrap();
+        let cfg = parse("node: {name: node-a}\nports:\n  - {name: a, driver: memory, addresses: [\"10.0.0.1/24\"]}\n");
+        let (t, _) = build(&cfg, &state).unwrap();
+        for (vip, port) in [("192.0.2.10", 80), ("192.0.2.12", 80), ("10.0.0.1", 30080)] {
+            let fe = t.services.lookup(PROTO_TCP, ip(vip), port).unwrap().1;
+            // No endpoint on node-a: the wire's clients are dropped, the node's and its
+            // pods' use the endpoint on node-b (kube-proxy's short-circuit).
+            assert_eq!(fe.action, FrontendAction::Drop, "{vip}");
+            match &fe.internal {
+                Some(FrontendAction::Balance(set)) => {
+                    assert_eq!(set.backends()[0].addr, ip("10.244.2.5"))
+                }
+                other => panic!("{vip}: {other:?}"),
+            }
+        }
+        // ipMode Proxy: the load balancer's address is left to it, as kube-proxy does.
+        assert!(t.services.lookup(PROTO_TCP, ip("192.0.2.11"), 80).is_none());
+        // A ClusterIP has no separate in-cluster answer.
+        let fe = t
+            .services
+            .lookup(PROTO_TCP, ip("10.96.0.60"), 80)
+            .unwrap()
+            .1;
+        assert!(fe.internal.is_none());
     }
 
     #[test]
@@ -1177,6 +1476,7 @@ mod test {
             zone: Some("zone-b".into()),
             deleting: false,
             to_be_deleted: false,
+            pod_cidrs: vec![],
         });
         let (t, _) = build(&cfg, &state).unwrap();
         assert_eq!(

@@ -675,6 +675,7 @@ mod test {
             zone: zone.map(str::to_string),
             deleting: false,
             to_be_deleted: false,
+            pod_cidrs: vec![],
         }
     }
 

@@ -216,6 +216,7 @@ async fn relists_after_410_gone_and_converges() {
             zone: Some("zone-b".into()),
             deleting: true,
             to_be_deleted: true,
+            pod_cidrs: vec![],
         })
     );
     assert!(seen.contains(&Update::WatchFailed(Resource::Service)));

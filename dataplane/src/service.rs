@@ -268,6 +268,10 @@ pub struct Frontend<A = Ipv4Addr> {
     /// Load balancer frontends of a Service with `loadBalancerSourceRanges`.
     pub source_ranges: Option<Arc<SourceRanges<A>>>,
     pub action: FrontendAction<A>,
+    /// What in-cluster clients (the node's kernel and the pods behind it) get instead of
+    /// `action`, where it differs: the cluster-wide endpoints of a frontend with
+    /// `externalTrafficPolicy: Local` (kube-proxy's short-circuit).
+    pub internal: Option<FrontendAction<A>>,
     /// UDP ports only (empty otherwise): whose flows survive a table change.
     pub serving: ServingEndpoints<A>,
 }

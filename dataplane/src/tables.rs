@@ -32,6 +32,22 @@ pub struct PortInfo {
     pub addresses: Vec<(Ipv4Addr, u8)>,
 }
 
+/// What the Service path needs for the clients and endpoints behind the node's kernel (on the
+/// far side of a port's `host_interface`: the node itself, pods a CNI plugin attached to it).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelSide {
+    /// The source that flows to an endpoint behind the kernel are SNATed to when they need
+    /// SNAT (Cilium's service loopback address): an address the kernel routes back to the
+    /// host interface and does not own, so that the endpoint's reply comes back through
+    /// nodegate. `None`: such flows are SNATed to the route's source as any other.
+    pub loopback4: Option<Ipv4Addr>,
+    pub loopback6: Option<Ipv6Addr>,
+    /// kube-proxy's `clusterCIDR`: new ClusterIP flows from a source outside every one of these
+    /// prefixes are SNATed. Empty: none are.
+    pub cluster4: Vec<(Ipv4Addr, u8)>,
+    pub cluster6: Vec<(Ipv6Addr, u8)>,
+}
+
 /// Everything a worker reads to forward a frame.
 #[derive(Debug, Clone, Default)]
 pub struct Tables {
@@ -51,6 +67,8 @@ pub struct Tables {
     pub health: HealthChecks,
     /// IPv6 routes, static neighbours and addresses.
     pub ip6: Ip6Tables,
+    /// The kernel side: service loopback addresses and the cluster's prefixes.
+    pub kernel: KernelSide,
 }
 
 impl Tables {

@@ -48,11 +48,10 @@ pub(super) trait Family {
     fn addr_hash(a: Self::Addr) -> u64;
     fn flow_hash(k: &Self::Key) -> u64;
     fn routes(t: &Tables) -> &RouteTable<Self::Addr>;
-    /// The node's address towards `dst` (the SNAT source), or `None` without a route.
-    #[inline(always)]
-    fn route_src(t: &Tables, dst: Self::Addr) -> Option<Self::Addr> {
-        Self::routes(t).lookup(dst).map(|h| h.src)
-    }
+    /// The kernel side's service loopback address in this family.
+    fn loopback(t: &Tables) -> Option<Self::Addr>;
+    /// kube-proxy's `clusterCIDR` prefixes in this family.
+    fn cluster(t: &Tables) -> &[(Self::Addr, u8)];
     /// The link-layer address of the neighbour `nh` on `port`: a static one, else a learned
     /// one that has not expired.
     fn neighbour(w: &mut Worker, t: &Tables, port: PortId, nh: Self::Addr) -> Option<MacAddr>;
@@ -186,6 +185,12 @@ impl Family for V4 {
     #[inline(always)]
     fn routes(t: &Tables) -> &RouteTable {
         &t.routes
+    }
+    fn loopback(t: &Tables) -> Option<Ipv4Addr> {
+        t.kernel.loopback4
+    }
+    fn cluster(t: &Tables) -> &[(Ipv4Addr, u8)] {
+        &t.kernel.cluster4
     }
     #[inline(always)]
     fn neighbour(w: &mut Worker, t: &Tables, _port: PortId, nh: Ipv4Addr) -> Option<MacAddr> {
@@ -346,6 +351,12 @@ impl Family for V6 {
     #[inline(always)]
     fn routes(t: &Tables) -> &RouteTable<Ipv6Addr> {
         &t.ip6.routes
+    }
+    fn loopback(t: &Tables) -> Option<Ipv6Addr> {
+        t.kernel.loopback6
+    }
+    fn cluster(t: &Tables) -> &[(Ipv6Addr, u8)] {
+        &t.kernel.cluster6
     }
     #[inline(always)]
     fn neighbour(w: &mut Worker, t: &Tables, port: PortId, nh: Ipv6Addr) -> Option<MacAddr> {

@@ -121,6 +121,7 @@ impl Worker {
                     flags: c.flags,
                     hash: None,
                     steered,
+                    kernel: true,
                 };
                 Some(self.flow::<V4>(t, m, data, p))
             }
@@ -143,6 +144,7 @@ impl Worker {
                     flags: meta.flags,
                     hash: None,
                     steered,
+                    kernel: true,
                 };
                 Some(self.flow::<V6>(t, m, data, p))
             }
@@ -275,6 +277,173 @@ mod test {
             Action::Drop(DropReason::Ip4BadSource),
             "from the wire, the node's own address is a spoofed source"
         );
+        rig.free_all();
+    }
+
+    /// Tables with the DNS Service's endpoint at `endpoint`, this node's pods (10.244.1.0/24)
+    /// behind the kernel of port 0 (via its own address) and the service loopback address.
+    fn pod_tables(endpoint: [u8; 4]) -> crate::tables::Tables {
+        use crate::route::{PortAddress, RouteTable, StaticRoute};
+        let mut t = tables_with_service(Some(endpoint));
+        let addrs = [
+            PortAddress {
+                port: 0,
+                address: [10, 0, 0, 1].into(),
+                prefix_len: 24,
+            },
+            PortAddress {
+                port: 1,
+                address: [10, 1, 0, 1].into(),
+                prefix_len: 24,
+            },
+        ];
+        let pods = StaticRoute {
+            prefix: [10, 244, 1, 0].into(),
+            prefix_len: 24,
+            via: Some([10, 0, 0, 1].into()),
+            port: Some(0),
+        };
+        t.routes = RouteTable::build(&addrs, &[pods]).unwrap();
+        t.kernel.loopback4 = Some(LOOPBACK.into());
+        t
+    }
+
+    const LOOPBACK: [u8; 4] = [169, 254, 42, 1];
+
+    fn addrs(m: &[u8]) -> ([u8; 4], [u8; 4], u16, u16) {
+        let ip = Ipv4Packet::new_checked(&m[L2..]).unwrap();
+        assert!(ip.verify_checksum());
+        let l4 = &m[L2 + ip.header_len()..];
+        (
+            ip.src_addr().octets(),
+            ip.dst_addr().octets(),
+            u16::from_be_bytes([l4[0], l4[1]]),
+            u16::from_be_bytes([l4[2], l4[3]]),
+        )
+    }
+
+    #[test]
+    fn a_pod_reaching_a_pod_of_its_node_is_snated_to_the_service_loopback_address() {
+        let mut cfg = WorkerConfig::new(0, 1);
+        cfg.host_ports = vec![(0, 2)];
+        let (client, server) = ([10, 244, 1, 2], [10, 244, 1, 3]);
+        let mut rig = Rig::with_tables(cfg, pod_tables(server));
+        // The client pod asks the ClusterIP; its node's kernel routes it to the TAP.
+        let q = udp4_ports(GW, (client, 40000), ([10, 96, 0, 10], 53), 63, b"q");
+        rig.burst(2, &[q], Instant::ZERO);
+        let (p, m) = rig.out.pop().expect("the query goes on");
+        assert_eq!(p, 2, "up to the kernel, which has the endpoint pod");
+        assert_eq!(&m[..6], &MAC0.0, "to the TAP's MAC");
+        let (src, dst, sport, dport) = addrs(&m);
+        assert_eq!((src, dst, dport), (LOOPBACK, server, 53), "SNAT and DNAT");
+        rig.free(m);
+        // The endpoint answers the loopback address; the kernel routes that to the TAP.
+        let r = udp4_ports(GW, (server, 53), (LOOPBACK, sport), 64, b"a");
+        rig.burst(2, &[r], Instant::ZERO);
+        let (p, m) = rig.out.pop().expect("the answer goes on");
+        assert_eq!(p, 2);
+        assert_eq!(
+            addrs(&m),
+            ([10, 96, 0, 10], client, 53, 40000),
+            "translated back for the client pod"
+        );
+        rig.free(m);
+        assert_eq!(rig.w.stats.from_host[0], 0);
+
+        // From the wire, the same Service and endpoint keep the client's address.
+        let q = udp4_ports(
+            MAC1,
+            ([10, 1, 0, 9], 40001),
+            ([10, 96, 0, 10], 53),
+            64,
+            b"q",
+        );
+        rig.burst(1, &[q], Instant::ZERO);
+        let (p, m) = rig.out.pop().expect("the query goes on");
+        assert_eq!(p, 2);
+        assert_eq!(addrs(&m).0, [10, 1, 0, 9], "no SNAT for a ClusterIP client");
+        rig.free(m);
+        rig.free_all();
+    }
+
+    #[test]
+    fn off_cluster_clients_of_a_cluster_ip_are_masqueraded_when_the_cluster_cidr_is_known() {
+        let server = [10, 244, 1, 3];
+        let mut t = pod_tables(server);
+        t.kernel.cluster4 = vec![([10, 244, 0, 0].into(), 16)];
+        let mut cfg = WorkerConfig::new(0, 1);
+        cfg.host_ports = vec![(0, 2)];
+        let mut rig = Rig::with_tables(cfg, t);
+        let q = udp4_ports(
+            MAC1,
+            ([10, 1, 0, 9], 40001),
+            ([10, 96, 0, 10], 53),
+            64,
+            b"q",
+        );
+        rig.burst(1, &[q], Instant::ZERO);
+        let (_, m) = rig.out.pop().expect("the query goes on");
+        assert_eq!(addrs(&m).0, LOOPBACK, "outside 10.244.0.0/16: SNAT");
+        rig.free(m);
+        // A pod of another node (inside the cluster CIDR) keeps its address.
+        let q = udp4_ports(
+            MAC1,
+            ([10, 244, 2, 5], 40002),
+            ([10, 96, 0, 10], 53),
+            64,
+            b"q",
+        );
+        rig.burst(1, &[q], Instant::ZERO);
+        let (_, m) = rig.out.pop().expect("the query goes on");
+        assert_eq!(addrs(&m).0, [10, 244, 2, 5]);
+        rig.free(m);
+        rig.free_all();
+    }
+
+    #[test]
+    fn in_cluster_clients_of_a_local_frontend_use_every_endpoint() {
+        use crate::service::FrontendAction;
+        let server = [10, 1, 0, 7];
+        let mut t = pod_tables(server);
+        // As for a Local external IP with no endpoint on this node: the wire's clients are
+        // dropped, in-cluster ones use the cluster's endpoints.
+        let fe = t.services.frontends()[0].clone();
+        let mut fe = fe;
+        let cluster = fe.action.clone();
+        fe.action = FrontendAction::Drop;
+        fe.internal = Some(cluster);
+        let (services, _) = crate::service::ServiceTable::new(vec![fe]);
+        t.services = services;
+        let mut cfg = WorkerConfig::new(0, 1);
+        cfg.host_ports = vec![(0, 2)];
+        let mut rig = Rig::with_tables(cfg, t);
+        rig.w.neigh.learn(
+            server.into(),
+            crate::wire::MacAddr([2, 0, 0, 0, 1, 7]),
+            Instant::ZERO,
+        );
+        let q = udp4_ports(
+            MAC1,
+            ([10, 1, 0, 9], 40001),
+            ([10, 96, 0, 10], 53),
+            64,
+            b"q",
+        );
+        let (a, m) = rig.input(&q, 1, Instant::ZERO);
+        assert_eq!(a, Action::Drop(DropReason::SvcNoLocalEndpoint));
+        rig.free(m);
+        let q = udp4_ports(
+            GW,
+            ([10, 244, 1, 2], 40000),
+            ([10, 96, 0, 10], 53),
+            64,
+            b"q",
+        );
+        rig.burst(2, &[q], Instant::ZERO);
+        let (p, m) = rig.out.pop().expect("the pod's query goes on");
+        assert_eq!(p, 1);
+        assert_eq!(addrs(&m).1, server);
+        rig.free(m);
         rig.free_all();
     }
 }

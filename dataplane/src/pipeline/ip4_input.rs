@@ -104,6 +104,7 @@ impl Worker {
             flags,
             hash,
             steered,
+            kernel: false,
         };
         self.flow::<V4>(t, m, port, p)
     }

@@ -333,6 +333,7 @@ impl Worker {
             flags: meta.flags,
             hash,
             steered,
+            kernel: false,
         };
         self.flow::<V6>(t, m, port, p)
     }

@@ -28,8 +28,9 @@ use crate::mbuf::Mbuf;
 use crate::nat::PROTO_ICMP;
 use crate::neighbor::AffinityTable;
 use crate::port::PortId;
+use crate::route::prefix_contains;
 use crate::service::{
-    Address, BackendSet, Frontend, FrontendAction, ServiceTable, PROTO_TCP, PROTO_UDP,
+    Address, BackendSet, Frontend, FrontendAction, FrontendKind, ServiceTable, PROTO_TCP, PROTO_UDP,
 };
 use crate::tables::Tables;
 use crate::time::Instant;
@@ -68,6 +69,8 @@ pub(super) struct FlowPacket<'a, F: Family> {
     pub hash: Option<u64>,
     /// On its owner already: handed over, or placed by its datagram's home worker.
     pub steered: bool,
+    /// Sent by the node's kernel (read from a host port): an in-cluster client.
+    pub kernel: bool,
 }
 
 impl<F: Family> FlowPacket<'_, F> {
@@ -255,7 +258,7 @@ impl Worker {
     pub(super) fn owner_of<F: Family>(&self, t: &Tables, key: &F::Key) -> usize {
         let n = self.cfg.workers as u64;
         let (src, dst, _, dport, proto) = F::parts(key);
-        if F::is_local(t, dst) {
+        if F::is_local(t, dst) || F::loopback(t) == Some(dst) {
             if let Some(w) = self.cfg.snat_owner(dport) {
                 return w;
             }
@@ -279,7 +282,7 @@ impl Worker {
     ) -> Action {
         let (key, flags) = (&p.key, p.flags);
         let (src, dst, sport, _, proto) = F::parts(key);
-        let set = match admit(fe, (src, dst), proto, flags) {
+        let set = match admit(fe, (src, dst), proto, flags, p.kernel) {
             Admit::Balance(set) => set,
             Admit::Drop(r) => return Action::Drop(r),
             Admit::Reject => return self.reject(t, m, port, &p),
@@ -289,13 +292,34 @@ impl Worker {
             let (_, affinity) = F::tables(self);
             choose_backend(affinity, fe, set, src, now, || F::flow_hash(key))
         };
-        let Some(hop_src) = F::route_src(t, baddr) else {
+        let Some(hop) = F::routes(t).lookup(baddr).copied() else {
             return Action::Drop(F::NO_ROUTE);
         };
-        // Hairpin: a client reaching itself through the Service is SNATed (kube-proxy does the
-        // same) or its reply would bypass us.
-        let snat = fe.snat || src == baddr;
-        let reply = F::key(baddr, if snat { hop_src } else { src }, bport, sport, proto);
+        let (loopback, cluster) = (F::loopback(t), F::cluster(t));
+        // An endpoint behind the node's kernel: a pod of this node, or the node itself.
+        let behind_kernel = F::is_local(t, hop.neighbor_for(baddr));
+        // SNAT where the Service asks for it; for a hairpin (a client reaching itself, or a
+        // client and an endpoint both behind the kernel), or its reply would bypass us; and
+        // kube-proxy's masquerade of ClusterIP traffic from outside the cluster's prefixes.
+        let snat = fe.snat
+            || src == baddr
+            || (p.kernel && behind_kernel)
+            || (fe.kind == FrontendKind::ClusterIp
+                && !cluster.is_empty()
+                && !cluster.iter().any(|&(a, l)| prefix_contains(a, l, src)));
+        // Behind the kernel, the node's own address would be delivered to the kernel itself:
+        // the service loopback address is routed back to us instead.
+        let snat_src = match loopback {
+            Some(l) if behind_kernel => l,
+            _ => hop.src,
+        };
+        let reply = F::key(
+            baddr,
+            if snat { snat_src } else { src },
+            bport,
+            sport,
+            proto,
+        );
         let (chunk, mut cursor) = (self.snat_chunk, self.snat_cursor);
         let (ct, affinity) = F::tables(self);
         let reply = reply_tuple(ct, chunk, &mut cursor, reply, snat, now);
@@ -425,13 +449,20 @@ pub(super) fn admit<A: Address>(
     (src, dst): (A, A),
     proto: u8,
     flags: u8,
+    kernel: bool,
 ) -> Admit<'_, A> {
     if let Some(ranges) = &fe.source_ranges {
         if !ranges.allows(src, dst) {
             return Admit::Drop(DropReason::SvcSourceNotAllowed);
         }
     }
-    match &fe.action {
+    // In-cluster clients of a Local load balancer IP or external IP use every endpoint
+    // (kube-proxy's short-circuit).
+    let action = match &fe.internal {
+        Some(internal) if kernel => internal,
+        _ => &fe.action,
+    };
+    match action {
         FrontendAction::Balance(_) if proto == PROTO_TCP && flags & tcp_flags::RST != 0 => {
             Admit::Drop(DropReason::CtInvalid)
         }

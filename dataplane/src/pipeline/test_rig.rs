@@ -350,6 +350,7 @@ pub fn tables_with_service(endpoint: Option<[u8; 4]>) -> Tables {
         affinity_secs: None,
         source_ranges: None,
         action,
+        internal: None,
         serving: ServingEndpoints::new(endpoint.map(|a| (a.into(), 53)).into_iter().collect()),
     };
     let (services, dups) = ServiceTable::new(vec![frontend]);
