@@ -109,6 +109,9 @@ impl Worker {
                     return None;
                 }
                 let key = c.key?;
+                if let Some(owner) = self.kernel_owner::<V4>(t, &key, steered) {
+                    return Some(Action::Handoff(owner));
+                }
                 let claimed = self.ct.contains(&key)
                     || (key.proto != PROTO_ICMP
                         && t.services.lookup(key.proto, key.dst, key.dport).is_some());
@@ -133,6 +136,9 @@ impl Worker {
                     return None;
                 }
                 let key = meta.key(m);
+                if let Some(owner) = self.kernel_owner::<V6>(t, &key, steered) {
+                    return Some(Action::Handoff(owner));
+                }
                 let claimed = self.ct6.contains(&key)
                     || t.services6.lookup(key.proto, key.dst, key.dport).is_some();
                 if !claimed {
@@ -150,6 +156,23 @@ impl Worker {
             }
             _ => None,
         }
+    }
+
+    /// The worker that owns the flow `key` would belong to, when it is another one: whether
+    /// the kernel's packet is part of a flow can only be told by the owner's table, so every
+    /// packet with a tuple goes there first (the replies of flows the wire started, with no
+    /// SNAT port to tell them by, would otherwise leave untranslated).
+    fn kernel_owner<F: super::family::Family>(
+        &self,
+        t: &Tables,
+        key: &F::Key,
+        steered: bool,
+    ) -> Option<usize> {
+        if self.cfg.workers <= 1 || steered {
+            return None;
+        }
+        let owner = self.owner_of::<F>(t, key);
+        (owner != self.cfg.id).then_some(owner)
     }
 
     /// stack-input: IP packets the host stack sends (after `STACK_L2` bytes of room for the
