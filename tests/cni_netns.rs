@@ -381,7 +381,6 @@ fn node_with_pods(driver: &str, tag: &str) {
         peer,
     } = node_and_client(&format!("ngk{tag}"), &format!("{NODE_B}/24"));
     let tap = format!("ngk{tag}t{id}");
-    let (node, wire_ns) = (node, wire_ns);
     let n = node.0.clone();
     let w = wire_ns.0.clone();
     if driver == "af_packet" {
@@ -395,9 +394,8 @@ fn node_with_pods(driver: &str, tag: &str) {
 
     // The far side: node-b (and its pod), the router and outside client, a proxying load
     // balancer; routes to this node's pod CIDR and its load balancer IPs.
-    for a in [&format!("{ROUTER}/24")] {
-        must(&["ip", "-n", &w, "addr", "add", a, "dev", &peer]);
-    }
+    let router = format!("{ROUTER}/24");
+    must(&["ip", "-n", &w, "addr", "add", &router, "dev", &peer]);
     for a in [NODE_B_POD, PROXY_LB] {
         must(&[
             "ip",
